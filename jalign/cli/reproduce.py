@@ -1,0 +1,90 @@
+"""``jalign reproduce NAME|all --out DIR``: regenerate paper figures and check claims."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Reproductions planned by open issues, listed so that `reproduce all` says what is still missing.
+PLANNED = {
+    "copg-bandit": "Contrastive Policy Gradient bandit (issue: Bandit laboratory and CoPG)",
+    "fdpg": "f-DPG divergences (issue: f-DPG)",
+    "entanglement": "gradient entanglement (issue: Gradient-entanglement diagnostics)",
+    "ches": "likelihood displacement / CHES (issue: Likelihood displacement)",
+    "dpa-logic": "logic of DPA (issue: Symbolic DPA logic)",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reproduce", help="regenerate a paper's figures and check its claims")
+    p.add_argument("name", help="reproduction name, or 'all'")
+    p.add_argument("--out", default="figures", help="output directory (default: figures/)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="quick", action="store_true", default=True, help="CPU defaults (default)")
+    g.add_argument("--full", dest="quick", action="store_false", help="paper-sized settings (GPU/TPU)")
+    p.set_defaults(func=run)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise SystemExit(f"jalign reproduce: --out {str(out)!r} is not writable: {e}") from None
+
+
+def run(args) -> int:
+    import paper_repro
+
+    reg = paper_repro.registry()
+    valid = sorted(set(reg) | set(PLANNED))
+    if args.name == "all":
+        todo = sorted(reg)
+    elif args.name in reg:
+        todo = [args.name]
+    elif args.name in PLANNED:
+        print(f"reproduction {args.name!r} is not implemented yet: {PLANNED[args.name]}", file=sys.stderr)
+        return 1
+    else:
+        print(f"unknown reproduction {args.name!r}; valid: {', '.join(valid)} or 'all'", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    _check_writable(out)
+    summary = {"quick": args.quick, "reproductions": {}, "missing": {}}
+    status = 0
+    for name in todo:
+        t0 = time.time()
+        print(f"== reproduce {name} -> {out / name}", flush=True)
+        # Write into a temporary sibling directory, then move into place: no half-written results.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
+        try:
+            result = reg[name].run(tmp, quick=args.quick)
+        except Exception as e:  # noqa: BLE001 - report and continue with the other reproductions
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"!! {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            summary["reproductions"][name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            status = 1
+            continue
+        final = out / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        summary["reproductions"][name] = {
+            "status": "ok",
+            "seconds": round(time.time() - t0, 1),
+            "claims": (result or {}).get("claims", []),
+        }
+    for name, what in PLANNED.items():
+        if name not in reg:
+            summary["missing"][name] = what
+    if args.name == "all":
+        if summary["missing"]:
+            print("not implemented yet: " + ", ".join(sorted(summary["missing"])))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return status

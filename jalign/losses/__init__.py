@@ -1,0 +1,31 @@
+"""The direct-alignment loss library: pure, jit-able functions of sequence log-probabilities.
+
+Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`names`, :func:`sequence_logps`,
+:func:`preference_metrics`; plus :class:`UnpairedLogps`, :class:`ListwiseLogps`, :func:`spec`,
+:func:`register`.
+
+>>> from jalign import losses
+>>> "dpo" in losses.names()
+True
+"""
+
+from jalign.losses._registry import LossSpec, get, names, register, spec
+from jalign.losses._types import ListwiseLogps, PairwiseLogps, UnpairedLogps
+from jalign.losses.metrics import preference_metrics
+from jalign.losses.sequence import sequence_logps
+
+# Loss families register themselves on import (one file per family).
+from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "ListwiseLogps",
+    "LossSpec",
+    "PairwiseLogps",
+    "UnpairedLogps",
+    "get",
+    "names",
+    "preference_metrics",
+    "register",
+    "sequence_logps",
+    "spec",
+]

@@ -1,0 +1,148 @@
+"""The loss registry: one entry per loss, one file per family.
+
+A loss is registered with :func:`register` on a *core* function ``fn(batch, *, hparam=default, ...) -> [B]``.
+:func:`get` returns a wrapper that validates hyperparameters and (outside ``jit``) the batch values, then
+calls the core function. ``validate=False`` skips all checks (the fast path for jitted training loops; under
+``jit`` value checks are skipped anyway because values are abstract).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+from typing import Any, Callable
+
+from jalign.losses import _validate
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """Metadata of a registered loss.
+
+    Attributes:
+      name: registry name.
+      fn: the core function ``fn(batch, **hparams) -> per-example losses``.
+      kind: ``"pairwise"`` (:class:`PairwiseLogps`), ``"unpaired"`` (:class:`UnpairedLogps`) or
+        ``"listwise"`` (:class:`ListwiseLogps`).
+      formula: the per-example formula in plain text.
+      paper: the source paper (title, venue / arXiv id).
+      hparams: hyperparameter names and their defaults.
+      needs_reference: whether the reference log-prob fields are read.
+      needs_lengths: whether the length fields are read.
+      batch_coupled: whether an example's loss depends on other examples of the batch (e.g. ``aot``).
+      margin_based: a pairwise loss whose value depends on the policy only through
+        ``chosen_logps`` and ``rejected_logps`` (always true for pairwise losses here; gradient-entanglement
+        diagnostics use it).
+      aliases: other names under which the same loss is registered.
+      notes: conventions chosen where sources disagree.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    kind: str
+    formula: str
+    paper: str
+    hparams: dict[str, Any]
+    needs_reference: bool = True
+    needs_lengths: bool = False
+    batch_coupled: bool = False
+    margin_based: bool = True
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+_KINDS = ("pairwise", "unpaired", "listwise")
+
+
+def register(
+    name: str,
+    *,
+    kind: str = "pairwise",
+    formula: str,
+    paper: str,
+    needs_reference: bool = True,
+    needs_lengths: bool = False,
+    batch_coupled: bool = False,
+    margin_based: bool | None = None,
+    aliases: tuple[str, ...] = (),
+    notes: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a core loss function under ``name`` (and ``aliases``)."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+        hparams = {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        spec = LossSpec(
+            name=name,
+            fn=fn,
+            kind=kind,
+            formula=formula,
+            paper=paper,
+            hparams=hparams,
+            needs_reference=needs_reference,
+            needs_lengths=needs_lengths,
+            batch_coupled=batch_coupled,
+            margin_based=(kind == "pairwise") if margin_based is None else margin_based,
+            aliases=tuple(aliases),
+            notes=notes,
+        )
+        for key in (name, *aliases):
+            if key in _REGISTRY:
+                raise ValueError(f"loss {key!r} is already registered")
+            _REGISTRY[key] = spec
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    """Every registered loss name (aliases included), sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> LossSpec:
+    """The :class:`LossSpec` of ``name``; unknown names raise ``KeyError`` listing close matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"unknown loss {name!r}.{hint} Registered losses: {', '.join(names())}"
+        ) from None
+
+
+def get(name: str) -> Callable[..., Any]:
+    """The loss ``name`` as ``fn(batch, *, validate=True, **hparams) -> per-example losses``.
+
+    Hyperparameters not given take the registered defaults (``spec(name).hparams``); unknown ones raise
+    ``TypeError``; invalid values (β ≤ 0, label_smoothing ∉ [0, ½), …) raise ``ValueError`` naming the
+    argument. With ``validate=True`` the batch is also checked (shapes, required fields, and — when the
+    arrays are concrete, i.e. outside ``jit`` — finiteness and lengths), raising ``ValueError`` naming the
+    field and the first offending example.
+    """
+    s = spec(name)
+
+    @functools.wraps(s.fn)
+    def loss_fn(batch: Any, *, validate: bool = True, **hparams: Any) -> Any:
+        unknown = sorted(set(hparams) - set(s.hparams))
+        if unknown:
+            raise TypeError(
+                f"loss {s.name!r} got unknown hyperparameter(s) {unknown}; valid: {sorted(s.hparams)}"
+            )
+        if validate:
+            _validate.check_hparams(s.name, {**s.hparams, **hparams})
+            _validate.check_batch(s, batch)
+        return s.fn(batch, **hparams)
+
+    loss_fn.spec = s  # type: ignore[attr-defined]
+    return loss_fn

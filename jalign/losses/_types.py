@@ -1,0 +1,81 @@
+"""Batch containers for the loss library (pytree dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+Array = Any  # jax.Array or np.ndarray
+
+
+def _pytree_dataclass(cls):
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+
+
+@_pytree_dataclass
+class PairwiseLogps:
+    """Sequence log-probabilities of a batch of preference pairs.
+
+    All fields have shape ``[B]``. Log-probs are *summed* over response tokens; lengths are response token
+    counts. Reference fields may be ``None`` for reference-free losses; lengths may be ``None`` for losses
+    that do not use them.
+
+    Attributes:
+      chosen_logps: log π_θ(y_w | x).
+      rejected_logps: log π_θ(y_l | x).
+      ref_chosen_logps: log π_ref(y_w | x) (optional).
+      ref_rejected_logps: log π_ref(y_l | x) (optional).
+      chosen_lengths: |y_w| in tokens (optional).
+      rejected_lengths: |y_l| in tokens (optional).
+    """
+
+    chosen_logps: Array
+    rejected_logps: Array
+    ref_chosen_logps: Array | None = None
+    ref_rejected_logps: Array | None = None
+    chosen_lengths: Array | None = None
+    rejected_lengths: Array | None = None
+
+
+@_pytree_dataclass
+class UnpairedLogps:
+    """Unpaired (KTO / BCO style) batch: one completion per example with a desirable/undesirable label.
+
+    Attributes:
+      logps: log π_θ(y | x), summed over response tokens, ``[B]``.
+      ref_logps: log π_ref(y | x), ``[B]``.
+      desirable: boolean (or 0/1) label, ``[B]``; True = thumbs-up.
+      lengths: response token counts (optional), ``[B]``.
+      kl_logps, ref_kl_logps: log-probs of *mismatched* (x, y') pairs used by KTO's KL estimate z0
+        (optional, ``[B]``).
+    """
+
+    logps: Array
+    ref_logps: Array
+    desirable: Array
+    lengths: Array | None = None
+    kl_logps: Array | None = None
+    ref_kl_logps: Array | None = None
+
+
+@_pytree_dataclass
+class ListwiseLogps:
+    """Listwise batch: K responses per prompt, ``[B, K]`` arrays.
+
+    Attributes:
+      logps: summed log π_θ(y_k | x), ``[B, K]``.
+      ref_logps: summed log π_ref(y_k | x) (optional), ``[B, K]``.
+      lengths: token counts (optional), ``[B, K]``.
+      scores: relevance scores, higher = better (``[B, K]``); ranks are derived from scores.
+      mask: which of the K entries are valid (optional), ``[B, K]``.
+    """
+
+    logps: Array
+    scores: Array
+    ref_logps: Array | None = None
+    lengths: Array | None = None
+    mask: Array | None = None

@@ -1,0 +1,32 @@
+"""Paper reproductions: one module per reproduction, discovered automatically.
+
+A reproduction module defines::
+
+    NAME = "copg-bandit"              # the name used by `jalign reproduce NAME`
+    DESCRIPTION = "one line"
+    def run(out: pathlib.Path, *, quick: bool = True) -> dict: ...   # writes figures + results.json
+
+It must contain no math of its own (that lives in ``jalign``): it wires experiments, saves results as JSON and
+draws figures from the saved JSON. ``run`` returns a dict with at least ``{"claims": [...]}`` where each
+claim is ``{"paper", "claim", "measured", "status"}`` with status one of ``holds``, ``does not hold``,
+``not reproducible here``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+
+def registry() -> dict[str, ModuleType]:
+    """Map reproduction name → module."""
+    out: dict[str, ModuleType] = {}
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        name = getattr(module, "NAME", None)
+        if name:
+            out[name] = module
+    return out
