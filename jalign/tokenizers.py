@@ -9,7 +9,7 @@ Neither piece is encoded with its own BOS/EOS, so no duplicates arise when they 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class ByteTokenizer:

@@ -8,7 +8,7 @@ import json
 def register(sub) -> None:
     p = sub.add_parser("losses", help="list registered losses (formula, paper, hyperparameters)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--kind", choices=["pairwise", "unpaired", "listwise"], help="only this kind")
+    p.add_argument("--kind", choices=["pairwise", "unpaired", "listwise", "scored", "sampled"], help="only this kind")
     p.set_defaults(func=run)
 
 

@@ -10,7 +10,13 @@ True
 """
 
 from jalign.losses._registry import LossSpec, get, names, register, spec
-from jalign.losses._types import ListwiseLogps, PairwiseLogps, UnpairedLogps
+from jalign.losses._types import (
+    ListwiseLogps,
+    PairwiseLogps,
+    SampledLogps,
+    ScoredLogps,
+    UnpairedLogps,
+)
 from jalign.losses.metrics import preference_metrics
 from jalign.losses.sequence import sequence_logps
 
@@ -21,6 +27,8 @@ __all__ = [
     "ListwiseLogps",
     "LossSpec",
     "PairwiseLogps",
+    "SampledLogps",
+    "ScoredLogps",
     "UnpairedLogps",
     "get",
     "names",

@@ -12,7 +12,8 @@ import dataclasses
 import difflib
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jalign.losses import _validate
 
@@ -25,7 +26,8 @@ class LossSpec:
       name: registry name.
       fn: the core function ``fn(batch, **hparams) -> per-example losses``.
       kind: ``"pairwise"`` (:class:`PairwiseLogps`), ``"unpaired"`` (:class:`UnpairedLogps`) or
-        ``"listwise"`` (:class:`ListwiseLogps`).
+        ``"listwise"`` (:class:`ListwiseLogps`), ``"scored"`` (:class:`ScoredLogps`, policy-gradient family)
+        or ``"sampled"`` (:class:`SampledLogps`, f-DPG).
       formula: the per-example formula in plain text.
       paper: the source paper (title, venue / arXiv id).
       hparams: hyperparameter names and their defaults.
@@ -54,7 +56,7 @@ class LossSpec:
 
 
 _REGISTRY: dict[str, LossSpec] = {}
-_KINDS = ("pairwise", "unpaired", "listwise")
+_KINDS = ("pairwise", "unpaired", "listwise", "scored", "sampled")
 
 
 def register(

@@ -79,3 +79,35 @@ class ListwiseLogps:
     ref_logps: Array | None = None
     lengths: Array | None = None
     mask: Array | None = None
+
+
+@_pytree_dataclass
+class ScoredLogps:
+    """K scored samples per prompt (policy-gradient family: CoPG, RLOO, off-policy PG), ``[B, K]`` arrays.
+
+    Attributes:
+      logps: summed log π_θ(y_k | x), ``[B, K]``.
+      rewards: scalar rewards R(x, y_k), ``[B, K]`` (treated as constants).
+      ref_logps: summed log π_ref(y_k | x) (optional), ``[B, K]``.
+      mask: which of the K samples are valid (optional), ``[B, K]``.
+    """
+
+    logps: Array
+    rewards: Array
+    ref_logps: Array | None = None
+    mask: Array | None = None
+
+
+@_pytree_dataclass
+class SampledLogps:
+    """Samples y ~ q from a proposal, scored under policy, target and proposal (f-DPG), ``[B]`` arrays.
+
+    Attributes:
+      policy_logps: log π_θ(y | x).
+      target_logps: log p(y | x) of the (possibly unnormalised) target.
+      proposal_logps: log q(y | x) of the proposal that drew y.
+    """
+
+    policy_logps: Array
+    target_logps: Array
+    proposal_logps: Array

@@ -53,18 +53,24 @@ _REFERENCE_FIELDS = {
     "pairwise": ("ref_chosen_logps", "ref_rejected_logps"),
     "unpaired": ("ref_logps",),
     "listwise": ("ref_logps",),
+    "scored": ("ref_logps",),
+    "sampled": (),
 }
 _LENGTH_FIELDS = {
     "pairwise": ("chosen_lengths", "rejected_lengths"),
     "unpaired": ("lengths",),
     "listwise": ("lengths",),
+    "scored": (),
+    "sampled": (),
 }
 _REQUIRED = {
     "pairwise": ("chosen_logps", "rejected_logps"),
     "unpaired": ("logps", "ref_logps", "desirable"),
     "listwise": ("logps", "scores"),
+    "scored": ("logps", "rewards"),
+    "sampled": ("policy_logps", "target_logps", "proposal_logps"),
 }
-_NDIM = {"pairwise": 1, "unpaired": 1, "listwise": 2}
+_NDIM = {"pairwise": 1, "unpaired": 1, "listwise": 2, "scored": 2, "sampled": 1}
 
 
 def _is_concrete(x: Any) -> bool:
@@ -79,6 +85,8 @@ def check_batch(spec: Any, batch: Any) -> None:
         "pairwise": _types.PairwiseLogps,
         "unpaired": _types.UnpairedLogps,
         "listwise": _types.ListwiseLogps,
+        "scored": _types.ScoredLogps,
+        "sampled": _types.SampledLogps,
     }[spec.kind]
     if not isinstance(batch, expected):
         raise TypeError(
