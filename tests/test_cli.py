@@ -23,3 +23,37 @@ def test_reproduce_unwritable_out_fails_before_work(tmp_path):
 
     with pytest.raises(SystemExit, match="not writable"):
         main(["reproduce", "all", "--out", str(blocker / "sub")])
+
+
+def test_report_renders_claims_table(tmp_path):
+    from jalign.reporting import render_markdown, write_report
+
+    summary = {
+        "quick": True,
+        "reproductions": {
+            "toy": {"status": "ok", "claims": [
+                {"paper": "P", "claim": "a | b", "measured": "0.1", "status": "holds"},
+                {"paper": "P", "claim": "c", "measured": "2", "status": "does not hold"},
+            ]},
+            "bad": {"status": "failed", "error": "boom"},
+        },
+        "missing": {"x": "later"},
+    }
+    md = render_markdown(summary, tmp_path)
+    assert "| toy | P | a \\| b | 0.1 | ✅ holds |" in md
+    assert "| toy | P | c | 2 | ❌ does not hold |" in md
+    assert "| bad |  | (reproduction failed) | boom | ⚪ not reproducible here |" in md
+    assert "Not implemented yet: x." in md
+    paths = write_report(summary, tmp_path)
+    assert sorted(p.name for p in paths) == ["report.html", "report.md"]
+    assert "<td>a | b</td>" in (tmp_path / "report.html").read_text()
+
+
+def test_report_rejects_unknown_status(tmp_path):
+    import pytest
+
+    from jalign.reporting import render_markdown
+
+    bad = {"reproductions": {"t": {"status": "ok", "claims": [{"claim": "c", "status": "maybe"}]}}}
+    with pytest.raises(ValueError, match="claim status 'maybe'"):
+        render_markdown(bad, tmp_path)

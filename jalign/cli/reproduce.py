@@ -86,5 +86,11 @@ def run(args) -> int:
     if args.name == "all":
         if summary["missing"]:
             print("not implemented yet: " + ", ".join(sorted(summary["missing"])))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        from jalign.reporting import write_report
+
+        tmp = out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(out / "summary.json")
+        for path in write_report(summary, out):
+            print(f"wrote {path}")
     return status
