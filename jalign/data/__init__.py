@@ -1,0 +1,1 @@
+"""Preference data: schemas and validation, readers, TFDS builders, grain pipelines, built-in data sets."""
