@@ -15,6 +15,7 @@ Invalid records make :meth:`download_and_prepare` raise :class:`~jalign.data.sch
 before any shard is written; with ``skip_invalid=True`` they are skipped, logged, and the validation
 reports are saved as ``jalign_validation.json`` next to the shards (and kept in ``builder.reports``).
 Examples keep the source order (``disable_shuffling``); each carries ``line``, its source line/row.
+Scores and rewards are stored as float32 (TFDS serialises floats as float32 protos), as the pipelines use.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ log = logging.getLogger(__name__)
 def _features(kind: str) -> tfds.features.FeaturesDict:
     common = {"prompt": _T(), "line": np.int64}
     if kind == "pairwise":
-        extra = {"chosen": _T(), "rejected": _T(), "score_chosen": np.float64, "score_rejected": np.float64,
+        extra = {"chosen": _T(), "rejected": _T(), "score_chosen": np.float32, "score_rejected": np.float32,
                  "has_scores": np.bool_}
     elif kind == "unpaired":
         extra = {"completion": _T(), "label": np.bool_}
     elif kind == "listwise":
-        extra = {"completions": tfds.features.Sequence(_T()), "scores": tfds.features.Sequence(np.float64),
+        extra = {"completions": tfds.features.Sequence(_T()), "scores": tfds.features.Sequence(np.float32),
                  "ranks": tfds.features.Sequence(np.int32), "ties": np.bool_}
     elif kind == "scored":
-        extra = {"completion": _T(), "reward": np.float64}
+        extra = {"completion": _T(), "reward": np.float32}
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return tfds.features.FeaturesDict({**common, **extra})
