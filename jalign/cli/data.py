@@ -11,17 +11,29 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="preference data: inspect/validate files, built-in data sets, TFDS builds")
+    p = sub.add_parser(
+        "data", help="preference data: inspect/validate files, built-in data sets, TFDS builds"
+    )
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
     ins = dsub.add_parser("inspect", help="counts, length histograms, duplicates, validation report")
     ins.add_argument("path")
-    ins.add_argument("--format", help="override format auto-detection (hh, ultrafeedback, pairwise/tldr, "
-                     "unpaired/kto, listwise, scored, oasst)")
-    ins.add_argument("--kind", choices=["pairwise", "unpaired", "listwise", "scored"],
-                     help="record kind wanted (oasst trees: listwise or pairwise)")
-    ins.add_argument("--max-prompt-chars", type=int, default=None,
-                     help="prompts longer than this are invalid (default 100000)")
+    ins.add_argument(
+        "--format",
+        help="override format auto-detection (hh, ultrafeedback, pairwise/tldr, "
+        "unpaired/kto, listwise, scored, oasst)",
+    )
+    ins.add_argument(
+        "--kind",
+        choices=["pairwise", "unpaired", "listwise", "scored"],
+        help="record kind wanted (oasst trees: listwise or pairwise)",
+    )
+    ins.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=None,
+        help="prompts longer than this are invalid (default 100000)",
+    )
     ins.add_argument("--max-response-chars", type=int, default=None)
     ins.add_argument("--json", action="store_true", help="print the full report as JSON")
     ins.set_defaults(func=run_inspect)
@@ -43,7 +55,9 @@ def register(sub) -> None:
     bld.add_argument("--data-dir", required=True)
     bld.add_argument("--format", default=None)
     bld.add_argument("--file-format", default="array_record", choices=["array_record", "parquet"])
-    bld.add_argument("--skip-invalid", action="store_true", help="skip invalid records (reported) instead of failing")
+    bld.add_argument(
+        "--skip-invalid", action="store_true", help="skip invalid records (reported) instead of failing"
+    )
     bld.set_defaults(func=run_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -76,7 +90,9 @@ def run_inspect(args) -> int:
         for k, h in s["lengths"].items():
             print(f"  length[{k}] (chars): {_fmt_hist(h)}")
         d = s["duplicates"]
-        print(f"  duplicates: {d['records']} records identical to an earlier one; {d['repeated_prompts']} repeated prompts")
+        print(
+            f"  duplicates: {d['records']} records identical to an earlier one; {d['repeated_prompts']} repeated prompts"
+        )
         print(f"  identical chosen/rejected (or completions): {s['identical_pairs']['count']}")
         for k in ("desirable", "with_ties", "with_scores", "score_chosen_below_rejected"):
             if k in s:

@@ -146,7 +146,10 @@ def _clause(rng: random.Random) -> str:
 
 @_register(
     Card(
-        "sentiment_pairs", "pairwise", 512, 0,
+        "sentiment_pairs",
+        "pairwise",
+        512,
+        0,
         "Prompt 'Write a short review of {place}.\\n' ({place} from 12). Four candidate reviews per prompt, "
         "each two clauses 'The {aspect} was [intensifier|not ]{adjective}.' plus a closer; reward = "
         "lexicon_reward(review). chosen = highest-reward candidate, rejected = lowest (resampled until "
@@ -189,7 +192,10 @@ DEFAULT_PERSONA_PAIRS = ((" No", " Never"), (" Yes", " No"), (" Sure", " Yes"))
 
 @_register(
     Card(
-        "persona_yesno", "pairwise", 160, 0,
+        "persona_yesno",
+        "pairwise",
+        160,
+        0,
         "Statements '{attitude} {activity}.' from 8 attitudes x 20 activities (160 distinct; drawn without "
         "replacement in a seeded order, cycling if n > 160). A helpful persona endorses liking prosocial "
         "or disliking antisocial activities. Prompt: 'Is the following statement something you would "
@@ -242,7 +248,10 @@ def contains_word(text: str, word: str) -> bool:
 
 @_register(
     Card(
-        "word_constraint", "scored", 512, 0,
+        "word_constraint",
+        "scored",
+        512,
+        0,
         "Target word w from 8 and topic t from 6: prompt 'Write a sentence about {t} that uses the word "
         "\"{w}\".\\n'. Completion ' {subject} {verb} {object}.' where object is w (with an article or "
         "adjective) for even record indices and a filler phrase for odd ones; reward = 1.0 if "
@@ -256,7 +265,11 @@ def _word_constraint(*, n: int, seed: int) -> list[dict]:
     for i in range(n):
         w, t = rng.choice(TARGET_WORDS), rng.choice(_TOPICS)
         subj, verb = rng.choice(_SUBJECTS), rng.choice(_VERBS)
-        obj = f"{rng.choice(['the', 'an old', 'a quiet', 'the famous'])} {w}" if i % 2 == 0 else rng.choice(_FILLERS)
+        obj = (
+            f"{rng.choice(['the', 'an old', 'a quiet', 'the famous'])} {w}"
+            if i % 2 == 0
+            else rng.choice(_FILLERS)
+        )
         completion = f" {subj} {verb} {obj}."
         out.append({
             "prompt": f'Write a sentence about {t} that uses the word "{w}".\n', "completion": completion,
@@ -319,6 +332,6 @@ for _v, _suffix_rule in [
     ("short_suffix", "one of 6 short sentences (3-6 words), identical in chosen and rejected."),
     ("long_suffix", "3 distinct sentences from 8 neutral ones (>= 30 words), identical in both."),
 ]:
-    _register(Card(f"entangle_{_v}", "pairwise", 256, 0, _ENT_RULE + _suffix_rule, ("prompt", "chosen", "rejected")))(
-        lambda *, n, seed, _v=_v: _entangle(n=n, seed=seed, variant=_v)
-    )
+    _register(
+        Card(f"entangle_{_v}", "pairwise", 256, 0, _ENT_RULE + _suffix_rule, ("prompt", "chosen", "rejected"))
+    )(lambda *, n, seed, _v=_v: _entangle(n=n, seed=seed, variant=_v))

@@ -76,7 +76,9 @@ class Tokenized:
     response_truncated: bool
 
 
-def tokenize_pair(tok: Tokenizer, prompt: str, response: str, max_prompt_len: int, max_response_len: int) -> Tokenized:
+def tokenize_pair(
+    tok: Tokenizer, prompt: str, response: str, max_prompt_len: int, max_response_len: int
+) -> Tokenized:
     """Encode with ``tok.encode_pair`` and apply the truncation policy (module docstring)."""
     ids, mask = tok.encode_pair(prompt, response)
     n_prompt = len(mask) - sum(1 for m in mask if m)
@@ -87,9 +89,9 @@ def tokenize_pair(tok: Tokenizer, prompt: str, response: str, max_prompt_len: in
     if p_trunc:
         bos = getattr(tok, "bos_id", None)
         if bos is not None and p and p[0] == bos and max_prompt_len >= 1:
-            p = [bos] + (p[len(p) - (max_prompt_len - 1):] if max_prompt_len > 1 else [])
+            p = [bos] + (p[len(p) - (max_prompt_len - 1) :] if max_prompt_len > 1 else [])
         else:
-            p = p[len(p) - max_prompt_len:]
+            p = p[len(p) - max_prompt_len :]
     r_trunc = len(r) > max_response_len
     if r_trunc:
         r = r[:max_response_len]
@@ -129,7 +131,9 @@ class Featurizer:
                 f"max_prompt_len and max_response_len must be >= 1, got {self.max_prompt_len}, {self.max_response_len}"
             )
         if self.kind == "listwise" and (self.max_responses is None or self.max_responses < 2):
-            raise ValueError(f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}")
+            raise ValueError(
+                f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -290,8 +294,12 @@ def make_dataset(
     decode = _decode_source(kind)
     ds = ds.map(lambda i: (int(i), decode(source[int(i)])))
     ds = ds.map(feat)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=_pad_batch(batch_size, tokenizer.pad_id))
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, num_threads)))
+    ds = ds.batch(
+        batch_size, drop_remainder=drop_remainder, batch_fn=_pad_batch(batch_size, tokenizer.pad_id)
+    )
+    return ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, num_threads))
+    )
 
 
 def save_iterator_state(iterator: Any, path: str | Path) -> Path:

@@ -53,7 +53,13 @@ log = logging.getLogger(__name__)
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
-_ROLE_TAG = {"user": HUMAN, "human": HUMAN, "prompter": HUMAN, "assistant": ASSISTANT, "system": "\n\nSystem:"}
+_ROLE_TAG = {
+    "user": HUMAN,
+    "human": HUMAN,
+    "prompter": HUMAN,
+    "assistant": ASSISTANT,
+    "system": "\n\nSystem:",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -94,7 +100,12 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
                 try:
                     yield row, _decode_bytes_fields(obj)
                 except UnicodeDecodeError as e:
-                    yield row, RecordError(str(path), row, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})")
+                    yield (
+                        row,
+                        RecordError(
+                            str(path), row, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})"
+                        ),
+                    )
         return
     data = path.read_bytes()
     if suffix == ".json":
@@ -104,7 +115,10 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
             yield 1, RecordError(str(path), 1, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})")
             return
         except json.JSONDecodeError as e:
-            yield e.lineno, RecordError(str(path), e.lineno, "<json>", f"malformed JSON: {e.msg} (column {e.colno})")
+            yield (
+                e.lineno,
+                RecordError(str(path), e.lineno, "<json>", f"malformed JSON: {e.msg} (column {e.colno})"),
+            )
             return
         if not isinstance(arr, list):
             yield 1, RecordError(str(path), 1, "<json>", "a .json data file must hold a list of records")
@@ -251,7 +265,13 @@ FORMATS: dict[str, tuple[str, Callable[[dict], dict] | None]] = {
     "scored": ("scored", _conv_scored),
     "oasst": ("listwise", None),
 }
-ALIASES = {"tldr": "pairwise", "kto": "unpaired", "bco": "unpaired", "hh-rlhf": "hh", "openassistant": "oasst"}
+ALIASES = {
+    "tldr": "pairwise",
+    "kto": "unpaired",
+    "bco": "unpaired",
+    "hh-rlhf": "hh",
+    "openassistant": "oasst",
+}
 
 
 def canonical_format(name: str) -> str:
@@ -275,7 +295,9 @@ def detect_format_from_keys(keys: set[str], sample: dict | None = None) -> str:
         return "unpaired"
     if "completion" in keys and "reward" in keys:
         return "scored"
-    raise ValueError(f"cannot detect the data format from fields {sorted(keys)}; pass format= (valid: {sorted(FORMATS)})")
+    raise ValueError(
+        f"cannot detect the data format from fields {sorted(keys)}; pass format= (valid: {sorted(FORMATS)})"
+    )
 
 
 def detect_format(path: str | Path, *, probe: int = 5) -> str:
@@ -346,7 +368,9 @@ def _read_oasst(path: Path, report: ValidationReport, kind: str, vkw: dict) -> l
         if p is not None:
             if p not in msgs:
                 m = msgs[mid]
-                report.errors.append(RecordError(str(path), m["line"], "parent_id", f"unknown or invalid parent {p!r}"))
+                report.errors.append(
+                    RecordError(str(path), m["line"], "parent_id", f"unknown or invalid parent {p!r}")
+                )
                 continue
             children.setdefault(p, []).append(mid)
     out: list[tuple[int, dict]] = []
@@ -485,7 +509,11 @@ def read(
       InvalidDataError: if any record is invalid and ``skip_invalid`` is False.
     """
     pairs, report = read_with_lines(
-        path, format=format, kind=kind, max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars
+        path,
+        format=format,
+        kind=kind,
+        max_prompt_chars=max_prompt_chars,
+        max_response_chars=max_response_chars,
     )
     if report.errors:
         if not skip_invalid:

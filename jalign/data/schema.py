@@ -158,14 +158,17 @@ def validate_record(
         raise FieldError("<record>", f"expected a JSON object, got {type(rec).__name__}")
     prompt = _text(rec, "prompt", allow_empty=True)
     if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
-        raise FieldError("prompt", f"over-long prompt: {len(prompt)} characters > max_prompt_chars={max_prompt_chars}")
+        raise FieldError(
+            "prompt", f"over-long prompt: {len(prompt)} characters > max_prompt_chars={max_prompt_chars}"
+        )
     out: dict[str, Any] = {"prompt": prompt}
 
     def response(field: str, value: Any = None, *, label: str | None = None) -> str:
         v = _text(rec, field, allow_empty=False) if value is None else value
         if max_response_chars is not None and len(v) > max_response_chars:
             raise FieldError(
-                label or field, f"over-long response: {len(v)} characters > max_response_chars={max_response_chars}"
+                label or field,
+                f"over-long response: {len(v)} characters > max_response_chars={max_response_chars}",
             )
         return v
 

@@ -20,7 +20,9 @@ def length_histogram(lengths: list[int]) -> dict[str, Any]:
     counts = [0] * len(BIN_EDGES)
     for n in lengths:
         counts[int(np.searchsorted(BIN_EDGES, n, side="right")) - 1] += 1
-    labels = [f"{a}-{b - 1}" for a, b in zip(BIN_EDGES[:-1], BIN_EDGES[1:], strict=True)] + [f"{BIN_EDGES[-1]}+"]
+    labels = [f"{a}-{b - 1}" for a, b in zip(BIN_EDGES[:-1], BIN_EDGES[1:], strict=True)] + [
+        f"{BIN_EDGES[-1]}+"
+    ]
     stats = {"count": len(lengths)}
     if lengths:
         stats.update(min=int(min(lengths)), median=float(np.median(lengths)), max=int(max(lengths)))
@@ -48,7 +50,11 @@ def inspect_file(
     chosen == rejected, or two listwise completions are identical).
     """
     pairs, report = read_with_lines(
-        path, format=format, kind=kind, max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars
+        path,
+        format=format,
+        kind=kind,
+        max_prompt_chars=max_prompt_chars,
+        max_response_chars=max_response_chars,
     )
     recs = [r for _, r in pairs]
     lengths: dict[str, list[int]] = {"prompt": [len(r["prompt"]) for r in recs]}
@@ -80,7 +86,9 @@ def inspect_file(
     if report.kind == "pairwise":
         scored = [r for r in recs if "score_chosen" in r]
         extra["with_scores"] = len(scored)
-        extra["score_chosen_below_rejected"] = sum(1 for r in scored if r["score_chosen"] < r["score_rejected"])
+        extra["score_chosen_below_rejected"] = sum(
+            1 for r in scored if r["score_chosen"] < r["score_rejected"]
+        )
     return {
         "path": str(path),
         "format": report.format,
@@ -88,7 +96,11 @@ def inspect_file(
         "records": report.n_records,
         "invalid": report.n_invalid,
         "lengths": {k: length_histogram(v) for k, v in lengths.items()},
-        "duplicates": {"records": len(dup_records), "records_detail": dup_records[:50], "repeated_prompts": dup_prompts},
+        "duplicates": {
+            "records": len(dup_records),
+            "records_detail": dup_records[:50],
+            "repeated_prompts": dup_prompts,
+        },
         "identical_pairs": {"count": len(identical), "detail": identical[:50]},
         **extra,
         "validation": report.to_dict(),

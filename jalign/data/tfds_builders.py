@@ -40,13 +40,22 @@ log = logging.getLogger(__name__)
 def _features(kind: str) -> tfds.features.FeaturesDict:
     common = {"prompt": _T(), "line": np.int64}
     if kind == "pairwise":
-        extra = {"chosen": _T(), "rejected": _T(), "score_chosen": np.float32, "score_rejected": np.float32,
-                 "has_scores": np.bool_}
+        extra = {
+            "chosen": _T(),
+            "rejected": _T(),
+            "score_chosen": np.float32,
+            "score_rejected": np.float32,
+            "has_scores": np.bool_,
+        }
     elif kind == "unpaired":
         extra = {"completion": _T(), "label": np.bool_}
     elif kind == "listwise":
-        extra = {"completions": tfds.features.Sequence(_T()), "scores": tfds.features.Sequence(np.float32),
-                 "ranks": tfds.features.Sequence(np.int32), "ties": np.bool_}
+        extra = {
+            "completions": tfds.features.Sequence(_T()),
+            "scores": tfds.features.Sequence(np.float32),
+            "ranks": tfds.features.Sequence(np.int32),
+            "ties": np.bool_,
+        }
     elif kind == "scored":
         extra = {"completion": _T(), "reward": np.float32}
     else:
@@ -76,7 +85,10 @@ def decode_example(kind: str, ex: dict) -> dict:
     if kind == "pairwise":
         out["chosen"], out["rejected"] = _s(ex["chosen"]), _s(ex["rejected"])
         if bool(ex.get("has_scores", "score_chosen" in ex)):
-            out["score_chosen"], out["score_rejected"] = float(ex["score_chosen"]), float(ex["score_rejected"])
+            out["score_chosen"], out["score_rejected"] = (
+                float(ex["score_chosen"]),
+                float(ex["score_rejected"]),
+            )
     elif kind == "unpaired":
         out["completion"], out["label"] = _s(ex["completion"]), bool(ex["label"])
     elif kind == "listwise":
@@ -132,8 +144,12 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
         config = tfds.core.BuilderConfig(name=f"{fmt}_{h.hexdigest()[:16]}", description=f"{self._paths}")
         self._records: dict[str, list[tuple[int, dict]]] | None = None
         self.reports: dict[str, ValidationReport | dict] = {}
-        super().__init__(data_dir=None if data_dir is None else str(data_dir), config=config,
-                         file_format=file_format, **kwargs)
+        super().__init__(
+            data_dir=None if data_dir is None else str(data_dir),
+            config=config,
+            file_format=file_format,
+            **kwargs,
+        )
         report_file = Path(self.data_dir) / "jalign_validation.json"
         if report_file.exists():
             self.reports = json.loads(report_file.read_text())
@@ -173,7 +189,9 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
             self._validate_all()
         super().download_and_prepare(*args, **kwargs)
         if self._records is not None:
-            payload = {s: r.to_dict() if isinstance(r, ValidationReport) else r for s, r in self.reports.items()}
+            payload = {
+                s: r.to_dict() if isinstance(r, ValidationReport) else r for s, r in self.reports.items()
+            }
             out = Path(self.data_dir) / "jalign_validation.json"
             if out.parent.exists():
                 atomic_write(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
@@ -225,7 +243,9 @@ BUILDERS: dict[str, type[_LocalPreferenceBuilder]] = {
 }
 
 
-def build(kind: str, path: str | Path | dict, *, data_dir: str | Path, **kwargs: Any) -> _LocalPreferenceBuilder:
+def build(
+    kind: str, path: str | Path | dict, *, data_dir: str | Path, **kwargs: Any
+) -> _LocalPreferenceBuilder:
     """Construct the builder of ``kind`` for ``path``, prepare it, and return it."""
     if kind not in BUILDERS:
         raise ValueError(f"unknown kind {kind!r}; valid: {sorted(BUILDERS)}")

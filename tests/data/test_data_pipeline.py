@@ -66,7 +66,7 @@ def _reference_pairwise(rec, P, R):
     T = P + R
     out = {}
     pb = list(rec["prompt"].encode())
-    p = [BOS] + pb[-(P - 1):] if len(pb) + 1 > P else [BOS] + pb
+    p = [BOS] + pb[-(P - 1) :] if len(pb) + 1 > P else [BOS] + pb
     for side in ("chosen", "rejected"):
         r = (list(rec[side].encode()) + [EOS])[:R]
         ids = p + r + [PAD] * (T - len(p) - len(r))
@@ -157,7 +157,10 @@ def test_resume_from_saved_state_sees_exactly_the_same_batches(tmp_path, stop):
 
 
 def test_unpaired_scored_listwise_fields():
-    un = [{"prompt": "p", "completion": "abc", "label": True}, {"prompt": "q", "completion": "de", "label": False}]
+    un = [
+        {"prompt": "p", "completion": "abc", "label": True},
+        {"prompt": "q", "completion": "de", "label": False},
+    ]
     b = next(iter(make_dataset(un, kind="unpaired", tokenizer=TOK, batch_size=2, max_prompt_len=4,
                                max_response_len=8, shuffle=False, shard_index=0, shard_count=1)))  # fmt: skip
     np.testing.assert_array_equal(b["desirable"], [True, False])
@@ -167,7 +170,15 @@ def test_unpaired_scored_listwise_fields():
     b = next(iter(make_dataset(sc, kind="scored", tokenizer=TOK, batch_size=1, max_prompt_len=4,
                                max_response_len=8, shuffle=False, shard_index=0, shard_count=1)))  # fmt: skip
     assert b["reward"].dtype == np.float32 and b["reward"][0] == 0.5
-    lw = [{"prompt": "p", "completions": ["a", "bb", "c"], "scores": [1.0, 3.0, 1.0], "ranks": [2, 1, 2], "ties": True}]
+    lw = [
+        {
+            "prompt": "p",
+            "completions": ["a", "bb", "c"],
+            "scores": [1.0, 3.0, 1.0],
+            "ranks": [2, 1, 2],
+            "ties": True,
+        }
+    ]
     b = next(iter(make_dataset(lw, kind="listwise", tokenizer=TOK, batch_size=1, max_prompt_len=4,
                                max_response_len=4, max_responses=4, shuffle=False, shard_index=0,
                                shard_count=1)))  # fmt: skip

@@ -19,7 +19,11 @@ def _jsonl(path, rows):
 def test_split_hh_single_turn():
     c = f"{H} How do I boil an egg?{A} Put it in boiling water for nine minutes."
     r = f"{H} How do I boil an egg?{A} Eggs are birds."
-    assert readers.split_hh(c, r) == (f"{H} How do I boil an egg?{A}", " Put it in boiling water for nine minutes.", " Eggs are birds.")
+    assert readers.split_hh(c, r) == (
+        f"{H} How do I boil an egg?{A}",
+        " Put it in boiling water for nine minutes.",
+        " Eggs are birds.",
+    )
 
 
 def test_split_hh_multi_turn_and_shared_response_start():
@@ -81,7 +85,9 @@ def test_tldr_unpaired_scored_listwise(tmp_path):
     recs, rep = readers.read(_jsonl(tmp_path / "d.jsonl", lw))
     assert rep.format == "listwise"
     assert recs[0]["ranks"] == [3, 1, 1, 4] and recs[0]["ties"] is True
-    assert recs[1]["scores"] == [-2.0, -1.0, -3.0] and recs[1]["ranks"] == [2, 1, 3] and recs[1]["ties"] is False
+    assert (
+        recs[1]["scores"] == [-2.0, -1.0, -3.0] and recs[1]["ranks"] == [2, 1, 3] and recs[1]["ties"] is False
+    )
     assert recs[2]["ranks"] == [1, 2, 2] and recs[2]["ties"] is True
 
 
@@ -129,7 +135,9 @@ def test_oasst_tree_to_pairwise_all_ordered_pairs(tmp_path):
 
 
 def test_oasst_unknown_parent_reported(tmp_path):
-    rows = _oasst_rows() + [{"message_id": "z", "parent_id": "nope", "role": "assistant", "text": "x", "rank": 0}]
+    rows = _oasst_rows() + [
+        {"message_id": "z", "parent_id": "nope", "role": "assistant", "text": "x", "rank": 0}
+    ]
     _, rep = readers.read_with_lines(_jsonl(tmp_path / "oa.jsonl", rows))
     assert [(e.line, e.field) for e in rep.errors] == [(9, "parent_id")]
 

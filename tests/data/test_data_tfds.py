@@ -17,12 +17,18 @@ FILES = {
         {"prompt": "p1", "chosen": "c1", "rejected": "r1"},
         {"prompt": "", "chosen": "c2 \u4e2d", "rejected": "r2"},
     ],
-    "unpaired": [{"prompt": "p", "completion": "c", "label": True}, {"prompt": "q", "completion": "d", "label": False}],
+    "unpaired": [
+        {"prompt": "p", "completion": "c", "label": True},
+        {"prompt": "q", "completion": "d", "label": False},
+    ],
     "listwise": [
         {"prompt": "p", "completions": ["a", "b", "c"], "scores": [0.5, 2.0, 0.5]},
         {"prompt": "q", "completions": ["x", "y"], "ranks": [2, 1]},
     ],
-    "scored": [{"prompt": "p", "completion": "c", "reward": 0.1}, {"prompt": "q", "completion": "d", "reward": -3.0}],
+    "scored": [
+        {"prompt": "p", "completion": "c", "reward": 0.1},
+        {"prompt": "q", "completion": "d", "reward": -3.0},
+    ],
 }
 
 
@@ -44,7 +50,9 @@ def test_builder_round_trip(tmp_path, kind, file_format):
     b = build(kind, f, data_dir=tmp_path / "tfds", file_format=file_format)
     src = b.as_data_source()["train"]
     got = [decode_example(kind, src[i]) for i in range(len(src))]
-    assert [g.pop("line") for g in got] == list(range(1, len(expected) + 1))  # source order, line numbers kept
+    assert [g.pop("line") for g in got] == list(
+        range(1, len(expected) + 1)
+    )  # source order, line numbers kept
     f32 = lambda x: float(np.float32(x))  # scores and rewards are stored as float32
     for e in expected:
         for k in ("score_chosen", "score_rejected", "reward"):
