@@ -39,6 +39,7 @@ pipeline resumes with exactly the batches the first would have produced next.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -81,8 +82,9 @@ def tokenize_pair(
 ) -> Tokenized:
     """Encode with ``tok.encode_pair`` and apply the truncation policy (module docstring)."""
     ids, mask = tok.encode_pair(prompt, response)
-    n_prompt = len(mask) - sum(1 for m in mask if m)
-    if any(mask[:n_prompt]) or not all(mask[n_prompt:]):
+    mask = list(mask)
+    n_prompt = len(mask) - mask.count(1)
+    if mask[n_prompt:].count(1) != len(mask) - n_prompt:
         raise ValueError("tokenizer.encode_pair must return a response mask of the form [0]*P + [1]*R")
     p, r = list(ids[:n_prompt]), list(ids[n_prompt:])
     p_trunc = len(p) > max_prompt_len
@@ -98,15 +100,24 @@ def tokenize_pair(
     return Tokenized(p, r, p_trunc, r_trunc)
 
 
-def _row(t: Tokenized, seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_p, n_r = len(t.prompt), len(t.response)
-    ids = np.full(seq_len, pad_id, np.int32)
-    ids[: n_p + n_r] = t.prompt + t.response
-    mask = np.zeros(seq_len, np.int32)
-    mask[n_p : n_p + n_r] = 1
-    att = np.zeros(seq_len, np.int32)
-    att[: n_p + n_r] = 1
-    return ids, mask, att
+def _rows(
+    prompts: Sequence[list[int]], responses: Sequence[list[int]], n_rows: int, seq_len: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded ``[n_rows, T]`` ids, response mask and attention mask, plus prompt/response lengths.
+
+    Rows past ``len(prompts)`` are all padding (lengths 0).
+    """
+    ids = np.full((n_rows, seq_len), pad_id, np.int32)
+    p_len = np.zeros(n_rows, np.int32)
+    r_len = np.zeros(n_rows, np.int32)
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids[i, : len(p) + len(r)] = p + r
+        p_len[i], r_len[i] = len(p), len(r)
+    pos = np.arange(seq_len, dtype=np.int32)
+    end = (p_len + r_len)[:, None]
+    att = (pos < end).astype(np.int32)
+    mask = ((pos >= p_len[:, None]) & (pos < end)).astype(np.int32)
+    return ids, mask, att, p_len, r_len
 
 
 def _text(x: Any) -> str:
@@ -115,13 +126,17 @@ def _text(x: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Featurizer:
-    """Record -> dict of fixed-shape numpy arrays (one example; see the module docstring for fields)."""
+    """Tokenise one record (``__call__``) and collate a list of them into fixed-shape arrays (``collate``).
+
+    See the module docstring for the batch fields; per-example work is list-only, the padding and masks are
+    built once per batch with numpy.
+    """
 
     kind: str
     tokenizer: Any
     max_prompt_len: int
     max_response_len: int
-    max_responses: int | None = None  # listwise K (slots); default: the record's own count is an error if > K
+    max_responses: int | None = None  # listwise: K slots per prompt (more completions is an error)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -131,88 +146,108 @@ class Featurizer:
                 f"max_prompt_len and max_response_len must be >= 1, got {self.max_prompt_len}, {self.max_response_len}"
             )
         if self.kind == "listwise" and (self.max_responses is None or self.max_responses < 2):
-            raise ValueError(
-                f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}"
-            )
+            raise ValueError(f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}")
 
     @property
     def seq_len(self) -> int:
         return self.max_prompt_len + self.max_response_len
 
-    def one(self, prompt: str, response: str) -> tuple[Tokenized, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        t = tokenize_pair(self.tokenizer, prompt, response, self.max_prompt_len, self.max_response_len)
-        return t, _row(t, self.seq_len, self.tokenizer.pad_id)
+    def _tok(self, prompt: str, response: str) -> Tokenized:
+        return tokenize_pair(self.tokenizer, prompt, response, self.max_prompt_len, self.max_response_len)
 
-    def __call__(self, item: tuple[int, dict]) -> dict[str, np.ndarray]:
+    def __call__(self, item: tuple[int, dict]) -> dict[str, Any]:
         index, rec = item
         prompt = _text(rec["prompt"])
-        out: dict[str, Any] = {"index": np.int64(index), "valid_example": np.bool_(True)}
         if self.kind == "pairwise":
-            tc, (ci, cm, ca) = self.one(prompt, _text(rec["chosen"]))
-            tr, (ri, rm, ra) = self.one(prompt, _text(rec["rejected"]))
             has = "score_chosen" in rec and bool(rec.get("has_scores", True))
-            out.update(
-                chosen_ids=ci, chosen_mask=cm, chosen_attention_mask=ca,
-                rejected_ids=ri, rejected_mask=rm, rejected_attention_mask=ra,
-                prompt_lengths=np.int32(len(tc.prompt)),
-                chosen_lengths=np.int32(len(tc.response)), rejected_lengths=np.int32(len(tr.response)),
-                score_chosen=np.float32(rec["score_chosen"] if has else 0.0),
-                score_rejected=np.float32(rec["score_rejected"] if has else 0.0),
-                has_scores=np.bool_(has),
-                prompt_truncated=np.bool_(tc.prompt_truncated),
-                chosen_truncated=np.bool_(tc.response_truncated), rejected_truncated=np.bool_(tr.response_truncated),
-            )  # fmt: skip
-        elif self.kind in ("unpaired", "scored"):
-            t, (i, m, a) = self.one(prompt, _text(rec["completion"]))
-            out.update(
-                ids=i, mask=m, attention_mask=a, prompt_lengths=np.int32(len(t.prompt)),
-                lengths=np.int32(len(t.response)), prompt_truncated=np.bool_(t.prompt_truncated),
-                response_truncated=np.bool_(t.response_truncated),
-            )  # fmt: skip
+            return {
+                "index": index,
+                "chosen": self._tok(prompt, _text(rec["chosen"])),
+                "rejected": self._tok(prompt, _text(rec["rejected"])),
+                "score_chosen": rec["score_chosen"] if has else 0.0,
+                "score_rejected": rec["score_rejected"] if has else 0.0,
+                "has_scores": has,
+            }
+        if self.kind in ("unpaired", "scored"):
+            ex = {"index": index, "seq": self._tok(prompt, _text(rec["completion"]))}
             if self.kind == "unpaired":
-                out["desirable"] = np.bool_(rec["label"])
+                ex["desirable"] = bool(rec["label"])
             else:
-                out["reward"] = np.float32(rec["reward"])
+                ex["reward"] = float(rec["reward"])
+            return ex
+        comps = [_text(c) for c in rec["completions"]]
+        if len(comps) > self.max_responses:
+            raise ValueError(
+                f"example {index}: {len(comps)} completions > max_responses={self.max_responses}; raise "
+                "max_responses (responses are never dropped silently)"
+            )
+        return {
+            "index": index,
+            "seqs": [self._tok(prompt, c) for c in comps],
+            "scores": list(rec["scores"]),
+            "ranks": list(rec["ranks"]),
+        }
+
+    def collate(self, items: Sequence[dict[str, Any]], batch_size: int) -> dict[str, np.ndarray]:
+        """Stack ``items`` into ``[batch_size, ...]`` arrays; rows past ``len(items)`` are invalid padding."""
+        B, n, T, pad = batch_size, len(items), self.seq_len, self.tokenizer.pad_id
+        valid = np.zeros(B, np.bool_)
+        valid[:n] = True
+        index = np.zeros(B, np.int64)
+        index[:n] = [it["index"] for it in items]
+        out: dict[str, np.ndarray] = {"index": index, "valid_example": valid}
+
+        def col(values: list, dtype) -> np.ndarray:
+            a = np.zeros(B, dtype)
+            a[:n] = values
+            return a
+
+        if self.kind == "pairwise":
+            for side in ("chosen", "rejected"):
+                ts = [it[side] for it in items]
+                ids, mask, att, p_len, r_len = _rows([t.prompt for t in ts], [t.response for t in ts], B, T, pad)
+                out.update({f"{side}_ids": ids, f"{side}_mask": mask, f"{side}_attention_mask": att,
+                            f"{side}_lengths": r_len, f"{side}_truncated": col([t.response_truncated for t in ts], np.bool_)})  # fmt: skip
+                if side == "chosen":
+                    out["prompt_lengths"] = p_len
+                    out["prompt_truncated"] = col([t.prompt_truncated for t in ts], np.bool_)
+            for k, dt in (("score_chosen", np.float32), ("score_rejected", np.float32), ("has_scores", np.bool_)):
+                out[k] = col([it[k] for it in items], dt)
+        elif self.kind in ("unpaired", "scored"):
+            ts = [it["seq"] for it in items]
+            ids, mask, att, p_len, r_len = _rows([t.prompt for t in ts], [t.response for t in ts], B, T, pad)
+            out.update(ids=ids, mask=mask, attention_mask=att, prompt_lengths=p_len, lengths=r_len,
+                       prompt_truncated=col([t.prompt_truncated for t in ts], np.bool_),
+                       response_truncated=col([t.response_truncated for t in ts], np.bool_))  # fmt: skip
+            if self.kind == "unpaired":
+                out["desirable"] = col([it["desirable"] for it in items], np.bool_)
+            else:
+                out["reward"] = col([it["reward"] for it in items], np.float32)
         else:
-            comps = [_text(c) for c in rec["completions"]]
             K = self.max_responses
-            if len(comps) > K:
-                raise ValueError(
-                    f"example {index}: {len(comps)} completions > max_responses={K}; raise max_responses "
-                    "(responses are never dropped silently)"
-                )
-            T = self.seq_len
-            ids = np.full((K, T), self.tokenizer.pad_id, np.int32)
-            mask, att = np.zeros((K, T), np.int32), np.zeros((K, T), np.int32)
-            lengths, ranks = np.zeros(K, np.int32), np.zeros(K, np.int32)
-            scores, valid, trunc = np.zeros(K, np.float32), np.zeros(K, np.bool_), np.zeros(K, np.bool_)
-            p_len, p_tr = 0, False
-            for k, c in enumerate(comps):
-                t, (ids[k], mask[k], att[k]) = self.one(prompt, c)
-                lengths[k], valid[k], trunc[k] = len(t.response), True, t.response_truncated
-                p_len, p_tr = len(t.prompt), t.prompt_truncated
-            scores[: len(comps)] = np.asarray(rec["scores"], np.float32)
-            ranks[: len(comps)] = np.asarray(rec["ranks"], np.int32)
-            out.update(ids=ids, mask=mask, attention_mask=att, lengths=lengths, scores=scores, ranks=ranks,
-                       valid=valid, response_truncated=trunc, prompt_lengths=np.int32(p_len),
-                       prompt_truncated=np.bool_(p_tr))  # fmt: skip
+            prompts, responses, slots = [], [], []
+            for b, it in enumerate(items):
+                for k, t in enumerate(it["seqs"]):
+                    prompts.append(t.prompt)
+                    responses.append(t.response)
+                    slots.append(b * K + k)
+            ids_f, mask_f, att_f, p_f, r_f = _rows(prompts, responses, len(prompts), T, pad)
+            ids = np.full((B * K, T), pad, np.int32)
+            mask, att = np.zeros((B * K, T), np.int32), np.zeros((B * K, T), np.int32)
+            lengths, kvalid = np.zeros(B * K, np.int32), np.zeros(B * K, np.bool_)
+            trunc = np.zeros(B * K, np.bool_)
+            ids[slots], mask[slots], att[slots], lengths[slots], kvalid[slots] = ids_f, mask_f, att_f, r_f, True
+            trunc[slots] = [t.response_truncated for it in items for t in it["seqs"]]
+            scores, ranks = np.zeros((B, K), np.float32), np.zeros((B, K), np.int32)
+            for b, it in enumerate(items):
+                scores[b, : len(it["scores"])] = it["scores"]
+                ranks[b, : len(it["ranks"])] = it["ranks"]
+            out.update(ids=ids.reshape(B, K, T), mask=mask.reshape(B, K, T), attention_mask=att.reshape(B, K, T),
+                       lengths=lengths.reshape(B, K), valid=kvalid.reshape(B, K),
+                       response_truncated=trunc.reshape(B, K), scores=scores, ranks=ranks,
+                       prompt_lengths=col([len(it["seqs"][0].prompt) for it in items], np.int32),
+                       prompt_truncated=col([it["seqs"][0].prompt_truncated for it in items], np.bool_))  # fmt: skip
         return out
-
-
-def _pad_batch(batch_size: int, pad_id: int):
-    """batch_fn: stack examples; pad a short final batch to ``batch_size`` with invalid rows."""
-
-    def fn(items: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        out = {k: np.stack([it[k] for it in items]) for k in items[0]}
-        n = len(items)
-        if n < batch_size:
-            for k, v in out.items():
-                fill = pad_id if k.endswith("ids") else 0
-                pad = np.full((batch_size - n, *v.shape[1:]), fill, v.dtype)
-                out[k] = np.concatenate([v, pad])
-        return out
-
-    return fn
 
 
 def _decode_source(kind: str):
@@ -292,11 +327,9 @@ def make_dataset(
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
     decode = _decode_source(kind)
-    ds = ds.map(lambda i: (int(i), decode(source[int(i)])))
-    ds = ds.map(feat)
-    ds = ds.batch(
-        batch_size, drop_remainder=drop_remainder, batch_fn=_pad_batch(batch_size, tokenizer.pad_id)
-    )
+    ds = ds.map(lambda i: feat((int(i), decode(source[int(i)]))))
+    collate = functools.partial(feat.collate, batch_size=batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=collate)
     return ds.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, num_threads))
     )
