@@ -28,6 +28,18 @@ Batches (numpy, fixed shapes, ``B = batch_size``):
 and always ``index`` (position of the example in the unsharded source), ``valid_example`` ``[B]`` (False
 only on the padding rows of a final partial batch when ``drop_remainder=False``).
 
+Packing (``pack=True``; pairwise, unpaired, scored): instead of one padded row per sequence, examples are
+placed whole into rows of ``pack_len`` tokens by first-fit (grain's ``FirstFitPackIterDataset``, ``batch_size``
+bins at a time, at most ``max_segments`` examples per row). A pairwise example occupies
+``[BOS] prompt chosen [EOS] [BOS] prompt rejected [EOS]`` in one row. Row fields ``[B, L]``: ``ids``,
+``mask`` (response mask), ``side`` (1 = chosen / the completion, 2 = rejected, 0 = padding), ``positions``
+(restarting at 0 for every sequence), ``segment_ids`` (which example of the row, 1..S, 0 = padding) and
+``sequence_ids`` (which sequence, for block-diagonal causal attention: ``(segment - 1) * sides + side``).
+Per-example fields are ``[B, S]`` (slot s = segment s + 1): ``index``, ``prompt_lengths``, the response
+lengths, scores/reward/desirable and ``segment_valid``. Sequence log-probs are segment sums, e.g.
+``chosen_logps[b, s] = sum_t logp[b, t] * mask[b, t] * (segment_ids[b, t] == s + 1) * (side[b, t] == 1)``.
+With ``drop_remainder=False`` the last batch may have fewer rows.
+
 Order: the source is sharded first (strided: shard ``i`` of ``n`` takes examples ``i, i+n, ...``, every shard
 gets the same count ``len // n``; the up-to ``n - 1`` left over are logged, not silently lost), then
 shuffled with ``seed`` (a global permutation of the shard, different each epoch), repeated, tokenised and
@@ -146,7 +158,9 @@ class Featurizer:
                 f"max_prompt_len and max_response_len must be >= 1, got {self.max_prompt_len}, {self.max_response_len}"
             )
         if self.kind == "listwise" and (self.max_responses is None or self.max_responses < 2):
-            raise ValueError(f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}")
+            raise ValueError(
+                f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -205,13 +219,19 @@ class Featurizer:
         if self.kind == "pairwise":
             for side in ("chosen", "rejected"):
                 ts = [it[side] for it in items]
-                ids, mask, att, p_len, r_len = _rows([t.prompt for t in ts], [t.response for t in ts], B, T, pad)
+                ids, mask, att, p_len, r_len = _rows(
+                    [t.prompt for t in ts], [t.response for t in ts], B, T, pad
+                )
                 out.update({f"{side}_ids": ids, f"{side}_mask": mask, f"{side}_attention_mask": att,
                             f"{side}_lengths": r_len, f"{side}_truncated": col([t.response_truncated for t in ts], np.bool_)})  # fmt: skip
                 if side == "chosen":
                     out["prompt_lengths"] = p_len
                     out["prompt_truncated"] = col([t.prompt_truncated for t in ts], np.bool_)
-            for k, dt in (("score_chosen", np.float32), ("score_rejected", np.float32), ("has_scores", np.bool_)):
+            for k, dt in (
+                ("score_chosen", np.float32),
+                ("score_rejected", np.float32),
+                ("has_scores", np.bool_),
+            ):
                 out[k] = col([it[k] for it in items], dt)
         elif self.kind in ("unpaired", "scored"):
             ts = [it["seq"] for it in items]
@@ -236,7 +256,13 @@ class Featurizer:
             mask, att = np.zeros((B * K, T), np.int32), np.zeros((B * K, T), np.int32)
             lengths, kvalid = np.zeros(B * K, np.int32), np.zeros(B * K, np.bool_)
             trunc = np.zeros(B * K, np.bool_)
-            ids[slots], mask[slots], att[slots], lengths[slots], kvalid[slots] = ids_f, mask_f, att_f, r_f, True
+            ids[slots], mask[slots], att[slots], lengths[slots], kvalid[slots] = (
+                ids_f,
+                mask_f,
+                att_f,
+                r_f,
+                True,
+            )
             trunc[slots] = [t.response_truncated for it in items for t in it["seqs"]]
             scores, ranks = np.zeros((B, K), np.float32), np.zeros((B, K), np.int32)
             for b, it in enumerate(items):
@@ -261,6 +287,65 @@ def _decode_source(kind: str):
     return fn
 
 
+_PACK_META = {
+    "pairwise": (("index", np.int64), ("prompt_lengths", np.int32), ("chosen_lengths", np.int32),
+                 ("rejected_lengths", np.int32), ("score_chosen", np.float32), ("score_rejected", np.float32),
+                 ("has_scores", np.bool_)),
+    "unpaired": (("index", np.int64), ("prompt_lengths", np.int32), ("lengths", np.int32), ("desirable", np.bool_)),
+    "scored": (("index", np.int64), ("prompt_lengths", np.int32), ("lengths", np.int32), ("reward", np.float32)),
+}  # fmt: skip
+_PACK_SEQ = ("ids", "mask", "side", "pos")
+
+
+def _pack_element(ex: dict[str, Any], kind: str) -> dict[str, Any]:
+    """One tokenised example -> the variable-length element the packer places into a row."""
+    seqs = [ex["chosen"], ex["rejected"]] if kind == "pairwise" else [ex["seq"]]
+    ids, mask, side, pos = [], [], [], []
+    for s_i, t in enumerate(seqs, start=1):
+        n = len(t.prompt) + len(t.response)
+        ids += t.prompt + t.response
+        mask += [0] * len(t.prompt) + [1] * len(t.response)
+        side += [s_i] * n
+        pos += list(range(n))
+    el: dict[str, Any] = {
+        k: np.asarray(v, np.int32) for k, v in zip(_PACK_SEQ, (ids, mask, side, pos), strict=True)
+    }
+    el["index"] = ex["index"]
+    el["prompt_lengths"] = len(seqs[0].prompt)
+    if kind == "pairwise":
+        el["chosen_lengths"], el["rejected_lengths"] = len(seqs[0].response), len(seqs[1].response)
+        for k in ("score_chosen", "score_rejected", "has_scores"):
+            el[k] = ex[k]
+    else:
+        el["lengths"] = len(seqs[0].response)
+        k = "desirable" if kind == "unpaired" else "reward"
+        el[k] = ex[k]
+    return el
+
+
+def _finish_packed_row(
+    row: dict[str, Any], kind: str, max_segments: int, pad_id: int
+) -> dict[str, np.ndarray]:
+    """Packer output -> fixed shapes: ``[L]`` token fields and ``[S]`` per-example (segment) fields."""
+    seg = row["ids_segment_ids"].astype(np.int32)
+    n_sides = 2 if kind == "pairwise" else 1
+    out = {
+        "ids": np.where(seg > 0, row["ids"], pad_id).astype(np.int32),
+        "mask": row["mask"].astype(np.int32),
+        "side": row["side"].astype(np.int32),
+        "positions": row["pos"].astype(np.int32),
+        "segment_ids": seg,
+        "sequence_ids": np.where(seg > 0, (seg - 1) * n_sides + row["side"], 0).astype(np.int32),
+    }
+    n = len(row["index"])
+    for k, dt in _PACK_META[kind]:
+        a = np.zeros(max_segments, dt)
+        a[:n] = row[k]
+        out[k] = a
+    out["segment_valid"] = np.arange(max_segments) < n
+    return out
+
+
 def make_dataset(
     source: Sequence[dict],
     *,
@@ -277,6 +362,9 @@ def make_dataset(
     shard_count: int | None = None,
     drop_remainder: bool = True,
     num_threads: int = 0,
+    pack: bool = False,
+    pack_len: int | None = None,
+    max_segments: int = 16,
 ) -> grain.IterDataset:
     """A grain ``IterDataset`` of fixed-shape numpy batches from a random-access source of records.
 
@@ -296,6 +384,10 @@ def make_dataset(
       drop_remainder: drop a final partial batch; if False it is padded to ``batch_size`` with rows whose
         ``valid_example`` is False.
       num_threads: grain read threads (0 = in the calling thread; deterministic either way).
+      pack: pack several examples per row instead of padding each (not for listwise); see "Packing".
+      pack_len: row length L when packing (default: what one example can need, ``(2 if pairwise else 1)
+        * (max_prompt_len + max_response_len)``; smaller is an error, so no example is ever cut).
+      max_segments: examples per packed row at most (S).
 
     Returns:
       ``grain.IterDataset``; ``iter(ds)`` has ``get_state()``/``set_state()`` (JSON-serialisable).
@@ -327,12 +419,48 @@ def make_dataset(
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
     decode = _decode_source(kind)
+    read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, num_threads))
+    if pack:
+        return _packed(
+            ds, feat, decode, source, read_options, batch_size, drop_remainder, pack_len, max_segments
+        )
     ds = ds.map(lambda i: feat((int(i), decode(source[int(i)]))))
     collate = functools.partial(feat.collate, batch_size=batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=collate)
-    return ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, num_threads))
+    return ds.to_iter_dataset(read_options)
+
+
+def _packed(ds, feat, decode, source, read_options, batch_size, drop_remainder, pack_len, max_segments):
+    from grain.experimental import FirstFitPackIterDataset
+
+    kind = feat.kind
+    if kind == "listwise":
+        raise ValueError("pack: packing is not supported for listwise data (use padding)")
+    need = (2 if kind == "pairwise" else 1) * feat.seq_len
+    pack_len = need if pack_len is None else pack_len
+    if pack_len < need:
+        raise ValueError(
+            f"pack_len={pack_len} < {need}, the most one example can need; no example is ever cut"
+        )
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be >= 1, got {max_segments}")
+    it = ds.map(lambda i: _pack_element(feat((int(i), decode(source[int(i)]))), kind)).to_iter_dataset(
+        read_options
     )
+    it = FirstFitPackIterDataset(
+        it,
+        length_struct={k: pack_len for k in _PACK_SEQ},
+        num_packing_bins=batch_size,
+        shuffle_bins=False,
+        meta_features=tuple(k for k, _ in _PACK_META[kind]),
+        max_sequences_per_bin=max_segments,
+    )
+    it = it.map(
+        functools.partial(
+            _finish_packed_row, kind=kind, max_segments=max_segments, pad_id=feat.tokenizer.pad_id
+        )
+    )
+    return it.batch(batch_size, drop_remainder=drop_remainder)
 
 
 def save_iterator_state(iterator: Any, path: str | Path) -> Path:
