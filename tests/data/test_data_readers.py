@@ -177,3 +177,17 @@ def test_parquet_and_json_array_read_like_jsonl(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(rows))
     c, _ = readers.read(tmp_path / "x.json")
     assert a == b == c == rows and rep.n_lines == 5
+
+
+def test_parquet_binary_column_with_non_utf8_bytes_is_reported(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "prompt": pa.array([b"ok", b"bad \xff"], pa.binary()),
+        "chosen": ["a", "b"], "rejected": ["c", "d"],
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "x.parquet")
+    recs, rep = readers.read_with_lines(tmp_path / "x.parquet")
+    assert [r for _, r in recs] == [{"prompt": "ok", "chosen": "a", "rejected": "c"}]
+    assert [(e.line, e.field) for e in rep.errors] == [(2, "<bytes>")]
