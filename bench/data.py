@@ -65,7 +65,13 @@ def main() -> None:
             np.testing.assert_array_equal(a[k], b[k])
 
     base = timeit(lambda: list(python_loop(recs, tok)), repeats=args.repeats)
-    rows = [{"pipeline": "plain Python loop (baseline)", "examples_per_s": n_used / base["median_s"], "ratio": 1.0}]
+    rows = [
+        {
+            "pipeline": "plain Python loop (baseline)",
+            "examples_per_s": n_used / base["median_s"],
+            "ratio": 1.0,
+        }
+    ]
     for threads in (0, 2):
         t = timeit(lambda threads=threads: grain_run(threads), repeats=args.repeats)
         rows.append(

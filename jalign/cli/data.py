@@ -150,6 +150,5 @@ def run_build(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for split, r in b.reports.items():
-        r = r if isinstance(r, dict) else r.to_dict()
         print(f"{split}: {r['n_records']} records, {r['n_invalid']} invalid skipped -> {b.data_dir}")
     return 0

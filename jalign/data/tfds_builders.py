@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 
 from jalign.data.io import atomic_write
 from jalign.data.readers import canonical_format, detect_format, read_with_lines
-from jalign.data.schema import DEFAULT_MAX_PROMPT_CHARS, InvalidDataError, ValidationReport
+from jalign.data.schema import DEFAULT_MAX_PROMPT_CHARS, InvalidDataError
 
 _T = tfds.features.Text
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
         fmt = self._read_kw["format"]
         config = tfds.core.BuilderConfig(name=f"{fmt}_{h.hexdigest()[:16]}", description=f"{self._paths}")
         self._records: dict[str, list[tuple[int, dict]]] | None = None
-        self.reports: dict[str, ValidationReport | dict] = {}
+        self.reports: dict[str, dict] = {}  # split -> ValidationReport.to_dict()
         super().__init__(
             data_dir=None if data_dir is None else str(data_dir),
             config=config,
@@ -181,7 +181,7 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
                 shown = "\n  ".join(str(e) for e in report.errors[:20])
                 log.warning("skipped %d invalid record(s) of %s:\n  %s", len(report.errors), p, shown)
             records[split] = pairs
-            self.reports[split] = report
+            self.reports[split] = report.to_dict()
         self._records = records
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
@@ -189,15 +189,10 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
             self._validate_all()
         super().download_and_prepare(*args, **kwargs)
         if self._records is not None:
-            payload = {
-                s: r.to_dict() if isinstance(r, ValidationReport) else r for s, r in self.reports.items()
-            }
+            payload = dict(self.reports)
             out = Path(self.data_dir) / "jalign_validation.json"
             if out.parent.exists():
                 atomic_write(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
-
-    def is_prepared(self) -> bool:
-        return Path(self.data_dir, "dataset_info.json").exists()
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
         del dl_manager  # nothing is downloaded
