@@ -20,7 +20,9 @@ Batches (numpy, fixed shapes, ``B = batch_size``):
 * pairwise: ``chosen_ids``, ``chosen_mask``, ``chosen_attention_mask``, the same for ``rejected``
   (``[B, T]`` int32), ``prompt_lengths``, ``chosen_lengths``, ``rejected_lengths`` (response tokens, ``[B]``),
   ``score_chosen``/``score_rejected``/``has_scores``, ``chosen_truncated``/``rejected_truncated``;
-* unpaired: ``ids``, ``mask``, ``attention_mask``, ``desirable`` (bool), ``prompt_lengths``, ``lengths``;
+* unpaired: ``ids``, ``mask``, ``attention_mask``, ``desirable`` (bool), ``prompt_lengths``, ``lengths``
+  (with ``kl_pairs=True`` also ``kl_ids``, ``kl_mask``, ``kl_attention_mask``, ``kl_lengths``: prompt i with
+  the completion of example i + 1 mod n, for KTO's KL estimate);
 * scored: ``ids``, ``mask``, ``attention_mask``, ``reward`` (float32), ``prompt_lengths``, ``lengths``;
 * listwise: ``ids``/``mask``/``attention_mask`` ``[B, K, T]``, ``scores`` ``[B, K]`` (float32), ``ranks``,
   ``lengths``, ``valid`` ``[B, K]`` (False for padding slots when a prompt has fewer than K responses);
@@ -149,6 +151,7 @@ class Featurizer:
     max_prompt_len: int
     max_response_len: int
     max_responses: int | None = None  # listwise: K slots per prompt (more completions is an error)
+    kl_pairs: bool = False  # unpaired: add KTO's mismatched (prompt i, completion i+1 mod n) rows
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -157,6 +160,8 @@ class Featurizer:
             raise ValueError(
                 f"max_prompt_len and max_response_len must be >= 1, got {self.max_prompt_len}, {self.max_response_len}"
             )
+        if self.kl_pairs and self.kind != "unpaired":
+            raise ValueError(f"kl_pairs: only for unpaired (KTO) data, not {self.kind}")
         if self.kind == "listwise" and (self.max_responses is None or self.max_responses < 2):
             raise ValueError(
                 f"listwise pipelines need max_responses >= 2 (K slots), got {self.max_responses}"
@@ -243,6 +248,10 @@ class Featurizer:
                 out["desirable"] = col([it["desirable"] for it in items], np.bool_)
             else:
                 out["reward"] = col([it["reward"] for it in items], np.float32)
+            if self.kl_pairs:
+                shifted = [ts[(i + 1) % n].response for i in range(n)]
+                ids, mask, att, _, r_len = _rows([t.prompt for t in ts], shifted, B, T, pad)
+                out.update(kl_ids=ids, kl_mask=mask, kl_attention_mask=att, kl_lengths=r_len)
         else:
             K = self.max_responses
             prompts, responses, slots = [], [], []
@@ -362,6 +371,7 @@ def make_dataset(
     shard_count: int | None = None,
     drop_remainder: bool = True,
     num_threads: int = 0,
+    kl_pairs: bool = False,
     pack: bool = False,
     pack_len: int | None = None,
     max_segments: int = 16,
@@ -384,6 +394,9 @@ def make_dataset(
       drop_remainder: drop a final partial batch; if False it is padded to ``batch_size`` with rows whose
         ``valid_example`` is False.
       num_threads: grain read threads (0 = in the calling thread; deterministic either way).
+      kl_pairs: unpaired only: also emit ``kl_ids``/``kl_mask``/``kl_attention_mask``/``kl_lengths``, the
+        mismatched pairs (prompt of example i, completion of example i + 1 mod n, n = real examples in the
+        batch) whose log-ratios give KTO's KL reference point z0 (Ethayarajh et al., 2024).
       pack: pack several examples per row instead of padding each (not for listwise); see "Packing".
       pack_len: row length L when packing (default: what one example can need, ``(2 if pairwise else 1)
         * (max_prompt_len + max_response_len)``; smaller is an error, so no example is ever cut).
@@ -403,7 +416,9 @@ def make_dataset(
         shard_count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
-    feat = Featurizer(kind, tokenizer, max_prompt_len, max_response_len, max_responses)
+    feat = Featurizer(kind, tokenizer, max_prompt_len, max_response_len, max_responses, kl_pairs)
+    if pack and kl_pairs:
+        raise ValueError("kl_pairs: not available with pack=True (use padding)")
     n = len(source)
     per_shard = n // shard_count
     if per_shard == 0:

@@ -286,3 +286,22 @@ def test_packing_resume_and_errors(tmp_path):
         lw = [{"prompt": "p", "completions": ["a", "b"], "scores": [1.0, 0.0], "ranks": [1, 2]}]
         make_dataset(lw, kind="listwise", tokenizer=TOK, batch_size=1, max_prompt_len=2, max_response_len=2,
                      max_responses=2, pack=True, shard_index=0, shard_count=1)  # fmt: skip
+
+
+def test_kto_mismatched_pairs():
+    un = [{"prompt": f"p{i}", "completion": "c" * (i + 1), "label": i % 2 == 0} for i in range(3)]
+    b = next(iter(make_dataset(un, kind="unpaired", tokenizer=TOK, batch_size=4, max_prompt_len=4,
+                               max_response_len=8, shuffle=False, drop_remainder=False, kl_pairs=True,
+                               shard_index=0, shard_count=1)))  # fmt: skip
+    for i in range(3):
+        j = (i + 1) % 3
+        expect = [BOS, *f"p{i}".encode(), *b"c" * (j + 1), EOS]
+        assert (
+            b["kl_ids"][i][: len(expect)].tolist() == expect and (b["kl_ids"][i][len(expect) :] == PAD).all()
+        )
+        assert b["kl_mask"][i].tolist() == [0] * 3 + [1] * (j + 2) + [0] * (12 - 5 - j)
+        assert b["kl_lengths"][i] == j + 2
+    assert (b["kl_attention_mask"][3] == 0).all()
+    with pytest.raises(ValueError, match="kl_pairs"):
+        make_dataset(_pairs(4), kind="pairwise", tokenizer=TOK, batch_size=2, max_prompt_len=4,
+                     max_response_len=4, kl_pairs=True, shard_index=0, shard_count=1)  # fmt: skip
