@@ -1,0 +1,154 @@
+"""``jalign data``: inspect / validate local preference files, list and generate built-in data sets, build TFDS.
+
+Exit status: 0 when every record is valid, 1 when any record is invalid (the report names file, line and
+field), 2 for usage errors (unknown format, missing file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "data", help="preference data: inspect/validate files, built-in data sets, TFDS builds"
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+
+    ins = dsub.add_parser("inspect", help="counts, length histograms, duplicates, validation report")
+    ins.add_argument("path")
+    ins.add_argument(
+        "--format",
+        help="override format auto-detection (hh, ultrafeedback, pairwise/tldr, "
+        "unpaired/kto, listwise, scored, oasst)",
+    )
+    ins.add_argument(
+        "--kind",
+        choices=["pairwise", "unpaired", "listwise", "scored"],
+        help="record kind wanted (oasst trees: listwise or pairwise)",
+    )
+    ins.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=None,
+        help="prompts longer than this are invalid (default 100000)",
+    )
+    ins.add_argument("--max-response-chars", type=int, default=None)
+    ins.add_argument("--json", action="store_true", help="print the full report as JSON")
+    ins.set_defaults(func=run_inspect)
+
+    ls = dsub.add_parser("list", help="list built-in data sets with their cards")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=run_list)
+
+    gen = dsub.add_parser("generate", help="write a built-in data set as JSONL (atomically)")
+    gen.add_argument("name")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--n", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.set_defaults(func=run_generate)
+
+    bld = dsub.add_parser("build", help="validate a file and build it as a TFDS data set (array_record)")
+    bld.add_argument("kind", choices=["pairwise", "unpaired", "listwise", "scored"])
+    bld.add_argument("path")
+    bld.add_argument("--data-dir", required=True)
+    bld.add_argument("--format", default=None)
+    bld.add_argument("--file-format", default="array_record", choices=["array_record", "parquet"])
+    bld.add_argument(
+        "--skip-invalid", action="store_true", help="skip invalid records (reported) instead of failing"
+    )
+    bld.set_defaults(func=run_build)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _fmt_hist(h: dict) -> str:
+    bins = ", ".join(f"{k}:{v}" for k, v in h["bins"].items() if v)
+    if not h["count"]:
+        return "no values"
+    return f"n={h['count']} min={h['min']} median={h['median']:g} max={h['max']}  [{bins}]"
+
+
+def run_inspect(args) -> int:
+    from jalign.data.schema import DEFAULT_MAX_PROMPT_CHARS
+    from jalign.data.summary import inspect_file
+
+    try:
+        s = inspect_file(
+            args.path, format=args.format, kind=args.kind,
+            max_prompt_chars=args.max_prompt_chars or DEFAULT_MAX_PROMPT_CHARS,
+            max_response_chars=args.max_response_chars,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(f"{s['path']}: format={s['format']} kind={s['kind']}")
+        print(f"  records: {s['records']} valid, {s['invalid']} invalid ({s['validation']['n_lines']} lines)")
+        for k, h in s["lengths"].items():
+            print(f"  length[{k}] (chars): {_fmt_hist(h)}")
+        d = s["duplicates"]
+        print(
+            f"  duplicates: {d['records']} records identical to an earlier one; {d['repeated_prompts']} repeated prompts"
+        )
+        print(f"  identical chosen/rejected (or completions): {s['identical_pairs']['count']}")
+        for k in ("desirable", "with_ties", "with_scores", "score_chosen_below_rejected"):
+            if k in s:
+                print(f"  {k}: {s[k]}")
+        for k, v in s["validation"]["notes"].items():
+            print(f"  note {k}: {v}")
+        for e in s["validation"]["errors"][:50]:
+            print(f"  INVALID {e['path']}:{e['line']}: field '{e['field']}': {e['message']}")
+        if s["invalid"] > 50:
+            print(f"  ... {s['invalid'] - 50} more (use --json)")
+    if s["invalid"]:
+        print(f"{s['invalid']} invalid record(s) in {s['path']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_list(args) -> int:
+    from jalign.data import builtin
+
+    cards = [builtin.card(n).to_dict() for n in builtin.names()]
+    if args.json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    for c in cards:
+        print(f"{c['name']}  [{c['kind']}]  size={c['size']} seed={c['seed']}")
+        print(f"    {c['rule']}")
+    return 0
+
+
+def run_generate(args) -> int:
+    from jalign.data import builtin
+    from jalign.data.io import write_jsonl
+
+    try:
+        recs = builtin.load(args.name, n=args.n, seed=args.seed)
+    except (KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = write_jsonl(recs, args.out)
+    print(f"wrote {len(recs)} {builtin.card(args.name).kind} records to {path}")
+    return 0
+
+
+def run_build(args) -> int:
+    from jalign.data.schema import InvalidDataError
+    from jalign.data.tfds_builders import build
+
+    try:
+        b = build(args.kind, args.path, data_dir=args.data_dir, format=args.format,
+                  file_format=args.file_format, skip_invalid=args.skip_invalid)  # fmt: skip
+    except InvalidDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for split, r in b.reports.items():
+        print(f"{split}: {r['n_records']} records, {r['n_invalid']} invalid skipped -> {b.data_dir}")
+    return 0
