@@ -42,6 +42,7 @@ class LossSpec:
       extra_fields: optional ``f(hparams) -> field names`` the batch must also carry for these hyperparameter
         values (e.g. ``ipo`` needs the lengths only with ``ipo_average=True``).
       hparam_rules: per-loss validity rules ``{name: (predicate, description)}`` overriding the global ones.
+      nullable: hyperparameters that accept ``None`` (annotated ``... | None`` or defaulting to None).
     """
 
     name: str
@@ -58,6 +59,7 @@ class LossSpec:
     notes: str = ""
     extra_fields: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
     hparam_rules: dict[str, tuple[Callable[[float], bool], str]] = dataclasses.field(default_factory=dict)
+    nullable: frozenset[str] = frozenset()
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -105,6 +107,11 @@ def register(
             notes=notes,
             extra_fields=extra_fields,
             hparam_rules=dict(hparam_rules or {}),
+            nullable=frozenset(
+                p.name
+                for p in sig.parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and (p.default is None or "None" in str(p.annotation))
+            ),
         )
         for key in (name, *aliases):
             if key in _REGISTRY:
@@ -152,7 +159,9 @@ def get(name: str) -> Callable[..., Any]:
             )
         if validate:
             merged = {**s.hparams, **hparams}
-            _validate.check_hparams(s.name, merged, rules=s.hparam_rules, defaults=s.hparams)
+            _validate.check_hparams(
+                s.name, merged, rules=s.hparam_rules, defaults=s.hparams, nullable=s.nullable
+            )
             _validate.check_batch(s, batch, merged)
         return s.fn(batch, **hparams)
 

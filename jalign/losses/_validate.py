@@ -59,11 +59,12 @@ def check_hparams(
     *,
     rules: dict[str, tuple[Any, str]] | None = None,
     defaults: dict[str, Any] | None = None,
+    nullable: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     """Raise ``ValueError``/``TypeError`` naming the hyperparameter when a value is outside its valid set.
 
     ``rules`` override the global rules for this loss. ``defaults`` give the expected types: a boolean default
-    needs a bool; a numeric default needs a number (``None`` is allowed only when the default is ``None``).
+    needs a bool; a numeric default needs a number. ``None`` is allowed only for names in ``nullable``.
     """
     rules = {**_HPARAM_RULES, **(rules or {})}
     defaults = defaults or {}
@@ -75,7 +76,7 @@ def check_hparams(
                     raise TypeError(f"loss {loss_name!r}: hyperparameter {key}={value!r} must be a bool")
                 continue
             if value is None:
-                if d is not None:
+                if d is not None and key not in nullable:
                     raise TypeError(f"loss {loss_name!r}: hyperparameter {key}=None is not allowed")
                 continue
             if isinstance(d, (int, float)) or d is None:
