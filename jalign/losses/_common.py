@@ -42,3 +42,17 @@ def lengths(batch):
 def smoothed_logistic(z, eps):
     """−(1−ε)·log σ(z) − ε·log σ(−z): the conservative (label-smoothed) logistic loss."""
     return -(1.0 - eps) * jax.nn.log_sigmoid(z) - eps * jax.nn.log_sigmoid(-z)
+
+
+def sort_batch(x):
+    """``jnp.sort`` over the last (batch) axis, also for arrays sharded over it on an Explicit-axes mesh.
+
+    Sorting needs the whole axis on every device; with explicit sharding JAX refuses to sort a sharded axis,
+    so the array is first resharded to replicated (an all-gather, which Auto-axes meshes insert themselves).
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is not None and len(spec) and spec[-1] is not None:
+        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*([None] * x.ndim)))
+        x = jax.sharding.reshard(x, replicated)
+    return jnp.sort(x, axis=-1)

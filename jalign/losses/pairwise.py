@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import log_sigmoid
 
-from jalign.losses._common import as_float, lengths, logratios, smoothed_logistic
+from jalign.losses._common import as_float, lengths, logratios, smoothed_logistic, sort_batch
 from jalign.losses._registry import register
 from jalign.losses._types import PairwiseLogps
 
@@ -293,7 +293,7 @@ def aot(batch: PairwiseLogps, *, beta: float = 0.1, label_smoothing: float = 0.0
     """
     pol = as_float(batch.chosen_logps) - as_float(batch.rejected_logps)
     ref = as_float(batch.ref_chosen_logps) - as_float(batch.ref_rejected_logps)
-    d = jnp.sort(pol, axis=-1) - jnp.sort(ref, axis=-1)
+    d = sort_batch(pol) - sort_batch(ref)
     return smoothed_logistic(beta * d, label_smoothing)
 
 
@@ -316,7 +316,7 @@ def aot_unpaired(batch: PairwiseLogps, *, beta: float = 0.1, label_smoothing: fl
       Melnyk et al., Distributional Preference Alignment of LLMs via Optimal Transport, NeurIPS 2024.
     """
     r_w, r_l = logratios(batch)
-    d = jnp.sort(r_w, axis=-1) - jnp.sort(r_l, axis=-1)
+    d = sort_batch(r_w) - sort_batch(r_l)
     return smoothed_logistic(beta * d, label_smoothing)
 
 
