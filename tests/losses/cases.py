@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 # Several β and ε per loss (the first entry is the registered default).
@@ -114,3 +115,19 @@ def to_listwise(l, dtype=np.float64):
         lengths=c(l["lengths"]),
         mask=None if l["mask"] is None else np.asarray(l["mask"]),
     )
+
+
+_JIT_CACHE: dict = {}
+
+
+def jit_loss(name: str, **hp):
+    """A jitted ``losses.get(name)(batch, **hp)`` (cached): hyperparameters and shapes are validated at trace
+    time; value checks are skipped under jit (they are tested separately). Jitting keeps the suite fast:
+    eager execution compiles every primitive separately."""
+    key = (name, tuple(sorted(hp.items(), key=lambda kv: kv[0])))
+    if key not in _JIT_CACHE:
+        from jalign import losses
+
+        fn = losses.get(name)
+        _JIT_CACHE[key] = jax.jit(lambda b: fn(b, **hp))
+    return _JIT_CACHE[key]
