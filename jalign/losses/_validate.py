@@ -27,16 +27,7 @@ _HPARAM_RULES: dict[str, tuple[Any, str]] = {
     "sft_weight": (lambda v: v >= 0, ">= 0"),
     "lambda_": (lambda v: v >= 0, ">= 0"),
 }
-# Names that must merely be finite when numeric.
-_FINITE = (
-    "alpha",
-    "gamma",
-    "delta",
-    "eta",
-    "margin",
-    "z0",
-    "reward_shift",
-)
+# Every other numeric hyperparameter must merely be finite.
 
 
 def _concrete_scalar(v: Any) -> float | None:

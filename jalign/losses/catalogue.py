@@ -68,7 +68,14 @@ losses.preference_metrics(batch, beta=0.1)           # TRL's rewards/* and logps
 * Batch-coupled losses (an example's loss depends on other examples): `aot`, `aot_unpaired` (sorting over the
   batch: output i is the i-th order statistic), `kto` with `z0=None` (batch KL estimate), `bco` and
   `bco_pair` with `reward_shift=None` (batch-mean reward shift). All others are per-example independent,
-  which the tests check, and shard over the batch axis.
+  which the tests check, and shard over the batch axis. The sorting losses gather the batch onto every
+  device first (done explicitly on Explicit-axes meshes, where JAX refuses to sort a sharded axis); batch
+  means under sharding are global means (XLA inserts the reduction).
+* Listwise ties: `pro` uses Breslow's convention (tied items share each other's Plackett–Luce
+  denominators); `lipo` skips pairs with equal scores and breaks ties in the model scores *against* the
+  labels when computing the λ-weights' ranks, so it has a non-zero gradient at initialisation (all model
+  scores tie when policy = reference). Both are invariant to the order of the K entries.
+* Detached quantities (`stop_gradient`): KTO's z0 estimate, the batch-mean reward shifts, LiPO's λ-weights.
 
 ## Catalogue
 """
