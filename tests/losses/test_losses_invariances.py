@@ -110,9 +110,11 @@ def _shard(batch, mesh):
     return type(batch)(**{f.name: put(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
-def test_sharded_over_8_devices_equals_unsharded(reference_run, mesh8):
+@pytest.mark.parametrize("axis_type", ["explicit", "auto"])
+def test_sharded_over_8_devices_equals_unsharded(reference_run, mesh8, axis_type):
     batches, want = reference_run
-    sharded = tuple(_shard(b, mesh8) for b in batches)
+    mesh = mesh8 if axis_type == "explicit" else jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded = tuple(_shard(b, mesh) for b in batches)
     assert len(sharded[0].chosen_logps.sharding.device_set) == 8
     got = jax.device_get(_jitted(*sharded))
     _assert_close(got, want)
@@ -169,3 +171,21 @@ def test_aot_is_the_order_statistic_loss(reference_run):
         np.testing.assert_allclose(out[label], base[label], rtol=1e-6)
     for label in ("dpo", "kto", "pro", "lipo"):  # per-example losses permute with the examples
         np.testing.assert_allclose(out[label], np.asarray(base[label])[perm], rtol=1e-6)
+
+
+def test_vmap_over_traced_beta_equals_loop(reference_run):
+    """Hyperparameters may be traced (e.g. a β sweep under vmap): no Python-level branching on their values."""
+    batches, _ = reference_run
+    betas = np.array([0.05, 0.3, 2.0], np.float32)
+    names = ["dpo", "ipo", "discopop", "simpo", "kto", "lipo", "aot"]
+    kinds = {"pairwise": batches[0], "unpaired": batches[1], "listwise": batches[2]}
+
+    @jax.jit
+    def sweep(bs):
+        return {n: jax.vmap(lambda beta, n=n: losses.get(n)(kinds[losses.spec(n).kind], beta=beta))(bs) for n in names}
+
+    got = jax.device_get(sweep(betas))
+    for n in names:
+        for i, beta in enumerate(betas):
+            want = losses.get(n)(kinds[losses.spec(n).kind], validate=False, beta=float(beta))
+            np.testing.assert_allclose(got[n][i], np.asarray(want), rtol=2e-5, atol=1e-6, err_msg=n)

@@ -203,3 +203,12 @@ def test_sequence_logps_bad_shapes_and_labels():
     lp, n = losses.sequence_logps(logits, labels, mask)
     np.testing.assert_allclose(np.asarray(lp), [-3 * np.log(5), -2 * np.log(5)], rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(n), [3, 2])
+
+
+def test_bfloat16_batches_are_validated(pw):
+    import jax.numpy as jnp
+
+    pw["ll"][4] = np.nan
+    b = losses.PairwiseLogps(**{k: jnp.asarray(v, jnp.bfloat16) for k, v in to_pairwise(pw).__dict__.items()})
+    with pytest.raises(ValueError, match="'rejected_logps' is not finite at example 4"):
+        losses.get("dpo")(b)
