@@ -22,6 +22,9 @@ from jalign.losses.sequence import sequence_logps
 
 # Loss families register themselves on import (one file per family).
 from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
+from jalign.losses import reference_free  # noqa: E402,F401  isort: skip
+from jalign.losses import unpaired  # noqa: E402,F401  isort: skip
+from jalign.losses import listwise  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "ListwiseLogps",

@@ -39,6 +39,10 @@ class LossSpec:
         diagnostics use it).
       aliases: other names under which the same loss is registered.
       notes: conventions chosen where sources disagree.
+      extra_fields: optional ``f(hparams) -> field names`` the batch must also carry for these hyperparameter
+        values (e.g. ``ipo`` needs the lengths only with ``ipo_average=True``).
+      hparam_rules: per-loss validity rules ``{name: (predicate, description)}`` overriding the global ones.
+      nullable: hyperparameters that accept ``None`` (annotated ``... | None`` or defaulting to None).
     """
 
     name: str
@@ -53,6 +57,9 @@ class LossSpec:
     margin_based: bool = True
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    extra_fields: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    hparam_rules: dict[str, tuple[Callable[[float], bool], str]] = dataclasses.field(default_factory=dict)
+    nullable: frozenset[str] = frozenset()
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -71,6 +78,8 @@ def register(
     margin_based: bool | None = None,
     aliases: tuple[str, ...] = (),
     notes: str = "",
+    extra_fields: Callable[[dict[str, Any]], tuple[str, ...]] | None = None,
+    hparam_rules: dict[str, tuple[Callable[[float], bool], str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a core loss function under ``name`` (and ``aliases``)."""
     if kind not in _KINDS:
@@ -96,6 +105,13 @@ def register(
             margin_based=(kind == "pairwise") if margin_based is None else margin_based,
             aliases=tuple(aliases),
             notes=notes,
+            extra_fields=extra_fields,
+            hparam_rules=dict(hparam_rules or {}),
+            nullable=frozenset(
+                p.name
+                for p in sig.parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and (p.default is None or "None" in str(p.annotation))
+            ),
         )
         for key in (name, *aliases):
             if key in _REGISTRY:
@@ -142,8 +158,11 @@ def get(name: str) -> Callable[..., Any]:
                 f"loss {s.name!r} got unknown hyperparameter(s) {unknown}; valid: {sorted(s.hparams)}"
             )
         if validate:
-            _validate.check_hparams(s.name, {**s.hparams, **hparams})
-            _validate.check_batch(s, batch)
+            merged = {**s.hparams, **hparams}
+            _validate.check_hparams(
+                s.name, merged, rules=s.hparam_rules, defaults=s.hparams, nullable=s.nullable
+            )
+            _validate.check_batch(s, batch, merged)
         return s.fn(batch, **hparams)
 
     loss_fn.spec = s  # type: ignore[attr-defined]
