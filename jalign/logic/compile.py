@@ -149,6 +149,11 @@ def compile_rho(structure: PreferenceStructure, *, fields: Mapping[str, Any] | N
     srcs = _resolve_fields(structure, fields)
     n = structure.n_vars
 
+    @jax.jit
+    def core(logw_BxN):
+        ls = log_world_weights(logw_BxN, n)
+        return _masked_logsumexp(ls, chk) - _masked_logsumexp(ls, crs)
+
     def rho(batch, *, validate: bool = True):
         cols, shapes = [], {}
         for v, src in srcs.items():
@@ -158,9 +163,7 @@ def compile_rho(structure: PreferenceStructure, *, fields: Mapping[str, Any] | N
         if len(set(shapes.values())) > 1:
             raise ValueError(f"batch fields have different shapes: {shapes}")
         dtype = jnp.result_type(*[c.dtype for c in cols], jnp.float32)
-        logw_BxN = jnp.stack([c.astype(dtype) for c in cols], axis=-1)
-        ls = log_world_weights(logw_BxN, n)
-        return _masked_logsumexp(ls, chk) - _masked_logsumexp(ls, crs)
+        return core(jnp.stack([c.astype(dtype) for c in cols], axis=-1))
 
     return rho
 

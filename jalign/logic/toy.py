@@ -63,6 +63,47 @@ class CategoricalToy:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class LogLinearToy(CategoricalToy):
+    """A log-linear policy π(y) ∝ exp(θ·φ(y)) with shared features, so moving one response moves others
+    (the regime of likelihood displacement). φ is fixed by ``feature_seed``: rows are N(0, I_d) and each
+    rejected response's features are ``similarity·φ(chosen) + sqrt(1 − similarity²)·noise``.
+
+    Attributes (besides :class:`CategoricalToy`'s):
+      dim: feature dimension d (the parameters θ are ``[d]``).
+      similarity: correlation of a pair's chosen and rejected features, in [0, 1).
+      feature_seed: seed of the features.
+    """
+
+    dim: int = 8
+    similarity: float = 0.6
+    feature_seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.similarity < 1:
+            raise ValueError(f"similarity must lie in [0, 1), got {self.similarity}")
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {self.dim}")
+
+    def features(self) -> np.ndarray:
+        """φ, ``[K, d]``."""
+        rng = np.random.default_rng(self.feature_seed)
+        phi = rng.normal(size=(self.n_responses, self.dim))
+        c, r = list(self.chosen), list(self.rejected)
+        phi[r] = self.similarity * phi[c] + np.sqrt(1 - self.similarity**2) * phi[r]
+        return phi.astype(np.float32)
+
+    def init(self, key) -> jax.Array:
+        """Initial θ ``[d]``."""
+        return self.init_scale * jax.random.normal(key, (self.dim,), jnp.float32)
+
+    def logps(self, theta_D, ref_theta_D=None) -> PairwiseLogps:
+        phi = jnp.asarray(self.features())
+        ref = None if ref_theta_D is None else phi @ ref_theta_D
+        return super().logps(phi @ theta_D, ref)
+
+
 def train_curves(
     loss_fn: Callable[..., Any],
     logps_fn: Callable[[Any], PairwiseLogps],
