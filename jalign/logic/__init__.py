@@ -10,7 +10,7 @@ ICML 2025 (arXiv 2412.17696). See docs/logic.md.
 256
 """
 
-from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, compile, compile_rho, log1mexp, log_wmc
+from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, compile, compile_rho, log1mexp, log_wmc, rho_many
 from jalign.logic.decompile import KNOWN, KnownLoss, decompile, decompile_ratio, known, names, sem
 from jalign.logic.landscape import (
     count_losses,
@@ -70,6 +70,7 @@ __all__ = [
     "names",
     "rank",
     "relation",
+    "rho_many",
     "same_rho",
     "sem",
     "var",

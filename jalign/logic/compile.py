@@ -17,6 +17,7 @@ Degenerate structures: no ✗ world gives ρ = +∞ (loss 0 for logistic and hin
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -75,9 +76,45 @@ def log_world_weights(logw_BxN, n_vars: int):
 def log_wmc(logw_BxN, mask: np.ndarray):
     """log WMC of a set of worlds (bool mask ``[2^n]``) under log-weights ``[B, n]`` → ``[B]``."""
     logw_BxN = jnp.asarray(logw_BxN)
-    n = logw_BxN.shape[-1]
-    ls = log_world_weights(logw_BxN, n)
-    return _masked_logsumexp(ls, np.flatnonzero(np.asarray(mask)))
+    mask = np.asarray(mask, bool)
+    if mask.shape != (2 ** logw_BxN.shape[-1],):
+        raise ValueError(f"mask must have shape [2^n] = [{2 ** logw_BxN.shape[-1]}], got {mask.shape}")
+    return _log_wmc_jit(logw_BxN, tuple(int(i) for i in np.flatnonzero(mask)))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _log_wmc_jit(logw_BxN, idx: tuple[int, ...]):
+    ls = log_world_weights(logw_BxN, logw_BxN.shape[-1])
+    return _masked_logsumexp(ls, np.asarray(idx, dtype=np.int64))
+
+
+def rho_many(structures, logw_BxN):
+    """ρ of many structures at once, ``[S, B]``, from log-weights ``[B, n]`` (one compiled kernel).
+
+    All structures must range over the same n variables in the same order as the columns of ``logw_BxN``.
+    Entries are ±inf for structures with no ✗ / no ✓ world and NaN for the all-excluded one.
+    """
+    structures = list(structures)
+    if not structures:
+        raise ValueError("structures is empty")
+    vs = structures[0].variables
+    for s in structures:
+        if s.variables != vs:
+            raise ValueError(f"all structures must share variables {vs}; {s} has {s.variables}")
+    logw_BxN = jnp.asarray(logw_BxN)
+    if logw_BxN.ndim != 2 or logw_BxN.shape[-1] != len(vs):
+        raise ValueError(f"logw_BxN must have shape [B, {len(vs)}], got {tuple(logw_BxN.shape)}")
+    chk = np.stack([s.check_mask for s in structures])
+    crs = np.stack([s.cross_mask for s in structures])
+    return _rho_many_jit(logw_BxN, jnp.asarray(chk), jnp.asarray(crs))
+
+
+@jax.jit
+def _rho_many_jit(logw_BxN, chk_SxW, crs_SxW):
+    ls = log_world_weights(logw_BxN, logw_BxN.shape[-1])[None]  # [1, B, W]
+    num = jax.nn.logsumexp(jnp.broadcast_to(ls, (chk_SxW.shape[0], *ls.shape[1:])), -1, where=chk_SxW[:, None])
+    den = jax.nn.logsumexp(jnp.broadcast_to(ls, (crs_SxW.shape[0], *ls.shape[1:])), -1, where=crs_SxW[:, None])
+    return num - den
 
 
 def _check_structure(s: PreferenceStructure) -> tuple[np.ndarray, np.ndarray]:
