@@ -81,7 +81,7 @@ def decompile_ratio(top, bottom, *, name: str = "") -> PreferenceStructure:
     P = Sem(bottom) → Sem(top), P_C = Sem(top) ∨ Sem(bottom), P_A = Sem(top) ∧ Sem(bottom).
 
     >>> str(decompile_ratio("M_w", "M_l"))
-    'P = implies(M_l, M_w),  P_C = M_l | M_w,  P_A = M_l & M_w'
+    'P = M_l → M_w,  P_C = M_w ∨ M_l,  P_A = M_w ∧ M_l'
     """
     lt, lb = _parse_monomial(top, "top"), _parse_monomial(bottom, "bottom")
     t, b = sem(top), sem(bottom)

@@ -196,13 +196,36 @@ class PreferenceStructure:
         return "\n".join(lines)
 
 
-def _show(f: Boolean) -> str:
+def pretty(f: Boolean) -> str:
+    """A formula in logic notation: ¬, ∧, ∨, →, ⊕, ↔, ⊤, ⊥ (operands in canonical variable order)."""
     if isinstance(f, BooleanTrue):
         return "⊤"
     if isinstance(f, BooleanFalse):
         return "⊥"
-    s = str(f)
-    return s.replace("Implies", "implies").replace("Xor", "xor")
+    if f.is_Symbol:
+        return str(f)
+
+    def key(a):
+        names = [str(x) for x in a.free_symbols]
+        return sorted(CANONICAL_ORDER.index(n) if n in CANONICAL_ORDER else 9 for n in names) + [len(str(a))]
+
+    def sub(a):
+        t = pretty(a)
+        return t if (a.is_Symbol or isinstance(a, sympy.Not) or a in (sympy.true, sympy.false)) else f"({t})"
+
+    if isinstance(f, sympy.Not):
+        return "¬" + sub(f.args[0])
+    ops = {sympy.And: " ∧ ", sympy.Or: " ∨ ", sympy.Xor: " ⊕ ", sympy.Equivalent: " ↔ "}
+    for cls, op in ops.items():
+        if isinstance(f, cls):
+            args = sorted(f.args, key=key)
+            return op.join(sub(a) for a in args)
+    if isinstance(f, sympy.Implies):
+        return f"{sub(f.args[0])} → {sub(f.args[1])}"
+    return str(f)
+
+
+_show = pretty
 
 
 def from_labels(labels: Sequence[int], variables: Sequence[str], name: str = "") -> PreferenceStructure:
