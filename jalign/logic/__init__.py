@@ -28,9 +28,9 @@ from jalign.logic.landscape import (
 )
 from jalign.logic.structure import (
     LABEL_TEXT,
-    PreferenceStructure,
     M_l,
     M_w,
+    PreferenceStructure,
     Ref_l,
     Ref_w,
     from_labels,

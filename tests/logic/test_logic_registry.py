@@ -7,11 +7,10 @@ hyperparameter listed under ``zero`` set to 0 (terms outside the logic); ``resid
 with a term that cannot be switched off but depends on the chosen response only (ORPO's NLL).
 """
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from jalign import logic, losses
 from jalign.losses import PairwiseLogps
