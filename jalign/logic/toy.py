@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jalign.losses._types import PairwiseLogps
+from jalign.losses import PairwiseLogps
 
 
 @dataclasses.dataclass(frozen=True)
