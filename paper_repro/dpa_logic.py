@@ -20,6 +20,7 @@ PAPER = "Richardson, Srikumar & Sabharwal, Understanding the Logic of DPA throug
 # The losses placed on the lattice / trained on the toys.
 LATTICE_LOSSES = ["cpo", "orpo", "uncpo", "ccpo", "cfunl", "ce", "unl", "ceunl"]
 TOY_LOSSES = ["cpo", "ccpo", "uncpo", "cfunl", "orpo", "ceunl"]
+TOY_STEPS = 1000
 
 
 def _toys():
@@ -133,7 +134,7 @@ def _train(quick: bool):
     from jalign.logic.toy import train_curves
 
     seeds = list(range(8 if quick else 64))
-    steps = 1000
+    steps = TOY_STEPS
     every = 5
     out = {}
     for setting, toy in _toys().items():
