@@ -318,12 +318,32 @@ def get(divergence: str | Divergence, **params: Any) -> Divergence:
         raise ValueError(f"divergence {divergence!r}: invalid hyperparameters {params}: {e}") from None
 
 
+def terms(div: str | Divergence, log_pi, log_p):
+    """The elementwise terms p(x)·f(π(x)/p(x)) of D_f(π‖p), with the zero-probability limits.
+
+    Where p = 0 < π the term is π·f'(∞) (``slope_at_inf``), where π = 0 < p it is p·f(0) (``f_at_zero``),
+    and 0 where both vanish. The term is positively homogeneous: terms(lπ + s, lp + s) = e^s·terms(lπ, lp),
+    which the importance-sampling estimators use. Gradients with respect to finite entries are exact (the
+    zero cases are masked with the double-``where`` trick).
+    """
+    d = get(div)
+    lq, lp = jnp.broadcast_arrays(_float(log_pi), _float(log_p))
+    lq_fin = jnp.isfinite(lq)
+    lp_fin = jnp.isfinite(lp)
+    both = lq_fin & lp_fin
+    finite_term = d.term(jnp.where(both, lq, 0.0), jnp.where(both, lp, 0.0))
+    pi = jnp.exp(jnp.where(lq_fin, lq, -jnp.inf))
+    p = jnp.exp(jnp.where(lp_fin, lp, -jnp.inf))
+    p_zero = pi * d.slope_at_inf if math.isfinite(d.slope_at_inf) else jnp.full_like(pi, jnp.inf)
+    q_zero = p * d.f_at_zero if math.isfinite(d.f_at_zero) else jnp.full_like(p, jnp.inf)
+    return jnp.where(both, finite_term, jnp.where(lq_fin, p_zero, jnp.where(lp_fin, q_zero, 0.0)))
+
+
 def divergence(div: str | Divergence, log_pi, log_p, *, axis: int = -1):
     """The exact D_f(π‖p) = Σ_x p(x) f(π(x)/p(x)) of two normalised distributions given as log-probs.
 
     ``log_pi`` and ``log_p`` may contain ``-inf`` (zero probability); the limits described in the module
-    docstring are used, giving ``inf`` where the divergence is infinite. Gradients with respect to finite
-    entries are exact (the zero cases are masked with the double-``where`` trick).
+    docstring are used (see :func:`terms`), giving ``inf`` where the divergence is infinite.
 
     Args:
       div: a name from :func:`names` or a :class:`Divergence`.
@@ -339,21 +359,7 @@ def divergence(div: str | Divergence, log_pi, log_p, *, axis: int = -1):
     >>> round(float(divergence("reverse_kl", lq, lp)), 6)  # 0.5 log 2.5 + 0.5 log 0.625
     0.223144
     """
-    d = get(div)
-    lq, lp = jnp.broadcast_arrays(_float(log_pi), _float(log_p))
-    lq_fin = jnp.isfinite(lq)
-    lp_fin = jnp.isfinite(lp)
-    both = lq_fin & lp_fin
-    safe_q = jnp.where(both, lq, 0.0)
-    safe_p = jnp.where(both, lp, 0.0)
-    finite_term = d.term(safe_q, safe_p)
-    pi = jnp.exp(jnp.where(lq_fin, lq, -jnp.inf))
-    p = jnp.exp(jnp.where(lp_fin, lp, -jnp.inf))
-    # p = 0 < π: π·f'(∞); π = 0 < p: p·f(0); both 0: 0 (inf·0 avoided by the where).
-    p_zero = jnp.where(lq_fin, pi * d.slope_at_inf if math.isfinite(d.slope_at_inf) else jnp.inf, 0.0)
-    q_zero = jnp.where(lp_fin, p * d.f_at_zero if math.isfinite(d.f_at_zero) else jnp.inf, 0.0)
-    terms = jnp.where(both, finite_term, jnp.where(lq_fin, p_zero, q_zero))
-    return jnp.sum(terms, axis=axis)
+    return jnp.sum(terms(div, log_pi, log_p), axis=axis)
 
 
-__all__ = ["Divergence", "alpha", "divergence", "get", "log_abs_expm1", "names", "register"]
+__all__ = ["Divergence", "alpha", "divergence", "get", "log_abs_expm1", "names", "register", "terms"]

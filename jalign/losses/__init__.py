@@ -22,6 +22,7 @@ from jalign.losses.sequence import sequence_logps
 
 # Loss families register themselves on import (one file per family).
 from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
+from jalign.losses.fdpg import fdpg  # noqa: E402  isort: skip
 
 __all__ = [
     "ListwiseLogps",
@@ -30,6 +31,7 @@ __all__ = [
     "SampledLogps",
     "ScoredLogps",
     "UnpairedLogps",
+    "fdpg",
     "get",
     "names",
     "preference_metrics",
