@@ -72,6 +72,16 @@ def log_abs_expm1(x):
     return jnp.where(pos, xp + jnp.log(-jnp.expm1(-xp)), jnp.log(-jnp.expm1(xn)))
 
 
+def _scaled_sq_expm1(log_s, d, cut: float = 30.0):
+    """e^{log_s}·(e^d − 1)², exact-gradient safe: direct for |d| < cut, in log space beyond (no 0·inf)."""
+    small = jnp.abs(d) < cut
+    d_small = jnp.where(small, d, 0.0)
+    d_large = jnp.where(small, cut, d)
+    return jnp.where(
+        small, jnp.exp(log_s) * jnp.expm1(d_small) ** 2, jnp.exp(log_s + 2.0 * log_abs_expm1(d_large))
+    )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Divergence:
     """An f-divergence D_f(π‖p) = Σ p f(π/p), given by functions of the log-ratio t = log π − log p.
@@ -188,7 +198,7 @@ def _chi2() -> Divergence:
         name="chi2",
         f_log=lambda t: jnp.exp(_float(t)) * jnp.expm1(-_float(t)) ** 2,
         f_prime_log=lambda t: -jnp.expm1(-2.0 * _float(t)),
-        term=lambda lq, lp: jnp.exp(lq + 2.0 * log_abs_expm1(lp - lq)),
+        term=lambda lq, lp: _scaled_sq_expm1(lq, lp - lq),
         f_at_zero=math.inf,
         slope_at_inf=1.0,
         description="Neyman-direction χ²(p‖π) = Σ (p − π)²/π (forward, mass-covering)",
@@ -201,7 +211,7 @@ def _reverse_chi2() -> Divergence:
         name="reverse_chi2",
         f_log=lambda t: jnp.expm1(_float(t)) ** 2,
         f_prime_log=lambda t: 2.0 * jnp.expm1(_float(t)),
-        term=lambda lq, lp: jnp.exp(lp + 2.0 * log_abs_expm1(lq - lp)),
+        term=lambda lq, lp: _scaled_sq_expm1(lp, lq - lp),
         f_at_zero=1.0,
         slope_at_inf=math.inf,
         description="Pearson χ²(π‖p) = Σ (π − p)²/p (reverse, mode-seeking)",
