@@ -58,8 +58,8 @@ def main() -> None:
         theta = rng.normal(size=(C, K)).astype(np.float32)
         lP = (rng.normal(size=(C, K)) + 2.0).astype(np.float32)
         lq = np.asarray(jax.nn.log_softmax(jnp.asarray(rng.normal(size=(C, K)).astype(np.float32)), -1))
-        x = np.stack([rng.choice(K, size=N, p=np.exp(lq[c].astype(np.float64)) / np.exp(lq[c]).sum())
-                      for c in range(C)])
+        q64 = np.exp(lq.astype(np.float64))
+        x = np.stack([rng.choice(K, size=N, p=q64[c] / q64[c].sum()) for c in range(C)])
         for name in ("forward_kl", "reverse_kl", "js"):
             div = D.get(name)
 
@@ -73,8 +73,8 @@ def main() -> None:
             g_py = _python_loop(theta.astype(np.float64), x, lP.astype(np.float64), lq.astype(np.float64),
                                 _FPRIME[name], 0.1)
             np.testing.assert_allclose(g_jax, g_py, rtol=2e-3, atol=2e-5 * np.abs(g_py).max())
-            t_jax = timeit(lambda: grad_fn(*args).block_until_ready(), repeats=20)
-            t_py = timeit(lambda: _python_loop(theta, x, lP, lq, _FPRIME[name], 0.1), repeats=3)
+            t_jax = timeit(lambda f=grad_fn, a=args: f(*a).block_until_ready(), repeats=20)
+            t_py = timeit(lambda a=(theta, x, lP, lq, _FPRIME[name]): _python_loop(*a, 0.1), repeats=3)
             samples = C * N
             rows.append({
                 "divergence": name, "contexts": C, "samples_per_context": N, "outcomes": K,

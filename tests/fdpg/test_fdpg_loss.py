@@ -48,7 +48,9 @@ def test_expected_surrogate_gradient_equals_gradient_of_exact_divergence(on_poli
             log_z = float(jax.nn.logsumexp(log_P))
             log_p = log_P - log_z
             for div in DIVS:
-                exact = jax.grad(lambda th, div=div: D.divergence(div, jax.nn.log_softmax(W @ th), log_p))(theta)
+                exact = jax.grad(lambda th, div=div, W=W, log_p=log_p: D.divergence(div, jax.nn.log_softmax(W @ th), log_p))(
+                    theta
+                )
                 for B in (0.0, 0.37):
                     got = _expected_surrogate_grad(
                         div, W, theta, log_P, log_q, on_policy=on_policy, baseline=B, log_z=log_z
