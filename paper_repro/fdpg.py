@@ -150,6 +150,15 @@ def _run_experiment(quick: bool) -> dict:
             "std": {k: float(np.std([r[k] for r in runs])) for k in ("expected_b", "entropy")},
         }
 
+    # (c') The same with the true log Z, for the divergences whose pseudo-reward is most sensitive to it.
+    res["sampled_known_log_z"] = {}
+    for name in ("tv", "js"):
+        cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
+                           eval_every=100, log_z=toy.log_z)
+        params, hist = L.train(p0, sample_fn=sample_fn, log_prob_fn=log_prob_fn,
+                               target_log_prob_fn=lambda x: log_P[x], config=cfg, key=jax.random.key(seeds[0]))
+        res["sampled_known_log_z"][name] = _metrics(toy, fam.log_probs(params))
+
     # (d) Off-policy (DPG offline mode: q replaced when the IS estimate of KL(p‖π) improves).
     for name in ("forward_kl", "js"):
         cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
@@ -237,11 +246,17 @@ def _claims(res: dict) -> list[dict]:
     gaps = {k: abs(smp[k]["mean"]["expected_b"] - Eb[k]) for k in smp}
     gapsH = {k: abs(smp[k]["mean"]["entropy"] - H[k]) for k in smp}
     ok = max(gaps.values()) < 0.05 and max(gapsH.values()) < 0.1
+    worst = max(gaps, key=gaps.get)
+    known = res["sampled_known_log_z"]
+    lz_err = max(r["final_log_z_error"] for k in smp for r in smp[k]["runs"])
     claims.append({
         "paper": PAPER,
-        "claim": "Sampled f-DPG (IS-estimated log Z, baseline) optimises D_f: it reaches the exact optimum",
-        "measured": ("|E_π[b] sampled − exact| max " + f"{max(gaps.values()):.3f}, |ΔH| max {max(gapsH.values()):.3f}"
-                     + " (worst: " + max(gaps, key=gaps.get) + ")"),
+        "claim": "Sampled on-policy f-DPG (running IS estimate of log Z, baseline) reaches the exact optimum "
+                 "(tolerance 0.05 in E_π[b], 0.1 in H)",
+        "measured": (f"max |E_π[b] sampled − exact| {max(gaps.values()):.3f}, max |ΔH| {max(gapsH.values()):.3f} "
+                     f"(worst: {worst}); final |log Ẑ − log Z| up to {lz_err:.2f} (the on-policy proposal drops the "
+                     f"light mode, so Ẑ misses its mass); with the true log Z: TV |ΔE_π[b]| "
+                     f"{abs(known['tv']['expected_b'] - Eb['tv']):.3f}, JS {abs(known['js']['expected_b'] - Eb['js']):.3f}"),
         "status": "holds" if ok else "does not hold",
     })
     claims.append({

@@ -46,6 +46,8 @@ class FDPGConfig:
       replace_every: off-policy: steps between proposal-replacement checks.
       baseline: subtract the self-normalised IS estimate of E_π[pseudo-reward].
       eval_every: steps per scanned chunk (NaN check and ``eval_fn`` between chunks).
+      log_z: ``None`` (default) uses the running IS estimate of log Z; a number uses that known log Z
+        (the running estimate is still tracked and reported).
     """
 
     divergence: Any = "js"
@@ -56,6 +58,7 @@ class FDPGConfig:
     replace_every: int = 10
     baseline: bool = True
     eval_every: int = 100
+    log_z: float | None = None
 
     def __post_init__(self):
         _div.get(self.divergence)
@@ -107,7 +110,8 @@ def train(
         lq = jax.lax.stop_gradient(log_prob_fn(q_params, x))
         lP = jax.lax.stop_gradient(target_log_prob_fn(x))
         logz = logz_update(logz, lP, lq)
-        log_z = logz_estimate(logz)[0]
+        log_z_est = logz_estimate(logz)[0]
+        log_z = log_z_est if config.log_z is None else jnp.asarray(config.log_z, log_z_est.dtype)
 
         def loss_fn(p):
             lpi = log_prob_fn(p, x)
@@ -124,7 +128,7 @@ def train(
             new_prop, _ = _proposals.maybe_replace(prop, params, kl_pi, kl_q)
             check = (i + 1) % config.replace_every == 0
             prop = jax.tree.map(lambda n, o: jnp.where(check, n, o), new_prop, prop)
-        return (params, opt_state, logz, prop, i + 1), (loss, log_z)
+        return (params, opt_state, logz, prop, i + 1), (loss, log_z_est)
 
     @jax.jit
     def chunk(carry, key):
