@@ -25,6 +25,7 @@ from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
 from jalign.losses import reference_free  # noqa: E402,F401  isort: skip
 from jalign.losses import unpaired  # noqa: E402,F401  isort: skip
 from jalign.losses import listwise  # noqa: E402,F401  isort: skip
+from jalign.losses.fdpg import fdpg  # noqa: E402  isort: skip
 
 __all__ = [
     "ListwiseLogps",
@@ -33,6 +34,7 @@ __all__ = [
     "SampledLogps",
     "ScoredLogps",
     "UnpairedLogps",
+    "fdpg",
     "get",
     "names",
     "preference_metrics",
