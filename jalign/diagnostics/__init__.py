@@ -1,5 +1,17 @@
 """Diagnostics: gradient entanglement and likelihood displacement (pure functions of arrays / log-prob fns)."""
 
+from jalign.diagnostics import attribution, toy, ufm
+from jalign.diagnostics.attribution import predicted_token_changes, token_attribution, unembedding_token_gram
+from jalign.diagnostics.ches import (
+    ches_from_model,
+    ches_scores,
+    filter_lowest_ches,
+    lowest_ches_indices,
+    pack_prompt_response,
+    percentile_subsets,
+    rank_by_ches,
+    score_dataset,
+)
 from jalign.diagnostics.entanglement import (
     CASES,
     PairGradStats,
@@ -19,6 +31,20 @@ from jalign.diagnostics.entanglement import (
 
 __all__ = [
     "CASES",
+    "attribution",
+    "ches_from_model",
+    "ches_scores",
+    "filter_lowest_ches",
+    "lowest_ches_indices",
+    "pack_prompt_response",
+    "percentile_subsets",
+    "predicted_token_changes",
+    "rank_by_ches",
+    "score_dataset",
+    "token_attribution",
+    "toy",
+    "ufm",
+    "unembedding_token_gram",
     "PairGradStats",
     "case_names",
     "contrastive_token_masks",
