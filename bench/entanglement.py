@@ -25,6 +25,11 @@ from jalign.diagnostics import pairwise_gradient_stats, tree_dot
 B, T, V = 32, 48, 256
 
 
+def _take(tree, i, f=lambda x: x):
+    """Example i of a batched pytree."""
+    return jax.tree.map(lambda x: f(x[i]), tree)
+
+
 def make_batch(rng):
     def one(n_prompt, n_resp):
         ids = np.zeros((B, T), np.int32)
@@ -57,8 +62,8 @@ def main(out=None):
     def loop():
         res = []
         for i in range(B):
-            gw = grad1(params, jax.tree.map(lambda x: x[i], chosen))
-            gl = grad1(params, jax.tree.map(lambda x: x[i], rejected))
+            gw = grad1(params, _take(chosen, i))
+            gl = grad1(params, _take(rejected, i))
             res.append(dots(gw, gl))
         return jax.block_until_ready(res)
 

@@ -168,26 +168,32 @@ def suffix_experiment(
         n = jnp.ones_like(lw) * suffix_len + 1
         return PairwiseLogps(lw, ll, ref_w, ref_l, n, n)
 
-    out: dict[str, list[float]] = {"chosen_logps": [], "rejected_logps": [], "cosine": [], "case": []}
-    g1 = jax.grad(toy.logp)
-    for step in range(steps + 1):
+    fn = ent._resolve_loss(loss, hparams)  # hyperparameters validated once, outside the trace
+    weights = lambda lw, ll: ent.loss_weights(fn, batch_of(lw, ll))
+    c0 = jax.tree.map(lambda x: x[0], ch_m)
+    r0 = jax.tree.map(lambda x: x[0], rj_m)
+    vg = jax.value_and_grad(toy.logp)
+
+    def step(params, _):
         full = ent.pairwise_gradient_stats(toy.logp, params, chosen, rejected)
-        a_full, b_full = ent.loss_weights(loss, batch_of(full.chosen_logps, full.rejected_logps), **hparams)
-        out["chosen_logps"].append(float(full.chosen_logps[0]))
-        out["rejected_logps"].append(float(full.rejected_logps[0]))
-        out["cosine"].append(float(full.cosine[0]))
-        out["case"].append(int(ent.entanglement_condition(full, a_full, b_full)["case"][0]))
-        if step == steps:
-            break
-        c0 = jax.tree.map(lambda x: x[0], ch_m)
-        r0 = jax.tree.map(lambda x: x[0], rj_m)
-        gw, gl = g1(params, c0), g1(params, r0)
-        lw, ll = toy.logp(params, c0), toy.logp(params, r0)
-        a, b = ent.loss_weights(loss, batch_of(lw[None], ll[None]), **hparams)
+        a_f, b_f = weights(full.chosen_logps, full.rejected_logps)
+        case = ent.entanglement_condition(full, a_f, b_f)["case"][0]
+        rec = (full.chosen_logps[0], full.rejected_logps[0], full.cosine[0], case)
+        (lw, gw), (ll, gl) = vg(params, c0), vg(params, r0)
+        a, b = weights(lw[None], ll[None])
         a, b = a[0], b[0]
         if method == "normalized":
             d = ent.pairwise_normalized_direction(gw, gl)
-            params = jax.tree.map(lambda p, x: p + lr * 0.5 * (b - a) * x, params, d)
+            new = jax.tree.map(lambda p, x: p + lr * 0.5 * (b - a) * x, params, d)
         else:
-            params = jax.tree.map(lambda p, x, y: p - lr * (a * x + b * y), params, gw, gl)
-    return out
+            new = jax.tree.map(lambda p, x, y: p - lr * (a * x + b * y), params, gw, gl)
+        return new, rec
+
+    # steps + 1 records: the state before each of the `steps` updates and the final state.
+    _, (lw, ll, cos, case) = jax.jit(lambda p: jax.lax.scan(step, p, None, length=steps + 1))(params)
+    return {
+        "chosen_logps": [float(x) for x in lw],
+        "rejected_logps": [float(x) for x in ll],
+        "cosine": [float(x) for x in cos],
+        "case": [int(x) for x in case],
+    }

@@ -17,6 +17,7 @@ every token's log-prob moves as d/dt ln π_z = −(a·K_{z+} + b·K_{z−}). For
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -125,7 +126,11 @@ def ufm_simulate(
     Returns ``logprobs`` ``[steps + 1, V]`` (ln π of every token along the run) and the final ``h``, ``W``.
     """
     _check(h, W, pos, neg)
+    return _simulate(jnp.asarray(h), jnp.asarray(W), int(pos), int(neg), loss_fn, lr, int(steps))
 
+
+@functools.partial(jax.jit, static_argnames=("pos", "neg", "loss_fn", "steps"))
+def _simulate(h, W, pos, neg, loss_fn, lr, steps):
     def L(hw):
         lp = ufm_logprobs(*hw)
         return loss_fn(lp[pos], lp[neg])
@@ -137,5 +142,5 @@ def ufm_simulate(
         new = (hw[0] - lr * gh, hw[1] - lr * gW)
         return new, ufm_logprobs(*new)
 
-    (hT, WT), traj = jax.lax.scan(step, (jnp.asarray(h), jnp.asarray(W)), None, length=steps)
+    (hT, WT), traj = jax.lax.scan(step, (h, W), None, length=steps)
     return {"logprobs": jnp.concatenate([ufm_logprobs(h, W)[None], traj]), "h": hT, "W": WT}

@@ -9,11 +9,9 @@ import numpy as np
 from jalign import diagnostics as dg
 
 
-def _token_jacobian(fn, params, ex):
-    """[T, P] matrix of per-token gradients (one row per token, brute force)."""
-    J = jax.jacrev(fn)(params, ex)
-    T = ex["tokens"].shape[0]
-    return np.concatenate([np.asarray(x, np.float64).reshape(T, -1) for x in jax.tree.leaves(J)], axis=1)
+def _take(tree, i, f=lambda x: x):
+    """Example i of a batched pytree."""
+    return jax.tree.map(lambda x: f(x[i]), tree)
 
 
 def test_token_attribution_equals_per_token_gradients(tiny_lm, pairs, key):
@@ -23,9 +21,9 @@ def test_token_attribution_equals_per_token_gradients(tiny_lm, pairs, key):
     st = dg.pairwise_gradient_stats(tiny_lm.logp, params, chosen, rejected)
     jac = jax.jit(lambda p, ex: jax.jacrev(tiny_lm.token_logps)(p, ex))
     for i in range(3):
-        ci, ri = jax.tree.map(lambda x: x[i], chosen), jax.tree.map(lambda x: x[i], rejected)
+        ci, ri = _take(chosen, i), _take(rejected, i)
         T = ci["tokens"].shape[0]
-        flat = lambda J: np.concatenate([np.asarray(x, np.float64).reshape(T, -1) for x in jax.tree.leaves(J)], 1)
+        flat = lambda J, T=T: np.concatenate([np.asarray(x, np.float64).reshape(T, -1) for x in jax.tree.leaves(J)], 1)
         Jw, Jl = flat(jac(params, ci)), flat(jac(params, ri))
         gw, gl = Jw.sum(0), Jl.sum(0)
         np.testing.assert_allclose(attr["chosen_x_rejected"][i], Jw @ gl, rtol=1e-4, atol=1e-5)
@@ -61,7 +59,7 @@ def test_unembedding_gram_closed_form_equals_autodiff(tiny_lm, pairs, key):
     head = {"out": params["out"], "ob": params["ob"]}
     jac = jax.jit(jax.jacrev(head_token_logps))
     for i in range(3):
-        ci, ri = jax.tree.map(lambda x: x[i], chosen), jax.tree.map(lambda x: x[i], rejected)
+        ci, ri = _take(chosen, i), _take(rejected, i)
         Jw, Jl = jac(head, ci), jac(head, ri)
         T = ci["tokens"].shape[0]
         w_out = np.asarray(Jw["out"], np.float64).reshape(T, -1)

@@ -15,14 +15,19 @@ from jalign import losses
 from jalign.diagnostics import toy
 
 
+def _take(tree, i, f=lambda x: x):
+    """Example i of a batched pytree."""
+    return jax.tree.map(lambda x: f(x[i]), tree)
+
+
 def _brute(model, params, chosen, rejected):
     """Per-example jax.grad in a Python loop, flattened, inner products in numpy float64."""
     B = chosen["tokens"].shape[0]
     out = {k: np.zeros(B) for k in ("inner", "chosen_sq_norm", "rejected_sq_norm", "cosine")}
     g = jax.jit(jax.grad(model.logp))
     for i in range(B):
-        gw = np.asarray(ravel_pytree(g(params, jax.tree.map(lambda x: x[i], chosen)))[0], np.float64)
-        gl = np.asarray(ravel_pytree(g(params, jax.tree.map(lambda x: x[i], rejected)))[0], np.float64)
+        gw = np.asarray(ravel_pytree(g(params, _take(chosen, i)))[0], np.float64)
+        gl = np.asarray(ravel_pytree(g(params, _take(rejected, i)))[0], np.float64)
         out["inner"][i] = gw @ gl
         out["chosen_sq_norm"][i] = gw @ gw
         out["rejected_sq_norm"][i] = gl @ gl
@@ -40,7 +45,7 @@ def test_stats_match_brute_force_per_example_autodiff(tiny_lm, pairs, key, batch
         np.testing.assert_allclose(np.asarray(st[k]), v, rtol=2e-5, atol=1e-6, err_msg=k)
     assert st.inner.dtype == jnp.float32
     np.testing.assert_allclose(
-        np.asarray(st.chosen_logps), [float(tiny_lm.logp(params, jax.tree.map(lambda x: x[i], chosen))) for i in range(7)],
+        np.asarray(st.chosen_logps), [float(tiny_lm.logp(params, _take(chosen, i))) for i in range(7)],
         rtol=1e-6,
     )
 
@@ -67,8 +72,8 @@ def test_stats_match_closed_form_on_loglinear_toy(rng):
     rejected = toy.stack([toy.make_example(0, [2, 4, 5, 6, 1], 5), toy.make_example(2, [1], 5)])
     st = dg.pairwise_gradient_stats(t.logp, params, chosen, rejected)
     for i in range(2):
-        gw = t.closed_form_grad(params, jax.tree.map(lambda x: np.asarray(x[i]), chosen))
-        gl = t.closed_form_grad(params, jax.tree.map(lambda x: np.asarray(x[i]), rejected))
+        gw = t.closed_form_grad(params, _take(chosen, i, np.asarray))
+        gl = t.closed_form_grad(params, _take(rejected, i, np.asarray))
         inner = float(np.sum(gw["W"] * gl["W"]) + gw["b"] @ gl["b"])
         nw = float(np.sum(gw["W"] ** 2) + gw["b"] @ gw["b"])
         assert np.isclose(float(st.inner[i]), inner, rtol=1e-5, atol=1e-6)
@@ -90,7 +95,7 @@ def test_stats_with_sharded_params_equal_unsharded(tiny_lm, make_pairs_fn, key, 
         mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
         specs = {"emb": P("data", None), "mlp": {"w1": P(None, "data"), "b1": P("data")}, "out": P(None, "data"),
                  "ob": P("data")}
-        sharded = jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
+        sharded = jax.tree.map(lambda x, s, mesh=mesh: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
         assert len(sharded["emb"].sharding.device_set) == 8
         st = dg.pairwise_gradient_stats(model.logp, sharded, chosen, rejected, batch_size=batch_size)
         for k in ("inner", "chosen_sq_norm", "rejected_sq_norm", "cosine"):
@@ -227,24 +232,29 @@ def test_normalized_direction_first_order_guarantee(tiny_lm, pairs, key):
     params = tiny_lm.init(key)
     chosen, rejected = pairs
     st = dg.pairwise_gradient_stats(tiny_lm.logp, params, chosen, rejected)
-    g = jax.vmap(jax.grad(tiny_lm.logp), in_axes=(None, 0))
-    gw, gl = g(params, chosen), g(params, rejected)
-    d = jax.vmap(dg.pairwise_normalized_direction)(gw, gl)
-    dw = jax.vmap(dg.tree_dot)(gw, d)
-    dl = jax.vmap(dg.tree_dot)(gl, d)
+
+    @jax.jit
+    def directions(params):
+        g = jax.vmap(jax.grad(tiny_lm.logp), in_axes=(None, 0))
+        gw, gl = g(params, chosen), g(params, rejected)
+        d = jax.vmap(dg.pairwise_normalized_direction)(gw, gl)
+        return d, jax.vmap(dg.tree_dot)(gw, d), jax.vmap(dg.tree_dot)(gl, d)
+
+    d, dw, dl = directions(params)
     nw, nl = np.sqrt(np.asarray(st.chosen_sq_norm)), np.sqrt(np.asarray(st.rejected_sq_norm))
     cos = np.asarray(st.cosine)
     np.testing.assert_allclose(dw, nw * (1 - cos), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dl, -nl * (1 - cos), rtol=1e-4, atol=1e-5)
     # Single-pair update = params + lr·w·d; the measured log-prob changes have the guaranteed signs.
     one = lambda tree, i: jax.tree.map(lambda x: x[i : i + 1], tree)
+    upd = jax.jit(lambda p, c, r: dg.pairwise_normalized_update(tiny_lm.logp, p, c, r, 1e-3, weights=jnp.array([2.0])))
+    vlogp = jax.jit(jax.vmap(tiny_lm.logp, in_axes=(None, 0)))
     for i in range(3):
-        new = dg.pairwise_normalized_update(tiny_lm.logp, params, one(chosen, i), one(rejected, i), 1e-3, weights=[2.0])
-        exp = jax.tree.map(lambda p, x: p + 2e-3 * x[i], params, d)
+        new = upd(params, one(chosen, i), one(rejected, i))
+        exp = jax.tree.map(lambda p, x, i=i: p + 2e-3 * x[i], params, d)
         np.testing.assert_allclose(ravel_pytree(new)[0], ravel_pytree(exp)[0], rtol=1e-6, atol=1e-7)
-        c0, r0 = jax.tree.map(lambda x: x[i], chosen), jax.tree.map(lambda x: x[i], rejected)
-        assert float(tiny_lm.logp(new, c0) - tiny_lm.logp(params, c0)) > 0
-        assert float(tiny_lm.logp(new, r0) - tiny_lm.logp(params, r0)) < 0
+        assert float(vlogp(new, one(chosen, i))[0] - vlogp(params, one(chosen, i))[0]) > 0
+        assert float(vlogp(new, one(rejected, i))[0] - vlogp(params, one(rejected, i))[0]) < 0
 
 
 def _masks_numpy(tw, tl, nw, nl):

@@ -32,11 +32,11 @@ def test_theorem4_and_all_token_derivatives_match_autodiff(loss_name):
         for seed in range(3):
             h, W, pos, neg = _setup(seed)
             lp = ufm.ufm_logprobs(h, W)
-            lprime = jax.grad(lambda u: loss(u + lp[neg], lp[neg]))(lp[pos])  # ℓ' at the margin
             a, b = jax.grad(loss, argnums=(0, 1))(lp[pos], lp[neg])
-            np.testing.assert_allclose([a, b], [lprime, -lprime], rtol=1e-12)
+            np.testing.assert_allclose(a + b, 0.0, atol=1e-12)  # a margin loss: a = ℓ', b = −ℓ'
+            lprime = a
             # Autodiff: d/dt ln π_z = ⟨∇ ln π_z, −∇L⟩ for every z (one JVP along −∇L).
-            L = lambda hw: loss(ufm.ufm_logprobs(*hw)[pos], ufm.ufm_logprobs(*hw)[neg])
+            L = lambda hw, pos=pos, neg=neg: loss(ufm.ufm_logprobs(*hw)[pos], ufm.ufm_logprobs(*hw)[neg])
             gh, gW = jax.grad(L)((h, W))
             _, rates = jax.jvp(lambda hw: ufm.ufm_logprobs(*hw), ((h, W),), ((-gh, -gW),))
             np.testing.assert_allclose(ufm.token_logprob_derivatives(h, W, pos, neg, a, b), rates, rtol=1e-10, atol=1e-12)
@@ -50,16 +50,17 @@ def test_theorem4_and_all_token_derivatives_match_autodiff(loss_name):
 @pytest.mark.parametrize("loss_name", ["dpo", "ipo"])
 def test_theorem5_gaining_tokens_match_measured_small_step(loss_name):
     loss = _losses()[loss_name]
-    lr = 1e-5
+    lr = 1e-6
     with jax.enable_x64():
         for seed in range(4):
             h, W, pos, neg = _setup(10 + seed, V=12, d=5)
             lp0 = ufm.ufm_logprobs(h, W)
-            lprime = jax.grad(lambda u: loss(u + lp0[neg], lp0[neg]))(lp0[pos])
+            a, b = jax.grad(loss, argnums=(0, 1))(lp0[pos], lp0[neg])
+            lprime = a
             sim = ufm.ufm_simulate(h, W, pos, neg, loss, lr=lr, steps=1)
             delta = np.asarray(sim["logprobs"][1] - sim["logprobs"][0])
-            a, b = jax.grad(loss, argnums=(0, 1))(lp0[pos], lp0[neg])
-            np.testing.assert_allclose(delta / lr, ufm.token_logprob_derivatives(h, W, pos, neg, a, b), rtol=1e-3, atol=1e-6)
+            rates = np.asarray(ufm.token_logprob_derivatives(h, W, pos, neg, a, b))
+            np.testing.assert_allclose(delta / lr, rates, rtol=1e-3, atol=1e-4 * np.abs(rates).max())
             others = np.array([z not in (pos, neg) for z in range(12)])
             gain = np.asarray(ufm.predicted_gaining_tokens(h, W, pos, neg, lprime))
             np.testing.assert_array_equal(gain, others & (delta > 0))
@@ -80,7 +81,7 @@ def test_likelihood_displacement_when_preferred_and_dispreferred_embeddings_alig
         W, h = jnp.asarray(W), jnp.asarray(0.1 * r.normal(size=d))
         loss = ufm.margin_loss("dpo", beta=1.0)
         lp = ufm.ufm_logprobs(h, W)
-        lprime = jax.grad(lambda u: loss(u + lp[1], lp[1]))(lp[0])
+        lprime = jax.grad(loss)(lp[0], lp[1])  # ℓ' = ∂L/∂ln π+ for a margin loss
         rate = float(ufm.theorem4_derivative(h, W, 0, 1, lprime))
         sim = ufm.ufm_simulate(h, W, 0, 1, loss, lr=1e-3, steps=20)
         traj = np.asarray(sim["logprobs"][:, 0])
