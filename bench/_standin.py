@@ -52,3 +52,19 @@ def seq_logp(params, ex, heads=4):
     lp = jax.nn.log_softmax(logits[:, :-1], -1)
     tok = jnp.take_along_axis(lp, ids[:, 1:, None], -1)[..., 0]
     return jnp.sum(tok * resp[:, 1:])
+
+
+def interleaved(fns: dict, rounds: int = 9) -> dict:
+    """Median / min seconds of each fn, timed in interleaved rounds (one call of each per round) so that
+    machine-load drift hits every method alike. Uses bench.harness.timeit for each single measurement."""
+    import statistics
+
+    from bench.harness import timeit
+
+    for fn in fns.values():  # compile / warm up
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timeit(fn, repeats=1, warmup=0)["median_s"])
+    return {k: {"median_s": statistics.median(v), "min_s": min(v)} for k, v in times.items()}

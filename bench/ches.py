@@ -12,13 +12,14 @@ Run: ``python -m bench.ches``.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bench import _standin
-from bench.harness import timeit, write_result
+from bench.harness import write_result
 from jalign.diagnostics import ches_from_model, ches_scores, pack_prompt_response, score_dataset
 
 N, CHUNK, L, V = 256, 32, 64, 256
@@ -51,18 +52,21 @@ def main(out=None):
     end_to_end = lambda: jax.block_until_ready(ches_from_model(fwd, P, W, R, max_length=L))
     dataset = lambda: score_dataset(fwd, recs, batch_size=CHUNK, max_length=L, progress=False)
 
-    t_fwd = timeit(forward, repeats=7)["median_s"]
+    cases = {
+        "forward only (2 passes, 32 pairs)": (forward, CHUNK),
+        "ches_scores alone (32 pairs)": (scores_only, CHUNK),
+        "ches_from_model (32 pairs)": (end_to_end, CHUNK),
+        "score_dataset (256 pairs, chunks of 32)": (dataset, N),
+    }
+    res = _standin.interleaved({k: v[0] for k, v in cases.items()}, rounds=9)
+    t_fwd = res["forward only (2 passes, 32 pairs)"]["median_s"]
     rows = []
-    for name, fn, pairs in [
-        ("forward only (2 passes, 32 pairs)", forward, CHUNK),
-        ("ches_scores alone (32 pairs)", scores_only, CHUNK),
-        ("ches_from_model (32 pairs)", end_to_end, CHUNK),
-        ("score_dataset (256 pairs, chunks of 32)", dataset, N),
-    ]:
-        t = t_fwd if fn is forward else timeit(fn, repeats=5)["median_s"]
+    for name, (_, pairs) in cases.items():
+        t = res[name]["median_s"]
         rows.append({
             "method": name,
             "median_ms": 1e3 * t,
+            "min_ms": 1e3 * res[name]["min_s"],
             "pairs_per_s": pairs / t,
             "vs_forward_per_pair": (t / pairs) / (t_fwd / CHUNK),
         })
@@ -74,6 +78,7 @@ def main(out=None):
                 f"(d=64, 2 layers, sequences padded to {L}); ratios are per pair, same run."
             ),
             "rows": rows,
+            "load_average_1min": os.getloadavg()[0],
         },
         out,
     )

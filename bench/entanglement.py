@@ -12,13 +12,14 @@ Run: ``python -m bench.entanglement``.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bench import _standin
-from bench.harness import timeit, write_result
+from bench.harness import write_result
 from jalign import losses
 from jalign.diagnostics import pairwise_gradient_stats, tree_dot
 
@@ -88,12 +89,18 @@ def main(out=None):
     inner_loop = np.array([float(r[0]) for r in ref])
     err = float(np.max(np.abs(np.asarray(st.inner) - inner_loop) / (np.abs(inner_loop) + 1e-6)))
 
-    t_step = timeit(step, repeats=5)["median_s"]
+    names = {
+        "train step (DPO, 32 pairs)": step,
+        "pairwise_gradient_stats": stats_all,
+        "pairwise_gradient_stats batch_size=8": stats_8,
+        "per-pair loop of backward passes": loop,
+    }
+    res = _standin.interleaved(names, rounds=9)
+    t_step = res["train step (DPO, 32 pairs)"]["median_s"]
     rows = []
-    for name, fn in [("train step (DPO, 32 pairs)", step), ("pairwise_gradient_stats", stats_all),
-                     ("pairwise_gradient_stats batch_size=8", stats_8), ("per-pair loop of backward passes", loop)]:
-        t = t_step if fn is step else timeit(fn, repeats=5)["median_s"]
-        rows.append({"method": name, "median_ms": 1e3 * t, "vs_train_step": t / t_step})
+    for name, d in res.items():
+        rows.append({"method": name, "median_ms": 1e3 * d["median_s"], "min_ms": 1e3 * d["min_s"],
+                     "vs_train_step": d["median_s"] / t_step})
     t_stats = rows[1]["median_ms"]
     for r in rows:
         r["vs_stats"] = r["median_ms"] / t_stats
@@ -109,6 +116,7 @@ def main(out=None):
             "rows": rows,
             "max_rel_err_vs_loop": err,
             "n_params": n_params,
+            "load_average_1min": os.getloadavg()[0],
         },
         out,
     )

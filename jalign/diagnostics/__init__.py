@@ -15,6 +15,7 @@ from jalign.diagnostics.ches import (
 from jalign.diagnostics.entanglement import (
     CASES,
     PairGradStats,
+    all_margin_loss_reports,
     case_names,
     contrastive_token_masks,
     entanglement_condition,
@@ -31,6 +32,7 @@ from jalign.diagnostics.entanglement import (
 
 __all__ = [
     "CASES",
+    "all_margin_loss_reports",
     "attribution",
     "ches_from_model",
     "ches_scores",

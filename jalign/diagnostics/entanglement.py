@@ -337,6 +337,53 @@ def entanglement_report(
     return out
 
 
+def all_margin_loss_reports(
+    logp_fn: Callable,
+    params: PyTree,
+    chosen: PyTree,
+    rejected: PyTree,
+    batch: Any,
+    *,
+    lr: float = 1e-3,
+    measure: bool = False,
+    batch_size: int | None = None,
+    hparams: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, dict[str, Array]], dict[str, str]]:
+    """:func:`entanglement_report` for every registered pairwise margin loss (default hyperparameters,
+    overridable per loss via ``hparams={name: {...}}``).
+
+    The gradient statistics do not depend on the loss; only a, b (and hence the condition and predictions)
+    do. Losses needing a batch field that is ``None`` in ``batch`` are skipped.
+
+    Returns:
+      ``(reports, skipped)``: ``{name: report}`` and ``{name: reason}``.
+    """
+    from jalign import losses
+
+    hparams = hparams or {}
+    stats = pairwise_gradient_stats(logp_fn, params, chosen, rejected, batch_size=batch_size)
+    batch = dataclasses.replace(batch, chosen_logps=stats.chosen_logps, rejected_logps=stats.rejected_logps)
+    reports, skipped = {}, {}
+    for name in pairwise_margin_losses():
+        s = losses.spec(name)
+        need = (["ref_chosen_logps", "ref_rejected_logps"] if s.needs_reference else []) + (
+            ["chosen_lengths", "rejected_lengths"] if s.needs_lengths else []
+        )
+        missing = [f for f in need if getattr(batch, f) is None]
+        if missing:
+            skipped[name] = f"batch fields {missing} are None"
+            continue
+        a, b = loss_weights(name, batch, **hparams.get(name, {}))
+        dw, dl = predicted_logp_changes(stats, a, b, lr)
+        rep = {**stats.as_dict(), "a": a, "b": b, **entanglement_condition(stats, a, b)}
+        rep["predicted_chosen_change"], rep["predicted_rejected_change"] = dw, dl
+        if measure:
+            aw, al = per_pair_step_changes(logp_fn, params, chosen, rejected, a, b, lr, batch_size=batch_size)
+            rep["actual_chosen_change"], rep["actual_rejected_change"] = aw, al
+        reports[name] = rep
+    return reports, skipped
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Mitigations.
 

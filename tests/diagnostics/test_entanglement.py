@@ -306,3 +306,21 @@ def test_suffix_design_dpo_both_fall_mitigations_keep_chosen_rising():
     for m in ("normalized", "masked"):
         assert np.all(np.diff(runs[m]["chosen_logps"]) > 0), m
         assert np.all(np.diff(runs[m]["rejected_logps"]) < 0), m
+
+
+def test_all_margin_loss_reports_cover_registry_and_skip_missing_fields():
+    t, chosen, rejected = toy.suffix_design(4)
+    params = {"W": 0.1 * jnp.arange(18.0).reshape(6, 3) / 18}
+    n = jnp.full((1,), 5.0)
+    full = losses.PairwiseLogps(jnp.zeros(1), jnp.zeros(1), jnp.full((1,), -9.0), jnp.full((1,), -8.0), n, n)
+    reps, skipped = dg.all_margin_loss_reports(t.logp, params, chosen, rejected, full, lr=0.1)
+    assert sorted(reps) == dg.pairwise_margin_losses() and not skipped
+    one = dg.entanglement_report("dpo", t.logp, params, chosen, rejected, full, lr=0.1)
+    for k in ("a", "b", "case", "predicted_chosen_change", "inner"):
+        np.testing.assert_allclose(np.asarray(reps["sigmoid"][k]), np.asarray(one[k]), rtol=1e-6)
+    no_ref = losses.PairwiseLogps(jnp.zeros(1), jnp.zeros(1))
+    reps2, skipped2 = dg.all_margin_loss_reports(t.logp, params, chosen, rejected, no_ref)
+    for name in dg.pairwise_margin_losses():
+        s = losses.spec(name)
+        assert (name in skipped2) == (s.needs_reference or s.needs_lengths)
+        assert (name in reps2) != (name in skipped2)
