@@ -9,7 +9,9 @@ from jalign.diagnostics.ches import (
     lowest_ches_indices,
     pack_prompt_response,
     percentile_subsets,
+    predictor_mask,
     rank_by_ches,
+    response_hidden_states,
     score_dataset,
 )
 from jalign.diagnostics.entanglement import (
@@ -41,7 +43,9 @@ __all__ = [
     "pack_prompt_response",
     "percentile_subsets",
     "predicted_token_changes",
+    "predictor_mask",
     "rank_by_ches",
+    "response_hidden_states",
     "score_dataset",
     "token_attribution",
     "toy",

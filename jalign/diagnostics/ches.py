@@ -153,6 +153,49 @@ def pack_prompt_response(
     return {"input_ids": ids, "attention_mask": att, "response_mask": resp, "predictor_mask": pred}
 
 
+def predictor_mask(response_mask: Array) -> np.ndarray:
+    """Positions that predict a response token, from a ``[B, L]`` response-token mask (any padding side).
+
+    ``out[t] = response_mask[t + 1]``: the last prompt token through the penultimate response token. Raises
+    ``ValueError`` (naming the example) for an empty response, a response that is not one contiguous span,
+    or a response starting at position 0 (no prompt token to predict its first token).
+    """
+    m = np.asarray(response_mask).astype(np.int32)
+    if m.ndim != 2:
+        raise ValueError(f"response_mask must be [B, L], got shape {m.shape}")
+    for i, row in enumerate(m):
+        idx = np.flatnonzero(row)
+        if idx.size == 0:
+            raise ValueError(f"response_mask: empty response at example {i}")
+        if idx[-1] - idx[0] + 1 != idx.size:
+            raise ValueError(f"response_mask: response of example {i} is not one contiguous span")
+        if idx[0] == 0:
+            raise ValueError(f"response_mask: response of example {i} starts at position 0 (no prompt token)")
+    out = np.zeros_like(m)
+    out[:, :-1] = m[:, 1:]
+    return out
+
+
+def response_hidden_states(
+    apply_fn: Callable[[Array, Array], Array], input_ids: Array, attention_mask: Array, response_mask: Array
+) -> tuple[jax.Array, np.ndarray]:
+    """Hidden states ``[B, L, D]`` and the CHES predictor mask for already tokenised, padded sequences.
+
+    ``input_ids``, ``attention_mask``, ``response_mask`` are ``[B, L]`` (left or right padding, prompt then
+    response); ``response_mask`` must lie inside ``attention_mask``.
+    """
+    att, resp = np.asarray(attention_mask), np.asarray(response_mask)
+    if att.shape != resp.shape or np.asarray(input_ids).shape != att.shape:
+        raise ValueError(
+            f"input_ids {np.shape(input_ids)}, attention_mask {att.shape}, response_mask {resp.shape} differ"
+        )
+    bad = (resp > 0) & (att == 0)
+    if bad.any():
+        raise ValueError(f"response_mask marks padding at example {int(np.argwhere(bad)[0][0])}")
+    pred = predictor_mask(resp)
+    return apply_fn(jnp.asarray(input_ids), jnp.asarray(attention_mask)), pred
+
+
 def ches_from_model(
     apply_fn: Callable[[Array, Array], Array],
     prompts: Sequence[Sequence[int]],

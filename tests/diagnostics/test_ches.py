@@ -161,6 +161,13 @@ def test_model_scores_invariant_to_padding_and_equal_unpadded_definition(key, rn
             np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-4, err_msg=f"{side} {max_length}")
     ln = dg.ches_from_model(apply, P, W, L, padding_side="left", max_length=16, length_normalized=True)
     np.testing.assert_allclose(np.asarray(ln), ref_ln, rtol=1e-5, atol=1e-5)
+    # Pre-padded inputs (left-padded to 18): hidden states + predictor mask from the response mask.
+    pw = dg.pack_prompt_response(P, W, padding_side="left", max_length=18)
+    pl = dg.pack_prompt_response(P, L, padding_side="left", max_length=18)
+    hw, mw = dg.response_hidden_states(apply, pw["input_ids"], pw["attention_mask"], pw["response_mask"])
+    hl, ml = dg.response_hidden_states(apply, pl["input_ids"], pl["attention_mask"], pl["response_mask"])
+    np.testing.assert_array_equal(mw, pw["predictor_mask"])
+    np.testing.assert_allclose(np.asarray(dg.ches_scores(hw, hl, mw, ml)), ref, rtol=1e-5, atol=1e-4)
     # Dataset scorer in chunks (last chunk partial) equals one batch.
     full = dg.score_dataset(apply, recs, batch_size=4, max_length=16, progress=False)
     np.testing.assert_allclose(full, ref, rtol=1e-5, atol=1e-4)
@@ -180,6 +187,18 @@ def test_pack_predictor_mask_and_errors():
     with pytest.raises(ValueError, match="record 2: field 'rejected' is empty"):
         dg.score_dataset(lambda i, a: None, [{"prompt": [1], "chosen": [1], "rejected": [1]}] * 2
                          + [{"prompt": [1], "chosen": [1], "rejected": []}], progress=False)
+
+
+def test_predictor_mask_errors():
+    np.testing.assert_array_equal(dg.predictor_mask([[0, 0, 1, 1, 0]]), [[0, 1, 1, 0, 0]])
+    with pytest.raises(ValueError, match="empty response at example 1"):
+        dg.predictor_mask([[0, 1], [0, 0]])
+    with pytest.raises(ValueError, match="example 0 is not one contiguous span"):
+        dg.predictor_mask([[0, 1, 0, 1]])
+    with pytest.raises(ValueError, match="starts at position 0"):
+        dg.predictor_mask([[1, 1, 0]])
+    with pytest.raises(ValueError, match="marks padding at example 0"):
+        dg.response_hidden_states(None, np.zeros((1, 3)), np.array([[1, 1, 0]]), np.array([[0, 1, 1]]))
 
 
 def test_ranking_and_filtering():
