@@ -72,9 +72,13 @@ def make_pairs(rng: np.random.Generator, B: int, T: int, V: int, prompt_token: i
     return chosen, rejected
 
 
+_TINY = TinyLM()
+
+
 @pytest.fixture
 def tiny_lm():
-    return TinyLM()
+    """One shared instance, so jitted diagnostics (``logp_fn`` static, hashed by identity) hit the cache."""
+    return _TINY
 
 
 @pytest.fixture

@@ -161,9 +161,9 @@ def test_model_scores_invariant_to_padding_and_equal_unpadded_definition(key, rn
             np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-4, err_msg=f"{side} {max_length}")
     ln = dg.ches_from_model(apply, P, W, L, padding_side="left", max_length=16, length_normalized=True)
     np.testing.assert_allclose(np.asarray(ln), ref_ln, rtol=1e-5, atol=1e-5)
-    # Pre-padded inputs (left-padded to 18): hidden states + predictor mask from the response mask.
-    pw = dg.pack_prompt_response(P, W, padding_side="left", max_length=18)
-    pl = dg.pack_prompt_response(P, L, padding_side="left", max_length=18)
+    # Pre-padded inputs (left-padded to 20): hidden states + predictor mask from the response mask.
+    pw = dg.pack_prompt_response(P, W, padding_side="left", max_length=20)
+    pl = dg.pack_prompt_response(P, L, padding_side="left", max_length=20)
     hw, mw = dg.response_hidden_states(apply, pw["input_ids"], pw["attention_mask"], pw["response_mask"])
     hl, ml = dg.response_hidden_states(apply, pl["input_ids"], pl["attention_mask"], pl["response_mask"])
     np.testing.assert_array_equal(mw, pw["predictor_mask"])
