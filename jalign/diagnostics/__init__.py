@@ -14,6 +14,7 @@ from jalign.diagnostics.ches import (
     response_hidden_states,
     score_dataset,
 )
+from jalign.diagnostics.displacement import largest_drop, mass_gainers
 from jalign.diagnostics.entanglement import (
     CASES,
     PairGradStats,
@@ -39,6 +40,8 @@ __all__ = [
     "ches_from_model",
     "ches_scores",
     "filter_lowest_ches",
+    "largest_drop",
+    "mass_gainers",
     "lowest_ches_indices",
     "pack_prompt_response",
     "percentile_subsets",

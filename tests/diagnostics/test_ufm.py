@@ -97,3 +97,34 @@ def test_bad_arguments():
         ufm.theorem4_derivative(h, W, 1, 7, -1.0)
     with pytest.raises(ValueError, match=r"h \[d\]"):
         ufm.token_logprob_derivatives(jnp.zeros(4), W, 0, 1, 1.0, -1.0)
+
+
+def test_largest_drop_matches_brute_force(rng):
+    from jalign.diagnostics import largest_drop
+
+    for _ in range(20):
+        p = rng.random(int(rng.integers(1, 12)))
+        best = 0.0
+        for s in range(len(p)):
+            for t in range(s + 1, len(p)):
+                best = max(best, p[s] - p[t])
+        drop, s, t = largest_drop(p)
+        assert np.isclose(float(drop), best)
+        if best > 0:
+            assert np.isclose(p[int(s)] - p[int(t)], best) and int(s) < int(t)
+    drop, _, _ = largest_drop(np.array([0.96, 0.5, 0.8, 0.27, 0.9]))
+    assert np.isclose(float(drop), 0.69)
+    np.testing.assert_allclose(largest_drop(np.array([[0.1, 0.2], [0.5, 0.1]]))[0], [0.0, 0.4])
+
+
+def test_mass_gainers_by_hand():
+    """Hand-computed gains; y+ / y− excluded."""
+    from jalign.diagnostics import mass_gainers
+
+    before = jnp.log(jnp.array([0.5, 0.2, 0.1, 0.1, 0.1]))
+    after = jnp.log(jnp.array([0.3, 0.1, 0.35, 0.05, 0.2]))
+    tok, gain = mass_gainers(before, after, k=2, exclude=(0, 1))
+    np.testing.assert_array_equal(tok, [2, 4])
+    np.testing.assert_allclose(gain, [0.25, 0.1], rtol=1e-5)
+    with pytest.raises(ValueError, match="k must be"):
+        mass_gainers(before, after, k=9)
