@@ -117,10 +117,13 @@ def unembedding_token_gram(
     pw = jax.nn.softmax(jnp.asarray(chosen_logits, dt), axis=-1)
     pl = jax.nn.softmax(jnp.asarray(rejected_logits, dt), axis=-1)
     yw, yl = jnp.asarray(chosen_labels), jnp.asarray(rejected_labels)
-    V = pw.shape[-1]
-    ow, ol = jax.nn.one_hot(yw, V, dtype=dt), jax.nn.one_hot(yl, V, dtype=dt)
-    rw, rl = ow - pw, ol - pl  # e_y − p
-    alpha = jnp.einsum("btv,bsv->bts", rw, rl)
+    # α_ts = 1[y_t = y_s] − p_s(y_t) − p_t(y_s) + ⟨p_t, p_s⟩, without materialising one-hot [B, T, V] arrays.
+    Tl = pl.shape[1]
+    Tw = pw.shape[1]
+    ps_at_yt = jnp.take_along_axis(pl.transpose(0, 2, 1), jnp.broadcast_to(yw[:, :, None], yw.shape + (Tl,)), axis=1)
+    pt_at_ys = jnp.take_along_axis(pw.transpose(0, 2, 1), jnp.broadcast_to(yl[:, :, None], yl.shape + (Tw,)), axis=1)
+    same = (yw[:, :, None] == yl[:, None, :]).astype(dt)
+    alpha = same - ps_at_yt - pt_at_ys.transpose(0, 2, 1) + jnp.einsum("btv,bsv->bts", pw, pl)
     H = jnp.einsum("btd,bsd->bts", hw, hl) + (1.0 if bias else 0.0)
     m = jnp.asarray(chosen_mask, dt)[:, :, None] * jnp.asarray(rejected_mask, dt)[:, None, :]
     return alpha * H * m
