@@ -30,6 +30,7 @@ from jalign.diagnostics.entanglement import (
     pairwise_normalized_update,
     per_pair_step_changes,
     predicted_logp_changes,
+    summarize_report,
     tree_dot,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "rank_by_ches",
     "response_hidden_states",
     "score_dataset",
+    "summarize_report",
     "token_attribution",
     "toy",
     "ufm",

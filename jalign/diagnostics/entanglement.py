@@ -384,6 +384,23 @@ def all_margin_loss_reports(
     return reports, skipped
 
 
+def summarize_report(report: dict[str, Array], prefix: str = "entanglement/") -> dict[str, Array]:
+    """Scalar batch summaries of a report for logging (e.g. every N trainer steps on a probe set).
+
+    Means of ``cosine``, ``inner``, the squared norms and the predicted / actual changes present, plus the
+    fraction of pairs in each case (``case/ideal``, ``case/both fall``, …).
+    """
+    out = {}
+    for k in ("cosine", "inner", "chosen_sq_norm", "rejected_sq_norm", "predicted_chosen_change",
+              "predicted_rejected_change", "actual_chosen_change", "actual_rejected_change"):
+        if k in report:
+            out[prefix + k] = jnp.mean(report[k])
+    if "case" in report:
+        for code, name in enumerate(CASES):
+            out[f"{prefix}case/{name}"] = jnp.mean((report["case"] == code).astype(jnp.float32))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Mitigations.
 

@@ -312,6 +312,10 @@ def test_all_margin_loss_reports_cover_registry_and_skip_missing_fields():
     one = dg.entanglement_report("dpo", t.logp, params, chosen, rejected, full, lr=0.1)
     for k in ("a", "b", "case", "predicted_chosen_change", "inner"):
         np.testing.assert_allclose(np.asarray(reps["sigmoid"][k]), np.asarray(one[k]), rtol=1e-6)
+    summ = dg.summarize_report(one)
+    assert float(summ["entanglement/cosine"]) == float(one["cosine"][0])
+    np.testing.assert_allclose(sum(float(summ[f"entanglement/case/{c}"]) for c in dg.CASES), 1.0)
+    assert float(summ[f"entanglement/case/{dg.CASES[int(one['case'][0])]}"]) == 1.0
     no_ref = losses.PairwiseLogps(jnp.zeros(1), jnp.zeros(1))
     reps2, skipped2 = dg.all_margin_loss_reports(t.logp, params, chosen, rejected, no_ref)
     for name in dg.pairwise_margin_losses():
