@@ -22,6 +22,14 @@ from jalign.losses.sequence import sequence_logps
 
 # Loss families register themselves on import (one file per family).
 from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
+from jalign.losses import policy_gradient  # noqa: E402,F401  isort: skip
+from jalign.losses.policy_gradient import (  # noqa: E402  isort: skip
+    copg,
+    copg_ksample,
+    copg_surrogate,
+    off_policy_pg,
+    rloo,
+)
 
 __all__ = [
     "ListwiseLogps",
@@ -30,10 +38,15 @@ __all__ = [
     "SampledLogps",
     "ScoredLogps",
     "UnpairedLogps",
+    "copg",
+    "copg_ksample",
+    "copg_surrogate",
     "get",
     "names",
+    "off_policy_pg",
     "preference_metrics",
     "register",
+    "rloo",
     "sequence_logps",
     "spec",
 ]
