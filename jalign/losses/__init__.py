@@ -22,14 +22,7 @@ from jalign.losses.sequence import sequence_logps
 
 # Loss families register themselves on import (one file per family).
 from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
-from jalign.losses import policy_gradient  # noqa: E402,F401  isort: skip
-from jalign.losses.policy_gradient import (  # noqa: E402  isort: skip
-    copg,
-    copg_ksample,
-    copg_surrogate,
-    off_policy_pg,
-    rloo,
-)
+from jalign.losses.policy_gradient import copg, copg_ksample, copg_surrogate, off_policy_pg, rloo  # noqa: E402,I001  isort: skip
 
 __all__ = [
     "ListwiseLogps",
