@@ -82,6 +82,11 @@ def regret(logps_K, rewards_K, ref_logps_K, beta):
     return optimal_value(rewards_K, ref_logps_K, beta) - objective(logps_K, rewards_K, ref_logps_K, beta)
 
 
+def overlap(probs_a, probs_b):
+    """Σ_y min(p_a(y), p_b(y)) = 1 − TV(p_a, p_b) ∈ [0, 1] over the last axis (1 = identical)."""
+    return jnp.sum(jnp.minimum(_f32(probs_a), _f32(probs_b)), axis=-1)
+
+
 def _pytree_dataclass(cls):
     cls = dataclasses.dataclass(frozen=True)(cls)
     fields = [f.name for f in dataclasses.fields(cls)]

@@ -104,22 +104,27 @@ def _all_pairs(k: int):
     return a.reshape(-1), b.reshape(-1)
 
 
-def expected_loss(method, logits_K, bandit: Bandit, mu1_K, mu2_K, beta, ipo_tau=1.0, model="bradley_terry",
-                  scale=1.0):
-    """E_{a~μ1, b~μ2, label}[ℓ(a, b)] computed exactly over the K² pairs."""
-    method = method_index(method)
+@functools.partial(jax.jit, static_argnames=("model",))
+def _expected_loss(method, logits_K, bandit, mu1_K, mu2_K, beta, ipo_tau, scale, *, model):
     a, b = _all_pairs(bandit.num_arms)
     w = (jnp.asarray(mu1_K, jnp.float32)[:, None] * jnp.asarray(mu2_K, jnp.float32)[None, :]).reshape(-1)
     p = preference_matrix(bandit.rewards, model, scale=scale).reshape(-1)
     return batch_loss(method, logits_K, bandit, a, b, p, w, beta, ipo_tau)
 
 
+_expected_grad = jax.jit(jax.grad(_expected_loss, argnums=1), static_argnames=("model",))
+
+
+def expected_loss(method, logits_K, bandit: Bandit, mu1_K, mu2_K, beta, ipo_tau=1.0, model="bradley_terry",
+                  scale=1.0):
+    """E_{a~μ1, b~μ2, label}[ℓ(a, b)] computed exactly over the K² pairs (jitted; vmap-able)."""
+    return _expected_loss(method_index(method), logits_K, bandit, mu1_K, mu2_K, beta, ipo_tau, scale, model=model)
+
+
 def expected_gradient(method, logits_K, bandit: Bandit, mu1_K, mu2_K, beta, ipo_tau=1.0, model="bradley_terry",
                       scale=1.0):
     """∇_θ of :func:`expected_loss` (minus the expected ascent direction of the method)."""
-    method = method_index(method)
-    return jax.grad(expected_loss, argnums=1)(method, logits_K, bandit, mu1_K, mu2_K, beta, ipo_tau, model,
-                                              scale)
+    return _expected_grad(method_index(method), logits_K, bandit, mu1_K, mu2_K, beta, ipo_tau, scale, model=model)
 
 
 def ipo_fixed_point(bandit: Bandit, mu1_K, mu2_K, tau, model="bradley_terry", scale=1.0):
@@ -254,11 +259,9 @@ def train(key, method, bandit: Bandit, mu1_K, mu2_K, *, beta, ipo_tau=None, lr=1
 def _train_population(method, bandit, mu1_K, mu2_K, beta, ipo_tau, lr, scale, *, steps, record_every, model):
     tx = optax.adam(lr)
     logits0 = tabular_init(bandit.ref_logps)
-    grad_fn = jax.grad(expected_loss, argnums=1)
-
     def step(c, _):
         params, opt = c
-        g = grad_fn(method, params, bandit, mu1_K, mu2_K, beta, ipo_tau, model, scale)
+        g = _expected_grad(method, params, bandit, mu1_K, mu2_K, beta, ipo_tau, scale, model=model)
         upd, opt = tx.update(g, opt, params)
         return (optax.apply_updates(params, upd), opt), None
 
