@@ -78,8 +78,8 @@ def optimal_value(rewards_K, ref_logps_K, beta):
 
 
 def regret(logps_K, rewards_K, ref_logps_K, beta):
-    """J_β(π*) − J_β(π) (≥ 0; equals β·KL(π‖π*))."""
-    return optimal_value(rewards_K, ref_logps_K, beta) - objective(logps_K, rewards_K, ref_logps_K, beta)
+    """J_β(π*) − J_β(π), computed as the identical β·KL(π‖π*) (≥ 0, no cancellation near the optimum)."""
+    return _f32(beta) * kl(logps_K, optimal_logps(rewards_K, ref_logps_K, beta))
 
 
 def overlap(probs_a, probs_b):

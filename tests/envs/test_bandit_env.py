@@ -30,7 +30,9 @@ def test_objectives_closed_form(rng):
     np.testing.assert_allclose(envs.optimal_logps(R, ref, beta), star, rtol=1e-5, atol=1e-6)
     z = np.log((np.exp(ref) * np.exp(R / beta)).sum())
     np.testing.assert_allclose(envs.optimal_value(R, ref, beta), beta * z, rtol=1e-5)
-    # regret = β·KL(π‖π*)
+    # regret = J(π*) − J(π) = β·KL(π‖π*)
+    j = (p * R).sum() - beta * (p * (lp - ref)).sum()
+    np.testing.assert_allclose(envs.regret(lp, R, ref, beta), beta * z - j, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(envs.regret(lp, R, ref, beta), beta * (p * (lp - star)).sum(), rtol=1e-4, atol=1e-6)
 
 
@@ -79,6 +81,13 @@ def test_linear_policy_with_one_hot_features_is_tabular(rng):
                                envs.tabular_logps(ref + theta), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(envs.linear_logps(envs.linear_init(X * K), phi, ref), ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(envs.tabular_logps(envs.tabular_init(ref)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_overlap():
+    p, q = np.array([0.2, 0.3, 0.5]), np.array([0.6, 0.4, 0.0])
+    np.testing.assert_allclose(envs.overlap(p, q), 0.2 + 0.3 + 0.0, rtol=1e-6)
+    np.testing.assert_allclose(envs.overlap(p, p), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(envs.overlap(p, q), 1 - 0.5 * np.abs(p - q).sum(), rtol=1e-6)
 
 
 def test_preference_models():
