@@ -72,7 +72,7 @@ def main(repeats: int = 3) -> None:
     t = timeit(loop_runs, repeats=repeats, warmup=0)
     rows.append({"method": "loop_jit_run", "runs": runs, "steps_per_run": ep2 * steps_per_epoch,
                  "median_s": t["median_s"], "us_per_run_step": 1e6 * t["median_s"] / (runs * ep2 * steps_per_epoch),
-                 "compile_s": float("nan")})
+                 "compile_s": None})
 
     # 3. Baseline: Python loop over runs and steps, one jitted update per step on the gathered pairs.
     tx = optax.adam(LR)
@@ -111,7 +111,7 @@ def main(repeats: int = 3) -> None:
     t = timeit(loop_steps, repeats=repeats, warmup=0)
     base = 1e6 * t["median_s"] / (runs * steps_per_epoch)
     rows.append({"method": "loop_jit_step (baseline)", "runs": runs, "steps_per_run": steps_per_epoch,
-                 "median_s": t["median_s"], "us_per_run_step": base, "compile_s": float("nan")})
+                 "median_s": t["median_s"], "us_per_run_step": base, "compile_s": None})
     for r in rows:
         r["speedup_vs_baseline"] = base / r["us_per_run_step"]
     path = write_result("bandits", {

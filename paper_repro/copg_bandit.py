@@ -18,6 +18,7 @@ them (means and 95% confidence intervals over seeds) and draws the figures from 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -62,7 +63,7 @@ def settings(quick: bool) -> dict:
         "betas": [0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
         "sweep_seeds": 5 if quick else 20,
         "overlap_t": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-        "long_epochs": 1000 if quick else 3000,
+        "long_epochs": 500 if quick else 3000,
         "long_seeds": 5 if quick else 20,
         "population_steps": 20_000,
         "population_lr": 1e-2,
@@ -78,40 +79,54 @@ def _ci95(x, axis=0):
     return 1.96 * x.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(x.mean(axis))
 
 
-def _stochastic(cfg, methods, keys, bandit, mu1s, mu2s, betas, *, epochs):
-    """vmap over (setting, method, seed) of :func:`jalign.envs.train`; settings index μ1, μ2 and β."""
+@functools.cache
+def _grid_fn(n_pairs: int, batch_size: int, epochs: int, lr: float):
+    """jit(vmap over settings (μ1, μ2, β) × methods × seeds) of :func:`jalign.envs.train`, cached per shape."""
     import jax
+
+    from jalign import envs
+
+    def one(key, m, bandit, mu1, mu2, beta):
+        return envs.train(key, m, bandit, mu1, mu2, beta=beta, ipo_tau=beta, lr=lr, n_pairs=n_pairs,
+                          batch_size=batch_size, epochs=epochs)
+
+    f = jax.vmap(one, (0, None, None, None, None, None))  # seeds
+    f = jax.vmap(f, (None, 0, None, None, None, None))  # methods
+    f = jax.vmap(f, (None, None, None, 0, 0, 0))  # settings
+    return jax.jit(f)
+
+
+@functools.cache
+def _population_fn(steps: int, lr: float):
+    import jax
+
+    from jalign import envs
+
+    def one(m, bandit, mu1, mu2, beta):
+        return envs.train_population(m, bandit, mu1, mu2, beta=beta, ipo_tau=beta, lr=lr, steps=steps,
+                                     record_every=steps // 10)
+
+    return jax.jit(jax.vmap(jax.vmap(one, (0, None, None, None, None)), (None, None, 0, 0, 0)))
+
+
+def _ids(methods):
     import jax.numpy as jnp
 
     from jalign import envs
 
-    def one(key, m, mu1, mu2, beta):
-        return envs.train(key, m, bandit, mu1, mu2, beta=beta, ipo_tau=beta, lr=cfg["lr"],
-                          n_pairs=cfg["n_pairs"], batch_size=cfg["batch_size"], epochs=epochs)
+    return jnp.array([envs.method_index(m) for m in methods])
 
-    f = jax.vmap(one, (0, None, None, None, None))  # seeds
-    f = jax.vmap(f, (None, 0, None, None, None))  # methods
-    f = jax.vmap(f, (None, None, 0, 0, 0))  # settings
-    ids = jnp.array([envs.method_index(m) for m in methods])
-    return jax.jit(f)(keys, ids, mu1s, mu2s, betas)
+
+def _stochastic(cfg, methods, keys, bandit, mu1s, mu2s, betas, *, epochs):
+    """Results ``[settings, methods, seeds, ...]``; settings index μ1, μ2 and β (IPO's τ = β)."""
+    f = _grid_fn(cfg["n_pairs"], cfg["batch_size"], epochs, cfg["lr"])
+    return f(keys, _ids(methods), bandit, mu1s, mu2s, betas)
 
 
 def _population(cfg, methods, bandit, mu1s, mu2s, betas):
-    """Exact infinite-data fixed points: full-batch Adam on the expected loss, vmapped over settings/methods."""
-    import jax
-    import jax.numpy as jnp
-
-    from jalign import envs
-
-    steps = cfg["population_steps"]
-
-    def one(m, mu1, mu2, beta):
-        return envs.train_population(m, bandit, mu1, mu2, beta=beta, ipo_tau=beta, lr=cfg["population_lr"],
-                                     steps=steps, record_every=steps // 10)
-
-    f = jax.vmap(jax.vmap(one, (0, None, None, None)), (None, 0, 0, 0))
-    ids = jnp.array([envs.method_index(m) for m in methods])
-    return jax.jit(f)(ids, mu1s, mu2s, betas)
+    """Exact infinite-data fixed points (full-batch Adam on the expected loss): ``[settings, methods, ...]``."""
+    f = _population_fn(cfg["population_steps"], cfg["population_lr"])
+    return f(_ids(methods), bandit, mu1s, mu2s, betas)
 
 
 def compute(quick: bool = True) -> dict:

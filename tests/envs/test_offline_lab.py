@@ -172,3 +172,17 @@ def test_train_bad_arguments_raise_naming_argument():
         envs.train(jax.random.key(0), "copg", bandit, mu, jnp.array([0.2, 0.2]), beta=1.0)
     with pytest.raises(ValueError, match="method"):
         envs.train(jax.random.key(0), "dpo", bandit, mu, mu, beta=1.0)
+
+
+def test_experiment_config_is_the_paper_setting_used_by_the_reproduction():
+    from experiments.copg_bandit import get_config
+    from paper_repro import copg_bandit as rep
+
+    c, s = get_config(), rep.settings(quick=True)
+    assert (c.rewards, c.mu1, c.mu2, c.beta) == (rep.REWARDS, rep.MU1, rep.MU2, rep.BETA) == (
+        (2.5, 2.0, 1.0), (0.1, 0.2, 0.7), (0.05, 0.05, 0.9), 0.5)
+    assert (c.n_pairs, c.batch_size, c.epochs, c.lr, c.ipo_tau) == (
+        s["n_pairs"], s["batch_size"], s["epochs"], s["lr"], s["ipo_tau"]) == (10_000, 512, 100, 1e-3, 0.5)
+    assert s["seeds"] >= 20 and tuple(c.methods) == rep.PAPER_METHODS
+    with pytest.raises(ValueError, match="preset"):
+        get_config("huge")
