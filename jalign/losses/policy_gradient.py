@@ -251,8 +251,10 @@ def rloo(logps_BxK, rewards_BxK, ref_logps_BxK=None, *, kl_coef=0.0, mask_BxK=No
     r = _f32(rewards_BxK)
     if ref_logps_BxK is not None:
         r = r - _f32(kl_coef) * (lp - _f32(ref_logps_BxK))
-    elif isinstance(kl_coef, (int, float)) and kl_coef != 0:
-        raise ValueError("rloo: argument 'ref_logps_BxK' is required when kl_coef > 0")
+    else:
+        v = _concrete(kl_coef)
+        if v is None or np.any(v != 0):
+            raise ValueError("rloo: argument 'ref_logps_BxK' is required when kl_coef is not 0")
     r = jax.lax.stop_gradient(jnp.where(m > 0, r, 0.0))
     k = m.sum(-1, keepdims=True)
     loo_mean = ((m * r).sum(-1, keepdims=True) - r) / jnp.maximum(k - 1, 1)
@@ -323,8 +325,8 @@ def _copg_scored(batch: ScoredLogps, *, beta: float = 0.1):
     notes="On-policy estimator; kl_coef > 0 needs ref_logps.",
 )
 def _rloo_scored(batch: ScoredLogps, *, kl_coef: float = 0.0):
-    if batch.ref_logps is None and not (isinstance(kl_coef, (int, float)) and kl_coef == 0):
-        raise ValueError("loss 'rloo' needs batch field 'ref_logps' when kl_coef > 0, which is None")
+    if batch.ref_logps is None and (_concrete(kl_coef) is None or np.any(_concrete(kl_coef) != 0)):
+        raise ValueError("loss 'rloo' needs batch field 'ref_logps' when kl_coef is not 0, which is None")
     return rloo(batch.logps, batch.rewards, batch.ref_logps, kl_coef=kl_coef, mask_BxK=batch.mask)
 
 

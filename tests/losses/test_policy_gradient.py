@@ -196,6 +196,9 @@ def test_bad_hyperparameters_raise_naming_argument():
         losses.rloo(z2, z2, z2, kl_coef=-0.1)
     with pytest.raises(ValueError, match="ref_logps"):
         losses.rloo(z2, z2, None, kl_coef=0.1)
+    with pytest.raises(ValueError, match="ref_logps"):
+        losses.get("rloo")(losses.ScoredLogps(logps=z2, rewards=z2), kl_coef=0.1)
+    np.testing.assert_allclose(losses.get("rloo")(losses.ScoredLogps(logps=z2, rewards=z2)), 0.0)
     with pytest.raises(ValueError, match="beta"):
         losses.get("copg")(losses.ScoredLogps(logps=z2, rewards=z2, ref_logps=z2), beta=0.0)
     with pytest.raises(ValueError, match="baseline"):
