@@ -26,6 +26,7 @@ from jalign.losses import reference_free  # noqa: E402,F401  isort: skip
 from jalign.losses import unpaired  # noqa: E402,F401  isort: skip
 from jalign.losses import listwise  # noqa: E402,F401  isort: skip
 from jalign.losses.fdpg import fdpg  # noqa: E402  isort: skip
+from jalign.losses.policy_gradient import copg, copg_ksample, copg_surrogate, off_policy_pg, rloo  # noqa: E402,I001  isort: skip
 
 __all__ = [
     "ListwiseLogps",
@@ -35,10 +36,15 @@ __all__ = [
     "ScoredLogps",
     "UnpairedLogps",
     "fdpg",
+    "copg",
+    "copg_ksample",
+    "copg_surrogate",
     "get",
     "names",
+    "off_policy_pg",
     "preference_metrics",
     "register",
+    "rloo",
     "sequence_logps",
     "spec",
 ]

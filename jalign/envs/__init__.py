@@ -1,0 +1,90 @@
+"""Exactly solvable environments: K-armed and contextual bandits with known rewards.
+
+* :mod:`jalign.envs.bandit` — exact objectives E_π[R], KL(π‖π_ref), J_β, the optimum π* ∝ π_ref·exp(R/β),
+  regret; :class:`Bandit`, :class:`ContextualBandit`, random bandits.
+* :mod:`jalign.envs.preferences` — preference models (Bradley–Terry, Thurstone, linear, hard) and sampling.
+* :mod:`jalign.envs.policies` — tabular-softmax and linear policies.
+* :mod:`jalign.envs.data` — off-policy pairs from given μ1, μ2.
+* :mod:`jalign.envs.offline` — the offline bandit laboratory of the CoPG paper (CoPG, IPO, off-policy PG),
+  exact expected gradients, IPO's analytic fixed point, jitted training (vmap over seeds and methods).
+
+All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and hyperparameters.
+"""
+
+from jalign.envs.bandit import (
+    Bandit,
+    ContextualBandit,
+    expected_reward,
+    k_armed,
+    kl,
+    objective,
+    optimal_logps,
+    optimal_value,
+    overlap,
+    random_bandit,
+    random_contextual_bandit,
+    regret,
+    regularised_rewards,
+)
+from jalign.envs.data import sample_contextual_pairs, sample_labelled_pairs, sample_pairs
+from jalign.envs.offline import (
+    METHODS,
+    PAPER_METHODS,
+    expected_gradient,
+    expected_loss,
+    ipo_fixed_point,
+    ipo_pair_loss,
+    method_index,
+    train,
+    train_population,
+)
+from jalign.envs.policies import (
+    linear_init,
+    linear_logps,
+    one_hot_features,
+    tabular_init,
+    tabular_logps,
+)
+from jalign.envs.preferences import (
+    PREFERENCE_MODELS,
+    preference_matrix,
+    preference_prob,
+    sample_preferences,
+)
+
+__all__ = [
+    "Bandit",
+    "ContextualBandit",
+    "METHODS",
+    "PAPER_METHODS",
+    "PREFERENCE_MODELS",
+    "expected_gradient",
+    "expected_loss",
+    "expected_reward",
+    "ipo_fixed_point",
+    "ipo_pair_loss",
+    "k_armed",
+    "kl",
+    "linear_init",
+    "linear_logps",
+    "method_index",
+    "objective",
+    "one_hot_features",
+    "optimal_logps",
+    "optimal_value",
+    "overlap",
+    "preference_matrix",
+    "preference_prob",
+    "random_bandit",
+    "random_contextual_bandit",
+    "regret",
+    "regularised_rewards",
+    "sample_contextual_pairs",
+    "sample_labelled_pairs",
+    "sample_pairs",
+    "sample_preferences",
+    "tabular_init",
+    "tabular_logps",
+    "train",
+    "train_population",
+]
