@@ -130,12 +130,12 @@ installs jalign with pip only when it is not importable already. If Colab asks t
 the install (new JAX version), restart and run the notebook again.
 """),
         _code(f"""
-# >>> EDIT ME (Colab): the jalign repository URL; the placeholder below is not a real repository. <<<
-JALIGN_REPO_URL = "{REPO_URL_PLACEHOLDER}"
-
 import importlib.util
 import sys
 from pathlib import Path
+
+# >>> EDIT ME (Colab): the jalign repository URL; the placeholder below is not a real repository. <<<
+JALIGN_REPO_URL = "{REPO_URL_PLACEHOLDER}"
 
 for _root in (Path.cwd(), Path.cwd().parent):
     if (_root / "jalign" / "__init__.py").is_file() and (_root / "paper_repro").is_dir():
@@ -147,7 +147,7 @@ if importlib.util.find_spec("jalign") is None:
         raise RuntimeError("jalign is not importable: set JALIGN_REPO_URL in this cell to the jalign repository URL")
     get_ipython().run_line_magic("pip", f"install -q git+{{JALIGN_REPO_URL}}")
 
-import jalign
+import jalign  # noqa: E402 (importable only after the lines above)
 
 print("jalign", jalign.__version__, "from", Path(jalign.__file__).parent)
 """),
