@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 
-_MARKER = re.compile(r"^<!--\s*jalign-api:\s*([\w.]+)\s*-->\s*$", re.MULTILINE)
+_MARKER = re.compile(r"^<!--[ \t]*jalign-api:[ \t]*([\w.]+)[ \t]*-->[ \t]*$", re.MULTILINE)
 
 
 def module_exists(name: str) -> bool:
