@@ -63,6 +63,37 @@ def test_api_hook_expands_existing_modules_and_notes_missing_ones():
     assert hooks.module_exists("jalign.tokenizers") and not hooks.module_exists("jalign.no_such_package_xyz")
 
 
+def test_docstring_compat_fences_doctests_and_unwraps_sphinx_roles():
+    hooks = _hooks()
+    src = [
+        "Uses :class:`PairwiseLogps` and :func:`~jalign.losses.get` (:py:meth:`a.b`).",
+        "",
+        ">>> x = 1",
+        "... + 1",
+        ">>> x",
+        "2",
+        "",
+        "after",
+        "```python",
+        ">>> inside a fence stays as is :class:`X`",
+        "```",
+        "> a quote",
+    ]
+    assert hooks.docstring_compat(src) == [
+        "Uses `PairwiseLogps` and `get` (`a.b`).",
+        "",
+        "", "```pycon", ">>> x = 1", "... + 1", ">>> x", "2", "```", "",
+        "",
+        "after",
+        "```python",
+        ">>> inside a fence stays as is :class:`X`",
+        "```",
+        "> a quote",
+    ]
+    # A doctest running to the end of the docstring (no trailing blank line) is closed too.
+    assert hooks.docstring_compat([">>> 1", "1"]) == ["", "```pycon", ">>> 1", "1", "```", ""]
+
+
 def test_api_pages_use_direct_directives_only_for_modules_that_exist():
     """``::: mod`` fails the strict build for a missing module; placeholders use the hook marker instead."""
     hooks = _hooks()
@@ -99,6 +130,11 @@ def test_strict_build_has_no_warnings_and_renders_the_api(tmp_path):
         html = (site / page).read_text(encoding="utf-8")
         for anchor in anchors:
             assert f'id="{anchor}"' in html, f"{page}: no API entry for {anchor}"
+    # Doctests are code blocks (not nested block quotes) and Sphinx roles are gone.
+    for page in expected:
+        html = (site / page).read_text(encoding="utf-8")
+        assert "<blockquote>" not in html and ":class:" not in html and ":func:" not in html, page
+    assert '<span class="gp">&gt;&gt;&gt; </span>' in (site / "api/losses.html").read_text(encoding="utf-8")
     # The generated loss catalogue is on the site with its formulas.
     losses_html = (site / "losses.html").read_text(encoding="utf-8")
     assert "-(1-ε)·log σ(β·h) - ε·log σ(-β·h)" in losses_html
