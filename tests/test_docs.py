@@ -140,7 +140,7 @@ def test_strict_build_has_no_warnings_and_renders_the_api(tmp_path):
     assert "-(1-ε)·log σ(β·h) - ε·log σ(-β·h)" in losses_html
     # Placeholder pages: filled in when the package exists, a note otherwise.
     hooks = _hooks()
-    for name in ("divergences", "logic", "diagnostics", "envs", "models", "train"):
+    for name in ("divergences", "fdpg", "logic", "diagnostics", "envs", "models", "train"):
         html = (site / "api" / f"{name}.html").read_text(encoding="utf-8")
         if hooks.module_exists(f"jalign.{name}"):
             assert f'id="jalign.{name}"' in html, name
