@@ -3,7 +3,8 @@
 1. A page line ``<!-- jalign-api: jalign.divergences -->`` becomes the mkdocstrings directive
 ``::: jalign.divergences`` when that module can be found, and a short note otherwise. So a placeholder page
 fills itself in as soon as the package lands, and the strict build never fails on a module that is still
-missing. Pages for modules that always exist use ``::: jalign.xxx`` directly.
+missing. ``<!-- jalign-api: jalign.fdpg submodules -->`` documents the submodules too (for packages whose
+``__init__`` exports little). Pages for modules that always exist use ``::: jalign.xxx`` directly.
 
 2. A Markdown preprocessor (added to every Markdown instance, the docstrings' included) that renders two
 reStructuredText habits of the docstrings, so the sources need not change: doctest blocks (``>>>`` lines,
@@ -16,15 +17,25 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 from markdown import Extension
 from markdown.preprocessors import Preprocessor
 from mkdocs.plugins import event_priority
 
-_MARKER = re.compile(r"^<!--[ \t]*jalign-api:[ \t]*([\w.]+)[ \t]*-->[ \t]*$", re.MULTILINE)
+_MARKER = re.compile(r"^<!--[ \t]*jalign-api:[ \t]*([\w.]+)([ \t]+submodules)?[ \t]*-->[ \t]*$", re.MULTILINE)
 
 
-def module_exists(name: str) -> bool:
+_ROOT: Path | None = None  # the directory of mkdocs.yml (mkdocstrings collects modules from there)
+
+
+def module_exists(name: str, root: Path | None = None) -> bool:
+    """Whether ``name`` is a module or package under ``root`` (default: the mkdocs.yml directory), or importable."""
+    root = root if root is not None else _ROOT
+    if root is not None:
+        base = Path(root, *name.split("."))
+        if (base / "__init__.py").is_file() or base.with_suffix(".py").is_file():
+            return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -37,7 +48,8 @@ def expand(markdown: str) -> str:
     def repl(m: re.Match) -> str:
         name = m.group(1)
         if module_exists(name):
-            return f"::: {name}"
+            submodules = "true" if m.group(2) else "false"
+            return f"::: {name}\n    options:\n      show_root_heading: false\n      show_submodules: {submodules}"
         return (
             f'!!! note "Not available yet"\n    `{name}` is not part of this checkout yet; this page fills '
             f"itself in from the docstrings once the package exists."
@@ -105,5 +117,7 @@ class DocstringCompatExtension(Extension):
 
 @event_priority(100)  # before mkdocstrings copies the extension list for the docstrings' Markdown
 def on_config(config):
+    global _ROOT
+    _ROOT = Path(config.config_file_path).resolve().parent
     config.markdown_extensions.append(DocstringCompatExtension())
     return config

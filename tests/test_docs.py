@@ -52,15 +52,22 @@ def test_api_hook_expands_existing_modules_and_notes_missing_ones():
     page = "# x\n\n<!-- jalign-api: jalign.losses -->\n\ntext\n<!-- jalign-api: jalign.no_such_package_xyz -->\n"
     out = hooks.expand(page)
     lines = out.splitlines()
-    assert lines[2] == "::: jalign.losses"
-    assert lines[4] == "text"
-    assert lines[5] == '!!! note "Not available yet"'
-    assert "`jalign.no_such_package_xyz` is not part of this checkout yet" in lines[6]
+    assert lines[2:6] == ["::: jalign.losses", "    options:", "      show_root_heading: false",
+                          "      show_submodules: false"]
+    assert hooks.expand("<!-- jalign-api: jalign.losses submodules -->").splitlines()[-1] == (
+        "      show_submodules: true")
+    assert lines[7] == "text"
+    assert lines[8] == '!!! note "Not available yet"'
+    assert "`jalign.no_such_package_xyz` is not part of this checkout yet" in lines[9]
     assert "jalign-api" not in out
     # A marker must be alone on its line; prose mentioning it is left untouched.
     prose = "see <!-- jalign-api: jalign.losses --> inline"
     assert hooks.expand(prose) == prose
     assert hooks.module_exists("jalign.tokenizers") and not hooks.module_exists("jalign.no_such_package_xyz")
+    # Found relative to the mkdocs.yml directory (mkdocstrings' search path), not only on sys.path.
+    assert hooks.module_exists("jalign.losses.pairwise", root=ROOT)
+    assert hooks.module_exists("paper_repro", root=ROOT)
+    assert not hooks.module_exists("jalign.no_such_package_xyz", root=ROOT)
 
 
 def test_docstring_compat_fences_doctests_and_unwraps_sphinx_roles():
@@ -143,6 +150,6 @@ def test_strict_build_has_no_warnings_and_renders_the_api(tmp_path):
     for name in ("divergences", "fdpg", "logic", "diagnostics", "envs", "models", "train"):
         html = (site / "api" / f"{name}.html").read_text(encoding="utf-8")
         if hooks.module_exists(f"jalign.{name}"):
-            assert f'id="jalign.{name}"' in html, name
+            assert "Not available yet" not in html and f'id="jalign.{name}.' in html, name
         else:
             assert "Not available yet" in html, name
