@@ -7,7 +7,7 @@ The notebooks are committed without outputs, with deterministic cell ids, so tha
 and diffable: edit this file, not the ``.ipynb`` files. Each notebook runs one reproduction
 (``paper_repro.registry()[NAME].run(out, quick=True)``, the same code as ``jalign reproduce NAME``), then
 loads its ``results.json`` and shows the figures and the claims table. Environment variables read by the
-notebooks: ``JALIGN_NOTEBOOK_OUT`` (output root, default ``runs/notebooks``) and ``JALIGN_NOTEBOOK_QUICK``
+notebooks: ``JALIGN_NOTEBOOK_OUT`` (output root, default ``runs/notebooks`` in the checkout) and ``JALIGN_NOTEBOOK_QUICK``
 (``1`` by default: the quick CPU settings; ``0``: the paper-sized settings).
 """
 
@@ -137,8 +137,10 @@ from pathlib import Path
 # >>> EDIT ME (Colab): the jalign repository URL; the placeholder below is not a real repository. <<<
 JALIGN_REPO_URL = "{REPO_URL_PLACEHOLDER}"
 
+CHECKOUT = None  # the jalign checkout this notebook runs from, if any
 for _root in (Path.cwd(), Path.cwd().parent):
     if (_root / "jalign" / "__init__.py").is_file() and (_root / "paper_repro").is_dir():
+        CHECKOUT = _root.resolve()
         if str(_root) not in sys.path:
             sys.path.insert(0, str(_root))
         break
@@ -158,7 +160,8 @@ import os
 NAME = "{paper.name}"  # the reproduction, as listed by `jalign reproduce all`
 # quick: CPU defaults (minutes on 2 cores, what CI runs); full: the paper-sized settings (GPU/TPU).
 QUICK = os.environ.get("JALIGN_NOTEBOOK_QUICK", "1") != "0"
-OUT_ROOT = Path(os.environ.get("JALIGN_NOTEBOOK_OUT", "runs/notebooks"))
+# Output root: runs/notebooks in the checkout (gitignored), or in the working directory (Colab).
+OUT_ROOT = Path(os.environ.get("JALIGN_NOTEBOOK_OUT") or (CHECKOUT or Path.cwd()) / "runs" / "notebooks")
 RUN_DIR = OUT_ROOT / NAME
 print(f"reproduction {{NAME!r}}, {{'quick' if QUICK else 'full'}} settings, output in {{RUN_DIR}}")
 """),

@@ -162,8 +162,12 @@ def _with_stub(stem: str, present: bool = True):
 
 @pytest.mark.parametrize("quick_env", [None, "0"])
 def test_notebook_runs_a_reproduction_and_shows_its_figures_and_claims(kernel_env, tmp_path, quick_env):
-    out_root = tmp_path / "out"
-    kernel_env.setenv("JALIGN_NOTEBOOK_OUT", str(out_root))
+    if quick_env is None:  # defaults: quick settings, output under runs/notebooks of the working directory
+        out_root = tmp_path / "runs" / "notebooks"
+        kernel_env.delenv("JALIGN_NOTEBOOK_OUT", raising=False)
+    else:
+        out_root = tmp_path / "out"
+        kernel_env.setenv("JALIGN_NOTEBOOK_OUT", str(out_root))
     if quick_env is None:
         kernel_env.delenv("JALIGN_NOTEBOOK_QUICK", raising=False)
     else:
