@@ -1,0 +1,268 @@
+"""Generate the per-paper notebooks (``notebooks/*.ipynb``) from one template.
+
+    python notebooks/make_notebooks.py           # (re)write every notebook
+    python notebooks/make_notebooks.py --check   # exit 1 if a committed notebook differs from the generator
+
+The notebooks are committed without outputs, with deterministic cell ids, so that they are reproducible
+and diffable: edit this file, not the ``.ipynb`` files. Each notebook runs one reproduction
+(``paper_repro.registry()[NAME].run(out, quick=True)``, the same code as ``jalign reproduce NAME``), then
+loads its ``results.json`` and shows the figures and the claims table. Environment variables read by the
+notebooks: ``JALIGN_NOTEBOOK_OUT`` (output root, default ``runs/notebooks`` in the checkout) and ``JALIGN_NOTEBOOK_QUICK``
+(``1`` by default: the quick CPU settings; ``0``: the paper-sized settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+# The repository URL is not known yet: Colab users (and whoever publishes the repository) set it here.
+REPO_URL_PLACEHOLDER = "https://github.com/OWNER/jalign"
+
+
+@dataclass(frozen=True)
+class Paper:
+    stem: str  # notebook file name without .ipynb
+    name: str  # reproduction NAME in paper_repro.registry()
+    title: str
+    citation: str
+    about: str  # what the reproduction does, in a few sentences (Markdown)
+
+
+PAPERS = (
+    Paper(
+        stem="copg_bandit",
+        name="copg-bandit",
+        title="Contrastive Policy Gradient (CoPG) on a bandit",
+        citation="Flet-Berliac et al., *Contrastive Policy Gradient: Aligning LLMs on sequence-level scores "
+        "in a supervised-friendly fashion*, EMNLP 2024 (arXiv 2406.19185).",
+        about="CoPG optimises the KL-regularised reward E_{y~π}[R(y) − β·ln(π(y)/π_ref(y))] from pairs of "
+        "completions drawn by arbitrary (off-policy) distributions, without importance sampling. The "
+        "reproduction trains CoPG, IPO and off-policy policy gradient on the paper's 3-armed bandit "
+        "(Section 5, Figure 1), where the optimum π* ∝ π_ref·exp(R/β) and hence the regret are exact, and "
+        "checks the qualitative claims of that figure.",
+    ),
+    Paper(
+        stem="fdpg",
+        name="fdpg",
+        title="f-DPG: aligning language models with preferences through f-divergence minimisation",
+        citation="Go et al., *Aligning Language Models with Preferences through f-divergence Minimization*, "
+        "ICML 2023 (arXiv 2302.08215).",
+        about="f-DPG minimises any f-divergence D_f(π‖p) to an evaluable target p (an energy-based model) "
+        "with the policy gradient of the pseudo-reward −f'(π/p). The reproduction runs every f-divergence on "
+        "an exactly computable bimodal toy target that the policy family cannot represent, so mode-seeking "
+        "and mass-covering show, and compares alignment and diversity. The paper's small-LM experiments "
+        "are listed as not reproducible here.",
+    ),
+    Paper(
+        stem="dpa_logic",
+        name="dpa-logic",
+        title="The logic of direct preference alignment",
+        citation="Richardson, Srikumar & Sabharwal, *Understanding the Logic of Direct Preference "
+        "Alignment through Logic*, ICML 2025 (arXiv 2412.17696).",
+        about="Direct-preference losses (DPO, CPO, ORPO, SimPO, …) are derived as weighted model counts of "
+        "propositional formulas over the model's predictions. The reproduction compiles the symbolic forms "
+        "of the known losses, counts the 4^(2^n) loss landscape, draws the entailment lattice of the "
+        "reference-free structures with the known losses on it, and trains lattice losses on exactly "
+        "solvable categorical policies.",
+    ),
+    Paper(
+        stem="entanglement",
+        name="entanglement",
+        title="Gradient entanglement in margin-based alignment",
+        citation="Yuan et al., *A Common Pitfall of Margin-based Language Model Alignment: Gradient "
+        "Entanglement*, ICLR 2025 (arXiv 2410.13828).",
+        about="Margin-based losses only push the margin up: whether the chosen log-probability rises and the "
+        "rejected one falls depends on the inner product ⟨∇log π(y_w), ∇log π(y_l)⟩ against the squared "
+        "gradient norms. The reproduction measures these per-pair diagnostics and checks the paper's "
+        "condition for when both log-probabilities move together.",
+    ),
+    Paper(
+        stem="ches",
+        name="ches",
+        title="Likelihood displacement and the CHES score",
+        citation="Razin et al., *Unintentional Unalignment: Likelihood Displacement in Direct Preference "
+        "Optimization*, ICLR 2025 (arXiv 2410.08847).",
+        about="DPO can lower the likelihood of the preferred response while the loss falls (likelihood "
+        "displacement). The centered hidden-embedding similarity (CHES) of a preference pair predicts "
+        "which pairs cause it. The reproduction computes CHES and its length-normalised variant and checks "
+        "the paper's claims about displacement.",
+    ),
+)
+
+
+def _md(text: str):
+    return nbformat.v4.new_markdown_cell(text.strip("\n"))
+
+
+def _code(text: str):
+    return nbformat.v4.new_code_cell(text.strip("\n"))
+
+
+def build(paper: Paper) -> nbformat.NotebookNode:
+    """The notebook for one paper (no outputs, deterministic cell ids)."""
+    cells = [
+        _md(f"""
+# {paper.title}
+
+{paper.citation}
+
+{paper.about}
+
+This notebook runs the reproduction `{paper.name}` (the same code as `jalign reproduce {paper.name}`), then
+loads its `results.json` and shows the figures and the claims table. It runs top to bottom locally (from a
+jalign checkout) and in Colab. The quick settings take a few minutes on two CPU cores; set the environment
+variable `JALIGN_NOTEBOOK_QUICK=0` (or `QUICK = False` below) for the paper-sized settings, meant for a GPU
+or TPU. Figures are drawn by jalign's code from the saved JSON, never by hand. See `docs/notebooks.md`.
+"""),
+        _md("""
+## Setup
+
+Makes `jalign` importable. From a checkout nothing is installed (the checkout is found from the working
+directory or its parent). In Colab, set `JALIGN_REPO_URL` to the jalign repository and run the cell; it
+installs jalign with pip only when it is not importable already. If Colab asks to restart the runtime after
+the install (new JAX version), restart and run the notebook again.
+"""),
+        _code(f"""
+import importlib.util
+import sys
+from pathlib import Path
+
+# >>> EDIT ME (Colab): the jalign repository URL; the placeholder below is not a real repository. <<<
+JALIGN_REPO_URL = "{REPO_URL_PLACEHOLDER}"
+
+CHECKOUT = None  # the jalign checkout this notebook runs from, if any
+for _root in (Path.cwd(), Path.cwd().parent):
+    if (_root / "jalign" / "__init__.py").is_file() and (_root / "paper_repro").is_dir():
+        CHECKOUT = _root.resolve()
+        if str(_root) not in sys.path:
+            sys.path.insert(0, str(_root))
+        break
+if importlib.util.find_spec("jalign") is None:
+    if JALIGN_REPO_URL == "{REPO_URL_PLACEHOLDER}":
+        raise RuntimeError("jalign is not importable: set JALIGN_REPO_URL in this cell to the jalign repository URL")
+    get_ipython().run_line_magic("pip", f"install -q git+{{JALIGN_REPO_URL}}")
+
+import jalign  # noqa: E402 (importable only after the lines above)
+
+print("jalign", jalign.__version__, "from", Path(jalign.__file__).parent)
+"""),
+        _md("## Settings"),
+        _code(f"""
+import os
+
+NAME = "{paper.name}"  # the reproduction, as listed by `jalign reproduce all`
+# quick: CPU defaults (minutes on 2 cores, what CI runs); full: the paper-sized settings (GPU/TPU).
+QUICK = os.environ.get("JALIGN_NOTEBOOK_QUICK", "1") != "0"
+# Output root: runs/notebooks in the checkout (gitignored), or in the working directory (Colab).
+OUT_ROOT = Path(os.environ.get("JALIGN_NOTEBOOK_OUT") or (CHECKOUT or Path.cwd()) / "runs" / "notebooks")
+RUN_DIR = OUT_ROOT / NAME
+print(f"reproduction {{NAME!r}}, {{'quick' if QUICK else 'full'}} settings, output in {{RUN_DIR}}")
+"""),
+        _md("## Run the reproduction"),
+        _code("""
+import shutil
+import time
+
+import paper_repro
+
+registry = paper_repro.registry()
+if NAME not in registry:
+    raise RuntimeError(
+        f"reproduction {NAME!r} is not in this version of jalign (available: {', '.join(sorted(registry)) or 'none'})"
+    )
+repro = registry[NAME]
+print(repro.DESCRIPTION)
+if RUN_DIR.exists():
+    shutil.rmtree(RUN_DIR)  # a fresh run: no stale figures from an earlier one
+t0 = time.time()
+result = repro.run(RUN_DIR, quick=QUICK)
+print(f"finished in {time.time() - t0:.0f} s; files:", ", ".join(sorted(p.name for p in RUN_DIR.iterdir())))
+"""),
+        _md("## Results\n\nEverything below is read back from `results.json` and the figure files."),
+        _code("""
+import json
+
+results = json.loads((RUN_DIR / "results.json").read_text())
+print("results.json:", ", ".join(sorted(results)))
+"""),
+        _md("### Figures"),
+        _code("""
+from IPython.display import Image, Markdown, display
+
+figures = sorted(RUN_DIR.rglob("*.png"))
+for png in figures:
+    display(Markdown(f"**{png.relative_to(RUN_DIR).as_posix()}** (PDF beside it)"), Image(filename=str(png)))
+print(f"{len(figures)} figure(s)")
+"""),
+        _md("### Claims\n\nEach claim of the paper, what jalign measured, and whether the claim holds here."),
+        _code("""
+from collections import Counter
+
+from jalign.reporting import claim_rows
+
+claims = results["claims"] if "claims" in results else result["claims"]
+rows = claim_rows({"reproductions": {NAME: {"status": "ok", "claims": claims}}})  # validates the statuses
+ICON = {"holds": "✅", "does not hold": "❌", "not reproducible here": "⚪"}
+
+
+def _cell(text):
+    return str(text).replace("|", "\\\\|").replace("\\n", " ")
+
+
+table = ["| paper | claim | measured | status |", "|---|---|---|---|"]
+table += [
+    f"| {_cell(r['paper'])} | {_cell(r['claim'])} | {_cell(r['measured'])} | {ICON[r['status']]} {r['status']} |"
+    for r in rows
+]
+display(Markdown("\\n".join(table)))
+print(dict(Counter(r["status"] for r in rows)))
+"""),
+    ]
+    for i, cell in enumerate(cells):
+        cell["id"] = f"{paper.stem}-{i:02d}"
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"name": f"{paper.stem}.ipynb", "provenance": []},
+    }
+    nbformat.validate(nb)
+    return nb
+
+
+def render(paper: Paper) -> str:
+    """The exact text of ``notebooks/<stem>.ipynb``."""
+    return nbformat.writes(build(paper), version=4) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a committed notebook is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for paper in PAPERS:
+        path = HERE / f"{paper.stem}.ipynb"
+        text = render(paper)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(path.name)
+        else:
+            tmp = path.with_suffix(".ipynb.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+            print(f"wrote {path}")
+    if stale:
+        print("out of date (run python notebooks/make_notebooks.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
