@@ -17,8 +17,8 @@ Everything is a pure function of PRNG keys and arrays: ``jax.vmap`` over seeds, 
 The exact (population) loss :func:`expected_loss` weights all K² pairs by μ1(a)·μ2(b) (and, for IPO, both label
 outcomes by P(a ≻ b)); its gradient is the expected stochastic gradient of a uniformly drawn pair.
 
-IPO note: the registered ``"ipo"`` loss is not on main yet, so IPO is computed here through the tiny local
-:func:`ipo_pair_loss` (the formula of Azar et al. 2024, TRL's ``loss_type="ipo"``).
+IPO is the registered ``"ipo"`` loss on summed log-ratios (``ipo_average=False``; a bandit arm is one token),
+wrapped by :func:`ipo_pair_loss`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,14 @@ def method_index(method) -> int | jax.Array:
 
 
 def ipo_pair_loss(h, tau):
-    """IPO's per-pair loss (h − 1/(2τ))² on the reference-corrected margin h (Azar et al., AISTATS 2024)."""
-    return (h - 0.5 / tau) ** 2
+    """IPO's per-pair loss (h − 1/(2τ))² on the reference-corrected margin h (Azar et al., AISTATS 2024).
+
+    Evaluated by the registered ``"ipo"`` loss (``ipo_average=False``) on a batch whose margin is ``h``.
+    """
+    h = jnp.asarray(h)
+    zero = jnp.zeros_like(h)
+    batch = losses.PairwiseLogps(chosen_logps=h, rejected_logps=zero, ref_chosen_logps=zero, ref_rejected_logps=zero)
+    return losses.get("ipo")(batch, beta=tau, ipo_average=False, validate=False)
 
 
 def pair_losses(method, logits_K, bandit: Bandit, a, b, p_a_wins, beta, ipo_tau):

@@ -220,11 +220,12 @@ def test_bad_inputs_raise_naming_argument():
                                               ref_logps=np.zeros((2, 2))), beta=0.5)
 
 
-@pytest.mark.skipif("ipo" not in losses.names(), reason="registered IPO loss not on this branch")
-def test_local_ipo_formula_matches_registered_ipo(rng):
+def test_bandit_ipo_is_registered_ipo_on_summed_logratios(rng):
     from jalign.envs.offline import ipo_pair_loss
 
     lw, ll, rw, rl = (rng.normal(size=5).astype(np.float32) for _ in range(4))
+    h = (lw - rw) - (ll - rl)
     batch = losses.PairwiseLogps(chosen_logps=lw, rejected_logps=ll, ref_chosen_logps=rw, ref_rejected_logps=rl)
-    np.testing.assert_allclose(losses.get("ipo")(batch, beta=0.5), ipo_pair_loss((lw - rw) - (ll - rl), 0.5),
-                               rtol=1e-5)
+    registered = losses.get("ipo")(batch, beta=0.5, ipo_average=False)
+    np.testing.assert_allclose(ipo_pair_loss(h, 0.5), registered, rtol=1e-5)
+    np.testing.assert_allclose(ipo_pair_loss(h, 0.5), (h.astype(np.float64) - 1.0) ** 2, rtol=1e-5)
