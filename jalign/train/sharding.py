@@ -21,7 +21,11 @@ BATCH_AXES = ("data", "fsdp")
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> jax.sharding.Mesh:
-    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all); ``data=-1`` takes the rest."""
+    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all); ``data=-1`` takes the rest.
+
+    A single process may ask for fewer devices than it has (the first ones are used); with several
+    processes the mesh must cover every device.
+    """
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
     if fsdp < 1 or tensor < 1:
@@ -30,6 +34,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> j
         if n % (fsdp * tensor):
             raise ValueError(f"{n} devices are not divisible by fsdp*tensor={fsdp * tensor}")
         data = n // (fsdp * tensor)
+    if data * fsdp * tensor < n and jax.process_count() == 1:
+        devices, n = devices[: data * fsdp * tensor], data * fsdp * tensor  # a sub-mesh (single process)
     if data * fsdp * tensor != n:
         raise ValueError(f"mesh data*fsdp*tensor={data}*{fsdp}*{tensor}={data * fsdp * tensor} != {n} devices")
     dev = np.asarray(devices, dtype=object).reshape(data, fsdp, tensor)
