@@ -126,6 +126,9 @@ def flat_keys(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if "." not in key:  # a bare attribute name (typo inside get_config): compare with the last components
+        leaves = {v.rsplit(".", 1)[-1]: v for v in valid}
+        close = [leaves[m] for m in difflib.get_close_matches(key, list(leaves), n=3, cutoff=0.5)] + close
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown config key {key!r} ({where}).{hint} Valid keys: {', '.join(valid)}")
 
