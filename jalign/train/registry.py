@@ -109,7 +109,7 @@ def _sft(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_exa
 
 @register_data("synthetic_prompts")
 def _prompts(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 64,
-             prompt_len: int = 12):
+             prompt_len: int = 16):
     return _source(testing.synthetic_prompt_examples(num_examples, prompt_len, seed), batch_size, seed,
                    process_index, process_count)
 

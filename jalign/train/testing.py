@@ -173,7 +173,7 @@ def synthetic_sft_examples(n: int, seq_len: int = 32, seed: int = 0) -> list[dic
             for ex in synthetic_pairwise_examples(n, seq_len, seed)]
 
 
-def synthetic_prompt_examples(n: int, prompt_len: int = 12, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def synthetic_prompt_examples(n: int, prompt_len: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Prompts only, *left*-padded to ``prompt_len`` (fields ``prompt_ids``, ``prompt_attention_mask``)."""
     rng = np.random.default_rng(seed)
     tok = ByteTokenizer()
