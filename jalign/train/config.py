@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.enabled = True  # write checkpoints to workdir/checkpoints (needs workdir)
     c.checkpoint.every = 0  # save every N steps (0: only at the end); needs workdir
     c.checkpoint.keep = 3  # keep the N most recent checkpoints
     c.checkpoint.async_save = True

@@ -98,6 +98,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
         if is_main:
             workdir.mkdir(parents=True, exist_ok=True)
             (workdir / "config.json").write_text(cfg.to_json(indent=2))
+    if workdir and cfg.checkpoint.enabled:
         ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         latest = ckpt.latest_step() if cfg.checkpoint.resume else None
         if latest is not None:
