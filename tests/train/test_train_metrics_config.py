@@ -113,6 +113,11 @@ def test_config_values_and_overrides():
         load_config(ROOT / "experiments" / "dpo_tiny.py", ["loss.name=dpoo"])
 
 
+def test_sft_config_loads():
+    c = load_config(ROOT / "experiments" / "sft_tiny.py")
+    assert c.mode == "sft" and c.data.name == "synthetic_sft"
+
+
 def test_cli_typo_exits_2_listing_keys(capsys):
     assert main(["train", "--config", str(ROOT / "experiments" / "dpo_tiny.py"), "train.stpes=3"]) == 2
     assert "Valid keys:" in capsys.readouterr().err

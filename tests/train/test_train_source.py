@@ -1,0 +1,81 @@
+"""The in-memory batch source (the data interface): resume, per-process rows, bad input; mesh helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jalign.tokenizers import ByteTokenizer
+from jalign.train import testing
+from jalign.train.sharding import leaf_spec, make_mesh
+
+
+def _src(**kw):
+    return testing.InMemoryBatchSource(testing.synthetic_pairwise_examples(20, 24), 4, seed=3, **kw)
+
+
+def test_state_roundtrip_resumes_exactly_across_epochs():
+    a = _src()
+    seen = [next(a) for _ in range(7)]  # 5 batches per epoch: crosses into epoch 1
+    state = json.loads(json.dumps(a.get_state()))
+    assert state == {"epoch": 1, "position": 8}
+    rest = [next(a) for _ in range(6)]
+    b = _src()
+    b.set_state(state)
+    for x, y in zip(rest, [next(b) for _ in range(6)], strict=True):
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    epoch0 = np.concatenate([s["chosen_ids"] for s in seen[:5]])
+    assert len({r.tobytes() for r in epoch0}) == len({r.tobytes() for r in np.stack(
+        [e["chosen_ids"] for e in testing.synthetic_pairwise_examples(20, 24)])})  # a permutation of all
+
+
+def test_process_rows_partition_the_global_batch():
+    full = next(_src())
+    parts = [next(_src(process_index=i, process_count=2)) for i in range(2)]
+    for k in full:
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), full[k])
+
+
+def test_bad_input_is_named():
+    ex = testing.synthetic_pairwise_examples(8, 24)
+    with pytest.raises(ValueError, match="not divisible by process_count=3"):
+        testing.InMemoryBatchSource(ex, 4, process_count=3)
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        testing.InMemoryBatchSource(ex, 9)
+    bad = [dict(e) for e in ex]
+    del bad[5]["rejected_mask"]
+    with pytest.raises(ValueError, match="example 5 has fields"):
+        testing.InMemoryBatchSource(bad, 4)
+    with pytest.raises(ValueError, match="exceed seq_len=8"):
+        testing.synthetic_pairwise_examples(2, 8)
+    with pytest.raises(ValueError, match="keys epoch, position"):
+        _src().set_state({"epoch": 0})
+
+
+def test_synthetic_pairs_follow_the_bos_eos_policy():
+    tok = ByteTokenizer()
+    ex = testing.synthetic_pairwise_examples(4, 24)[0]
+    for s in ("chosen", "rejected"):
+        ids, mask, attn = ex[f"{s}_ids"], ex[f"{s}_mask"], ex[f"{s}_attention_mask"]
+        n = int(attn.sum())
+        assert ids[0] == tok.bos_id and ids[n - 1] == tok.eos_id and (ids[n:] == tok.pad_id).all()
+        assert (ids[:n] == tok.bos_id).sum() == 1 and (ids[:n] == tok.eos_id).sum() == 1
+        assert mask[n - 1] == 1 and mask[0] == 0 and (mask[n:] == 0).all()
+    assert tok.decode(ex["chosen_ids"][ex["chosen_mask"] == 1]).strip(" .") in testing._POS
+
+
+def test_mesh_shapes_and_default_rule(mesh8):
+    m = make_mesh(2, 2, 2)
+    assert dict(m.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert tuple(leaf_spec((258, 16), m)) == ("fsdp", "tensor")
+    assert tuple(leaf_spec((259, 16), m)) == (None, "tensor")  # 259 not divisible by fsdp=2
+    assert tuple(leaf_spec((32,), m)) == ("fsdp",)  # vectors: no tensor split
+    assert tuple(leaf_spec((3, 5), m)) == (None, None)
+    assert tuple(leaf_spec((), m)) == ()
+    assert dict(make_mesh(-1, 4, 1).shape)["data"] == 2
+    with pytest.raises(ValueError, match="not divisible by fsdp"):
+        make_mesh(-1, 3, 1)
+    with pytest.raises(ValueError, match="!= 8 devices"):
+        make_mesh(4, 4, 1)
