@@ -194,7 +194,7 @@ def _with_spec(fn, kind):
     return fn
 
 
-def test_unpaired_listwise_scored_objectives_match_numpy():
+def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     model = _model()
     rng = np.random.default_rng(0)
     ex = testing.synthetic_sft_examples(12, 24)
@@ -232,6 +232,14 @@ def test_unpaired_listwise_scored_objectives_match_numpy():
     adv = rewards - (rewards.sum(-1, keepdims=True) - rewards) / 2
     np.testing.assert_allclose(float(m["loss"]), np.mean(-(adv * L).mean(-1)), rtol=1e-5)
     np.testing.assert_allclose(float(m["reward/mean"]), rewards.mean(), rtol=1e-6)
+
+    # sampled (f-DPG form): importance weight p/q with target log p = log π_ref + log_potential
+    fdpg = _with_spec(lambda b, beta=0.1: -jnp.exp(b.target_logps - b.proposal_logps) * b.policy_logps, "sampled")
+    pot = rng.normal(size=12).astype(np.float32)
+    prop = (lp0 + rng.normal(size=12)).astype(np.float32)
+    _, st, _, step = _setup(loss=fdpg, model=model)
+    _, m = step(st, {"ids": ids, "mask": mask, "attention_mask": attn, "proposal_logps": prop, "log_potential": pot})
+    np.testing.assert_allclose(float(m["loss"]), np.mean(-np.exp(lp0 + pot - prop) * lp0), rtol=1e-4)
 
 
 def test_objective_rejects_wrong_kind():
