@@ -23,7 +23,7 @@ MODES = ("sft", "preference", "online")
 REFERENCE_MODES = ("frozen", "cached", "none")
 SCHEDULES = ("cosine", "constant", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-_FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs")
+_FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
 
 
 class ConfigError(ValueError):
@@ -75,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: all remaining devices
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    c.mesh.rules = ml_collections.ConfigDict()  # logical axis name -> mesh axis, for annotated parameters
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.enabled = True  # write checkpoints to workdir/checkpoints (needs workdir)

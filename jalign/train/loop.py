@@ -82,9 +82,10 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
             raise ValueError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
                              "source cannot add them (precompute with jalign.train.reference) — or use 'frozen'")
         source.add_fields(make_reference_fn(graphdef, state.params, state.model_state, spec.kind))
-    state = place_state(state, mesh)
+    rules = dict(cfg.mesh.rules)
+    state = place_state(state, mesh, rules)
     step_fn = jit_step(make_train_step(graphdef, objective, tx, schedule, accum_steps=cfg.optim.accum_steps),
-                       state, mesh, donate=jax.default_backend() != "cpu")
+                       state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
     sampler = reward = None
     if cfg.mode == "online":
         sampler = online.make_sampler(graphdef, max_new_tokens=cfg.online.max_new_tokens,

@@ -58,9 +58,40 @@ def leaf_spec(shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> P:
     return P(*spec)
 
 
-def tree_shardings(tree, mesh: jax.sharding.Mesh):
-    """NamedShardings for every array leaf of ``tree`` by :func:`leaf_spec`."""
-    return jax.tree.map(lambda x: NamedSharding(mesh, leaf_spec(np.shape(x), mesh)), tree)
+def annotated_spec(names, shape: tuple[int, ...], mesh: jax.sharding.Mesh, rules: Mapping[str, str] | None) -> P:
+    """A partition spec from a model's per-dimension axis names (nnx ``out_sharding`` metadata).
+
+    Each name is a mesh axis (``data``/``fsdp``/``tensor``), a logical name mapped by ``rules``
+    (e.g. ``{"vocab": "tensor", "embed": "fsdp"}``) or ``None``; unknown names, axes already used by an
+    earlier dimension and dimensions not divisible by the axis size are replicated.
+    """
+    rules = dict(rules or {})
+    spec, used = [], set()
+    for d, name in enumerate(tuple(names)[: len(shape)]):
+        axis = name if name in AXES else rules.get(name) if name is not None else None
+        if axis is None or axis in used or shape[d] % mesh.shape[axis]:
+            spec.append(None)
+        else:
+            spec.append(axis)
+            used.add(axis)
+    return P(*spec, *([None] * (len(shape) - len(spec))))
+
+
+def tree_shardings(tree, mesh: jax.sharding.Mesh, rules: Mapping[str, str] | None = None):
+    """NamedShardings for every array leaf of ``tree``: a Variable's ``out_sharding`` annotation (through
+    ``rules``, see :func:`annotated_spec`) when it has one, else the shape rule :func:`leaf_spec`. Optimiser
+    moments keep their parameter's Variable metadata, so they follow the same annotation."""
+    from flax import nnx
+
+    def one(x):
+        if isinstance(x, nnx.Variable):
+            names = x.get_metadata().get("out_sharding")
+            shape = np.shape(x.get_value())
+            spec = annotated_spec(names, shape, mesh, rules) if names is not None else leaf_spec(shape, mesh)
+            return x.replace(NamedSharding(mesh, spec))
+        return NamedSharding(mesh, leaf_spec(np.shape(x), mesh))
+
+    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -180,20 +180,21 @@ def make_train_step(graphdef, objective, tx: optax.GradientTransformation, sched
     return train_step
 
 
-def state_shardings(state: TrainState, mesh):
-    """Shardings of every state leaf by the default rule of :mod:`jalign.train.sharding`."""
-    return shd.tree_shardings(state, mesh)
+def state_shardings(state: TrainState, mesh, rules=None):
+    """Shardings of every state leaf (:func:`jalign.train.sharding.tree_shardings`: a parameter's
+    ``out_sharding`` annotation through the logical-axis ``rules``, else the default shape rule)."""
+    return shd.tree_shardings(state, mesh, rules)
 
 
-def jit_step(train_step, state: TrainState, mesh, *, donate: bool = False):
+def jit_step(train_step, state: TrainState, mesh, *, donate: bool = False, rules=None):
     """``jax.jit`` of ``train_step`` with NamedSharding: state by the parameter rule, batch over
     ``(data, fsdp)``, metrics replicated."""
-    st = state_shardings(state, mesh)
+    st = state_shardings(state, mesh, rules)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(train_step, in_shardings=(st, shd.batch_sharding(mesh)), out_shardings=(st, rep),
                    donate_argnums=(0,) if donate else ())
 
 
-def place_state(state: TrainState, mesh) -> TrainState:
+def place_state(state: TrainState, mesh, rules=None) -> TrainState:
     """Put ``state`` on ``mesh`` with :func:`state_shardings`."""
-    return jax.device_put(state, state_shardings(state, mesh))
+    return jax.device_put(state, state_shardings(state, mesh, rules))

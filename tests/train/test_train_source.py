@@ -9,7 +9,7 @@ import pytest
 
 from jalign.tokenizers import ByteTokenizer
 from jalign.train import testing
-from jalign.train.sharding import leaf_spec, make_mesh
+from jalign.train.sharding import annotated_spec, leaf_spec, make_mesh
 
 
 def _src(**kw):
@@ -79,3 +79,39 @@ def test_mesh_shapes_and_default_rule(mesh8):
         make_mesh(-1, 3, 1)
     with pytest.raises(ValueError, match="!= 8 devices"):
         make_mesh(4, 4, 1)
+
+
+def test_annotated_parameters_follow_logical_rules_and_moments_follow_parameters(mesh8):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jalign.train.config import base_config
+    from jalign.train.step import init_state, make_optimizer, state_shardings
+
+    class Annotated(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.zeros((258, 16)), out_sharding=("vocab", "embed"), eager_sharding=False)
+            self.v = nnx.Param(jnp.zeros((6, 16)), out_sharding=("vocab", "tensor"), eager_sharding=False)
+            self.b = nnx.Param(jnp.zeros((16,)))
+
+    tx, _ = make_optimizer(base_config().optim, 10)
+    _, st = init_state(Annotated(), tx, reference=True)
+    m = make_mesh(2, 2, 2)
+    sh = state_shardings(st, m, rules={"vocab": "fsdp", "embed": "tensor"})
+    P = jax.sharding.PartitionSpec
+    assert sh.params["w"].get_value().spec == P("fsdp", "tensor")
+    assert sh.ref_params["w"].get_value().spec == P("fsdp", "tensor")
+    assert sh.params["v"].get_value().spec == P("fsdp", "tensor")  # 6 % 2 == 0
+    assert sh.params["b"].get_value().spec == P("fsdp")  # unannotated: the shape rule
+    adam = sh.opt_state[1][0]
+    assert adam.mu["w"].get_value().spec == P("fsdp", "tensor") and adam.nu["w"].get_value().spec == P("fsdp", "tensor")
+    sh_none = state_shardings(st, m)  # no rules: logical names unknown -> replicated
+    assert sh_none.params["w"].get_value().spec == P(None, None)
+
+
+def test_annotated_spec_replicates_what_cannot_be_split(mesh8):
+    m = make_mesh(2, 2, 2)
+    assert tuple(annotated_spec(("vocab", "vocab"), (4, 4), m, {"vocab": "fsdp"})) == ("fsdp", None)  # axis once
+    assert tuple(annotated_spec(("fsdp", None), (3, 4), m, None)) == (None, None)  # 3 not divisible
+    assert tuple(annotated_spec(("heads",), (4, 8), m, {})) == (None, None)
