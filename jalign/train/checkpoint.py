@@ -6,7 +6,9 @@ Layout of ``workdir/checkpoints``::
       state/                      the TrainState as a nested dict of arrays (orbax StandardSave, OCDBT),
                                   keys = pytree paths: params/embed/embedding, opt_state/0/mu/..., rng, step
       data/metadata               JSON: the batch source's get_state()
-      meta/metadata               JSON: {"step", "config", "jax_process_count"}
+      meta/metadata               JSON: {"step", "config", "process_count"}
+    data_states/<step>/process_<i>.json   multi-process runs only: every process's own iterator state
+                                          (written before the orbax save is requested)
       _CHECKPOINT_METADATA, commit_success.txt    written by orbax when the step is finalised
     <step>.orbax-checkpoint-tmp-<ts>/             an unfinished save: never listed, removed on next start
 
@@ -17,6 +19,9 @@ ignores. ``keep`` is orbax's ``max_to_keep``. Arrays are restored with the shard
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +92,25 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._mngr.all_steps())
 
+    def _data_file(self, step: int) -> Path:
+        return self.directory / "data_states" / str(int(step)) / f"process_{jax.process_index()}.json"
+
     def save(self, step: int, state, data_state: Any, meta: dict | None = None) -> None:
-        """Request a save of ``state`` at ``step`` (asynchronous if configured; :meth:`wait` blocks)."""
+        """Request a save of ``state`` at ``step`` (asynchronous if configured; :meth:`wait` blocks).
+
+        With several processes each one's data state goes to ``data_states/<step>/process_<i>.json``
+        (orbax's JSON items are written by the primary process only).
+        """
+        if jax.process_count() > 1:
+            path = self._data_file(step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(data_state))
+            os.replace(tmp, path)
+            kept = self.all_steps()
+            for old in (self.directory / "data_states").iterdir():
+                if old.name.isdigit() and kept and int(old.name) < min(kept) and int(old.name) != step:
+                    shutil.rmtree(old, ignore_errors=True)
         self._mngr.save(
             int(step),
             args=ocp.args.Composite(state=ocp.args.StandardSave(to_nested_dict(state)),
@@ -106,7 +128,10 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_nested_dict(like))
         r = self._mngr.restore(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-        return from_nested_dict(r.state, like), r.data, dict(r.meta or {})
+        data = r.data
+        if jax.process_count() > 1:
+            data = json.loads(self._data_file(step).read_text())
+        return from_nested_dict(r.state, like), data, dict(r.meta or {})
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

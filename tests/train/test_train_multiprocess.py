@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from jalign.train.metrics import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["train.steps=3", "train.log_every=1", "train.progress=False", "checkpoint.enabled=False",
+ARGS = ["train.steps=3", "train.log_every=1", "train.progress=False", "checkpoint.every=2",
         "data.batch_size=8", "data.kwargs.num_examples=32", "train.tensorboard=False"]
 
 
@@ -49,4 +50,9 @@ def test_two_processes_match_one_process(tmp_path):
     for key in ("loss", "grad_norm", "rewards/margins", "logps/chosen"):
         np.testing.assert_allclose([r[key] for r in multi], [r[key] for r in one], rtol=1e-5, atol=1e-7,
                                    err_msg=key)
+    # orbax checkpoints from both processes, plus every process's own data-iterator state
+    ck = tmp_path / "multi" / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir() if p.name.isdigit()) == ["2", "3"]
+    for i in range(2):
+        assert json.loads((ck / "data_states" / "3" / f"process_{i}.json").read_text()) == {"epoch": 0, "position": 24}
     assert one[0]["loss"] == pytest.approx(np.log(2.0), rel=1e-6) and one[-1]["loss"] < one[0]["loss"]

@@ -207,7 +207,7 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
         jnp.where(b.desirable > 0, 1.0, -1.0) * beta * (b.logps - b.ref_logps) + b.logps), "unpaired")
     des = (np.arange(12) % 2).astype(np.int32)
     _, st, _, step = _setup(loss=unpaired, model=model)
-    _, m = step(st, {"ids": ids, "mask": mask, "attention_mask": attn, "desirable": des})
+    _, m = jax.jit(step)(st, {"ids": ids, "mask": mask, "attention_mask": attn, "desirable": des})
     np.testing.assert_allclose(float(m["loss"]), np.mean(-np_log_sigmoid(lp0)), rtol=1e-5)
 
     scores = rng.normal(size=(4, 3)).astype(np.float32)
@@ -216,7 +216,7 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     lb = {"ids": ids.reshape(4, 3, -1), "mask": mask.reshape(4, 3, -1), "attention_mask": attn.reshape(4, 3, -1),
           "scores": scores}
     _, st, _, step = _setup(loss=listwise, model=model)
-    _, m = step(st, lb)
+    _, m = jax.jit(step)(st, lb)
     L = lp0.reshape(4, 3)
     p = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
     want = -(p * (L - np.log(np.exp(L - L.max(-1, keepdims=True)).sum(-1, keepdims=True)) - L.max(-1, keepdims=True))).sum(-1)
@@ -228,7 +228,7 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     sb = dict(lb, rewards=rewards)
     del sb["scores"]
     _, st, _, step = _setup(loss=rloo, model=model)
-    _, m = step(st, sb)
+    _, m = jax.jit(step)(st, sb)
     adv = rewards - (rewards.sum(-1, keepdims=True) - rewards) / 2
     np.testing.assert_allclose(float(m["loss"]), np.mean(-(adv * L).mean(-1)), rtol=1e-5)
     np.testing.assert_allclose(float(m["reward/mean"]), rewards.mean(), rtol=1e-6)
@@ -238,7 +238,7 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     pot = rng.normal(size=12).astype(np.float32)
     prop = (lp0 + rng.normal(size=12)).astype(np.float32)
     _, st, _, step = _setup(loss=fdpg, model=model)
-    _, m = step(st, {"ids": ids, "mask": mask, "attention_mask": attn, "proposal_logps": prop, "log_potential": pot})
+    _, m = jax.jit(step)(st, {"ids": ids, "mask": mask, "attention_mask": attn, "proposal_logps": prop, "log_potential": pot})
     np.testing.assert_allclose(float(m["loss"]), np.mean(-np.exp(lp0 + pot - prop) * lp0), rtol=1e-4)
 
 
