@@ -22,7 +22,7 @@ from jalign.train import distributed, online, registry
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
 from jalign.train.metrics import MetricsLogger
-from jalign.train.objectives import make_objective
+from jalign.train.objectives import check_batch, make_objective
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
 
@@ -117,6 +117,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
             local = next(source)
             if sampler is not None:
                 local = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
+            check_batch(objective, local, where=f"step {step} batch (process {pi})")
             state_new, m = step_fn(state, shd.global_batch(local, mesh))
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             m["step_time_s"] = time.perf_counter() - t0

@@ -232,3 +232,51 @@ def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = No
         return SFT()
     spec = losses.spec(loss) if isinstance(loss, str) else loss.spec
     return _BY_KIND[spec.kind](loss, hparams)
+
+
+def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
+    """Host-side validation of a numpy batch for ``objective``; raises ``ValueError`` naming the field and
+    the first offending row (missing fields, inconsistent shapes, non-integer ids, a response mask outside
+    the attention mask, empty responses, non-finite float fields)."""
+    import numpy as np
+
+    missing = [f for f in objective.fields if f not in batch]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing} for a {objective.kind} objective "
+                         f"(needs {list(objective.fields)}, got {sorted(batch)})")
+    n = None
+    for f in (*objective.fields, *[o for o in objective.optional if o in batch]):
+        v = np.asarray(batch[f])
+        if v.ndim == 0:
+            raise ValueError(f"{where}: field {f!r} is a scalar; expected a leading batch axis")
+        if n is None:
+            n, first = v.shape[0], f
+        elif v.shape[0] != n:
+            raise ValueError(f"{where}: field {f!r} has {v.shape[0]} rows but {first!r} has {n}")
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            row = int(np.argwhere((~np.isfinite(v.reshape(n, -1))).any(-1))[0, 0])
+            raise ValueError(f"{where}: field {f!r} is not finite at row {row}")
+    prefixes = ("chosen_", "rejected_") if objective.kind == "pairwise" else ("",)
+    for p in prefixes:
+        ids, mask, attn = (np.asarray(batch[f"{p}{f}"]) for f in SEQ)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{where}: field {p}ids must hold integer token ids, got dtype {ids.dtype}")
+        if not (ids.shape == mask.shape == attn.shape):
+            raise ValueError(f"{where}: {p}ids {ids.shape}, {p}mask {mask.shape} and {p}attention_mask "
+                             f"{attn.shape} must have the same shape")
+        if (ids < 0).any():
+            raise ValueError(f"{where}: field {p}ids has a negative token id at row "
+                             f"{int(np.argwhere(ids.reshape(ids.shape[0], -1) < 0)[0, 0])}")
+        outside = (mask != 0) & (attn == 0)
+        if outside.any():
+            row = int(np.argwhere(outside.reshape(n, -1))[0, 0])
+            raise ValueError(f"{where}: field {p}mask marks response tokens outside {p}attention_mask at row {row}")
+        empty = (mask.reshape(-1, mask.shape[-1])[:, 1:] != 0).sum(-1) == 0
+        if objective.kind == "listwise" and "list_mask" in batch:
+            empty &= np.asarray(batch["list_mask"]).reshape(-1) != 0
+        if empty.any():
+            row = int(np.argwhere(empty)[0, 0])
+            k = mask.shape[1] if mask.ndim == 3 else 1
+            loc = f"row {row // k}" + (f", sample {row % k}" if mask.ndim == 3 else "")
+            raise ValueError(f"{where}: field {p}mask has an empty response at {loc} (no scored token after "
+                             "position 0)")

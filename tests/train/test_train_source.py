@@ -115,3 +115,51 @@ def test_annotated_spec_replicates_what_cannot_be_split(mesh8):
     assert tuple(annotated_spec(("vocab", "vocab"), (4, 4), m, {"vocab": "fsdp"})) == ("fsdp", None)  # axis once
     assert tuple(annotated_spec(("fsdp", None), (3, 4), m, None)) == (None, None)  # 3 not divisible
     assert tuple(annotated_spec(("heads",), (4, 8), m, {})) == (None, None)
+
+
+def test_check_batch_names_field_and_row():
+    from jalign.train.objectives import check_batch, make_objective
+
+    pair = make_objective("preference", "dpo")
+    good = next(_src())
+    check_batch(pair, good)
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['rejected_mask'\]"):
+        check_batch(pair, {k: v for k, v in good.items() if k != "rejected_mask"})
+    b = {k: v.copy() for k, v in good.items()}
+    b["chosen_mask"][2] = 0
+    with pytest.raises(ValueError, match="chosen_mask has an empty response at row 2"):
+        check_batch(pair, b)
+    b = {k: v.copy() for k, v in good.items()}
+    b["rejected_mask"][1, -1] = 1  # a padded position
+    with pytest.raises(ValueError, match="rejected_mask marks response tokens outside rejected_attention_mask at row 1"):
+        check_batch(pair, b)
+    b = dict(good, rejected_ids=good["rejected_ids"][:3])
+    with pytest.raises(ValueError, match="'rejected_ids' has 3 rows but 'chosen_ids' has 4"):
+        check_batch(pair, b)
+    b = dict(good, chosen_ids=good["chosen_ids"].astype(np.float32))
+    with pytest.raises(ValueError, match="integer token ids"):
+        check_batch(pair, b)
+    b = dict(good, ref_chosen_logps=np.array([0.0, np.nan, 0.0, 0.0], np.float32),
+             ref_rejected_logps=np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="'ref_chosen_logps' is not finite at row 1"):
+        check_batch(pair, b)
+
+
+def test_check_batch_listwise_rows_and_samples():
+    from jalign.train.objectives import Listwise, check_batch
+
+    class _L(Listwise):
+        def __init__(self):  # no registered listwise loss yet: only the field checks are exercised
+            pass
+
+    ex = testing.synthetic_sft_examples(6, 24)
+    b = {f: np.stack([e[f] for e in ex]).reshape(2, 3, -1) for f in ("ids", "mask", "attention_mask")}
+    b["scores"] = np.zeros((2, 3), np.float32)
+    b["scores"][1, 2] = np.inf
+    with pytest.raises(ValueError, match="'scores' is not finite at row 1"):
+        check_batch(_L(), b)
+    b["scores"][1, 2] = 0
+    b["mask"][1, 1] = 0
+    with pytest.raises(ValueError, match="empty response at row 1, sample 1"):
+        check_batch(_L(), b)
+    check_batch(_L(), dict(b, list_mask=np.array([[1, 1, 1], [1, 0, 1]])))  # masked-out entry may be empty
