@@ -20,8 +20,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jalign import losses
+from jalign.losses import _validate
 
 SEQ = ("ids", "mask", "attention_mask")
 
@@ -61,6 +63,12 @@ class _Registered:
         else:  # a callable with a .spec (e.g. a test loss) — called as fn(batch, **hparams)
             self.fn, self.spec = loss, loss.spec
         self.hparams = dict(hparams or {})
+        if self._registered:  # check hyperparameters once, on the host (the step skips validation)
+            unknown = sorted(set(self.hparams) - set(self.spec.hparams))
+            if unknown:
+                raise TypeError(f"loss {self.spec.name!r}: unknown hyperparameter(s) {unknown}; "
+                                f"valid: {sorted(self.spec.hparams)}")
+            _validate.check_hparams(self.spec.name, {**self.spec.hparams, **self.hparams})
         if self.spec.kind != self.kind:
             raise ValueError(f"loss {self.spec.name!r} is a {self.spec.kind} loss; this objective needs {self.kind}")
         self.needs_reference = self.spec.needs_reference
@@ -238,8 +246,6 @@ def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
     """Host-side validation of a numpy batch for ``objective``; raises ``ValueError`` naming the field and
     the first offending row (missing fields, inconsistent shapes, non-integer ids, a response mask outside
     the attention mask, empty responses, non-finite float fields)."""
-    import numpy as np
-
     missing = [f for f in objective.fields if f not in batch]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing} for a {objective.kind} objective "

@@ -242,6 +242,13 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     np.testing.assert_allclose(float(m["loss"]), np.mean(-np.exp(lp0 + pot - prop) * lp0), rtol=1e-4)
 
 
+def test_objective_checks_hyperparameters_on_the_host():
+    with pytest.raises(ValueError, match=r"beta=-1.0 must be > 0"):
+        make_objective("preference", "dpo", {"beta": -1.0})
+    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['gamma'\]"):
+        make_objective("preference", "dpo", {"gamma": 1.0})
+
+
 def test_objective_rejects_wrong_kind():
     with pytest.raises(ValueError, match="pairwise loss"):
         from jalign.train.objectives import Unpaired
