@@ -136,16 +136,24 @@ class Pairwise(_Registered):
 
 
 class Unpaired(_Registered):
-    """Registered unpaired (KTO-style) losses on ``ids``/``mask``/``attention_mask`` ``[B, T]`` and ``desirable`` ``[B]``."""
+    """Registered unpaired (KTO-style) losses on ``ids``/``mask``/``attention_mask`` ``[B, T]`` and
+    ``desirable`` ``[B]``; optional ``kl_ids``/``kl_mask``/``kl_attention_mask`` ``[B, T]`` hold mismatched
+    (prompt, completion) pairs whose log-probs feed KTO's KL estimate (``kl_logps``, ``ref_kl_logps``)."""
 
     kind = "unpaired"
     fields = (*SEQ, "desirable")
-    optional = ("ref_logps",)
+    optional = ("ref_logps", "kl_ids", "kl_mask", "kl_attention_mask", "ref_kl_logps")
 
     def loss_sum(self, logps_fn, ref_logps_fn, batch):
         logps, lengths = logps_fn(batch["ids"], batch["mask"], batch["attention_mask"])
         ref = _ref(batch, "ref_logps", ref_logps_fn, batch["ids"], batch["mask"], batch["attention_mask"], True)
-        ub = losses.UnpairedLogps(logps=logps, ref_logps=ref, desirable=batch["desirable"], lengths=lengths)
+        kl = ref_kl = None
+        if "kl_ids" in batch:
+            kl_seq = (batch["kl_ids"], batch["kl_mask"], batch["kl_attention_mask"])
+            kl = logps_fn(*kl_seq)[0]
+            ref_kl = _ref(batch, "ref_kl_logps", ref_logps_fn, *kl_seq, True)
+        ub = losses.UnpairedLogps(logps=logps, ref_logps=ref, desirable=batch["desirable"], lengths=lengths,
+                                  kl_logps=kl, ref_kl_logps=ref_kl)
         return self._call(ub).sum(), {"logps": logps, "ref_logps": ref, "desirable": _f32(batch["desirable"])}
 
     def metrics(self, per_ex):

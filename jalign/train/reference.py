@@ -28,7 +28,10 @@ def make_reference_fn(graphdef, params, model_state, kind: str, *, chunk: int = 
 
     def fn(arrays: dict) -> dict[str, np.ndarray]:
         out = {}
-        for field, prefix in _FIELDS[kind].items():
+        fields = dict(_FIELDS[kind])
+        if kind == "unpaired" and "kl_ids" in arrays:
+            fields["ref_kl_logps"] = "kl_"
+        for field, prefix in fields.items():
             ids = np.asarray(arrays[f"{prefix}ids"])
             lead, t = ids.shape[:-1], ids.shape[-1]
             flat = {f: np.asarray(arrays[f"{prefix}{f}"]).reshape(-1, t) for f in ("ids", "mask", "attention_mask")}

@@ -204,11 +204,14 @@ def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     lp0 = np_seq_logps(_logits(model, ids, attn), ids, mask)  # at init policy == reference
 
     unpaired = _with_spec(lambda b, beta=0.1: -jax.nn.log_sigmoid(
-        jnp.where(b.desirable > 0, 1.0, -1.0) * beta * (b.logps - b.ref_logps) + b.logps), "unpaired")
+        jnp.where(b.desirable > 0, 1.0, -1.0) * beta * (b.logps - b.ref_logps) + b.logps)
+        + (b.kl_logps - b.ref_kl_logps).mean() + b.kl_logps, "unpaired")
     des = (np.arange(12) % 2).astype(np.int32)
+    perm = np.roll(np.arange(12), 1)  # mismatched pairs for the KL term (here: other examples' rows)
     _, st, _, step = _setup(loss=unpaired, model=model)
-    _, m = jax.jit(step)(st, {"ids": ids, "mask": mask, "attention_mask": attn, "desirable": des})
-    np.testing.assert_allclose(float(m["loss"]), np.mean(-np_log_sigmoid(lp0)), rtol=1e-5)
+    _, m = jax.jit(step)(st, {"ids": ids, "mask": mask, "attention_mask": attn, "desirable": des,
+                              "kl_ids": ids[perm], "kl_mask": mask[perm], "kl_attention_mask": attn[perm]})
+    np.testing.assert_allclose(float(m["loss"]), np.mean(-np_log_sigmoid(lp0) + lp0[perm]), rtol=1e-5)
 
     scores = rng.normal(size=(4, 3)).astype(np.float32)
     listwise = _with_spec(lambda b, beta=0.1: -(jax.nn.softmax(b.scores) * jax.nn.log_softmax(b.logps)).sum(-1),
@@ -254,3 +257,16 @@ def test_objective_rejects_wrong_kind():
         from jalign.train.objectives import Unpaired
         Unpaired("dpo")
     assert dataclasses.is_dataclass(_spec("scored", "x"))
+
+
+def test_cached_reference_fields_for_unpaired_with_kl_rows():
+    model = _model()
+    ex = testing.synthetic_sft_examples(10, 24)
+    a = {f: np.stack([e[f] for e in ex]) for f in ("ids", "mask", "attention_mask")}
+    perm = np.roll(np.arange(10), 3)
+    a |= {f"kl_{f}": a[f][perm] for f in ("ids", "mask", "attention_mask")}
+    g, st = init_state(model, make_optimizer(small_cfg().optim, 1)[0], reference=False)
+    out = make_reference_fn(g, st.params, st.model_state, "unpaired", chunk=4)(a)
+    want = np_seq_logps(_logits(model, a["ids"], a["attention_mask"]), a["ids"], a["mask"])
+    np.testing.assert_allclose(out["ref_logps"], want, rtol=1e-5)
+    np.testing.assert_allclose(out["ref_kl_logps"], want[perm], rtol=1e-5)
