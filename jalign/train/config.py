@@ -1,0 +1,243 @@
+"""Training configuration: one convention — ml_collections ``get_config()`` modules.
+
+An experiment file ``experiments/NAME.py`` defines ``get_config()`` that starts from :func:`base_config`
+(every valid key, locked) and changes values. Because the base is locked, a typo — in the file or in a
+command-line override ``key=value`` — fails fast with :class:`ConfigError`, naming the key, close matches
+and every valid key. Free-form sections (``model.kwargs``, ``data.kwargs``, ``loss.hparams``) are unlocked;
+their keys are checked by the component that receives them (the model factory's signature, the loss
+registry's hyperparameter list).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+
+MODES = ("sft", "preference", "online")
+REFERENCE_MODES = ("frozen", "cached", "none")
+SCHEDULES = ("cosine", "constant", "linear")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+_FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every configuration key with its default (locked; free-form sections unlocked)."""
+    c = ml_collections.ConfigDict()
+    c.mode = "preference"  # sft | preference | online
+    c.seed = 0
+    c.workdir = ""  # output directory: metrics.jsonl, tensorboard/, checkpoints/ ("" = no output)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "tiny"  # a name in jalign.train.registry (models)
+    c.model.kwargs = ml_collections.ConfigDict()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic_pairwise"  # a name in jalign.train.registry (data)
+    c.data.batch_size = 8  # global batch size (examples; pairs for pairwise; prompts for online)
+    c.data.seq_len = 32
+    c.data.kwargs = ml_collections.ConfigDict()
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "dpo"  # a registered loss (jalign.losses.names()); ignored for sft
+    c.loss.hparams = ml_collections.ConfigDict()
+    c.loss.reference = "frozen"  # frozen (copy of the initial model, in the step) | cached | none
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-3
+    c.optim.schedule = "cosine"  # warmup then cosine | constant | linear decay
+    c.optim.warmup_steps = 0
+    c.optim.end_lr_fraction = 0.0  # final lr = lr * end_lr_fraction (cosine / linear)
+    c.optim.weight_decay = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.grad_clip = 1.0  # global-norm clipping threshold; 0 disables
+    c.optim.accum_steps = 1  # gradient accumulation: microbatches per step
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 100
+    c.train.log_every = 1
+    c.train.progress = True  # tqdm progress bar with ETA
+    c.train.tensorboard = True
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all remaining devices
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.rules = ml_collections.ConfigDict()  # logical axis name -> mesh axis, for annotated parameters
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.enabled = True  # write checkpoints to workdir/checkpoints (needs workdir)
+    c.checkpoint.every = 0  # save every N steps (0: only at the end); needs workdir
+    c.checkpoint.keep = 3  # keep the N most recent checkpoints
+    c.checkpoint.async_save = True
+    c.checkpoint.resume = True  # resume from the latest complete checkpoint in workdir
+
+    c.online = ml_collections.ConfigDict()
+    c.online.num_samples = 2  # K completions per prompt
+    c.online.max_new_tokens = 8
+    c.online.temperature = 1.0
+    c.online.reward = "count_token"  # a name in jalign.train.registry (rewards)
+    c.online.reward_kwargs = ml_collections.ConfigDict()
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = ""  # host:port; "" = from environment (JALIGN_COORDINATOR) or single process
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+
+    c.debug = ml_collections.ConfigDict()
+    c.debug.exit_after_step = -1  # os._exit(17) right after this step's checkpoint is requested (tests)
+
+    c.lock()
+    for path in _FREE:
+        _node(c, path).unlock()
+    return c
+
+
+def _node(c, dotted: str):
+    for part in dotted.split("."):
+        c = c[part]
+    return c
+
+
+def flat_keys(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf key (free-form sections listed as ``section.*``)."""
+    out = []
+    for k in c.keys():
+        name = f"{prefix}{k}"
+        v = c[k]
+        if name in _FREE:
+            out.append(f"{name}.*")
+        elif isinstance(v, ml_collections.ConfigDict):
+            out.extend(flat_keys(v, name + "."))
+        else:
+            out.append(name)
+    return out
+
+
+def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if "." not in key:  # a bare attribute name (typo inside get_config): compare with the last components
+        leaves = {v.rsplit(".", 1)[-1]: v for v in valid}
+        close = [leaves[m] for m in difflib.get_close_matches(key, list(leaves), n=3, cutoff=0.5)] + close
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r} ({where}).{hint} Valid keys: {', '.join(valid)}")
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal (``1e-3``, ``True``, ``[2, 4]``) or else the raw string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(c: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Apply ``key=value`` overrides in place; an unknown key or a wrongly typed value raises ConfigError."""
+    valid = flat_keys(base_config())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        free = any(key.startswith(f + ".") for f in _FREE)
+        if key not in valid and not free:
+            raise _unknown(key, valid, f"override {item!r}")
+        parent, _, leaf = key.rpartition(".")
+        node = _node(c, parent) if parent else c
+        value = parse_value(text)
+        try:
+            if not free and isinstance(node[leaf], float) and isinstance(value, int):
+                value = float(value)
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
+    return c
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Import ``path`` (a module with ``get_config()``), apply ``overrides`` and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_jalign_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"config file {str(path)!r} defines no get_config()")
+        c = module.get_config()
+    except (AttributeError, KeyError) as e:
+        if "cannot be added since the config is locked" not in str(e):
+            raise
+        key = str(e).split('"')[1] if '"' in str(e) else str(e)
+        raise _unknown(key, flat_keys(base_config()), f"in {path.name}") from None
+    finally:
+        sys.modules.pop(spec.name, None)
+    apply_overrides(c, overrides)
+    validate(c)
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Value checks that the type system of ConfigDict does not do; raises ConfigError naming the key."""
+    missing = sorted(set(flat_keys(base_config())) - set(flat_keys(c)))
+    if missing:
+        raise ConfigError(f"config is missing keys {missing}; start from jalign.train.config.base_config()")
+
+    def need(ok: bool, key: str, what: str):
+        if not ok:
+            raise ConfigError(f"config {key}={_node(c, key)!r} must be {what}")
+
+    need(c.mode in MODES, "mode", f"one of {MODES}")
+    need(c.loss.reference in REFERENCE_MODES, "loss.reference", f"one of {REFERENCE_MODES}")
+    need(c.optim.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}")
+    need(c.optim.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}")
+    need(c.optim.lr > 0, "optim.lr", "> 0")
+    need(c.optim.warmup_steps >= 0, "optim.warmup_steps", ">= 0")
+    need(0 <= c.optim.end_lr_fraction <= 1, "optim.end_lr_fraction", "in [0, 1]")
+    need(c.optim.grad_clip >= 0, "optim.grad_clip", ">= 0 (0 disables)")
+    need(c.optim.accum_steps >= 1, "optim.accum_steps", ">= 1")
+    need(c.data.batch_size >= 1, "data.batch_size", ">= 1")
+    need(c.data.batch_size % c.optim.accum_steps == 0, "data.batch_size",
+         f"divisible by optim.accum_steps={c.optim.accum_steps}")
+    need(c.data.seq_len >= 2, "data.seq_len", ">= 2")
+    need(c.train.steps >= 1, "train.steps", ">= 1")
+    need(c.train.log_every >= 1, "train.log_every", ">= 1")
+    need(c.checkpoint.every >= 0, "checkpoint.every", ">= 0")
+    need(c.checkpoint.keep >= 1, "checkpoint.keep", ">= 1")
+    need(c.online.num_samples >= 1, "online.num_samples", ">= 1")
+    need(c.online.max_new_tokens >= 1, "online.max_new_tokens", ">= 1")
+    need(c.online.temperature > 0, "online.temperature", "> 0")
+    for ax in ("data", "fsdp", "tensor"):
+        v = c.mesh[ax]
+        need(v >= 1 or (ax == "data" and v == -1), f"mesh.{ax}", ">= 1 (mesh.data may be -1)")
+    if c.mode != "sft":
+        from jalign import losses
+
+        try:
+            s = losses.spec(c.loss.name)
+        except KeyError as e:
+            raise ConfigError(f"config loss.name: {e.args[0]}") from None
+        want = {"preference": ("pairwise", "unpaired", "listwise"), "online": ("scored", "sampled")}[c.mode]
+        if s.kind not in want:
+            raise ConfigError(f"config loss.name={c.loss.name!r} is a {s.kind} loss; mode={c.mode!r} needs {want}")
+        bad = sorted(set(c.loss.hparams.keys()) - set(s.hparams))
+        if bad:
+            raise ConfigError(f"config loss.hparams {bad} unknown for loss {s.name!r}; valid: {sorted(s.hparams)}")
+        if s.batch_coupled and c.optim.accum_steps > 1:
+            raise ConfigError(f"loss {s.name!r} couples the examples of a batch; optim.accum_steps must be 1")
+        if c.loss.reference == "none" and s.needs_reference:
+            raise ConfigError(f"loss {s.name!r} needs a reference model; loss.reference='none' is invalid")

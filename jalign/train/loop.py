@@ -1,0 +1,166 @@
+"""The training loop: config → model, data, objective, jitted sharded step, checkpoints, metrics.
+
+``train(cfg)`` runs every mode (SFT, offline preference optimisation, online sampling + scoring). Tests and
+library users may inject a ``model``, ``source``, ``reward_fn`` or ``loss`` object instead of registry names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jalign import losses
+from jalign.train import distributed, online, registry
+from jalign.train import sharding as shd
+from jalign.train.checkpoint import Checkpointer
+from jalign.train.metrics import MetricsLogger
+from jalign.train.objectives import check_batch, make_objective
+from jalign.train.reference import make_reference_fn
+from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped on a non-finite loss or gradient; the offending update was not applied."""
+
+    def __init__(self, step: int, quantities: list[str], last_checkpoint: int | None, directory: str | None):
+        self.step, self.quantities, self.last_checkpoint = step, quantities, last_checkpoint
+        where = (f"last good checkpoint: step {last_checkpoint} in {directory}" if last_checkpoint is not None
+                 else "no checkpoint was written")
+        super().__init__(f"non-finite {' and '.join(quantities)} at step {step}; the update was not applied "
+                         f"and training stopped ({where})")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: Any
+    history: list[dict]
+    graphdef: Any
+    mesh: Any
+    start_step: int
+    final_step: int
+
+
+def _loss_spec(cfg, loss):
+    if cfg.mode == "sft":
+        return None
+    return losses.spec(loss) if isinstance(loss, str) else loss.spec
+
+
+def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainResult:
+    """Run ``cfg`` (see :func:`jalign.train.config.base_config`); returns the final state and the history.
+
+    Raises:
+      NonFiniteError: a non-finite loss or gradient norm (training stops; checkpoints stay as they were).
+    """
+    distributed.initialize(cfg.distributed.coordinator, cfg.distributed.num_processes,
+                           cfg.distributed.process_id)
+    pi, pc = jax.process_index(), jax.process_count()
+    is_main = pi == 0
+    mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    loss = cfg.loss.name if loss is None else loss
+    spec = _loss_spec(cfg, loss)
+
+    if model is None:
+        model = registry.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    if source is None:
+        source = registry.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
+    objective = make_objective(cfg.mode, loss, dict(cfg.loss.hparams))
+    frozen = cfg.mode != "sft" and cfg.loss.reference == "frozen" and spec.needs_reference
+    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
+    graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
+    if cfg.mode != "sft" and cfg.loss.reference == "cached" and spec.needs_reference:
+        if not hasattr(source, "add_fields"):
+            raise ValueError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
+                             "source cannot add them (precompute with jalign.train.reference) — or use 'frozen'")
+        source.add_fields(make_reference_fn(graphdef, state.params, state.model_state, spec.kind))
+    rules = dict(cfg.mesh.rules)
+    state = place_state(state, mesh, rules)
+    step_fn = jit_step(make_train_step(graphdef, objective, tx, schedule, accum_steps=cfg.optim.accum_steps),
+                       state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
+    sampler = reward = None
+    if cfg.mode == "online":
+        sampler = online.make_sampler(graphdef, max_new_tokens=cfg.online.max_new_tokens,
+                                      temperature=cfg.online.temperature)
+        reward = reward_fn or registry.get_reward(cfg.online.reward)
+
+    workdir = Path(cfg.workdir) if cfg.workdir else None
+    ckpt = None
+    start = 0
+    if workdir:
+        if is_main:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "config.json").write_text(cfg.to_json(indent=2))
+    if workdir and cfg.checkpoint.enabled:
+        ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+        latest = ckpt.latest_step() if cfg.checkpoint.resume else None
+        if latest is not None:
+            state, data_state, _ = ckpt.restore(latest, like=state)
+            source.set_state(data_state)
+            start = int(state.step)
+    logger = MetricsLogger(workdir, tensorboard=cfg.train.tensorboard, is_main=is_main)
+    meta = {"config": json.loads(cfg.to_json()), "process_count": pc}
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and is_main),
+               dynamic_ncols=True, desc=f"{cfg.mode}")
+    step = start
+    try:
+        for step in range(start + 1, cfg.train.steps + 1):
+            t0 = time.perf_counter()
+            local = next(source)
+            if sampler is not None:
+                local = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
+            check_batch(objective, local, where=f"step {step} batch (process {pi})")
+            state_new, m = step_fn(state, shd.global_batch(local, mesh))
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            m["step_time_s"] = time.perf_counter() - t0
+            bad = [q for q, f in (("loss", "finite/loss"), ("gradients", "finite/grads")) if not m[f]]
+            if bad:
+                logger.log(step, m)
+                if ckpt:
+                    ckpt.wait()
+                raise NonFiniteError(step, bad, ckpt.latest_step() if ckpt else None,
+                                     str(ckpt.directory) if ckpt else None)
+            state = state_new
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                logger.log(step, m)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
+            bar.update(1)
+            if ckpt and ((cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.train.steps):
+                ckpt.save(step, state, source.get_state(), {**meta, "step": step})
+            if step == cfg.debug.exit_after_step:
+                os._exit(17)  # simulated crash (tests): no cleanup, async saves may be unfinished
+    finally:
+        bar.close()
+        logger.close()
+        if ckpt:
+            ckpt.close()
+    return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
+                       final_step=int(state.step))
+
+
+def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
+    """Sample K completions per (process-local) prompt with the current policy and score them."""
+    k = cfg.online.num_samples
+    p_ids, p_mask = online.repeat_prompts(local, k)
+    g = shd.global_batch({"ids": p_ids, "mask": p_mask}, mesh)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0x5A)
+    samples = sampler(state.params, state.model_state, g["ids"], g["mask"], key)
+    samples = {f: distributed.local_rows(v) for f, v in samples.items()}
+    rewards = online.score(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
+    return online.build_batch(spec.kind, samples, rewards, k)
+
+
+def summarize(history: list[dict]) -> dict:
+    """First/last loss and step count of a history (for the CLI)."""
+    if not history:
+        return {}
+    return {"steps_logged": len(history), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
+            "last": {k: v for k, v in history[-1].items() if isinstance(v, float) and np.isfinite(v)}}

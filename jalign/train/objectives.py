@@ -1,0 +1,296 @@
+"""Training objectives: how a batch of token ids becomes a scalar loss (one class per mode / batch kind).
+
+An objective turns a batch (dict of arrays, leading axis = examples) into
+
+* ``denominator(batch)``: the normaliser of the *full* batch (pairs for preference losses, response
+  tokens for SFT), computed before microbatching so that gradient accumulation is exact;
+* ``loss_sum(logps_fn, ref_logps_fn, batch) -> (Σ losses, per-example outputs)`` for one microbatch;
+* ``metrics(per_example) -> dict`` from the per-example outputs of the whole batch.
+
+``logps_fn(ids, mask, attention_mask) -> (logps, lengths)`` gives summed response log-probabilities under
+the policy: ``sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])`` (logits at t predict token t+1; the
+response mask is aligned with ``ids``). ``ref_logps_fn`` is the same under the frozen reference, or ``None``.
+Cached reference log-probs in the batch (``ref_chosen_logps``/``ref_rejected_logps`` or ``ref_logps``) take
+precedence over ``ref_logps_fn``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jalign import losses
+from jalign.losses import _validate
+
+SEQ = ("ids", "mask", "attention_mask")
+
+
+def _f32(x):
+    return jnp.asarray(x, jnp.float32)
+
+
+class SFT:
+    """Token-level negative log-likelihood of the response: ``−Σ_{b,t} m·log π(x_t|x_<t) / Σ_{b,t} m``."""
+
+    kind = "sft"
+    fields = SEQ
+    optional: tuple[str, ...] = ()
+    needs_reference = False
+
+    def denominator(self, batch):
+        return jnp.maximum(_f32(batch["mask"][:, 1:]).sum(), 1.0)
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        logps, lengths = logps_fn(batch["ids"], batch["mask"], batch["attention_mask"])
+        return -logps.sum(), {"logps": logps, "lengths": lengths}
+
+    def metrics(self, per_ex):
+        tokens = per_ex["lengths"].sum()
+        return {"nll_per_token": -per_ex["logps"].sum() / jnp.maximum(tokens, 1.0), "tokens": tokens}
+
+
+class _Registered:
+    """A registered loss of the library, averaged over examples (denominator = number of examples)."""
+
+    def __init__(self, loss: str | Any, hparams: dict | None = None):
+        self._registered = isinstance(loss, str)
+        if self._registered:
+            self.fn = losses.get(loss)
+            self.spec = self.fn.spec
+        else:  # a callable with a .spec (e.g. a test loss) — called as fn(batch, **hparams)
+            self.fn, self.spec = loss, loss.spec
+        self.hparams = dict(hparams or {})
+        if self._registered:  # check hyperparameters once, on the host (the step skips validation)
+            unknown = sorted(set(self.hparams) - set(self.spec.hparams))
+            if unknown:
+                raise TypeError(f"loss {self.spec.name!r}: unknown hyperparameter(s) {unknown}; "
+                                f"valid: {sorted(self.spec.hparams)}")
+            _validate.check_hparams(self.spec.name, {**self.spec.hparams, **self.hparams})
+        if self.spec.kind != self.kind:
+            raise ValueError(f"loss {self.spec.name!r} is a {self.spec.kind} loss; this objective needs {self.kind}")
+        self.needs_reference = self.spec.needs_reference
+
+    def _call(self, b):
+        if self._registered:  # registry wrapper: skip host-side validation (values are traced under jit)
+            return self.fn(b, validate=False, **self.hparams)
+        return self.fn(b, **self.hparams)
+
+    def denominator(self, batch):
+        return jnp.asarray(batch[self.fields[0]].shape[0], jnp.float32)
+
+    @property
+    def beta(self):
+        return float(self.hparams.get("beta", self.spec.hparams.get("beta", 0.1)))
+
+
+def _ref(batch, key, ref_logps_fn, ids, mask, attn, needed):
+    if key in batch:
+        return _f32(batch[key])
+    if ref_logps_fn is None:
+        if needed:
+            raise ValueError(f"the loss needs reference log-probs: pass batch field {key!r} or a frozen reference")
+        return None
+    return jax.lax.stop_gradient(ref_logps_fn(ids, mask, attn)[0])
+
+
+class Pairwise(_Registered):
+    """Any registered pairwise loss on ``chosen_*`` / ``rejected_*`` sequences ``[B, T]``.
+
+    Chosen and rejected go through the model in one forward pass of ``2B`` rows.
+    """
+
+    kind = "pairwise"
+    fields = tuple(f"{s}_{f}" for s in ("chosen", "rejected") for f in SEQ)
+    optional = ("ref_chosen_logps", "ref_rejected_logps")
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        b = batch["chosen_ids"].shape[0]
+        cat = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in SEQ}
+        logps, lengths = logps_fn(cat["ids"], cat["mask"], cat["attention_mask"])
+        if "ref_chosen_logps" in batch:
+            ref_c, ref_r = _f32(batch["ref_chosen_logps"]), _f32(batch["ref_rejected_logps"])
+        elif ref_logps_fn is not None:
+            ref = jax.lax.stop_gradient(ref_logps_fn(cat["ids"], cat["mask"], cat["attention_mask"])[0])
+            ref_c, ref_r = ref[:b], ref[b:]
+        elif self.needs_reference:
+            raise ValueError(f"loss {self.spec.name!r} needs reference log-probs: batch fields "
+                             "ref_chosen_logps/ref_rejected_logps or a frozen reference")
+        else:
+            ref_c = ref_r = None
+        pb = losses.PairwiseLogps(chosen_logps=logps[:b], rejected_logps=logps[b:], ref_chosen_logps=ref_c,
+                                  ref_rejected_logps=ref_r, chosen_lengths=lengths[:b],
+                                  rejected_lengths=lengths[b:])
+        per = self._call(pb)
+        out = {"chosen_logps": logps[:b], "rejected_logps": logps[b:]}
+        if ref_c is not None:
+            out |= {"ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
+        return per.sum(), out
+
+    def metrics(self, per_ex):
+        return losses.preference_metrics(losses.PairwiseLogps(
+            per_ex["chosen_logps"], per_ex["rejected_logps"], per_ex.get("ref_chosen_logps"),
+            per_ex.get("ref_rejected_logps")), beta=self.beta)
+
+
+class Unpaired(_Registered):
+    """Registered unpaired (KTO-style) losses on ``ids``/``mask``/``attention_mask`` ``[B, T]`` and
+    ``desirable`` ``[B]``; optional ``kl_ids``/``kl_mask``/``kl_attention_mask`` ``[B, T]`` hold mismatched
+    (prompt, completion) pairs whose log-probs feed KTO's KL estimate (``kl_logps``, ``ref_kl_logps``)."""
+
+    kind = "unpaired"
+    fields = (*SEQ, "desirable")
+    optional = ("ref_logps", "kl_ids", "kl_mask", "kl_attention_mask", "ref_kl_logps")
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        logps, lengths = logps_fn(batch["ids"], batch["mask"], batch["attention_mask"])
+        ref = _ref(batch, "ref_logps", ref_logps_fn, batch["ids"], batch["mask"], batch["attention_mask"], True)
+        kl = ref_kl = None
+        if "kl_ids" in batch:
+            kl_seq = (batch["kl_ids"], batch["kl_mask"], batch["kl_attention_mask"])
+            kl = logps_fn(*kl_seq)[0]
+            ref_kl = _ref(batch, "ref_kl_logps", ref_logps_fn, *kl_seq, True)
+        ub = losses.UnpairedLogps(logps=logps, ref_logps=ref, desirable=batch["desirable"], lengths=lengths,
+                                  kl_logps=kl, ref_kl_logps=ref_kl)
+        return self._call(ub).sum(), {"logps": logps, "ref_logps": ref, "desirable": _f32(batch["desirable"])}
+
+    def metrics(self, per_ex):
+        d = per_ex["desirable"]
+        r = self.beta * (per_ex["logps"] - per_ex["ref_logps"])
+        return {"rewards/desirable": (r * d).sum() / jnp.maximum(d.sum(), 1.0),
+                "rewards/undesirable": (r * (1 - d)).sum() / jnp.maximum((1 - d).sum(), 1.0)}
+
+
+def _flat_logps(fn, batch, prefix=""):
+    ids = batch[f"{prefix}ids"]
+    b, k, t = ids.shape
+    lp, ln = fn(ids.reshape(b * k, t), batch[f"{prefix}mask"].reshape(b * k, t),
+                batch[f"{prefix}attention_mask"].reshape(b * k, t))
+    return lp.reshape(b, k), ln.reshape(b, k)
+
+
+class Listwise(_Registered):
+    """Registered listwise losses: ``ids``/``mask``/``attention_mask`` ``[B, K, T]``, ``scores`` ``[B, K]``,
+    optional ``list_mask`` ``[B, K]`` (valid entries)."""
+
+    kind = "listwise"
+    fields = (*SEQ, "scores")
+    optional = ("ref_logps", "list_mask")
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        logps, lengths = _flat_logps(logps_fn, batch)
+        if "ref_logps" in batch:
+            ref = _f32(batch["ref_logps"])
+        elif ref_logps_fn is not None:
+            ref = jax.lax.stop_gradient(_flat_logps(ref_logps_fn, batch)[0])
+        else:
+            ref = None
+        lb = losses.ListwiseLogps(logps=logps, scores=_f32(batch["scores"]), ref_logps=ref, lengths=lengths,
+                                  mask=batch.get("list_mask"))
+        return self._call(lb).sum(), {"logps": logps}
+
+    def metrics(self, per_ex):
+        return {"logps/mean": per_ex["logps"].mean()}
+
+
+class Scored(_Registered):
+    """Registered policy-gradient losses on K sampled completions per prompt: ``ids``/``mask``/
+    ``attention_mask`` ``[B, K, T]``, ``rewards`` ``[B, K]`` (the online loop builds these)."""
+
+    kind = "scored"
+    fields = (*SEQ, "rewards")
+    optional = ("ref_logps",)
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        logps, _ = _flat_logps(logps_fn, batch)
+        if "ref_logps" in batch:
+            ref = _f32(batch["ref_logps"])
+        elif ref_logps_fn is not None:
+            ref = jax.lax.stop_gradient(_flat_logps(ref_logps_fn, batch)[0])
+        else:
+            ref = None
+        sb = losses.ScoredLogps(logps=logps, rewards=_f32(batch["rewards"]), ref_logps=ref)
+        return self._call(sb).sum(), {"logps": logps, "rewards": _f32(batch["rewards"])}
+
+    def metrics(self, per_ex):
+        return {"reward/mean": per_ex["rewards"].mean(), "logps/mean": per_ex["logps"].mean()}
+
+
+class Sampled(_Registered):
+    """Registered f-DPG-style losses on completions y ~ q: ``ids``/``mask``/``attention_mask`` ``[B, T]``,
+    ``proposal_logps`` ``[B]`` (log q(y|x), from the sampler) and ``log_potential`` ``[B]``; the target is
+    ``log p(y|x) = log π_ref(y|x) + log_potential`` (an EBM over the reference, e.g. GDC / RLHF targets)."""
+
+    kind = "sampled"
+    fields = (*SEQ, "proposal_logps", "log_potential")
+    optional = ("ref_logps",)
+
+    def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        logps, _ = logps_fn(batch["ids"], batch["mask"], batch["attention_mask"])
+        ref = _ref(batch, "ref_logps", ref_logps_fn, batch["ids"], batch["mask"], batch["attention_mask"], True)
+        sb = losses.SampledLogps(policy_logps=logps, target_logps=ref + _f32(batch["log_potential"]),
+                                 proposal_logps=_f32(batch["proposal_logps"]))
+        return self._call(sb).sum(), {"logps": logps, "log_potential": _f32(batch["log_potential"])}
+
+    def metrics(self, per_ex):
+        return {"log_potential/mean": per_ex["log_potential"].mean(), "logps/mean": per_ex["logps"].mean()}
+
+
+_BY_KIND = {"pairwise": Pairwise, "unpaired": Unpaired, "listwise": Listwise, "scored": Scored,
+            "sampled": Sampled}
+
+
+def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None):
+    """The objective for ``mode`` ('sft' or a loss's batch kind, chosen from the registered loss)."""
+    if mode == "sft":
+        return SFT()
+    spec = losses.spec(loss) if isinstance(loss, str) else loss.spec
+    return _BY_KIND[spec.kind](loss, hparams)
+
+
+def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
+    """Host-side validation of a numpy batch for ``objective``; raises ``ValueError`` naming the field and
+    the first offending row (missing fields, inconsistent shapes, non-integer ids, a response mask outside
+    the attention mask, empty responses, non-finite float fields)."""
+    missing = [f for f in objective.fields if f not in batch]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing} for a {objective.kind} objective "
+                         f"(needs {list(objective.fields)}, got {sorted(batch)})")
+    n = None
+    for f in (*objective.fields, *[o for o in objective.optional if o in batch]):
+        v = np.asarray(batch[f])
+        if v.ndim == 0:
+            raise ValueError(f"{where}: field {f!r} is a scalar; expected a leading batch axis")
+        if n is None:
+            n, first = v.shape[0], f
+        elif v.shape[0] != n:
+            raise ValueError(f"{where}: field {f!r} has {v.shape[0]} rows but {first!r} has {n}")
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            row = int(np.argwhere((~np.isfinite(v.reshape(n, -1))).any(-1))[0, 0])
+            raise ValueError(f"{where}: field {f!r} is not finite at row {row}")
+    prefixes = ("chosen_", "rejected_") if objective.kind == "pairwise" else ("",)
+    for p in prefixes:
+        ids, mask, attn = (np.asarray(batch[f"{p}{f}"]) for f in SEQ)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{where}: field {p}ids must hold integer token ids, got dtype {ids.dtype}")
+        if not (ids.shape == mask.shape == attn.shape):
+            raise ValueError(f"{where}: {p}ids {ids.shape}, {p}mask {mask.shape} and {p}attention_mask "
+                             f"{attn.shape} must have the same shape")
+        if (ids < 0).any():
+            raise ValueError(f"{where}: field {p}ids has a negative token id at row "
+                             f"{int(np.argwhere(ids.reshape(ids.shape[0], -1) < 0)[0, 0])}")
+        outside = (mask != 0) & (attn == 0)
+        if outside.any():
+            row = int(np.argwhere(outside.reshape(n, -1))[0, 0])
+            raise ValueError(f"{where}: field {p}mask marks response tokens outside {p}attention_mask at row {row}")
+        empty = (mask.reshape(-1, mask.shape[-1])[:, 1:] != 0).sum(-1) == 0
+        if objective.kind == "listwise" and "list_mask" in batch:
+            empty &= np.asarray(batch["list_mask"]).reshape(-1) != 0
+        if empty.any():
+            row = int(np.argwhere(empty)[0, 0])
+            k = mask.shape[1] if mask.ndim == 3 else 1
+            loc = f"row {row // k}" + (f", sample {row % k}" if mask.ndim == 3 else "")
+            raise ValueError(f"{where}: field {p}mask has an empty response at {loc} (no scored token after "
+                             "position 0)")

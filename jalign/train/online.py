@@ -1,0 +1,90 @@
+"""Online loops: sample K completions per prompt from the current policy, score them, train on them.
+
+``make_sampler`` is a simple jitted sampler for any model of the trainer's interface (no KV cache: it
+recomputes the logits of the whole buffer for every new token, fine for the tiny test model; the
+KV-cache sampler of ``jalign.models`` replaces it through the same signature). ``build_batch`` turns prompts,
+samples and rewards into the batch of a *scored* (policy-gradient: RLOO, CoPG) or *sampled* (f-DPG) loss.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jalign.tokenizers import ByteTokenizer
+from jalign.train.step import logits_fn
+
+
+def make_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, greedy: bool = False,
+                 eos_id: int = ByteTokenizer.eos_id, pad_id: int = ByteTokenizer.pad_id):
+    """``sample(params, model_state, prompt_ids [N, P], prompt_mask [N, P], key) -> dict``.
+
+    Prompts are left-padded. Token t is drawn from ``softmax(logits / temperature)`` (argmax if ``greedy``);
+    after EOS a sequence emits ``pad_id`` with mask 0. Returns ``ids`` / ``attention_mask`` ``[N, P+T]``,
+    ``mask`` (response tokens incl. EOS, aligned with ids) and ``logps`` ``[N]``: Σ over response tokens of
+    the log-probability under the distribution sampled from (the policy itself when temperature = 1).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax)")
+
+    def sample(params, model_state, prompt_ids, prompt_mask, key):
+        n, p = prompt_ids.shape
+        ids = jnp.concatenate([prompt_ids, jnp.full((n, max_new_tokens), pad_id, prompt_ids.dtype)], axis=1)
+        attn = jnp.concatenate([prompt_mask, jnp.zeros((n, max_new_tokens), prompt_mask.dtype)], axis=1)
+        resp = jnp.zeros_like(attn)
+
+        def body(t, carry):
+            ids, attn, resp, logps, done = carry
+            logits = logits_fn(graphdef, params, model_state, ids, attn)
+            z = jax.lax.dynamic_index_in_dim(logits, p + t - 1, axis=1, keepdims=False).astype(jnp.float32)
+            z = z / temperature
+            tok = jnp.argmax(z, -1) if greedy else jax.random.categorical(jax.random.fold_in(key, t), z)
+            lp = jnp.take_along_axis(jax.nn.log_softmax(z), tok[:, None], -1)[:, 0]
+            live = ~done
+            tok = jnp.where(live, tok, pad_id).astype(ids.dtype)
+            ids = jax.lax.dynamic_update_index_in_dim(ids, tok, p + t, axis=1)
+            attn = jax.lax.dynamic_update_index_in_dim(attn, live.astype(attn.dtype), p + t, axis=1)
+            resp = jax.lax.dynamic_update_index_in_dim(resp, live.astype(resp.dtype), p + t, axis=1)
+            return ids, attn, resp, logps + jnp.where(live, lp, 0.0), done | (tok == eos_id)
+
+        init = (ids, attn, resp, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), bool))
+        ids, attn, resp, logps, _ = jax.lax.fori_loop(0, max_new_tokens, body, init)
+        return {"ids": ids, "attention_mask": attn, "mask": resp, "logps": logps}
+
+    return jax.jit(sample)
+
+
+def repeat_prompts(batch: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt repeated ``k`` times consecutively: ``[B, P] -> [B·K, P]``."""
+    return (np.repeat(np.asarray(batch["prompt_ids"]), k, axis=0),
+            np.repeat(np.asarray(batch["prompt_attention_mask"]), k, axis=0))
+
+
+def build_batch(kind: str, samples: dict, rewards: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The training batch of a ``scored`` (``[B, K, T]`` + ``rewards [B, K]``) or ``sampled`` loss
+    (``[B·K, T]`` + ``proposal_logps``, ``log_potential`` = reward) from samples of ``B·K`` rows."""
+    s = {key: np.asarray(v) for key, v in samples.items()}
+    rewards = np.asarray(rewards, np.float32)
+    nk = s["ids"].shape[0]
+    if rewards.shape != (nk,):
+        raise ValueError(f"reward function returned shape {rewards.shape}, expected ({nk},)")
+    if not np.isfinite(rewards).all():
+        i = int(np.argwhere(~np.isfinite(rewards))[0, 0])
+        raise ValueError(f"reward function returned a non-finite reward for sample {i}: {rewards[i]}")
+    if kind == "scored":
+        b = nk // k
+        out = {f: s[f].reshape(b, k, -1) for f in ("ids", "mask", "attention_mask")}
+        out["rewards"] = rewards.reshape(b, k)
+        return out
+    if kind == "sampled":
+        return {"ids": s["ids"], "mask": s["mask"], "attention_mask": s["attention_mask"],
+                "proposal_logps": s["logps"].astype(np.float32), "log_potential": rewards}
+    raise ValueError(f"online training needs a scored or sampled loss, got kind {kind!r}")
+
+
+def score(reward_fn, prompt_ids: np.ndarray, samples: dict, **kwargs) -> np.ndarray:
+    """Call ``reward_fn(prompt_ids, completion_ids, completion_mask)`` on the response part of samples."""
+    p = prompt_ids.shape[1]
+    ids, mask = np.asarray(samples["ids"]), np.asarray(samples["mask"])
+    return np.asarray(reward_fn(prompt_ids, ids[:, p:], mask[:, p:], **kwargs), np.float32)
