@@ -1,0 +1,28 @@
+"""Causal language models: Flax NNX transformers (GPT-2, Llama, Qwen2), checkpoints, sampling, sharding.
+
+Public API (kept stable): :func:`load_pretrained`, :func:`save_pretrained`, :class:`CausalLM`,
+:class:`ModelConfig`. See docs/models.md.
+"""
+
+from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
+from jalign.models.transformer import (
+    CausalLM,
+    CausalLMOutput,
+    KVCache,
+    check_token_ids,
+    create_model,
+    init_cache,
+    token_logprobs,
+)
+
+__all__ = [
+    "SUPPORTED_ARCHS",
+    "CausalLM",
+    "CausalLMOutput",
+    "KVCache",
+    "ModelConfig",
+    "check_token_ids",
+    "create_model",
+    "init_cache",
+    "token_logprobs",
+]
