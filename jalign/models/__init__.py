@@ -4,6 +4,7 @@ Public API (kept stable): :func:`load_pretrained`, :func:`save_pretrained`, :cla
 :class:`ModelConfig`. See docs/models.md.
 """
 
+from jalign.models.checkpoints import load_pretrained, save_pretrained
 from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
 from jalign.models.transformer import (
     CausalLM,
@@ -11,6 +12,7 @@ from jalign.models.transformer import (
     KVCache,
     check_token_ids,
     create_model,
+    forward,
     init_cache,
     token_logprobs,
 )
@@ -23,6 +25,9 @@ __all__ = [
     "ModelConfig",
     "check_token_ids",
     "create_model",
+    "forward",
     "init_cache",
+    "load_pretrained",
+    "save_pretrained",
     "token_logprobs",
 ]

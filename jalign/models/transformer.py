@@ -11,6 +11,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -61,11 +62,12 @@ def init_cache(cfg: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
 
 
 def _param(rngs: nnx.Rngs, shape, axes, cfg: ModelConfig, std: float | None = None, value: float | None = None):
+    std = std or cfg.init_std
     if value is not None:
         x = jnp.full(shape, value, cfg.params_dtype)
     else:
-        x = (jax.random.normal(rngs.params(), shape, jnp.float32) * (std or cfg.init_std)).astype(cfg.params_dtype)
-    return nnx.Param(x, axes=tuple(axes))
+        x = (jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(cfg.params_dtype)
+    return nnx.Param(x, axes=tuple(axes), init=("const", value) if value is not None else ("normal", std))
 
 
 class Norm(nnx.Module):
@@ -210,6 +212,13 @@ class Block(nnx.Module):
         return x, kv
 
 
+def _remat_block(layer, x, rope, valid, q_slot, kv, index):
+    """Run ``layer`` under ``jax.checkpoint``: activations inside the block are recomputed in the backward."""
+    gd, st = nnx.split(layer)
+    fn = jax.checkpoint(lambda st, x, rope, valid, kv: nnx.merge(gd, st)(x, rope, valid, q_slot, kv, index))
+    return fn(st, x, rope, valid, kv)
+
+
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -294,9 +303,7 @@ class CausalLM(nnx.Module):
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
             if cfg.remat:
-                gd, st = nnx.split(layer)
-                fn = jax.checkpoint(lambda st, x, rope, kv: nnx.merge(gd, st)(x, rope, valid, q_slot, kv, index))
-                x, kv = fn(st, x, rope, kv)
+                x, kv = _remat_block(layer, x, rope, valid, q_slot, kv, index)
             else:
                 x, kv = layer(x, rope, valid, q_slot, kv, index)
             new_k.append(kv[0])
@@ -326,5 +333,38 @@ def token_logprobs(logits_BxTxV: Array, ids_BxT: Array) -> Array:
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> CausalLM:
-    """A freshly initialised :class:`CausalLM` (normal(0, init_std) weights, GPT-2-style scaled output init)."""
-    return CausalLM(cfg, rngs=nnx.Rngs(params=seed))
+    """A freshly initialised :class:`CausalLM`: normal(0, init_std) weights, output projections with std
+    ``init_std / sqrt(2 n_layers)`` (GPT-2), norm scales 1, biases 0.
+
+    The weights are drawn on the host with ``numpy.random.default_rng(seed)`` (no XLA compilation, which
+    dominates start-up for small models); ``CausalLM(cfg, rngs=nnx.Rngs(seed))`` initialises with jax.random.
+    """
+    abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+    gd, st = nnx.split(abstract)
+    rng = np.random.default_rng(seed)
+    for _, var in nnx.to_flat_state(st):
+        kind, arg = var.get_metadata()["init"]
+        if kind == "const":
+            x = np.full(var.shape, arg, np.float32)
+        else:
+            x = rng.standard_normal(var.shape, np.float32) * np.float32(arg)
+        var.set_value(jnp.asarray(x.astype(cfg.params_dtype)))
+    return nnx.merge(gd, st)
+
+
+@functools.partial(nnx.jit, static_argnames=("return_hidden",))
+def _forward(model, ids_BxT, mask_BxT, positions_BxT, return_hidden):
+    return model(ids_BxT, mask_BxT, positions_BxT, return_hidden=return_hidden)
+
+
+def forward(
+    model: CausalLM,
+    ids_BxT: Array,
+    mask_BxT: Array | None = None,
+    positions_BxT: Array | None = None,
+    *,
+    return_hidden: bool = False,
+) -> CausalLMOutput:
+    """``model(...)`` compiled with ``nnx.jit`` (ids are range-checked here, outside the jit)."""
+    check_token_ids(ids_BxT, model.cfg.vocab_size, "ids_BxT")
+    return _forward(model, ids_BxT, mask_BxT, positions_BxT, return_hidden)
