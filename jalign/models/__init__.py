@@ -31,3 +31,7 @@ __all__ = [
     "save_pretrained",
     "token_logprobs",
 ]
+
+from jalign.models.sampling import SampleOutput, filter_logits, sample  # noqa: E402
+
+__all__ += ["SampleOutput", "filter_logits", "sample"]
