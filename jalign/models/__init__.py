@@ -35,3 +35,14 @@ __all__ = [
 from jalign.models.sampling import SampleOutput, filter_logits, sample  # noqa: E402
 
 __all__ += ["SampleOutput", "filter_logits", "sample"]
+
+from jalign.models.sharding import (  # noqa: E402
+    DEFAULT_RULES,
+    batch_sharding,
+    logical_to_spec,
+    make_mesh,
+    param_specs,
+    shard_model,
+)
+
+__all__ += ["DEFAULT_RULES", "batch_sharding", "logical_to_spec", "make_mesh", "param_specs", "shard_model"]
