@@ -4,7 +4,7 @@ Public API (kept stable): :func:`load_pretrained`, :func:`save_pretrained`, :cla
 :class:`ModelConfig`. See docs/models.md.
 """
 
-from jalign.models.checkpoints import load_pretrained, save_pretrained
+from jalign.models.checkpoints import load_pretrained, load_small_lm, save_pretrained
 from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
 from jalign.models.transformer import (
     CausalLM,
@@ -28,6 +28,7 @@ __all__ = [
     "forward",
     "init_cache",
     "load_pretrained",
+    "load_small_lm",
     "save_pretrained",
     "token_logprobs",
 ]

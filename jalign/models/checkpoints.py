@@ -343,3 +343,17 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
     safetensors_io.save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     return path
+
+
+SMALL_LM_DIR = Path(__file__).resolve().parents[1] / "assets" / "small_lm"
+
+
+def load_small_lm(**overrides) -> CausalLM:
+    """The ~0.86M-parameter byte-level GPT-2-style LM pretrained here (see docs/models.md), used as the
+    starting point of the built-in LLM-track experiments. Use with :class:`jalign.tokenizers.ByteTokenizer`."""
+    if not (SMALL_LM_DIR / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"{SMALL_LM_DIR}: the small LM is missing; recreate it with "
+            f"`jalign pretrain --out runs/small_lm --export-assets {SMALL_LM_DIR}`"
+        )
+    return load_pretrained(SMALL_LM_DIR, **overrides)
