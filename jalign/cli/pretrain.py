@@ -70,5 +70,8 @@ def run(args) -> int:
         dst.mkdir(parents=True, exist_ok=True)
         for src in (out / "hf" / "config.json", out / "hf" / "model.safetensors", out / "loss_curve.json"):
             shutil.copy(src, dst / src.name)
+        from jalign.models.pretrain import plot_loss_curve
+
+        plot_loss_curve(dst / "loss_curve.json", dst / "loss_curve.png")
         print(f"exported to {dst}", file=sys.stderr)
     return 0
