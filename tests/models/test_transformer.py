@@ -92,8 +92,12 @@ def _loss(model, x):
 
 def test_remat_same_loss_and_grads(rng):
     x = _ids(rng)
-    cfg = CFGS["llama"]
+    cfg = CFGS["llama"].replace(n_layers=1)
     m1, m2 = create_model(cfg, seed=4), create_model(cfg.replace(remat=True), seed=4)
+    for m, want in ((m1, False), (m2, True)):
+        gd, st = nnx.split(m)
+        jaxpr = str(jax.make_jaxpr(lambda st, gd=gd: _loss(nnx.merge(gd, st), x))(st))
+        assert ("checkpoint" in jaxpr or "remat" in jaxpr) == want
     g = nnx.jit(nnx.value_and_grad(_loss))
     (l1, g1), (l2, g2) = g(m1, x), g(m2, x)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
