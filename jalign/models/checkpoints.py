@@ -64,8 +64,9 @@ def config_from_hf(d: dict[str, Any], **overrides) -> ModelConfig:
         if d.get("hidden_act", "silu") != "silu":
             raise ValueError(f"config.json: hidden_act={d['hidden_act']!r} not supported (only 'silu')")
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-        if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-            raise ValueError(f"config.json: rope scaling {rope} is not supported (only the default RoPE)")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", None, "llama3"):
+            raise ValueError(f"config.json: rope scaling {rope} is not supported (only default RoPE and 'llama3')")
         if d.get("use_sliding_window"):
             raise ValueError("config.json: use_sliding_window=true is not supported")
         heads = d["num_attention_heads"]
@@ -76,6 +77,7 @@ def config_from_hf(d: dict[str, Any], **overrides) -> ModelConfig:
             head_dim=d.get("head_dim") or d["hidden_size"] // heads, d_ff=d["intermediate_size"],
             max_seq_len=d.get("max_position_embeddings", 2048), norm_eps=d.get("rms_norm_eps", 1e-6),
             rope_theta=float(d.get("rope_theta", rope.get("rope_theta", 10000.0))),
+            rope_scaling=dict(rope) if rope_type == "llama3" else None,
             qkv_bias=True if mt == "qwen2" else bias, attn_out_bias=False if mt == "qwen2" else bias,
             mlp_bias=d.get("mlp_bias", False), tie_embeddings=d.get("tie_word_embeddings", False),
             activation="silu",
@@ -109,6 +111,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, max_position_embeddings=cfg.max_seq_len,
         rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, hidden_act="silu",
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta, **dict(cfg.rope_scaling or ())},
         tie_word_embeddings=cfg.tie_embeddings, torch_dtype=dtype, **tok,
     )
     if cfg.arch == "llama":

@@ -24,6 +24,10 @@ class ModelConfig:
     Fields left ``None`` take the architecture's default in ``__post_init__`` (``n_kv_heads = n_heads``,
     ``head_dim = d_model // n_heads``, ``d_ff = 4 d_model`` for GPT-2, etc.).
 
+    ``rope_scaling``: None (plain RoPE) or the Llama 3 frequency rescaling, given as a dict or sorted
+    ``(key, value)`` pairs with ``rope_type="llama3"``, ``factor``, ``low_freq_factor``, ``high_freq_factor``,
+    ``original_max_position_embeddings`` (stored as a tuple so the config stays hashable).
+
     ``dtype`` is the activation/compute dtype, ``param_dtype`` the storage dtype of the parameters; logits are
     always float32. ``remat=True`` rematerialises each block in the backward pass (jax.checkpoint).
     """
@@ -39,6 +43,7 @@ class ModelConfig:
     max_seq_len: int = 256
     norm_eps: float | None = None
     rope_theta: float = 10000.0
+    rope_scaling: tuple | None = None
     qkv_bias: bool | None = None
     attn_out_bias: bool | None = None
     mlp_bias: bool | None = None
@@ -85,6 +90,19 @@ class ModelConfig:
         for k in ("dtype", "param_dtype"):
             if getattr(self, k) not in _DTYPES:
                 raise ValueError(f"ModelConfig.{k}={getattr(self, k)!r}; supported: {_DTYPES}")
+        if self.rope_scaling is not None:
+            rs = dict(self.rope_scaling)
+            if rs.get("rope_type", rs.get("type")) != "llama3":
+                raise ValueError(f"ModelConfig.rope_scaling={rs}: only rope_type='llama3' is supported")
+            need = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            missing = [k for k in need if k not in rs]
+            if missing:
+                raise ValueError(f"ModelConfig.rope_scaling: missing {missing}")
+            if not rs["high_freq_factor"] > rs["low_freq_factor"] > 0 or not rs["factor"] > 0:
+                raise ValueError(f"ModelConfig.rope_scaling: need high_freq_factor > low_freq_factor > 0, factor > 0: {rs}")
+            kept = {k: rs[k] for k in need}
+            kept["rope_type"] = "llama3"
+            object.__setattr__(self, "rope_scaling", tuple(sorted(kept.items())))
         if not self.norm_eps > 0 or not self.init_std > 0 or not self.rope_theta > 0:
             raise ValueError("ModelConfig: norm_eps, init_std and rope_theta must be > 0")
 

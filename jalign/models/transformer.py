@@ -92,9 +92,30 @@ class Norm(nnx.Module):
         return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)
 
 
-def rope_angles(positions_BxT: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
-    """cos, sin [B, T, Dh/2] of the rotary embedding, frequency ``theta^(-2i/Dh)`` (Su et al. 2021)."""
+def rope_inv_freq(head_dim: int, theta: float, scaling: tuple | None = None) -> Array:
+    """Rotary frequencies ``theta^(-2i/Dh)`` (Su et al. 2021), optionally with Llama 3 rescaling.
+
+    Llama 3 (Grattafiori et al. 2024): with wavelength ``w = 2 pi / f``, ``L = original_max_position_embeddings``,
+    frequencies with ``w > L / low_freq_factor`` are divided by ``factor``, those with
+    ``w < L / high_freq_factor`` are kept, and in between ``f' = (1 - s) f / factor + s f`` with
+    ``s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor)``.
+    """
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    rs = dict(scaling)
+    factor, lo, hi, L = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > L / lo, inv_freq / factor, inv_freq)
+    s = (L / wavelen - lo) / (hi - lo)
+    smoothed = (1 - s) * scaled / factor + s * scaled
+    medium = (wavelen >= L / hi) & (wavelen <= L / lo)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def rope_angles(positions_BxT: Array, head_dim: int, theta: float, scaling: tuple | None = None):
+    """cos, sin [B, T, Dh/2] of the rotary embedding at the given positions."""
+    inv_freq = rope_inv_freq(head_dim, theta, scaling)
     ang = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
     return jnp.cos(ang), jnp.sin(ang)
 
@@ -292,7 +313,7 @@ class CausalLM(nnx.Module):
             pe = jnp.take(self.pos_embed[...], positions_BxT, axis=0, mode="fill", fill_value=jnp.nan)
             x = x + pe.astype(dt)
         else:
-            rope = rope_angles(positions_BxT, cfg.head_dim, cfg.rope_theta)
+            rope = rope_angles(positions_BxT, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         if cache is None:
             valid, q_slot, index = mask, jnp.arange(T), None
         else:

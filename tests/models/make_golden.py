@@ -2,7 +2,7 @@
 
     /work/venv-torch/bin/python tests/models/make_golden.py
 
-For each architecture (gpt2, llama, qwen2) it builds a tiny randomly initialised Hugging Face model (2 layers,
+For each architecture (gpt2, llama, llama3 = Llama with Llama-3 RoPE scaling, qwen2) it builds a tiny randomly initialised Hugging Face model (2 layers,
 d=32, vocab 128), randomises every parameter (norm scales and biases included, so a mis-mapped tensor shows),
 saves ``model.safetensors`` + ``config.json`` and ``ref.npz`` with reference outputs of the PyTorch model:
 
@@ -37,6 +37,14 @@ def configs():
             hidden_size=D, num_hidden_layers=L, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=500.0,
             tie_word_embeddings=False, **common),
+        # Llama 3 RoPE rescaling; a short original context (16) puts the 4 frequencies of head_dim 8 in the
+        # divided (3) and smoothed (1) bands.
+        "llama3": transformers.LlamaConfig(
+            hidden_size=D, num_hidden_layers=L, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+            **common),
         "qwen2": transformers.Qwen2Config(
             hidden_size=D, num_hidden_layers=L, num_attention_heads=4, num_key_value_heads=1,
             intermediate_size=48, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0,
@@ -60,7 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    ids = rng.integers(3, V, size=(2, 12))
+    ids = rng.integers(3, V, size=(2, 40))  # long enough for the rescaled low frequencies to matter
     # Row 0: 4 left pads then 8 tokens; row 1: 9 tokens then 3 right pads.
     mask_pad = np.ones((2, 12), np.int64)
     mask_pad[0, :4] = 0
@@ -71,6 +79,7 @@ def main() -> None:
         model_cls = {
             "gpt2": transformers.GPT2LMHeadModel,
             "llama": transformers.LlamaForCausalLM,
+            "llama3": transformers.LlamaForCausalLM,
             "qwen2": transformers.Qwen2ForCausalLM,
         }[arch]
         cfg._attn_implementation = "eager"

@@ -21,14 +21,14 @@ from jalign.models import (
 )
 
 GOLDEN = Path(__file__).parent / "golden"
-ARCHS = ["gpt2", "llama", "qwen2"]
+ARCHS = ["gpt2", "llama", "llama3", "qwen2"]  # llama3: Llama block with Llama-3 RoPE rescaling
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logits_match_huggingface(arch):
     """Unpadded, and left-/right-padded rows (positions from the mask == HF with explicit position_ids)."""
     model = load_pretrained(GOLDEN / arch)
-    assert model.cfg.arch == arch
+    assert model.cfg.arch == arch.rstrip("3")
     ref = np.load(GOLDEN / arch / "ref.npz")
     out = forward(model, jnp.asarray(ref["ids"]), jnp.ones(ref["ids"].shape, jnp.int32), return_hidden=True)
     assert np.abs(ref["logits"]).max() > 1.0  # randomised weights: a non-trivial comparison
@@ -131,3 +131,25 @@ def test_untied_gpt2_round_trip(tmp_path):
     save_pretrained(m, tmp_path)
     ids = jnp.array([[1, 5, 7]])
     np.testing.assert_array_equal(forward(load_pretrained(tmp_path), ids).logits, forward(m, ids).logits)
+
+
+def test_llama3_rope_scaling():
+    """The llama3 fixture depends on the rescaling (ignoring it changes the logits), and the frequencies
+    follow the closed form band by band."""
+    from jalign.models.transformer import rope_inv_freq
+
+    model = load_pretrained(GOLDEN / "llama3")
+    rs = dict(model.cfg.rope_scaling)
+    assert rs["rope_type"] == "llama3" and rs["factor"] == 8.0
+    f = np.asarray(rope_inv_freq(8, 500000.0, model.cfg.rope_scaling), np.float64)
+    base = 500000.0 ** (-np.arange(0, 8, 2) / 8)
+    w = 2 * np.pi / base  # wavelengths 6.3 (between 16/4 and 16/1: smoothed), then > 16: divided by 8
+    s = (16 / w[0] - 1.0) / (4.0 - 1.0)
+    np.testing.assert_allclose(f, [(1 - s) * base[0] / 8 + s * base[0], *(base[1:] / 8)], rtol=1e-6)
+    plain = load_pretrained(GOLDEN / "llama3", rope_scaling=None)
+    ids = jnp.asarray(np.load(GOLDEN / "llama3" / "ref.npz")["ids"])
+    ones = jnp.ones(ids.shape, jnp.int32)
+    gap = np.abs(np.asarray(forward(model, ids, ones).logits) - np.asarray(forward(plain, ids, ones).logits)).max()
+    assert gap > 1e-2
+    with pytest.raises(ValueError, match="only rope_type='llama3'"):
+        ModelConfig(arch="llama", rope_scaling={"rope_type": "yarn", "factor": 2.0})
