@@ -43,11 +43,16 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def test_cached_decoding_equals_full_forward(model, rng):
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_cached_decoding_equals_full_forward(model, arch, rng):
     """Prefill a padded prompt, then feed tokens one by one: logits equal those of one full forward pass."""
+    if arch == "gpt2":
+        cfg = ModelConfig(arch="gpt2", vocab_size=23, d_model=32, n_layers=2, n_heads=4, max_seq_len=16,
+                          init_std=0.25)
+        model = create_model(cfg, seed=8)
     cont = jnp.asarray(rng.integers(0, 23, size=(3, 4)), jnp.int32)
     call = nnx.jit(lambda m, ids, mask, cache: m(ids, mask, cache=cache))
-    out = call(model, jnp.asarray(PROMPT), jnp.asarray(PMASK), init_cache(CFG, 3, 10))
+    out = call(model, jnp.asarray(PROMPT), jnp.asarray(PMASK), init_cache(model.cfg, 3, 10))
     step_logits = []
     cache = out.cache
     for t in range(4):

@@ -18,6 +18,7 @@ from jalign.models import (
     logical_to_spec,
     make_mesh,
     param_specs,
+    sample,
     shard_model,
     token_logprobs,
 )
@@ -87,3 +88,16 @@ def test_load_pretrained_onto_mesh(mesh222):
     assert m.layers[0].attn.wq[...].sharding.spec == P("fsdp", "tensor", None)
     out = forward(m, jnp.asarray(ref["ids"]), jnp.ones(ref["ids"].shape, jnp.int32))
     np.testing.assert_allclose(np.asarray(out.logits), ref["logits"], atol=2e-5, rtol=1e-5)
+
+
+def test_sampling_on_a_sharded_model(mesh222, rng):
+    """Greedy decoding with parameters sharded over (data, fsdp, tensor) gives the unsharded tokens."""
+    cfg = ModelConfig(arch="llama", vocab_size=38, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
+                      init_std=0.2)
+    model = create_model(cfg, seed=2)
+    prompt = rng.integers(0, 38, size=(8, 5)).astype(np.int32)
+    mask = (np.arange(5)[None] >= rng.integers(0, 3, size=(8, 1))).astype(np.int32)
+    ref = sample(model, prompt, mask, key=jax.random.key(0), max_new_tokens=4, greedy=True)
+    out = sample(shard_model(model, mesh222), prompt, mask, key=jax.random.key(0), max_new_tokens=4, greedy=True)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.model_logprobs, ref.model_logprobs, atol=2e-5)
