@@ -15,7 +15,7 @@ duplicates usually creep in:
   response whose text already ends with the EOS string keeps that single EOS — nothing is added twice;
 * a BOS or EOS anywhere else in the prompt or response is an error (``ValueError`` naming the piece).
 
-A tokenizer without a BOS token (Qwen2) gets no BOS; ``pad_id`` is the pad token, else the EOS, else 0
+A tokenizer without a BOS token (Qwen2) gets no BOS; ``pad_id`` is the pad token, else the EOS
 (padding is always masked, so its value never reaches a loss).
 """
 
