@@ -1,0 +1,391 @@
+"""Decoder-only transformer in Flax NNX: GPT-2 and Llama/Qwen2 blocks, KV cache, padding-correct masking.
+
+Conventions
+-----------
+* ``mask_BxT`` marks real tokens (1) versus padding (0). It masks *keys*; the positions of real tokens are
+  derived from it (``position = number of real tokens before it``), so left- and right-padded batches give the
+  same logits on real tokens as the unpadded sequences. Logits at padding positions are finite but meaningless.
+* Parameters carry logical axis names in their ``axes`` metadata (see :mod:`jalign.models.sharding`).
+* Weights are stored ``in_features x out_features`` (x @ W). Logits are float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from jalign.models.config import ModelConfig
+
+Array = jax.Array
+
+
+@struct.dataclass
+class KVCache:
+    """Per-layer key/value buffers ``[B, S, K, Dh]``, the validity of each slot ``[B, S]`` and the next slot.
+
+    Slot order is time order; a slot holding padding is invalid and never attended to, so prompts may be padded
+    on either side. The position of a new real token is the number of valid slots before it.
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+    valid: Array  # [B, S] bool
+    index: Array  # [] int32, next slot to write
+
+    @property
+    def size(self) -> int:
+        return self.valid.shape[1]
+
+
+@struct.dataclass
+class CausalLMOutput:
+    """``logits`` [B, T, V] float32; ``hidden_states`` [B, T, D] float32 (input to the unembedding) or None;
+    ``cache`` the updated :class:`KVCache` when one was passed."""
+
+    logits: Array
+    hidden_states: Array | None = None
+    cache: KVCache | None = None
+
+
+def init_cache(cfg: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
+    """An empty cache for ``batch`` sequences of at most ``size`` tokens."""
+    dtype = dtype or cfg.compute_dtype
+    shape = (batch, size, cfg.n_kv_heads, cfg.head_dim)
+    z = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+    z2 = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+    return KVCache(k=z, v=z2, valid=jnp.zeros((batch, size), bool), index=jnp.zeros((), jnp.int32))
+
+
+def _param(rngs: nnx.Rngs, shape, axes, cfg: ModelConfig, std: float | None = None, value: float | None = None):
+    std = std or cfg.init_std
+    if value is not None:
+        x = jnp.full(shape, value, cfg.params_dtype)
+    else:
+        x = (jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(cfg.params_dtype)
+    return nnx.Param(x, axes=tuple(axes), init=("const", value) if value is not None else ("normal", std))
+
+
+class Norm(nnx.Module):
+    """LayerNorm (GPT-2: scale and bias) or RMSNorm (Llama: scale only), computed in float32."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.rms = cfg.arch != "gpt2"
+        self.eps = cfg.norm_eps
+        self.scale = _param(rngs, (cfg.d_model,), ("norm",), cfg, value=1.0)
+        if not self.rms:
+            self.bias = _param(rngs, (cfg.d_model,), ("norm",), cfg, value=0.0)
+
+    def __call__(self, x: Array) -> Array:
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        if self.rms:
+            x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+            return self.scale[...].astype(dtype) * x.astype(dtype)
+        mu = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+        y = (x - mu) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: tuple | None = None) -> Array:
+    """Rotary frequencies ``theta^(-2i/Dh)`` (Su et al. 2021), optionally with Llama 3 rescaling.
+
+    Llama 3 (Grattafiori et al. 2024): with wavelength ``w = 2 pi / f``, ``L = original_max_position_embeddings``,
+    frequencies with ``w > L / low_freq_factor`` are divided by ``factor``, those with
+    ``w < L / high_freq_factor`` are kept, and in between ``f' = (1 - s) f / factor + s f`` with
+    ``s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor)``.
+    """
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    rs = dict(scaling)
+    factor, lo, hi, L = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > L / lo, inv_freq / factor, inv_freq)
+    s = (L / wavelen - lo) / (hi - lo)
+    smoothed = (1 - s) * scaled / factor + s * scaled
+    medium = (wavelen >= L / hi) & (wavelen <= L / lo)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def rope_angles(positions_BxT: Array, head_dim: int, theta: float, scaling: tuple | None = None):
+    """cos, sin [B, T, Dh/2] of the rotary embedding at the given positions."""
+    inv_freq = rope_inv_freq(head_dim, theta, scaling)
+    ang = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x_BxTxHxD: Array, cos: Array, sin: Array) -> Array:
+    """Rotate (x1, x2) halves: (x1 cos - x2 sin, x2 cos + x1 sin) — the Hugging Face "rotate_half" layout."""
+    dtype = x_BxTxHxD.dtype
+    x = x_BxTxHxD.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, H, K, Dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        out_std = cfg.init_std / np.sqrt(2 * cfg.n_layers)
+        self.wq = _param(rngs, (D, H, Dh), ("embed", "heads", "head_dim"), cfg)
+        self.wk = _param(rngs, (D, K, Dh), ("embed", "kv_heads", "head_dim"), cfg)
+        self.wv = _param(rngs, (D, K, Dh), ("embed", "kv_heads", "head_dim"), cfg)
+        self.wo = _param(rngs, (H, Dh, D), ("heads", "head_dim", "embed"), cfg, std=out_std)
+        if cfg.qkv_bias:
+            self.bq = _param(rngs, (H, Dh), ("heads", "head_dim"), cfg, value=0.0)
+            self.bk = _param(rngs, (K, Dh), ("kv_heads", "head_dim"), cfg, value=0.0)
+            self.bv = _param(rngs, (K, Dh), ("kv_heads", "head_dim"), cfg, value=0.0)
+        if cfg.attn_out_bias:
+            self.bo = _param(rngs, (D,), ("embed",), cfg, value=0.0)
+
+    def __call__(self, x, rope, valid_BxS, q_slot_T, kv=None, index=None):
+        cfg = self.cfg
+        dt = x.dtype
+        q = jnp.einsum("btd,dhk->bthk", x, self.wq[...].astype(dt))
+        k = jnp.einsum("btd,dhk->bthk", x, self.wk[...].astype(dt))
+        v = jnp.einsum("btd,dhk->bthk", x, self.wv[...].astype(dt))
+        if cfg.qkv_bias:
+            q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv is not None:
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
+        B, T, H, Dh = q.shape
+        S, K = k.shape[1], k.shape[2]
+        q = q.reshape(B, T, K, H // K, Dh)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt), preferred_element_type=jnp.float32)
+        scores = scores * (1.0 / np.sqrt(Dh))
+        allowed = valid_BxS[:, None, :] & (jnp.arange(S)[None, :] <= q_slot_T[:, None])[None]  # [B, T, S]
+        scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        o = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(B, T, H, Dh)
+        y = jnp.einsum("bthk,hkd->btd", o, self.wo[...].astype(dt))
+        if cfg.attn_out_bias:
+            y = y + self.bo[...].astype(dt)
+        return y, (k, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, F = cfg.d_model, cfg.d_ff
+        out_std = cfg.init_std / np.sqrt(2 * cfg.n_layers)
+        if cfg.arch == "gpt2":
+            self.w_in = _param(rngs, (D, F), ("embed", "mlp"), cfg)
+        else:
+            self.w_gate = _param(rngs, (D, F), ("embed", "mlp"), cfg)
+            self.w_up = _param(rngs, (D, F), ("embed", "mlp"), cfg)
+        self.w_out = _param(rngs, (F, D), ("mlp", "embed"), cfg, std=out_std)
+        if cfg.mlp_bias:
+            if cfg.arch == "gpt2":
+                self.b_in = _param(rngs, (F,), ("mlp",), cfg, value=0.0)
+            else:
+                self.b_gate = _param(rngs, (F,), ("mlp",), cfg, value=0.0)
+                self.b_up = _param(rngs, (F,), ("mlp",), cfg, value=0.0)
+            self.b_out = _param(rngs, (D,), ("embed",), cfg, value=0.0)
+
+    def _act(self, h):
+        a = self.cfg.activation
+        if a == "silu":
+            return jax.nn.silu(h)
+        return jax.nn.gelu(h, approximate=(a == "gelu_tanh"))
+
+    def __call__(self, x):
+        cfg, dt = self.cfg, x.dtype
+        if cfg.arch == "gpt2":
+            h = x @ self.w_in[...].astype(dt)
+            if cfg.mlp_bias:
+                h = h + self.b_in[...].astype(dt)
+            h = self._act(h)
+        else:
+            g = x @ self.w_gate[...].astype(dt)
+            u = x @ self.w_up[...].astype(dt)
+            if cfg.mlp_bias:
+                g, u = g + self.b_gate[...].astype(dt), u + self.b_up[...].astype(dt)
+            h = self._act(g) * u
+        y = h @ self.w_out[...].astype(dt)
+        if cfg.mlp_bias:
+            y = y + self.b_out[...].astype(dt)
+        return y
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.attn_norm = Norm(cfg, rngs)
+        self.attn = Attention(cfg, rngs)
+        self.mlp_norm = Norm(cfg, rngs)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, rope, valid_BxS, q_slot_T, kv=None, index=None):
+        a, kv = self.attn(self.attn_norm(x), rope, valid_BxS, q_slot_T, kv, index)
+        x = x + a
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, kv
+
+
+def _remat_block(layer, x, rope, valid, q_slot, kv, index):
+    """Run ``layer`` under ``jax.checkpoint``: activations inside the block are recomputed in the backward."""
+    gd, st = nnx.split(layer)
+    fn = jax.checkpoint(lambda st, x, rope, valid, kv: nnx.merge(gd, st)(x, rope, valid, q_slot, kv, index))
+    return fn(st, x, rope, valid, kv)
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_token_ids(ids: Any, vocab_size: int, name: str = "ids") -> None:
+    """Raise ``ValueError`` if concrete token ids fall outside ``[0, vocab_size)`` (no-op on tracers)."""
+    if not _is_concrete(ids):
+        return
+    a = np.asarray(ids)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= vocab_size):
+        bad = np.argwhere((a < 0) | (a >= vocab_size))[0]
+        raise ValueError(
+            f"{name}: token id {int(a[tuple(bad)])} at index {tuple(int(i) for i in bad)} is outside "
+            f"[0, {vocab_size}) (vocab_size of the model)"
+        )
+
+
+class CausalLM(nnx.Module):
+    """Decoder-only language model. ``model(ids_BxT, mask_BxT=None)`` → :class:`CausalLMOutput`.
+
+    Args (of ``__call__``):
+      ids_BxT: int token ids in ``[0, vocab_size)``; checked eagerly when concrete. Under ``jit`` an
+        out-of-range id gives NaN logits (never a silent wrong embedding).
+      mask_BxT: 1 for real tokens, 0 for padding (either side). Default: all real.
+      positions_BxT: explicit positions; default ``cumsum(mask) - 1`` (plus the tokens already in ``cache``).
+      cache: a :class:`KVCache`; the new tokens are written at ``cache.index`` and attend to all valid slots.
+      return_hidden: also return the final hidden states (after the final norm).
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        V, D = cfg.vocab_size, cfg.d_model
+        self.embed = _param(rngs, (V, D), ("vocab", "embed"), cfg)
+        if cfg.arch == "gpt2":
+            self.pos_embed = _param(rngs, (cfg.max_seq_len, D), ("pos", "embed"), cfg, std=0.01)
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = Norm(cfg, rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = _param(rngs, (D, V), ("embed", "vocab"), cfg)
+
+    def __call__(
+        self,
+        ids_BxT: Array,
+        mask_BxT: Array | None = None,
+        positions_BxT: Array | None = None,
+        *,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+    ) -> CausalLMOutput:
+        cfg = self.cfg
+        if getattr(ids_BxT, "ndim", None) != 2:
+            raise ValueError(f"ids_BxT must be a 2-D [batch, time] int array, got shape {jnp.shape(ids_BxT)}")
+        check_token_ids(ids_BxT, cfg.vocab_size, "ids_BxT")
+        B, T = ids_BxT.shape
+        mask = jnp.ones((B, T), bool) if mask_BxT is None else jnp.asarray(mask_BxT).astype(bool)
+        if mask.shape != (B, T):
+            raise ValueError(f"mask_BxT shape {mask.shape} != ids_BxT shape {(B, T)}")
+        if positions_BxT is None:
+            offset = 0 if cache is None else jnp.sum(cache.valid, axis=1, dtype=jnp.int32)[:, None]
+            positions_BxT = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0) + offset
+        dt = cfg.compute_dtype
+        V = cfg.vocab_size
+        ids_BxT = jnp.where((ids_BxT < 0) | (ids_BxT >= V), V, ids_BxT)  # out of range -> NaN row (under jit)
+        x = jnp.take(self.embed[...], ids_BxT, axis=0, mode="fill", fill_value=jnp.nan).astype(dt)
+        rope = None
+        if cfg.arch == "gpt2":
+            if _is_concrete(positions_BxT) and np.asarray(positions_BxT).max(initial=0) >= cfg.max_seq_len:
+                raise ValueError(f"positions exceed max_seq_len={cfg.max_seq_len} of the GPT-2 position table")
+            pe = jnp.take(self.pos_embed[...], positions_BxT, axis=0, mode="fill", fill_value=jnp.nan)
+            x = x + pe.astype(dt)
+        else:
+            rope = rope_angles(positions_BxT, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        if cache is None:
+            valid, q_slot, index = mask, jnp.arange(T), None
+        else:
+            index = cache.index
+            valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
+            q_slot = index + jnp.arange(T)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            if cfg.remat:
+                x, kv = _remat_block(layer, x, rope, valid, q_slot, kv, index)
+            else:
+                x, kv = layer(x, rope, valid, q_slot, kv, index)
+            new_k.append(kv[0])
+            new_v.append(kv[1])
+        h = self.final_norm(x)
+        if cfg.tie_embeddings:
+            logits = jnp.einsum("btd,vd->btv", h, self.embed[...].astype(dt), preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, index=index + T)
+        return CausalLMOutput(
+            logits=logits, hidden_states=h.astype(jnp.float32) if return_hidden else None, cache=new_cache
+        )
+
+
+def token_logprobs(logits_BxTxV: Array, ids_BxT: Array) -> Array:
+    """``lp[b, t] = log p(ids[b, t] | ids[b, <t])`` for t >= 1 (0 at t = 0), float32, shape [B, T].
+
+    Aligned with the targets, so ``sum(lp * response_mask)`` is the response log-likelihood for the masks of
+    :meth:`jalign.tokenizers.ByteTokenizer.encode_pair`.
+    """
+    logp = jax.nn.log_softmax(logits_BxTxV[:, :-1].astype(jnp.float32), axis=-1)
+    lp = jnp.take_along_axis(logp, ids_BxT[:, 1:, None], axis=-1)[..., 0]
+    return jnp.pad(lp, ((0, 0), (1, 0)))
+
+
+def create_model(cfg: ModelConfig, seed: int = 0) -> CausalLM:
+    """A freshly initialised :class:`CausalLM`: normal(0, init_std) weights, output projections with std
+    ``init_std / sqrt(2 n_layers)`` (GPT-2), norm scales 1, biases 0.
+
+    The weights are drawn on the host with ``numpy.random.default_rng(seed)`` (no XLA compilation, which
+    dominates start-up for small models); ``CausalLM(cfg, rngs=nnx.Rngs(seed))`` initialises with jax.random.
+    """
+    abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+    gd, st = nnx.split(abstract)
+    rng = np.random.default_rng(seed)
+    for _, var in nnx.to_flat_state(st):
+        kind, arg = var.get_metadata()["init"]
+        if kind == "const":
+            x = np.full(var.shape, arg, np.float32)
+        else:
+            x = rng.standard_normal(var.shape, np.float32) * np.float32(arg)
+        var.set_value(jnp.asarray(x.astype(cfg.params_dtype)))
+    return nnx.merge(gd, st)
+
+
+@functools.partial(nnx.jit, static_argnames=("return_hidden",))
+def _forward(model, ids_BxT, mask_BxT, positions_BxT, return_hidden):
+    return model(ids_BxT, mask_BxT, positions_BxT, return_hidden=return_hidden)
+
+
+def forward(
+    model: CausalLM,
+    ids_BxT: Array,
+    mask_BxT: Array | None = None,
+    positions_BxT: Array | None = None,
+    *,
+    return_hidden: bool = False,
+) -> CausalLMOutput:
+    """``model(...)`` compiled with ``nnx.jit`` (ids are range-checked here, outside the jit)."""
+    check_token_ids(ids_BxT, model.cfg.vocab_size, "ids_BxT")
+    return _forward(model, ids_BxT, mask_BxT, positions_BxT, return_hidden)
