@@ -5,6 +5,7 @@ A reproduction module defines::
     NAME = "copg-bandit"              # the name used by `jalign reproduce NAME`
     DESCRIPTION = "one line"
     def run(out: pathlib.Path, *, quick: bool = True) -> dict: ...   # writes figures + results.json
+    def plot_from_results(out: pathlib.Path): ...  # redraws the figures from out/results.json alone
 
 It must contain no math of its own (that lives in ``jalign``): it wires experiments, saves results as JSON and
 draws figures from the saved JSON. ``run`` returns a dict with at least ``{"claims": [...]}`` where each

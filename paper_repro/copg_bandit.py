@@ -456,3 +456,9 @@ def run(out: Path, *, quick: bool = True) -> dict:
     tmp.replace(path)
     res["figures"] = plot(json.loads(path.read_text()), out)
     return res
+
+
+def plot_from_results(out: Path) -> list[str]:
+    """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
+    out = Path(out)
+    return plot(json.loads((out / "results.json").read_text()), out)

@@ -314,3 +314,8 @@ def run(out: Path, *, quick: bool = True) -> dict:
     (out / "results.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
     plot(out)
     return res
+
+
+def plot_from_results(out: Path) -> None:
+    """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
+    plot(Path(out))

@@ -223,6 +223,12 @@ def test_notebook_executes_headless(stem, kernel_env, tmp_path):
 
     run_dir = tmp_path / name
     results = json.loads((run_dir / "results.json").read_text())
+    # The committed figures/ data is what a fresh quick run produces (issue: main job end to end).
+    from tests.test_figures import assert_results_match
+
+    committed = ROOT / "figures" / name / "results.json"
+    assert committed.is_file(), f"figures/{name}/results.json is not committed"
+    assert_results_match(results, json.loads(committed.read_text()))
     pngs = sorted(run_dir.rglob("*.png"))
     assert pngs, "the reproduction wrote no figures"
     assert all(p.with_suffix(".pdf").is_file() for p in pngs), "every figure comes as PNG and PDF"

@@ -44,5 +44,6 @@ def run(args) -> int:
         print(f"    loss   : {r['formula']}")
         print(f"    hparams: {hp or '-'}")
         print(f"    paper  : {r['paper']}")
-    print(f"\n{len(rows)} losses ({len(losses.names())} names with aliases)")
+    n_names = sum(1 + len(r["aliases"]) for r in rows)
+    print(f"\n{len(rows)} losses ({n_names} names with aliases)")
     return 0
