@@ -44,3 +44,15 @@ def savefig(fig, out_dir: str | Path, name: str) -> list[Path]:
     fig.savefig(paths[1], metadata={"Creator": None, "Producer": None, "CreationDate": None})
     plt.close(fig)
     return paths
+
+
+def styled(fn):
+    """Decorator: run a figure-drawing function under :func:`style`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with style():
+            return fn(*args, **kwargs)
+
+    return wrapper

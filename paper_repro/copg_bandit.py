@@ -24,6 +24,8 @@ import math
 import time
 from pathlib import Path
 
+from jalign.plotting import savefig, styled
+
 NAME = "copg-bandit"
 DESCRIPTION = "CoPG vs IPO vs off-policy PG on the 3-armed bandit of Flet-Berliac et al. (2024), and beyond"
 
@@ -340,6 +342,7 @@ def claims(res: dict) -> list[dict]:
 FLOOR = 1e-7  # log-scale plots draw values below this (float32 round-off) at the floor
 
 
+@styled
 def plot(res: dict, out: Path) -> list[str]:
     """Draw every figure from the saved results (PNG + PDF)."""
     import matplotlib
@@ -351,10 +354,7 @@ def plot(res: dict, out: Path) -> list[str]:
     written = []
 
     def save(fig, name):
-        for ext in ("png", "pdf"):
-            fig.savefig(out / f"{name}.{ext}", dpi=150, bbox_inches="tight")
-            written.append(f"{name}.{ext}")
-        plt.close(fig)
+        written.extend(p.name for p in savefig(fig, out, name))
 
     allm = {**res["methods"], **res["extra_methods"]}
     spe = res["config"]["steps_per_epoch"]

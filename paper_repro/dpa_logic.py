@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jalign.plotting import savefig, styled
+
 NAME = "dpa-logic"
 DESCRIPTION = "Logic of DPA: symbolic forms, 4^(2^n) landscape, entailment lattice, toy training of lattice losses"
 PAPER = "Richardson, Srikumar & Sabharwal, Understanding the Logic of DPA through Logic, ICML 2025"
@@ -218,6 +220,7 @@ def _claims(forms_err, land, toy):
     return claims
 
 
+@styled
 def plot(out: Path) -> None:
     """Draw the figures from ``out/results.json``."""
     import matplotlib
@@ -268,9 +271,7 @@ def plot(out: Path) -> None:
     ax2.set_title("Known losses: arrows a → b mean a ⊨ b\n(labels over worlds TT TF FT FF; B = both, · = excluded)")
     ax2.set_ylabel("rank")
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"lattice.{ext}", dpi=130)
-    plt.close(fig)
+    savefig(fig, out, "lattice")
 
     toy = res["toy"]
     fig, axes = plt.subplots(len(toy), 2, figsize=(12, 4.2 * len(toy)), squeeze=False)
@@ -287,9 +288,7 @@ def plot(out: Path) -> None:
             ax.set_ylabel("log-prob")
             ax.legend(fontsize=8)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"toy_curves.{ext}", dpi=130)
-    plt.close(fig)
+    savefig(fig, out, "toy_curves")
 
 
 def run(out: Path, *, quick: bool = True) -> dict:

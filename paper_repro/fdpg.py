@@ -27,6 +27,7 @@ from jalign import divergences as D
 from jalign.fdpg import loop as L
 from jalign.fdpg import metrics as M
 from jalign.fdpg import toy as T
+from jalign.plotting import savefig, styled
 
 NAME = "fdpg"
 DESCRIPTION = "f-DPG: alignment vs diversity of every f-divergence on an exact bimodal toy (Go et al. 2023)"
@@ -269,6 +270,7 @@ def _claims(res: dict) -> list[dict]:
     return claims
 
 
+@styled
 def _figures(out: Path) -> None:
     import matplotlib
 
@@ -311,9 +313,7 @@ def _figures(out: Path) -> None:
     ax.set(ylabel="tr Cov / ‖E g‖² (one sample)", title="gradient-estimator variance (median over policies)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"fdpg_toy.{ext}", dpi=130)
-    plt.close(fig)
+    savefig(fig, out, "fdpg_toy")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in names:
@@ -328,9 +328,7 @@ def _figures(out: Path) -> None:
     axes[1].axhline(res["target"]["entropy"], color="k", ls=":", lw=1)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"fdpg_training.{ext}", dpi=130)
-    plt.close(fig)
+    savefig(fig, out, "fdpg_training")
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
