@@ -120,3 +120,7 @@ def count_token(prompt_ids, completion_ids, completion_mask, *, token: int = ord
     m = np.asarray(completion_mask, np.float32)
     hits = (np.asarray(completion_ids) == token) * m
     return hits.sum(-1) / np.maximum(m.sum(-1), 1.0)
+
+
+# The real model (jalign.models) and data pipelines (jalign.data): see jalign/train/plugins.py.
+from jalign.train import plugins  # noqa: E402,F401
