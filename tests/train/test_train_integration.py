@@ -17,7 +17,7 @@ from flax import nnx
 
 from jalign import losses
 from jalign.data import builtin
-from jalign.models import CausalLM
+from jalign.models import CausalLM, forward
 from jalign.tokenizers import ByteTokenizer
 from jalign.train import ConfigError, base_config, load_config, online, plugins, registry, train
 from jalign.train.objectives import make_objective
@@ -194,6 +194,12 @@ def test_trainer_logps_equal_direct_unpadded_model_logps(frozen6):
         direct[side] = _direct_logps(model, ids, mask, attn)
         np.testing.assert_allclose(np.asarray(trainer), direct[side], rtol=1e-5)
         assert np.all(direct[side] < -50)  # ~90 response bytes under a random model: not trivially 0
+    # two rows also through jalign.models.forward + jalign.losses.sequence_logps on the unpadded sequence
+    for r in range(2):
+        keep = b["chosen_attention_mask"][r].astype(bool)
+        seq, m = jnp.asarray(b["chosen_ids"][r][keep][None]), jnp.asarray(b["chosen_mask"][r][keep][None])
+        lp, _ = losses.sequence_logps(forward(model, seq).logits[:, :-1], seq[:, 1:], m[:, 1:])
+        np.testing.assert_allclose(float(lp[0]), direct["chosen"][r], rtol=1e-5)
     # and through train(): step 1's metrics come from the same log-probs (computed before the update)
     h = frozen6.history[0]
     np.testing.assert_allclose(h["logps/chosen"], direct["chosen"].mean(), rtol=1e-5)
