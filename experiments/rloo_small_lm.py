@@ -6,6 +6,9 @@ Each step samples ``online.num_samples`` completions of ``online.max_new_tokens`
 ``sentiment_pairs`` data set with the KV-cache sampler of jalign.models, scores them with
 ``jalign.data.builtin.lexicon_reward`` (reward ``lexicon``) and takes an RLOO step. For CoPG set
 ``loss.name=copg``.
+
+Measured (docs/training.md): the pretrained small LM almost never writes a lexicon word, so nearly every reward
+is 0 and there is little to learn from; this config demonstrates the online pipeline on the real model.
 """
 
 from jalign.train.config import base_config
