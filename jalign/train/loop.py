@@ -88,8 +88,8 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
                        state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
     sampler = reward = None
     if cfg.mode == "online":
-        sampler = online.make_sampler(graphdef, max_new_tokens=cfg.online.max_new_tokens,
-                                      temperature=cfg.online.temperature)
+        make = online.make_kv_sampler if registry.plugins.is_causal_lm(model) else online.make_sampler
+        sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
         reward = reward_fn or registry.get_reward(cfg.online.reward)
 
     workdir = Path(cfg.workdir) if cfg.workdir else None

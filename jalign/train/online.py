@@ -1,8 +1,9 @@
 """Online loops: sample K completions per prompt from the current policy, score them, train on them.
 
 ``make_sampler`` is a simple jitted sampler for any model of the trainer's interface (no KV cache: it
-recomputes the logits of the whole buffer for every new token, fine for the tiny test model; the
-KV-cache sampler of ``jalign.models`` replaces it through the same signature). ``build_batch`` turns prompts,
+recomputes the logits of the whole buffer for every new token, fine for the tiny test model);
+``make_kv_sampler`` wraps the KV-cache sampler of ``jalign.models`` in the same signature and is used for
+``jalign.models.CausalLM`` policies. ``build_batch`` turns prompts,
 samples and rewards into the batch of a *scored* (policy-gradient: RLOO, CoPG) or *sampled* (f-DPG) loss.
 """
 
@@ -53,6 +54,38 @@ def make_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, gre
         return {"ids": ids, "attention_mask": attn, "mask": resp, "logps": logps}
 
     return jax.jit(sample)
+
+
+def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, greedy: bool = False,
+                    eos_id: int = ByteTokenizer.eos_id, pad_id: int = ByteTokenizer.pad_id):
+    """The :func:`make_sampler` interface over :func:`jalign.models.sample` (KV cache, early exit on EOS),
+    for :class:`jalign.models.CausalLM` models.
+
+    ``sample(params, model_state, prompt_ids [N, P], prompt_mask [N, P], key) -> dict`` with the same fields
+    as :func:`make_sampler`: ``ids`` = prompt followed by the ``max_new_tokens`` sampled tokens (``pad_id``
+    after EOS), ``attention_mask`` = prompt mask followed by the response mask, ``mask`` = 0 on the prompt,
+    the response mask after it, and ``logps [N]`` = Σ over response tokens of ``log q(y_t)`` under the
+    distribution sampled from (``SampleOutput.logprobs``; the policy itself at temperature 1), which equals
+    the trainer's recomputed sequence log-prob of the same ids (tested).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax)")
+    from flax import nnx
+
+    from jalign.models import sample as kv_sample
+
+    def sample(params, model_state, prompt_ids, prompt_mask, key):
+        model = nnx.merge(graphdef, params, model_state)
+        out = kv_sample(model, prompt_ids, prompt_mask, key=key, max_new_tokens=max_new_tokens,
+                        temperature=temperature, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
+        resp = out.response_mask.astype(jnp.int32)
+        pm = jnp.asarray(prompt_mask).astype(jnp.int32)
+        return {"ids": jnp.concatenate([jnp.asarray(prompt_ids, jnp.int32), out.tokens.astype(jnp.int32)], 1),
+                "attention_mask": jnp.concatenate([pm, resp], 1),
+                "mask": jnp.concatenate([jnp.zeros_like(pm), resp], 1),
+                "logps": jnp.sum(out.logprobs * resp, axis=-1)}
+
+    return sample
 
 
 def repeat_prompts(batch: dict, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """Plug-in points of the trainer: models, data sources and reward functions by name.
 
 The config names a model (``model.name``), a data source (``data.name``) and, for online runs, a reward
-(``online.reward``). The models and data packages register their own entries here, e.g.::
+(``online.reward``). The entries for :mod:`jalign.models` and :mod:`jalign.data` (``small_lm``,
+``pretrained``, ``causal_lm``; ``builtin_pairwise``, ``builtin_sft``, ``builtin_prompts``; reward ``lexicon``)
+live in :mod:`jalign.train.plugins`; new ones are registered the same way, e.g.::
 
     @register_model("pretrained")
     def _pretrained(*, seed, path): return jalign.models.load_pretrained(path)
@@ -120,3 +122,7 @@ def count_token(prompt_ids, completion_ids, completion_mask, *, token: int = ord
     m = np.asarray(completion_mask, np.float32)
     hits = (np.asarray(completion_ids) == token) * m
     return hits.sum(-1) / np.maximum(m.sum(-1), 1.0)
+
+
+# The real model (jalign.models) and data pipelines (jalign.data): see jalign/train/plugins.py.
+from jalign.train import plugins  # noqa: E402,F401

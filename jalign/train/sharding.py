@@ -77,17 +77,32 @@ def annotated_spec(names, shape: tuple[int, ...], mesh: jax.sharding.Mesh, rules
     return P(*spec, *([None] * (len(shape) - len(spec))))
 
 
+# Logical axis names of jalign.models parameters (``axes`` metadata) -> mesh axes, used for ``axes``-annotated
+# parameters unless ``mesh.rules`` overrides a name (same table as jalign.models.sharding.DEFAULT_RULES).
+MODEL_AXES_RULES = {"vocab": "tensor", "embed": "fsdp", "heads": "tensor", "kv_heads": "tensor", "mlp": "tensor"}
+
+
 def tree_shardings(tree, mesh: jax.sharding.Mesh, rules: Mapping[str, str] | None = None):
     """NamedShardings for every array leaf of ``tree``: a Variable's ``out_sharding`` annotation (through
-    ``rules``, see :func:`annotated_spec`) when it has one, else the shape rule :func:`leaf_spec`. Optimiser
-    moments keep their parameter's Variable metadata, so they follow the same annotation."""
+    ``rules``, see :func:`annotated_spec`) when it has one, else its ``axes`` annotation (the
+    :mod:`jalign.models` convention, through :data:`MODEL_AXES_RULES` updated by ``rules``), else the shape rule
+    :func:`leaf_spec`. Optimiser moments keep their parameter's Variable metadata, so they follow the same
+    annotation."""
     from flax import nnx
+
+    model_rules = {**MODEL_AXES_RULES, **dict(rules or {})}
 
     def one(x):
         if isinstance(x, nnx.Variable):
-            names = x.get_metadata().get("out_sharding")
+            meta = x.get_metadata()
+            names = meta.get("out_sharding")
             shape = np.shape(x.get_value())
-            spec = annotated_spec(names, shape, mesh, rules) if names is not None else leaf_spec(shape, mesh)
+            if names is not None:
+                spec = annotated_spec(names, shape, mesh, rules)
+            elif meta.get("axes") is not None:
+                spec = annotated_spec(meta["axes"], shape, mesh, model_rules)
+            else:
+                spec = leaf_spec(shape, mesh)
             return x.replace(NamedSharding(mesh, spec))
         return NamedSharding(mesh, leaf_spec(np.shape(x), mesh))
 

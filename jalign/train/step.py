@@ -97,8 +97,14 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, *, seed: int
 
 
 def logits_fn(graphdef, params, model_state, ids, attention_mask):
-    """Logits ``[B, T, V]`` of the merged model (accepts models returning an object with ``.logits``)."""
-    out = nnx.merge(graphdef, params, model_state)(ids, attention_mask=attention_mask)
+    """Logits ``[B, T, V]`` of the merged model.
+
+    The model is called as ``model(ids_BxT, mask_BxT)`` with the attention mask as the *second positional*
+    argument, which both the test ``TinyLM`` (``attention_mask=``) and :class:`jalign.models.CausalLM`
+    (``mask_BxT=``, positions derived from the mask, so left and right padding give the same logits) accept.
+    Models returning an object with ``.logits`` (``CausalLMOutput``) are unwrapped.
+    """
+    out = nnx.merge(graphdef, params, model_state)(ids, attention_mask)
     return getattr(out, "logits", out)
 
 
