@@ -231,7 +231,7 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
                 "jalign_times": j_times, "trl_times": t_times, "jalign_compile_s": compile_s,
                 "jalign_model_gflops_per_step": flops / 1e9,
                 "jalign_mfu": flops / j / (max(peaks[dtype]) * 1e9),
-                "jalign_loss_last": float(loss), **({"model_kw": cfg_kw} if cfg_kw else {})})
+                "jalign_loss_last": float(loss), "load_average_1m": os.getloadavg()[0], **({"model_kw": cfg_kw} if cfg_kw else {})})
     return row
 
 
@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="bfloat16,float32")
     ap.add_argument("--quick", action="store_true", help="1 round of 2 steps")
     ap.add_argument("--matmul-n", type=int, default=1024)
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 1, 2
@@ -255,6 +256,8 @@ def main(argv=None) -> int:
     import transformers
     import trl
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     peaks = {"float32": [], "bfloat16": []}
 
     def measure_peaks():
