@@ -235,6 +235,36 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     return row
 
 
+def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[dict]:
+    """jalign only: default bf16 path vs ``ModelConfig(mixed_matmul=True)``, alternating steps in one process."""
+    rows = []
+    for n_embd, n_layer, seq in configs:
+        ids, mask = make_data(seq, steps)
+        jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
+        variants = {"default": {}, "mixed_matmul": {"mixed_matmul": True}}
+        built = {}
+        for name, kw in variants.items():
+            cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **kw)
+            step, st = make_jalign_step(cfg)
+            st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
+            loss.block_until_ready()
+            built[name] = (step, st, [])
+        for _ in range(rounds):
+            for step, st, times in built.values():
+                for i in range(steps):
+                    t0 = time.perf_counter()
+                    st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i], jmask[i])
+                    loss.block_until_ready()
+                    times.append(time.perf_counter() - t0)
+        row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype,
+               **{f"{k}_s": statistics.median(v[2]) for k, v in built.items()},
+               **{f"{k}_times": v[2] for k, v in built.items()}, "load_average_1m": os.getloadavg()[0]}
+        row["speedup"] = row["default_s"] / row["mixed_matmul_s"]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith("_times")}), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -246,7 +276,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round of 2 steps")
     ap.add_argument("--matmul-n", type=int, default=1024)
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="jalign only (no torch needed): default bf16 path vs mixed_matmul=True, same run")
     args = ap.parse_args(argv)
+    configs = [tuple(int(x) for x in spec.split("/")) for spec in args.configs.split(",")]
+    if args.ablate:
+        rows = ablate(configs, args.rounds, args.steps)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"ablation": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                             indent=2))
+        return 0
     if args.quick:
         args.rounds, args.steps = 1, 2
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -267,8 +306,7 @@ def main(argv=None) -> int:
     measure_peaks()
     rows = []
     workdir = Path(args.out).resolve().parent / ".peer_trl_tmp"
-    for spec in args.configs.split(","):
-        n_embd, n_layer, seq = (int(x) for x in spec.split("/"))
+    for n_embd, n_layer, seq in configs:
         for dtype in args.dtypes.split(","):
             r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, str(workdir), peaks)
             rows.append(r)
