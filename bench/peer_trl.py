@@ -265,9 +265,27 @@ def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[di
     return rows
 
 
+def markdown_table(d: dict) -> str:
+    """The results table (markdown) from a ``peer_trl`` JSON."""
+    pk = d["matmul_peak_gflops"]
+    lines = ["| n_embd | layers | seq | dtype | jalign s/step | TRL s/step | ratio TRL/jalign | jalign MFU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in d["configs"]:
+        trl = "—" if r["trl_s"] is None else f"{r['trl_s']:.3f}"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['n_embd']} | {r['n_layer']} | {r['seq']} | {r['dtype']} | {r['jalign_s']:.3f} | {trl} "
+                     f"| {ratio} | {100 * r['jalign_mfu']:.1f}% |")
+    lines.append("")
+    lines.append(f"Matmul peak measured in the same run: {pk['float32']:.0f} GFLOP/s float32, "
+                 f"{pk['bfloat16']:.0f} GFLOP/s bfloat16 (f32 accumulation). Versions: "
+                 + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()) + ".")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="JSON to write")
+    ap.add_argument("--table", metavar="JSON", help="print the markdown table of an existing result and exit")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round (TRL: +1 warm-up per train())")
     ap.add_argument("--configs", default=",".join(f"{a}/{b}/{c}" for a, b, c in CONFIGS),
@@ -276,9 +294,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round of 2 steps")
     ap.add_argument("--matmul-n", type=int, default=1024)
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--mixed-matmul", action="store_true",
+                    help="jalign bf16 rows with ModelConfig(mixed_matmul=True) (recorded as model_kw)")
     ap.add_argument("--ablate", action="store_true",
                     help="jalign only (no torch needed): default bf16 path vs mixed_matmul=True, same run")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     configs = [tuple(int(x) for x in spec.split("/")) for spec in args.configs.split(",")]
     if args.ablate:
         rows = ablate(configs, args.rounds, args.steps)
@@ -308,7 +333,8 @@ def main(argv=None) -> int:
     workdir = Path(args.out).resolve().parent / ".peer_trl_tmp"
     for n_embd, n_layer, seq in configs:
         for dtype in args.dtypes.split(","):
-            r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, str(workdir), peaks)
+            kw = {"mixed_matmul": True} if args.mixed_matmul and dtype != "float32" else {}
+            r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, str(workdir), peaks, **kw)
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
                               if not k.endswith("_times")}), flush=True)
