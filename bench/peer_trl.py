@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -330,11 +331,11 @@ def main(argv=None) -> int:
 
     measure_peaks()
     rows = []
-    workdir = Path(args.out).resolve().parent / ".peer_trl_tmp"
+    workdir = tempfile.mkdtemp(prefix="peer_trl_")  # TRL's output_dir (nothing is saved)
     for n_embd, n_layer, seq in configs:
         for dtype in args.dtypes.split(","):
             kw = {"mixed_matmul": True} if args.mixed_matmul and dtype != "float32" else {}
-            r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, str(workdir), peaks, **kw)
+            r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, workdir, peaks, **kw)
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
                               if not k.endswith("_times")}), flush=True)
