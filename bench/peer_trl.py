@@ -207,8 +207,10 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
     loss.block_until_ready()
     compile_s = time.perf_counter() - t0
-    if not np.isfinite(float(loss)) or abs(float(loss) - np.log(2)) > 1e-3:
-        raise RuntimeError(f"jalign first DPO loss {float(loss)} != log 2")
+    # policy == reference at step 0, so the loss is log 2 up to the rounding of two differently fused forwards
+    tol = 1e-3 if dtype == "float32" else 5e-2
+    if not np.isfinite(float(loss)) or abs(float(loss) - np.log(2)) > tol:
+        raise RuntimeError(f"jalign first DPO loss {float(loss)} != log 2 (tolerance {tol})")
     trainer = timer = None
     if not jalign_only:
         trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
@@ -318,8 +320,6 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
-    import transformers
-    import trl
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -339,10 +339,21 @@ def main(argv=None) -> int:
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
                               if not k.endswith("_times")}), flush=True)
+            _write(args.out, _payload(rows, peaks, args))  # partial results survive a later failure
     measure_peaks()
+    _write(args.out, _payload(rows, peaks, args))
+    print(args.out)
+    return 0
+
+
+def _payload(rows, peaks, args) -> dict:
+    import torch
+    import transformers
+    import trl
+
     for r in rows:  # MFU against the best peak of the whole run
         r["jalign_mfu"] = r["jalign_model_gflops_per_step"] / r["jalign_s"] / max(peaks[r["dtype"]])
-    out = {
+    return {
         "configs": rows,
         "matmul_peak_gflops": {dt: max(v) for dt, v in peaks.items()},
         "matmul_peak_gflops_all": peaks,
@@ -354,13 +365,14 @@ def main(argv=None) -> int:
         "load_average": os.getloadavg(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    path = Path(args.out)
+
+
+def _write(out, payload: dict) -> None:
+    path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
+    tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
-    print(path)
-    return 0
 
 
 if __name__ == "__main__":
