@@ -30,6 +30,12 @@ class ModelConfig:
 
     ``dtype`` is the activation/compute dtype, ``param_dtype`` the storage dtype of the parameters; logits are
     always float32. ``remat=True`` rematerialises each block in the backward pass (jax.checkpoint).
+
+    ``mixed_matmul=True`` (only acts when ``dtype`` is not float32): the dense projections (q/k/v/o, MLP,
+    unembedding) run as ``dtype`` x ``dtype`` dots with float32 accumulation
+    (``preferred_element_type=float32``) under a custom VJP whose backward dots are also ``dtype`` x ``dtype``
+    with float32 accumulation; weight gradients come back in the parameter dtype. Same function as the default
+    path up to rounding (see :func:`jalign.models.transformer.mixed_matmul`).
     """
 
     arch: str = "gpt2"
@@ -52,6 +58,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    mixed_matmul: bool = False
     init_std: float = 0.02
     bos_id: int | None = None
     eos_id: int | None = None

@@ -129,6 +129,54 @@ def apply_rope(x_BxTxHxD: Array, cos: Array, sin: Array) -> Array:
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixed_matmul(x_NxK: Array, w_KxM: Array, out_dtype) -> Array:
+    """``x @ w`` as a ``x.dtype`` x ``x.dtype`` dot accumulated in float32, cast to ``out_dtype``.
+
+    ``w`` may be stored wider (float32 master weights); it is cast to ``x.dtype`` for the product. The custom
+    VJP keeps the backward in the same form, ``dx = g @ w^T`` and ``dw = x^T g``, both with ``x.dtype`` inputs
+    (the cotangent is cast to ``x.dtype``) and float32 accumulation; ``dw`` is returned in ``w.dtype``. Plain
+    autodiff of a ``preferred_element_type=float32`` dot would instead run the backward on float32 operands,
+    which on CPUs with bf16 dot units is several times slower than the forward.
+
+    Args:
+      x_NxK: activations ``[..., K]`` in the compute dtype.
+      w_KxM: weights ``[K, M]`` (any float dtype).
+      out_dtype: dtype of the result (e.g. the compute dtype, or float32 for logits).
+    """
+    return jnp.dot(x_NxK, w_KxM.astype(x_NxK.dtype), preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _mixed_matmul_fwd(x, w, out_dtype):
+    return mixed_matmul(x, w, out_dtype), (x, w)
+
+
+def _mixed_matmul_bwd(out_dtype, res, g):
+    x, w = res
+    dt = x.dtype
+    g = g.astype(dt)
+    dx = jnp.dot(g, w.astype(dt).T, preferred_element_type=jnp.float32).astype(dt)
+    K, M = w.shape
+    dw = jnp.dot(x.reshape(-1, K).T, g.reshape(-1, M), preferred_element_type=jnp.float32).astype(w.dtype)
+    return dx, dw
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
+def _use_mixed(cfg: ModelConfig, dt) -> bool:
+    return cfg.mixed_matmul and jnp.dtype(dt) != jnp.float32
+
+
+def _proj_in(cfg, x_BxTxD, w_DxHxK):
+    """``einsum("btd,dhk->bthk")``; with ``cfg.mixed_matmul`` a :func:`mixed_matmul` on the flattened weight."""
+    dt = x_BxTxD.dtype
+    if not _use_mixed(cfg, dt):
+        return jnp.einsum("btd,dhk->bthk", x_BxTxD, w_DxHxK.astype(dt))
+    D, H, K = w_DxHxK.shape
+    return mixed_matmul(x_BxTxD, w_DxHxK.reshape(D, H * K), dt).reshape(*x_BxTxD.shape[:2], H, K)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -148,9 +196,9 @@ class Attention(nnx.Module):
     def __call__(self, x, rope, valid_BxS, q_slot_T, kv=None, index=None):
         cfg = self.cfg
         dt = x.dtype
-        q = jnp.einsum("btd,dhk->bthk", x, self.wq[...].astype(dt))
-        k = jnp.einsum("btd,dhk->bthk", x, self.wk[...].astype(dt))
-        v = jnp.einsum("btd,dhk->bthk", x, self.wv[...].astype(dt))
+        q = _proj_in(cfg, x, self.wq[...])
+        k = _proj_in(cfg, x, self.wk[...])
+        v = _proj_in(cfg, x, self.wv[...])
         if cfg.qkv_bias:
             q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
         if rope is not None:
@@ -167,7 +215,10 @@ class Attention(nnx.Module):
         scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dt)
         o = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(B, T, H, Dh)
-        y = jnp.einsum("bthk,hkd->btd", o, self.wo[...].astype(dt))
+        if _use_mixed(cfg, dt):
+            y = mixed_matmul(o.reshape(B, T, H * Dh), self.wo[...].reshape(H * Dh, -1), dt)
+        else:
+            y = jnp.einsum("bthk,hkd->btd", o, self.wo[...].astype(dt))
         if cfg.attn_out_bias:
             y = y + self.bo[...].astype(dt)
         return y, (k, v)
@@ -198,20 +249,25 @@ class MLP(nnx.Module):
             return jax.nn.silu(h)
         return jax.nn.gelu(h, approximate=(a == "gelu_tanh"))
 
+    def _mm(self, x, w):
+        if _use_mixed(self.cfg, x.dtype):
+            return mixed_matmul(x, w, x.dtype)
+        return x @ w.astype(x.dtype)
+
     def __call__(self, x):
         cfg, dt = self.cfg, x.dtype
         if cfg.arch == "gpt2":
-            h = x @ self.w_in[...].astype(dt)
+            h = self._mm(x, self.w_in[...])
             if cfg.mlp_bias:
                 h = h + self.b_in[...].astype(dt)
             h = self._act(h)
         else:
-            g = x @ self.w_gate[...].astype(dt)
-            u = x @ self.w_up[...].astype(dt)
+            g = self._mm(x, self.w_gate[...])
+            u = self._mm(x, self.w_up[...])
             if cfg.mlp_bias:
                 g, u = g + self.b_gate[...].astype(dt), u + self.b_up[...].astype(dt)
             h = self._act(g) * u
-        y = h @ self.w_out[...].astype(dt)
+        y = self._mm(h, self.w_out[...])
         if cfg.mlp_bias:
             y = y + self.b_out[...].astype(dt)
         return y
@@ -330,7 +386,10 @@ class CausalLM(nnx.Module):
             new_k.append(kv[0])
             new_v.append(kv[1])
         h = self.final_norm(x)
-        if cfg.tie_embeddings:
+        if _use_mixed(cfg, dt):
+            w = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
+            logits = mixed_matmul(h, w, jnp.float32)
+        elif cfg.tie_embeddings:
             logits = jnp.einsum("btd,vd->btv", h, self.embed[...].astype(dt), preferred_element_type=jnp.float32)
         else:
             logits = jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)

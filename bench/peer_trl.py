@@ -1,0 +1,379 @@
+"""jalign's DPO training step against TRL's ``DPOTrainer`` on the same GPT-2 shapes, data and precision.
+
+What is timed (one optimiser step each, batch already in memory):
+
+* **TRL**: the real ``trl.DPOTrainer`` (``loss_type="sigmoid"``, β = 0.1, reference model = frozen copy,
+  ``precompute_ref_log_probs=False``, dropout disabled, AdamW, ``max_grad_norm=1``) driven by
+  ``trainer.train()``; a ``TrainerCallback`` records the wall time from ``on_step_begin`` to ``on_step_end``
+  of every step: policy forward on the 2B concatenated chosen/rejected rows, reference forward under
+  ``no_grad``, loss, backward, gradient clipping, ``optimizer.step()``, scheduler, ``zero_grad`` and TRL's
+  per-step metric bookkeeping. Batch loading/collation happens before ``on_step_begin`` and is excluded. The
+  first step of every ``train()`` call is dropped (warm-up). ``bf16=True`` is the trainer's bf16 autocast
+  (fp32 master weights); ``bf16=False`` is plain fp32.
+* **jalign**: one ``jax.jit``-compiled step with donated parameter/optimiser buffers:
+  ``jalign.models`` GPT-2 (same config) forward on the 2B rows, reference log-probs computed in the step
+  from a frozen copy of the initial parameters (``stop_gradient``; like with like — no caching),
+  ``jalign.losses.sequence_logps`` + ``jalign.losses.get("sigmoid")`` (β = 0.1), gradients,
+  ``optax.chain(clip_by_global_norm(1), adamw)``. bf16 = ``ModelConfig(dtype="bfloat16",
+  param_dtype="float32")`` (fp32 master weights, bf16 activations/matmuls, float32 logits).
+
+Shapes: GPT-2 (head dim 64), vocab 8192, 8 pairs per step (16 rows), every row ``seq`` tokens, prompt =
+``seq // 4`` tokens, response = the rest (its last token EOS). TRL gets the same token ids as text over a
+word-level tokenizer (``"t<id>"`` words), so both sides see identical ids and masks.
+
+Repeats alternate in the same process: for each config and dtype, ``--rounds`` times: ``--steps`` jalign
+steps, then one TRL ``train()`` of ``--steps + 1`` steps. Medians over all timed steps; ratio =
+``trl_s / jalign_s`` (> 1: jalign faster). The matmul peak (``jnp.dot`` of two n×n matrices, f32 and bf16
+inputs with ``preferred_element_type=float32``, best of repeats) is measured in the same run, before and
+after the configs (best kept). MFU of the jalign step = model FLOPs / step time / peak of its dtype, with
+model FLOPs = policy fwd+bwd (``6 N_matmul + 12 L T d`` per token, ``ModelConfig.flops_per_token``) plus
+the reference forward (a third of that) over the 2B·seq tokens.
+
+    python -m bench.peer_trl --out bench/results/peer_trl.json [--quick] [--configs 128/2/128,...]
+
+Needs torch (CPU), transformers and trl besides jalign's dependencies (the ``peer`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bench.model import matmul_peak
+from jalign.losses import PairwiseLogps, get, sequence_logps
+from jalign.models import ModelConfig, create_model
+
+VOCAB = 8192
+PAIRS = 8
+BETA = 0.1
+LR = 1e-5
+PAD_ID, EOS_ID = 0, 1
+CONFIGS = ((128, 2, 128), (256, 4, 256), (512, 6, 256))
+
+
+def make_data(seq: int, n_batches: int, seed: int = 0):
+    """Token ids ``[n_batches, 2·PAIRS, seq]`` (rows 0..P-1 chosen, P..2P-1 rejected; a pair shares its prompt)
+    and the response mask (1 from ``seq // 4`` on)."""
+    rng = np.random.default_rng(seed)
+    p = seq // 4
+    prompts = rng.integers(2, VOCAB, (n_batches, PAIRS, p))
+    chosen = rng.integers(2, VOCAB, (n_batches, PAIRS, seq - p))
+    rejected = rng.integers(2, VOCAB, (n_batches, PAIRS, seq - p))
+    chosen[..., -1] = EOS_ID
+    rejected[..., -1] = EOS_ID
+    ids = np.concatenate([np.concatenate([prompts, chosen], -1), np.concatenate([prompts, rejected], -1)], axis=1)
+    mask = np.zeros(ids.shape, np.int32)
+    mask[..., p:] = 1
+    return ids.astype(np.int32), mask
+
+
+# ----------------------------------------------------------------------------------------------- jalign
+
+
+def jalign_cfg(n_embd, n_layer, seq, dtype, **kw) -> ModelConfig:
+    return ModelConfig(arch="gpt2", vocab_size=VOCAB, d_model=n_embd, n_layers=n_layer, n_heads=n_embd // 64,
+                       max_seq_len=seq, dtype=dtype, param_dtype="float32", **kw)
+
+
+def make_jalign_step(cfg: ModelConfig):
+    """(step, state): ``step(params, opt_state, ref_params, ids, mask) -> (params, opt_state, loss)``, jitted,
+    params and optimiser state donated."""
+    model = create_model(cfg, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    ref_params = jax.tree.map(jnp.copy, params)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(LR, weight_decay=0.0))
+    opt_state = tx.init(params)
+    dpo = get("sigmoid")
+
+    def seq_logps(p, ids, mask):
+        logits = nnx.merge(graphdef, p)(ids).logits
+        lp, _ = sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])
+        return lp[:PAIRS], lp[PAIRS:]
+
+    def loss_fn(p, ref_p, ids, mask):
+        c, r = seq_logps(p, ids, mask)
+        rc, rr = jax.lax.stop_gradient(seq_logps(ref_p, ids, mask))
+        return dpo(PairwiseLogps(c, r, rc, rr), beta=BETA).mean()
+
+    def step(p, o, ref_p, ids, mask):
+        loss, g = jax.value_and_grad(loss_fn)(p, ref_p, ids, mask)
+        upd, o = tx.update(g, o, p)
+        return optax.apply_updates(p, upd), o, loss
+
+    return jax.jit(step, donate_argnums=(0, 1)), {"p": params, "o": opt_state, "ref": ref_params}
+
+
+def jalign_flops_per_step(cfg: ModelConfig, seq: int) -> float:
+    """Policy fwd+bwd plus reference fwd over the 2·PAIRS rows."""
+    return cfg.flops_per_token(seq) * (4.0 / 3.0) * 2 * PAIRS * seq
+
+
+# ----------------------------------------------------------------------------------------------- TRL
+
+
+class _Timer:
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                timer.t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                timer.times.append(time.perf_counter() - timer.t0)
+
+        self.cb = CB()
+        self.times: list[float] = []
+
+
+def word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({_word(i): i for i in range(VOCAB)}, unk_token=_word(PAD_ID)))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=_word(PAD_ID), eos_token=_word(EOS_ID),
+                                   unk_token=_word(PAD_ID))
+
+
+def _word(i: int) -> str:
+    """Token id -> word of the word-level tokenizer (special words must not be substrings of others)."""
+    return {PAD_ID: "<pad>", EOS_ID: "<eos>"}.get(int(i), f"t{int(i)}")
+
+
+def make_trl(n_embd, n_layer, seq, bf16: bool, ids, mask, steps: int, workdir: str):
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=n_embd, n_layer=n_layer, n_head=n_embd // 64,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS_ID, eos_token_id=EOS_ID,
+                     pad_token_id=PAD_ID)
+    model = GPT2LMHeadModel(cfg)
+    ref_model = copy.deepcopy(model).eval()
+    for q in ref_model.parameters():
+        q.requires_grad_(False)
+    p = seq // 4
+    rows = {"prompt": [], "chosen": [], "rejected": []}
+    words = lambda a: " ".join(_word(i) for i in a)  # noqa: E731
+    for b in range(ids.shape[0]):
+        for i in range(PAIRS):
+            rows["prompt"].append(words(ids[b, i, :p]))
+            rows["chosen"].append(" " + words(ids[b, i, p:]))
+            rows["rejected"].append(" " + words(ids[b, PAIRS + i, p:]))
+    args = DPOConfig(output_dir=workdir, per_device_train_batch_size=PAIRS, max_steps=steps, learning_rate=LR,
+                     beta=BETA, loss_type=["sigmoid"], max_length=seq, bf16=bf16, fp16=False, use_cpu=True,
+                     logging_steps=10**6, save_strategy="no", report_to="none", max_grad_norm=1.0,
+                     dataloader_num_workers=0, disable_tqdm=True, seed=0, weight_decay=0.0,
+                     lr_scheduler_type="constant")
+    timer = _Timer()
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_dict(rows),
+                         processing_class=word_tokenizer(), callbacks=[timer.cb])
+    # identical tokens: the trainer's tokenised prompt/completions are exactly our ids
+    ex = trainer.train_dataset[0]
+    got = list(ex["prompt_ids"]) + list(ex["chosen_ids"])
+    if got != ids[0, 0].tolist():
+        raise RuntimeError(f"TRL tokenisation differs from the jalign ids: {got[:8]}... vs {ids[0, 0, :8]}...")
+    return trainer, timer
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalign_only=False, **cfg_kw):
+    ids, mask = make_data(seq, steps + 1)
+    cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **cfg_kw)
+    step, st = make_jalign_step(cfg)
+    jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
+    t0 = time.perf_counter()
+    st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - t0
+    # policy == reference at step 0, so the loss is log 2 up to the rounding of two differently fused forwards
+    tol = 1e-3 if dtype == "float32" else 5e-2
+    if not np.isfinite(float(loss)) or abs(float(loss) - np.log(2)) > tol:
+        raise RuntimeError(f"jalign first DPO loss {float(loss)} != log 2 (tolerance {tol})")
+    trainer = timer = None
+    if not jalign_only:
+        trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
+    j_times, t_times = [], []
+    for _ in range(rounds):
+        for i in range(steps):
+            t0 = time.perf_counter()
+            st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i + 1], jmask[i + 1])
+            loss.block_until_ready()
+            j_times.append(time.perf_counter() - t0)
+        if trainer is not None:
+            timer.times.clear()
+            trainer.train()
+            t_times.extend(timer.times[1:])
+    j = statistics.median(j_times)
+    row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype, "jalign_s": j,
+           "trl_s": statistics.median(t_times) if t_times else None}
+    row["ratio"] = row["trl_s"] / j if t_times else None
+    flops = jalign_flops_per_step(cfg, seq)
+    row.update({"jalign_s_min": min(j_times), "trl_s_min": min(t_times) if t_times else None,
+                "jalign_times": j_times, "trl_times": t_times, "jalign_compile_s": compile_s,
+                "jalign_model_gflops_per_step": flops / 1e9,
+                "jalign_mfu": flops / j / (max(peaks[dtype]) * 1e9),
+                "jalign_loss_last": float(loss), "load_average_1m": os.getloadavg()[0], **({"model_kw": cfg_kw} if cfg_kw else {})})
+    return row
+
+
+def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[dict]:
+    """jalign only: default bf16 path vs ``ModelConfig(mixed_matmul=True)``, alternating steps in one process."""
+    rows = []
+    for n_embd, n_layer, seq in configs:
+        ids, mask = make_data(seq, steps)
+        jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
+        variants = {"default": {}, "mixed_matmul": {"mixed_matmul": True}}
+        built = {}
+        for name, kw in variants.items():
+            cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **kw)
+            step, st = make_jalign_step(cfg)
+            st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
+            loss.block_until_ready()
+            built[name] = (step, st, [])
+        for _ in range(rounds):
+            for step, st, times in built.values():
+                for i in range(steps):
+                    t0 = time.perf_counter()
+                    st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i], jmask[i])
+                    loss.block_until_ready()
+                    times.append(time.perf_counter() - t0)
+        row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype,
+               **{f"{k}_s": statistics.median(v[2]) for k, v in built.items()},
+               **{f"{k}_times": v[2] for k, v in built.items()}, "load_average_1m": os.getloadavg()[0]}
+        row["speedup"] = row["default_s"] / row["mixed_matmul_s"]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith("_times")}), flush=True)
+    return rows
+
+
+def markdown_table(d: dict) -> str:
+    """The results table (markdown) from a ``peer_trl`` JSON."""
+    pk = d["matmul_peak_gflops"]
+    lines = ["| n_embd | layers | seq | dtype | jalign s/step | TRL s/step | ratio TRL/jalign | jalign MFU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in d["configs"]:
+        trl = "—" if r["trl_s"] is None else f"{r['trl_s']:.3f}"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['n_embd']} | {r['n_layer']} | {r['seq']} | {r['dtype']} | {r['jalign_s']:.3f} | {trl} "
+                     f"| {ratio} | {100 * r['jalign_mfu']:.1f}% |")
+    lines.append("")
+    lines.append(f"Matmul peak measured in the same run: {pk['float32']:.0f} GFLOP/s float32, "
+                 f"{pk['bfloat16']:.0f} GFLOP/s bfloat16 (f32 accumulation). Versions: "
+                 + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()) + ".")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="JSON to write")
+    ap.add_argument("--table", metavar="JSON", help="print the markdown table of an existing result and exit")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round (TRL: +1 warm-up per train())")
+    ap.add_argument("--configs", default=",".join(f"{a}/{b}/{c}" for a, b, c in CONFIGS),
+                    help="n_embd/n_layer/seq,...")
+    ap.add_argument("--dtypes", default="bfloat16,float32")
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 steps")
+    ap.add_argument("--matmul-n", type=int, default=1024)
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--mixed-matmul", action="store_true",
+                    help="jalign bf16 rows with ModelConfig(mixed_matmul=True) (recorded as model_kw)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="jalign only (no torch needed): default bf16 path vs mixed_matmul=True, same run")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not args.out:
+        ap.error("--out is required")
+    configs = [tuple(int(x) for x in spec.split("/")) for spec in args.configs.split(",")]
+    if args.ablate:
+        rows = ablate(configs, args.rounds, args.steps)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"ablation": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                             indent=2))
+        return 0
+    if args.quick:
+        args.rounds, args.steps = 1, 2
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    peaks = {"float32": [], "bfloat16": []}
+
+    def measure_peaks():
+        for dt in peaks:
+            peaks[dt].append(matmul_peak(args.matmul_n, jnp.dtype(dt), 5) / 1e9)
+
+    measure_peaks()
+    rows = []
+    workdir = tempfile.mkdtemp(prefix="peer_trl_")  # TRL's output_dir (nothing is saved)
+    for n_embd, n_layer, seq in configs:
+        for dtype in args.dtypes.split(","):
+            kw = {"mixed_matmul": True} if args.mixed_matmul and dtype != "float32" else {}
+            r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, workdir, peaks, **kw)
+            rows.append(r)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                              if not k.endswith("_times")}), flush=True)
+            _write(args.out, _payload(rows, peaks, args))  # partial results survive a later failure
+    measure_peaks()
+    _write(args.out, _payload(rows, peaks, args))
+    print(args.out)
+    return 0
+
+
+def _payload(rows, peaks, args) -> dict:
+    import torch
+    import transformers
+    import trl
+
+    for r in rows:  # MFU against the best peak of the whole run
+        r["jalign_mfu"] = r["jalign_model_gflops_per_step"] / r["jalign_s"] / max(peaks[r["dtype"]])
+    return {
+        "configs": rows,
+        "matmul_peak_gflops": {dt: max(v) for dt, v in peaks.items()},
+        "matmul_peak_gflops_all": peaks,
+        "matmul_n": args.matmul_n,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "versions": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "trl": trl.__version__, "torch_threads": torch.get_num_threads()},
+        "load_average": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _write(out, payload: dict) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
