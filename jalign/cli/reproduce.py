@@ -58,7 +58,11 @@ def run(args) -> int:
     _check_writable(out)
     summary = {"quick": args.quick, "reproductions": {}, "missing": {}}
     status = 0
-    for name in todo:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(todo, desc="reproduce", unit="repro", disable=len(todo) < 2, file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
         t0 = time.time()
         print(f"== reproduce {name} -> {out / name}", flush=True)
         # Write into a temporary sibling directory, then move into place: no half-written results.
