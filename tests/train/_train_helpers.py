@@ -21,6 +21,11 @@ def small_cfg(**over):
     c.train.steps = 4
     c.train.progress = False
     c.mesh.data = 1
+    return apply_overrides(c, over)
+
+
+def apply_overrides(c, over):
+    """Set nested config keys given as ``a__b__c=value`` keyword names; returns ``c``."""
     for k, v in over.items():
         node = c
         parts = k.split("__")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _train_helpers import np_seq_logps
+from _train_helpers import apply_overrides, np_seq_logps
 from flax import nnx
 
 from jalign import losses
@@ -46,13 +46,7 @@ def _cfg(**over):
     c.train.progress = False
     c.train.tensorboard = False
     c.mesh.data = 1
-    for k, v in over.items():
-        node = c
-        parts = k.split("__")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = v
-    return c
+    return apply_overrides(c, over)
 
 
 def _source(name="builtin_pairwise", batch_size=4, seed=0):
