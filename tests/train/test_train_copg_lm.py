@@ -58,14 +58,16 @@ def _decode(ids, mask):
 
 
 def _np_logps(model, ids, mask, attn):
-    """Per row: the unpadded sequence through jalign.models.forward, summed response log-probs in numpy."""
-    out = []
-    for i, m, a in zip(ids, mask, attn, strict=True):
-        keep = np.asarray(a).astype(bool)
-        seq, msk = np.asarray(i)[keep], np.asarray(m)[keep]
-        logits = np.asarray(forward(model, jnp.asarray(seq[None])).logits, np.float64)
-        out.append(float(np_seq_logps(logits, seq[None], msk[None])[0]))
-    return np.asarray(out)
+    """Summed response log-probs in numpy from jalign.models.forward logits of the *unpadded* sequences.
+
+    The pipeline right-pads, so each row's attention mask is a prefix; the model runs without an attention
+    mask (positions 0..T-1, causal), whose logits on that prefix are the unpadded sequence's.
+    """
+    attn = np.asarray(attn)
+    assert all(np.all(a[: a.sum()] == 1) for a in attn)  # right padding: the real tokens are a prefix
+    logits = np.asarray(forward(model, jnp.asarray(ids)).logits, np.float64)
+    keep = (np.arange(ids.shape[1])[None] < attn.sum(-1, keepdims=True)).astype(np.float64)
+    return np_seq_logps(logits, np.asarray(ids), np.asarray(mask) * keep)
 
 
 def _np_copg(lp, ref, r, beta):
@@ -130,7 +132,7 @@ def test_offline_copg_losses_equal_numpy_recomputation():
     g, _, rest = split_model(ref_model)
     policy = nnx.merge(g, one.state.params, rest)
     lp, ref = logps(policy, b2), logps(ref_model, b2)
-    assert np.abs((lp - ref)).max() > 1e-2  # the policy moved: the log-ratio term is exercised
+    assert np.abs(lp - ref).max() > 1e-2  # the policy moved: the log-ratio term is exercised
     want = _np_copg(lp, ref, b2["rewards"].astype(np.float64), BETA).mean()
     np.testing.assert_allclose(two.history[1]["loss"], want, rtol=1e-4)
     np.testing.assert_allclose(two.history[1]["logps/mean"], lp.mean(), rtol=1e-5)
