@@ -231,7 +231,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             s = losses.spec(c.loss.name)
         except KeyError as e:
             raise ConfigError(f"config loss.name: {e.args[0]}") from None
-        want = {"preference": ("pairwise", "unpaired", "listwise"), "online": ("scored", "sampled")}[c.mode]
+        want = {"preference": ("pairwise", "unpaired", "listwise", "scored"), "online": ("scored", "sampled")}[c.mode]
         if s.kind not in want:
             raise ConfigError(f"config loss.name={c.loss.name!r} is a {s.kind} loss; mode={c.mode!r} needs {want}")
         bad = sorted(set(c.loss.hparams.keys()) - set(s.hparams))

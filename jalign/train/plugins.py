@@ -16,7 +16,12 @@ Data (``data.name``; built-in data sets of :mod:`jalign.data.builtin` through th
   trainer's already);
 * ``builtin_sft``: the *chosen* response of each pair as an SFT batch ``ids``, ``mask``, ``attention_mask``;
 * ``builtin_prompts``: only the prompts, **left-padded** to ``max_prompt_len`` (``prompt_ids``,
-  ``prompt_attention_mask``) for online sampling.
+  ``prompt_attention_mask``) for online sampling;
+* ``builtin_scored``: the same pairs as a *scored* batch for offline policy-gradient losses (CoPG): ``ids`` /
+  ``mask`` / ``attention_mask`` ``[B, 2, T]`` (sample 0 = the pair's first response, sample 1 = its second)
+  and ``rewards [B, 2]``, each response scored on its own by the registered reward ``reward`` (default
+  ``lexicon``) on its decoded bytes. The preference label is not used: CoPG's loss is symmetric in the two
+  samples, so the pair is unranked (offline CoPG trains on exactly DPO's / IPO's pairs, with rewards).
 
 kwargs: ``dataset`` (a :func:`jalign.data.builtin.names` entry of the pairwise kind, default
 ``sentiment_pairs``), ``n`` / ``data_seed`` (size and generator seed of the data set), ``max_prompt_len``
@@ -143,8 +148,22 @@ class GrainBatchSource:
         self._it.set_state(dict(state))
 
 
+def to_scored(batch: Mapping[str, np.ndarray], reward_fn: Callable, prompts: Mapping[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+    """Pairwise batch -> scored batch ``[B, 2, T]`` + ``rewards [B, 2]`` (``reward_fn`` on each response)."""
+    out = {f: np.stack([batch[f"chosen_{f}"], batch[f"rejected_{f}"]], axis=1) for f in ("ids", "mask",
+                                                                                         "attention_mask")}
+    r = [np.asarray(reward_fn(prompts["prompt_ids"], batch[f"{s}_ids"], batch[f"{s}_mask"]), np.float32)
+         for s in ("chosen", "rejected")]
+    out["rewards"] = np.stack(r, axis=1)
+    if not np.isfinite(out["rewards"]).all():
+        row = int(np.argwhere(~np.isfinite(out["rewards"]).all(1))[0, 0])
+        raise ValueError(f"builtin_scored: the reward of row {row} is not finite")
+    return out
+
+
 def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index, process_count,
-                    dataset, n, data_seed, max_prompt_len):
+                    dataset, n, data_seed, max_prompt_len, reward="lexicon"):
     from jalign.data import builtin
     from jalign.data.pipeline import make_dataset
 
@@ -165,6 +184,7 @@ def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index
         "pairwise": lambda b: {f: b[f] for f in PAIRWISE_FIELDS},
         "sft": to_sft,
         "prompts": lambda b: to_prompts(b, max_prompt_len, tok.pad_id),
+        "scored": lambda b: to_scored(b, _reward_fn(reward), to_prompts(b, max_prompt_len, tok.pad_id)),
     }[adapt_name]
     return GrainBatchSource(ds, adapt)
 
@@ -182,6 +202,22 @@ def _register_builtin(adapt_name: str):
 
 for _name in ("pairwise", "sft", "prompts"):
     _register_builtin(_name)
+
+
+def _reward_fn(name: str) -> Callable:
+    from jalign.train.registry import get_reward
+
+    return get_reward(name)
+
+
+@register_data("builtin_scored")
+def _builtin_scored(*, batch_size, seq_len, seed, process_index=0, process_count=1, dataset: str = "sentiment_pairs",
+                    n: int | None = None, data_seed: int | None = None, max_prompt_len: int = 48,
+                    reward: str = "lexicon"):
+    _reward_fn(reward)  # unknown reward names fail here, before any batch is drawn
+    return _builtin_source("scored", batch_size=batch_size, seq_len=seq_len, seed=seed,
+                           process_index=process_index, process_count=process_count, dataset=dataset, n=n,
+                           data_seed=data_seed, max_prompt_len=max_prompt_len, reward=reward)
 
 
 # ---------------------------------------------------------------------------------------------------------
