@@ -15,28 +15,22 @@ A β sweep of the three methods: ``python -m experiments.sweep_copg_dpo_ipo`` (s
 Defaults run on 2 CPU cores in about a minute.
 """
 
-from jalign.train.config import base_config
+import importlib.util
+from pathlib import Path
+
+
+def _dpo_small_lm_config():
+    path = Path(__file__).with_name("dpo_small_lm.py")
+    spec = importlib.util.spec_from_file_location("_jalign_experiment_dpo_small_lm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def get_config():
-    c = base_config()
-    c.mode = "preference"  # offline: a fixed data set; the scored batches carry their rewards
-    c.model.name = "small_lm"
-    c.data.name = "builtin_scored"
-    c.data.batch_size = 8
-    c.data.seq_len = 144
-    c.data.kwargs.dataset = "sentiment_pairs"
-    c.data.kwargs.max_prompt_len = 48
+    """experiments/dpo_small_lm.py with the scored data source and the CoPG loss (everything else equal)."""
+    c = _dpo_small_lm_config()
+    c.data.name = "builtin_scored"  # the scored batches carry their rewards; pairs are not ranked
     c.data.kwargs.reward = "lexicon"
     c.loss.name = "copg"
-    c.loss.hparams.beta = 0.1
-    c.loss.reference = "frozen"
-    c.optim.lr = 1e-4
-    c.optim.warmup_steps = 5
-    c.optim.grad_clip = 1.0
-    c.train.steps = 60
-    c.train.log_every = 1
-    c.mesh.data = 1
-    c.checkpoint.every = 30
-    c.checkpoint.keep = 1
     return c
