@@ -23,6 +23,7 @@ from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
 from jalign.train.metrics import MetricsLogger
 from jalign.train.objectives import check_batch, make_objective
+from jalign.train.probes import ProbeRunner
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
 
@@ -46,6 +47,7 @@ class TrainResult:
     mesh: Any
     start_step: int
     final_step: int
+    probes: list[dict] = dataclasses.field(default_factory=list)
 
 
 def _loss_spec(cfg, loss):
@@ -54,8 +56,12 @@ def _loss_spec(cfg, loss):
     return losses.spec(loss) if isinstance(loss, str) else loss.spec
 
 
-def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainResult:
+def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=None) -> TrainResult:
     """Run ``cfg`` (see :func:`jalign.train.config.base_config`); returns the final state and the history.
+
+    ``probes`` (see :mod:`jalign.train.probes`) are evaluated on the state at the start, every ``probe.every``
+    updates and at the end; their scalars join the logged metrics, their records ``TrainResult.probes`` and
+    ``workdir/probes.jsonl``.
 
     Raises:
       NonFiniteError: a non-finite loss or gradient norm (training stops; checkpoints stay as they were).
@@ -111,6 +117,12 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and is_main),
                dynamic_ncols=True, desc=f"{cfg.mode}")
     step = start
+    runner = ProbeRunner(probes, workdir, is_main=is_main)
+    final = cfg.train.steps
+    if runner.probes and start < final:
+        init = runner(start, graphdef, state, start=start, final=final)
+        if init:
+            logger.log(start, init)
     try:
         for step in range(start + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
@@ -129,7 +141,9 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
                 raise NonFiniteError(step, bad, ckpt.latest_step() if ckpt else None,
                                      str(ckpt.directory) if ckpt else None)
             state = state_new
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            probed = runner(step, graphdef, state, start=start, final=final)
+            m.update(probed)
+            if probed or step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 logger.log(step, m)
                 bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
             bar.update(1)
@@ -139,11 +153,12 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None) -> TrainRe
                 os._exit(17)  # simulated crash (tests): no cleanup, async saves may be unfinished
     finally:
         bar.close()
+        runner.close()
         logger.close()
         if ckpt:
             ckpt.close()
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
-                       final_step=int(state.step))
+                       final_step=int(state.step), probes=runner.records)
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
