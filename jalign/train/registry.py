@@ -125,4 +125,5 @@ def count_token(prompt_ids, completion_ids, completion_mask, *, token: int = ord
 
 
 # The real model (jalign.models) and data pipelines (jalign.data): see jalign/train/plugins.py.
-from jalign.train import plugins  # noqa: E402,F401
+# file_* and builtin_unpaired data sources: jalign/train/sources.py.
+from jalign.train import plugins, sources  # noqa: E402,F401
