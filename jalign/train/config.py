@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 1
     c.train.progress = True  # tqdm progress bar with ETA
     c.train.tensorboard = True
+    c.train.export = ""  # directory: the final policy in the Hugging Face layout (jalign.models models only)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all remaining devices

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from tqdm.auto import tqdm
 
 from jalign import losses
@@ -157,8 +158,41 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
         logger.close()
         if ckpt:
             ckpt.close()
+    if cfg.train.export:
+        export_model(graphdef, state, cfg.train.export, is_main=is_main)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
+
+
+def export_model(graphdef, state, path: str | Path, *, is_main: bool = True) -> Path | None:
+    """Write the trained policy to ``path`` in the Hugging Face layout (``config.json`` + ``model.safetensors``),
+    loadable with :func:`jalign.models.load_pretrained` or as model ``pretrained`` (``model.kwargs.path``) —
+    e.g. SFT first, then preference optimisation or RL from the SFT policy. Written to a temporary sibling
+    directory and renamed, so an interrupted export leaves nothing at ``path``; an existing ``path`` is
+    replaced. Only process 0 writes (parameters are gathered first)."""
+    import shutil
+
+    from jalign.models import CausalLM, save_pretrained
+
+    params = state.params
+    if jax.process_count() > 1:  # sharded over processes: every process takes part in the gather
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    model = nnx.merge(graphdef, params, state.model_state)
+    if not isinstance(model, CausalLM):
+        raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+                        f"{type(model).__name__}")
+    if not is_main:
+        return None
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):

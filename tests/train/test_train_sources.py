@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from _train_helpers import apply_overrides, np_seq_logps
+from flax import nnx
 
 from jalign.data import builtin
 from jalign.data.readers import InvalidDataError
@@ -151,3 +152,30 @@ def test_file_source_errors_name_the_field_and_record(tmp_path):
                            max_responses=2)
     with pytest.raises(ValueError, match="max_prompt_len=40 must be in"):
         registry.make_data("file_unpaired", batch_size=1, seq_len=32, seed=0, path=lists, max_prompt_len=40)
+
+
+def test_export_then_continue_from_the_exported_policy(tmp_path):
+    """SFT → export (HF layout) → a new run from ``model.name=pretrained`` starts from the exported weights."""
+    from jalign.models import load_pretrained
+    from jalign.train.step import split_model
+
+    recs = builtin.load("sentiment_pairs", n=8)
+    path = _write_jsonl(tmp_path / "p.jsonl", [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in recs])
+    out = tmp_path / "export"
+    cfg = apply_overrides(_cfg("file_sft", path=path, max_prompt_len=16),
+                          {"mode": "sft", "train__steps": 2, "train__export": str(out)})
+    res = train(cfg)
+    trained = {k: np.asarray(v) for k, v in
+               nnx.to_flat_state(res.state.params)}
+    loaded = load_pretrained(out)
+    _, params, _ = split_model(loaded)
+    got = {k: np.asarray(v) for k, v in nnx.to_flat_state(params)}
+    assert sorted(got) == sorted(trained)
+    for k in trained:
+        np.testing.assert_array_equal(got[k], trained[k], err_msg=str(k))
+    assert not list(tmp_path.glob(".export.tmp-export*"))
+    with pytest.raises(TypeError, match="only jalign.models.CausalLM"):
+        c = base_config()
+        c.train.steps, c.train.progress, c.mesh.data, c.train.export = 1, False, 1, str(tmp_path / "x")
+        train(c)
+    assert not (tmp_path / "x").exists()
