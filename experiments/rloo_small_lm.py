@@ -7,8 +7,16 @@ Each step samples ``online.num_samples`` completions of ``online.max_new_tokens`
 ``jalign.data.builtin.lexicon_reward`` (reward ``lexicon``) and takes an RLOO step. For CoPG set
 ``loss.name=copg``.
 
-Measured (docs/training.md): the pretrained small LM almost never writes a lexicon word, so nearly every reward
-is 0 and there is little to learn from; this config demonstrates the online pipeline on the real model.
+Start from an SFT policy (the pretrained small LM almost never writes a lexicon word, so from it nearly every
+reward is 0 and nothing is learned)::
+
+    python -m jalign.cli train --config experiments/sft_small_lm.py workdir=/tmp/sft train.export=/tmp/sft/export
+    python -m jalign.cli train --config experiments/rloo_small_lm.py workdir=/tmp/rloo train.steps=60 \
+        model.name=pretrained model.kwargs.path=/tmp/sft/export
+
+Measured (docs/training.md): mean lexicon reward 0.22 → 0.93 in 60 steps — by reward hacking: with no KL term
+the policy collapses onto ' warm warm warm …' (every lexicon hit counts), the textbook failure that
+KL-regularised objectives exist to prevent.
 """
 
 from jalign.train.config import base_config
@@ -29,7 +37,7 @@ def get_config():
     c.online.max_new_tokens = 48
     c.online.temperature = 1.0
     c.online.reward = "lexicon"
-    c.optim.lr = 1e-4
+    c.optim.lr = 5e-4
     c.optim.schedule = "constant"
     c.train.steps = 30
     c.train.log_every = 5
