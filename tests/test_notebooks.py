@@ -6,6 +6,7 @@ notebooks see exactly this environment and this checkout.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -41,7 +42,12 @@ PAPERS = {p.stem: p for p in GEN.PAPERS}
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory):
     """A kernel spec for ``sys.executable`` in a temporary JUPYTER_PATH, and a clean IPython profile dir."""
-    base = tmp_path_factory.mktemp("jupyter")
+    with kernel_environment(tmp_path_factory.mktemp("jupyter")) as mp:
+        yield mp
+
+
+@contextlib.contextmanager
+def kernel_environment(base: Path):
     spec_dir = base / "kernels" / KERNEL
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
@@ -211,9 +217,17 @@ def test_notebook_names_a_missing_reproduction(kernel_env, tmp_path):
 # The real reproductions (slow): only those in paper_repro.registry(); quick settings.
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stem", sorted(PAPERS))
-def test_notebook_executes_headless(stem, kernel_env, tmp_path):
+# One test file per notebook (tests/notebooks/test_nb_<stem>.py) so that pytest-xdist's loadfile
+# distribution spreads these long runs over the workers.
+
+
+def test_every_notebook_has_an_execution_test():
+    files = sorted(p.name for p in (ROOT / "tests" / "notebooks").glob("test_nb_*.py"))
+    assert files == sorted(f"test_nb_{s}.py" for s in PAPERS)
+
+
+def check_notebook_executes(stem: str, kernel_env, tmp_path):
+    """Execute the notebook headless with quick settings; its results equal the committed figures/ data."""
     name = PAPERS[stem].name
     if name not in paper_repro.registry():
         pytest.skip(f"reproduction {name!r} is not in paper_repro.registry() yet (notebook checked statically)")
