@@ -132,6 +132,7 @@ def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
     if "." not in key:  # a bare attribute name (typo inside get_config): compare with the last components
         leaves = {v.rsplit(".", 1)[-1]: v for v in valid}
         close = [leaves[m] for m in difflib.get_close_matches(key, list(leaves), n=3, cutoff=0.5)] + close
+    close = list(dict.fromkeys(close))[:3]  # no repeats, best first
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown config key {key!r} ({where}).{hint} Valid keys: {', '.join(valid)}")
 

@@ -89,6 +89,10 @@ def test_config_typo_fails_fast_with_valid_keys(tmp_path):
         apply_overrides(c, ["optim.learning_rate=1e-3"])
     with pytest.raises(ConfigError, match="Did you mean: train.steps"):
         apply_overrides(c, ["train.step=3"])
+    with pytest.raises(ConfigError) as err:  # a bare name: suggestions without repeats, at most 3
+        apply_overrides(c, ["steps=3"])
+    hint = str(err.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert hint[0] == "train.steps" and len(hint) == len(set(hint)) <= 3
     bad = tmp_path / "bad.py"
     bad.write_text("from jalign.train.config import base_config\n"
                    "def get_config():\n    c = base_config()\n    c.optim.lrr = 1.0\n    return c\n")
