@@ -176,3 +176,25 @@ def test_bad_input_raises_naming_the_argument():
     g, st, step = _sgd_setup(logic.as_loss("cpo"), {"beta": -1.0})
     with pytest.raises(ValueError, match="beta"):
         step(st, b)
+
+
+def test_train_structures_one_compiled_loop_equals_per_loss_training():
+    """Masks-as-data training of several lattice losses = training each compiled loss on its own (toy)."""
+    from jalign.logic.toy import CategoricalToy, train_curves, train_structures
+
+    toy = CategoricalToy(n_responses=6, chosen=(0, 1), rejected=(2, 3))
+    names = ["cpo", "ccpo", "uncpo", "ceunl"]
+    structures = [logic.decompile(n).over(("M_w", "M_l")) for n in names]
+    p0 = toy.init(jax.random.key(0))
+    got = train_structures(structures, toy.logps, p0, steps=15, learning_rate=0.05, beta=1.5)
+    for i, n in ((1, "ccpo"), (2, "uncpo")):  # two of the four (each reference run is its own compile)
+        want = train_curves(logic.compile(logic.decompile(n), beta=1.5), toy.logps, toy.init, [0], steps=15,
+                            learning_rate=0.05)
+        for k in ("loss", "chosen_logps", "rejected_logps"):
+            np.testing.assert_allclose(got[k][i], want[k][0], rtol=2e-5, atol=2e-6, err_msg=f"{n} {k}")
+    with pytest.raises(ValueError, match="share variables"):
+        train_structures([structures[0], logic.decompile("dpo")], toy.logps, p0, steps=2, learning_rate=0.1)
+    with pytest.raises(ValueError, match="no ✓ and no ✗ world"):
+        train_structures([logic.from_labels([0, 0, 0, 0], ("M_w", "M_l"))], toy.logps, p0, steps=2, learning_rate=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        train_structures(structures, toy.logps, p0, steps=2, learning_rate=0.1, beta=0.0)
