@@ -18,7 +18,8 @@ import numpy as np
 from jalign.plotting import savefig, styled
 
 NAME = "dpa-logic"
-DESCRIPTION = "Logic of DPA: symbolic forms, 4^(2^n) landscape, entailment lattice, toy training of lattice losses"
+DESCRIPTION = ("Logic of DPA: symbolic forms, 4^(2^n) landscape, entailment lattice, toy and small-LM training of "
+               "lattice losses")
 PAPER = "Richardson, Srikumar & Sabharwal, Understanding the Logic of DPA through Logic, ICML 2025"
 
 # The losses placed on the lattice / trained on the toys.
