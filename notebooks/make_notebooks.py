@@ -70,7 +70,8 @@ PAPERS = (
         "propositional formulas over the model's predictions. The reproduction compiles the symbolic forms "
         "of the known losses, counts the 4^(2^n) loss landscape, draws the entailment lattice of the "
         "reference-free structures with the known losses on it, and trains lattice losses on exactly "
-        "solvable categorical policies.",
+        "solvable categorical policies and, for a short run, on the shipped small language model, relating "
+        "each loss's constrainedness (its lattice rank) to the winner / loser log-probabilities.",
     ),
     Paper(
         stem="entanglement",

@@ -8,6 +8,9 @@ ICML 2025 (arXiv 2412.17696). See docs/logic.md.
 'equivalent'
 >>> logic.count_losses(2)
 256
+
+Training with a compiled loss: ``jalign.train.train(cfg, loss=logic.as_loss("ccpo"))`` or, in a config,
+``loss.name = "logic:ccpo"`` (see :mod:`jalign.logic.loss`).
 """
 
 from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, compile, compile_rho, log1mexp, log_wmc, rho_many
@@ -26,6 +29,7 @@ from jalign.logic.landscape import (
     same_rho,
     wmc_polynomial,
 )
+from jalign.logic.loss import LogicLoss, as_loss
 from jalign.logic.structure import (
     LABEL_TEXT,
     M_l,
@@ -45,11 +49,13 @@ __all__ = [
     "KNOWN",
     "LABEL_TEXT",
     "KnownLoss",
+    "LogicLoss",
     "M_l",
     "M_w",
     "PreferenceStructure",
     "Ref_l",
     "Ref_w",
+    "as_loss",
     "compile",
     "compile_rho",
     "count_losses",

@@ -117,6 +117,21 @@ def _rho_many_jit(logw_BxN, chk_SxW, crs_SxW):
     return num - den
 
 
+def rho_from_masks(logw_BxN, check_W, cross_W):
+    """ρ = log WMC(✓) − log WMC(✗), ``[B]``, with the ✓ / ✗ world sets given as bool arrays ``[2^n]``.
+
+    The masks may be traced values, so one compiled function serves every structure over the same variables
+    (e.g. training many lattice losses with a single compiled step). ``check_W`` / ``cross_W`` are a
+    structure's ``check_mask`` / ``cross_mask`` (world order of :func:`worlds`); an empty ✓ set gives −∞, an
+    empty ✗ set +∞.
+    """
+    logw_BxN = jnp.asarray(logw_BxN)
+    ls = log_world_weights(logw_BxN, logw_BxN.shape[-1])  # [B, W]
+    num = jax.nn.logsumexp(ls, -1, where=jnp.broadcast_to(jnp.asarray(check_W, bool), ls.shape))
+    den = jax.nn.logsumexp(ls, -1, where=jnp.broadcast_to(jnp.asarray(cross_W, bool), ls.shape))
+    return num - den
+
+
 def _check_structure(s: PreferenceStructure) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(s, PreferenceStructure):
         raise TypeError(f"structure must be a PreferenceStructure, got {type(s).__name__}")

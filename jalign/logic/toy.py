@@ -165,3 +165,114 @@ def train_curves(
             s, t = (int(i) for i in np.argwhere(bad)[0])
             raise FloatingPointError(f"training produced a non-finite {name} at seed {seeds[s]}, step {t}")
     return out
+
+
+def train_structures(
+    structures: Sequence[Any],
+    logps_fn: Callable[[Any], PairwiseLogps],
+    params: Any,
+    *,
+    steps: int,
+    learning_rate: float,
+    f: str = "logistic",
+    beta: float = 1.0,
+    length_normalize: bool = False,
+    grad_clip: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Train one copy of ``params`` per preference structure with ONE compiled training loop.
+
+    The structures' ✓ / ✗ world sets enter the compiled loop as data (:func:`jalign.logic.compile.rho_from_masks`),
+    so any number of structures over the same variables costs a single compilation (the loop is ``lax.scan``
+    over Adam steps on the full, fixed set of pairs returned by ``logps_fn``). The loss of structure s is
+    mean_b f(ρ_s(b)) exactly as :func:`jalign.logic.as_loss` (``f``, ``beta``, ``length_normalize``) computes it.
+
+    Args:
+      structures: :class:`PreferenceStructure` objects sharing their variables (names in
+        :data:`jalign.logic.DEFAULT_FIELDS`).
+      logps_fn: ``params -> PairwiseLogps`` of the training pairs (with ``chosen_lengths`` /
+        ``rejected_lengths`` when ``length_normalize``); e.g. a language model's summed response log-probs.
+      params: the initial parameters (a pytree; every structure starts from them).
+      steps: Adam steps.
+      learning_rate: Adam step size (> 0).
+      f, beta: as in :func:`jalign.logic.compile`.
+      length_normalize: weight variables by exp(log π/|y|) (see :mod:`jalign.logic.loss`).
+      grad_clip: global-norm clipping threshold before Adam (0 disables).
+
+    Returns:
+      ``{"loss", "chosen_logps", "rejected_logps"}``, each ``[S, steps + 1]`` (row s = structure s, column 0
+      the initial state; log-probs are ``logps_fn``'s means over the pairs, not normalised).
+
+    Raises:
+      FloatingPointError: a non-finite loss or log-prob (naming the structure and the step).
+    """
+    from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, _apply_f, _check_structure, rho_from_masks
+    from jalign.logic.loss import _LENGTH_FIELD
+
+    structures = list(structures)
+    if not structures:
+        raise ValueError("structures is empty")
+    vs = structures[0].variables
+    for s in structures:
+        _check_structure(s)
+        if s.variables != vs:
+            raise ValueError(f"all structures must share variables {vs}; {s} has {s.variables}")
+    unknown = [v for v in vs if v not in DEFAULT_FIELDS]
+    if unknown:
+        raise ValueError(f"variables {unknown} have no PairwiseLogps field; known: {sorted(DEFAULT_FIELDS)}")
+    if f not in F_FORMULAS:
+        raise ValueError(f"unknown f={f!r}; valid: {', '.join(F_FORMULAS)}")
+    if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be finite and > 0, got beta={beta!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if grad_clip < 0:
+        raise ValueError(f"grad_clip must be >= 0 (0 disables), got {grad_clip}")
+    opt = optax.adam(learning_rate)
+    if grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+    chk = jnp.asarray(np.stack([s.check_mask for s in structures]))
+    crs = jnp.asarray(np.stack([s.cross_mask for s in structures]))
+
+    def logw(b):
+        cols = []
+        for v in vs:
+            x = getattr(b, DEFAULT_FIELDS[v])
+            if x is None:
+                raise ValueError(f"variable {v!r}: logps_fn returned no {DEFAULT_FIELDS[v]!r}")
+            if length_normalize:
+                n = getattr(b, _LENGTH_FIELD[v])
+                if n is None:
+                    raise ValueError(f"length_normalize=True: logps_fn returned no {_LENGTH_FIELD[v]!r}")
+                x = x / n
+            cols.append(x)
+        return jnp.stack(cols, -1)
+
+    def objective(p, c, x):
+        b = logps_fn(p)
+        return jnp.mean(_apply_f(f, rho_from_masks(logw(b), c, x), float(beta))), b
+
+    @jax.jit
+    def run(p0, c, x):
+        def step(carry, _):
+            p, st = carry
+            (loss, b), g = jax.value_and_grad(objective, has_aux=True)(p, c, x)
+            upd, st = opt.update(g, st, p)
+            return (optax.apply_updates(p, upd), st), (loss, b.chosen_logps.mean(), b.rejected_logps.mean())
+
+        (p, _), (loss, cw, cl) = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
+        last, b = objective(p, c, x)
+        cat = lambda h, v: jnp.concatenate([h, v[None]])  # noqa: E731
+        return cat(loss, last), cat(cw, b.chosen_logps.mean()), cat(cl, b.rejected_logps.mean())
+
+    rows = [run(params, chk[i], crs[i]) for i in range(len(structures))]
+    out = {k: np.stack([np.asarray(r[j]) for r in rows]) for j, k in enumerate(("loss", "chosen_logps",
+                                                                                "rejected_logps"))}
+    for name, arr in out.items():
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            s, t = (int(i) for i in np.argwhere(bad)[0])
+            raise FloatingPointError(f"training produced a non-finite {name} for structure {structures[s]} "
+                                     f"(index {s}) at step {t}")
+    return out

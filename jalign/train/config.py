@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.kwargs = ml_collections.ConfigDict()
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "dpo"  # a registered loss (jalign.losses.names()); ignored for sft
+    c.loss.name = "dpo"  # a registered loss (jalign.losses.names()) or "logic:<name>[:<f>]"; ignored for sft
     c.loss.hparams = ml_collections.ConfigDict()
     c.loss.reference = "frozen"  # frozen (copy of the initial model, in the step) | cached | none
 
@@ -227,11 +227,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         v = c.mesh[ax]
         need(v >= 1 or (ax == "data" and v == -1), f"mesh.{ax}", ">= 1 (mesh.data may be -1)")
     if c.mode != "sft":
-        from jalign import losses
+        from jalign.train.objectives import loss_spec
 
         try:
-            s = losses.spec(c.loss.name)
-        except KeyError as e:
+            s = loss_spec(c.loss.name)  # a registered loss or "logic:<name>[:<f>]" (jalign.logic)
+        except (KeyError, ValueError) as e:
             raise ConfigError(f"config loss.name: {e.args[0]}") from None
         want = {"preference": ("pairwise", "unpaired", "listwise", "scored"), "online": ("scored", "sampled")}[c.mode]
         if s.kind not in want:

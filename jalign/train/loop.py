@@ -23,7 +23,7 @@ from jalign.train import distributed, online, registry
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
 from jalign.train.metrics import MetricsLogger
-from jalign.train.objectives import check_batch, make_objective
+from jalign.train.objectives import check_batch, make_objective, resolve_loss
 from jalign.train.probes import ProbeRunner
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
@@ -72,7 +72,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     pi, pc = jax.process_index(), jax.process_count()
     is_main = pi == 0
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    loss = cfg.loss.name if loss is None else loss
+    loss = resolve_loss(cfg.loss.name if loss is None else loss)  # "logic:<name>" → compiled logic loss
     spec = _loss_spec(cfg, loss)
 
     if model is None:

@@ -242,10 +242,40 @@ _BY_KIND = {"pairwise": Pairwise, "unpaired": Unpaired, "listwise": Listwise, "s
             "sampled": Sampled}
 
 
+LOGIC_PREFIX = "logic:"
+
+
+def resolve_loss(loss: str | Any):
+    """A config loss name or a loss object → what the objectives take.
+
+    Registered names (``jalign.losses.names()``) and loss objects pass through unchanged; a name
+    ``"logic:<name>"`` or ``"logic:<name>:<f>"`` becomes the compiled semantic loss of that preference
+    structure (:func:`jalign.logic.loss.from_name`, e.g. ``"logic:ccpo"``, ``"logic:dpo:hinge"``), whose
+    hyperparameters (``beta``, ``length_normalize``) come from ``loss.hparams`` like any other loss's.
+    Unknown logic names raise ``KeyError`` / ``ValueError`` naming the valid ones.
+    """
+    if isinstance(loss, str) and loss.startswith(LOGIC_PREFIX):
+        from jalign.logic.loss import from_name
+
+        return from_name(loss)
+    return loss
+
+
+def loss_spec(loss: str | Any):
+    """The :class:`~jalign.losses.LossSpec` of a registered name, a ``"logic:..."`` name or a loss object."""
+    loss = resolve_loss(loss)
+    return losses.spec(loss) if isinstance(loss, str) else loss.spec
+
+
 def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None):
-    """The objective for ``mode`` ('sft' or a loss's batch kind, chosen from the registered loss)."""
+    """The objective for ``mode`` ('sft' or a loss's batch kind, chosen from the registered loss).
+
+    ``loss``: a registered name, a ``"logic:<name>[:<f>]"`` name (:func:`resolve_loss`) or a loss object with a
+    ``.spec`` (e.g. :func:`jalign.logic.as_loss`), called as ``loss(batch, **hparams)``.
+    """
     if mode == "sft":
         return SFT()
+    loss = resolve_loss(loss)
     spec = losses.spec(loss) if isinstance(loss, str) else loss.spec
     return _BY_KIND[spec.kind](loss, hparams)
 

@@ -21,6 +21,11 @@ def test_reproduction_writes_results_claims_and_figures(tmp_path, monkeypatch):
     assert paper_repro.registry()["dpa-logic"] is dpa_logic
     monkeypatch.setattr(dpa_logic, "TOY_LOSSES", ["cpo", "ccpo", "uncpo", "cfunl"])
     monkeypatch.setattr(dpa_logic, "TOY_STEPS", 30)
+    # the LM part with the tiny test model and 3 steps (the shipped small LM runs in the real reproduction)
+    monkeypatch.setattr(dpa_logic, "LM_LOSSES", ["cpo", "ccpo", "uncpo", "cfunl"])
+    monkeypatch.setattr(dpa_logic, "LM_STEPS", {True: 3})
+    monkeypatch.setattr(dpa_logic, "LM", dpa_logic.LM | {"model": "tiny", "model_kwargs": {"d_model": 8, "d_hidden": 16},
+                                                         "pairs": 4, "learning_rate": 1e-2})
     res = dpa_logic.run(tmp_path, quick=True)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["claims"] == res["claims"]
@@ -35,5 +40,16 @@ def test_reproduction_writes_results_claims_and_figures(tmp_path, monkeypatch):
     assert forms["cpo"]["labels"] == ["✓✗", "✓", "✗", "·"] and forms["orpo"]["P_C"] == "M_w ⊕ M_l"
     curves = saved["toy"]["categorical"]["losses"]["cpo"]["chosen_mean"]
     assert len(curves) == 30 // 5 + 1
-    for f in ("lattice.png", "lattice.pdf", "toy_curves.png", "toy_curves.pdf"):
+    lm = saved["lm"]["losses"]
+    assert [lm[k]["rank"] for k in ("cfunl", "cpo", "ccpo", "uncpo")] == [3, 4, 5, 6]
+    assert all(len(lm[k]["chosen"]) == len(lm[k]["rejected"]) == 3 + 1 for k in lm)
+    assert all(lm[k]["chosen"][0] == lm["cpo"]["chosen"][0] for k in lm)  # every loss starts from the same model
+    # the LM claims are computed from the saved curves
+    dw = {k: lm[k]["chosen"][-1] - lm[k]["chosen"][0] for k in lm}
+    lm_claims = [c for c in res["claims"] if c["claim"].startswith("[small LM")]
+    assert len(lm_claims) == 5
+    extreme = next(c for c in lm_claims if "most constrained" in c["claim"])
+    assert extreme["status"] == ("holds" if max(dw, key=dw.get) == "cfunl" and min(dw, key=dw.get) == "uncpo"
+                                 else "does not hold")
+    for f in ("lattice.png", "lattice.pdf", "toy_curves.png", "toy_curves.pdf", "lm_curves.png", "lm_curves.pdf"):
         assert (tmp_path / f).stat().st_size > 1000
