@@ -5,8 +5,8 @@ A probe on the trainer's probe protocol (:mod:`jalign.train.probes`: ``name``, `
 
 * ``log π(y+|x)`` and ``log π(y−|x)`` (summed response log-probs) and their change since the probe's first
   call (the start of training);
-* the largest drop of ``π(y+|x)`` between two probed steps so far (the paper's single-token metric,
-  :func:`~jalign.diagnostics.displacement.largest_drop`);
+* the largest drop of ``π(y+|x)`` between two probed steps so far (the paper's single-token metric, as
+  :func:`~jalign.diagnostics.displacement.largest_drop` of the trajectory, updated incrementally);
 * the next-token distribution at one position of each pair (the response's first position — for
   single-token responses, the distribution over the response itself — or the first position where y+ and
   y− differ), and the ``k`` tokens whose probability grew most since the start
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jalign.diagnostics.ches import pack_prompt_response
-from jalign.diagnostics.displacement import largest_drop, mass_gainers
+from jalign.diagnostics.displacement import mass_gainers
 
 PAIR_FIELDS = tuple(f"{s}_{f}" for s in ("chosen", "rejected") for f in ("ids", "mask", "attention_mask"))
 CANDIDATE_FIELDS = ("candidate_ids", "candidate_mask", "candidate_attention_mask")
@@ -219,7 +219,8 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
         self.k, self.every, self.name, self.position = int(k), int(every), name, position
         self.positions = probe_positions(self.batch, position)
         self.start: dict[str, np.ndarray] | None = None
-        self._chosen_probs: list[np.ndarray] = []
+        self._peak: np.ndarray | None = None  # running max of π(y+) over the probed steps
+        self._drop: np.ndarray | None = None  # running largest drop (largest_drop, one step at a time)
 
     def evaluate(self, graphdef, state) -> dict[str, np.ndarray]:
         """The raw quantities on ``state`` (float32 numpy): ``chosen``, ``rejected`` [B], ``next`` [B, V] (log
@@ -239,8 +240,12 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
         if self.start is None:
             self.start = now
         s = self.start
-        self._chosen_probs.append(np.exp(now["chosen"].astype(np.float64)))
-        drop, _, _ = largest_drop(np.stack(self._chosen_probs, axis=-1))
+        p = np.exp(now["chosen"].astype(np.float64))
+        # largest_drop of the trajectory so far, updated in O(B) per call (no re-scan of the history):
+        # drop_t = max(drop_{t−1}, max_{s≤t} p_s − p_t)
+        self._peak = p if self._peak is None else np.maximum(self._peak, p)
+        self._drop = np.zeros_like(p) if self._drop is None else self._drop
+        self._drop = drop = np.maximum(self._drop, self._peak - p)
         V = now["next"].shape[-1]
         tok, gain = mass_gainers(s["next"], now["next"], min(self.k, V))
         dw, dl = now["chosen"] - s["chosen"], now["rejected"] - s["rejected"]
