@@ -9,7 +9,7 @@ same shapes and each step function is compiled once for the whole reproduction):
    *Convention for the byte LM:* a "token" of the paper is a whole answer word, so the response is the word
    with its leading space and EOS (" No"+EOS, 4 byte tokens), π(y|x) its sequence probability, and the
    "tokens that gain" are the paper's label words {Yes, Yeah, Sure, Certainly, Absolutely, No, Never,
-   Maybe, Perhaps} (each + EOS) scored by the :func:`~jalign.diagnostics.displacement_probe.displacement_probe`;
+   Maybe, Perhaps} (each + EOS) scored by the :func:`~jalign.diagnostics.displacement_tracking.displacement_probe`;
    the probe also reports the byte tokens that gain at the first byte where y+ and y− differ. Each run
    (one prompt = one seed) first fine-tunes on (x, y+) (SFT, as in the paper's runs after SFT, so that
    π(y+) starts high), then runs DPO on the single pair with the SFT model as reference. Metric: the
@@ -45,7 +45,7 @@ from jalign.diagnostics import (
     pack_prompt_response,
     percentile_subsets,
 )
-from jalign.diagnostics.displacement_probe import PAIR_FIELDS, displacement_probe, probe_batch
+from jalign.diagnostics.displacement_tracking import PAIR_FIELDS, displacement_probe, probe_batch
 from jalign.diagnostics.sample_scores import edit_distance, last_hidden_inner_product, spearman
 from jalign.plotting import savefig, styled
 
@@ -56,11 +56,18 @@ PAPER = "Razin et al., Unintentional Unalignment: Likelihood Displacement in DPO
 PAIRS = ((" No", " Never"), (" Yes", " No"), (" Sure", " Yes"))
 CANDIDATES = (" Yes", " Yeah", " Sure", " Certainly", " Absolutely", " No", " Never", " Maybe", " Perhaps")
 POSITIVE = (" Yes", " Yeah", " Sure", " Certainly", " Absolutely")
+# The answer words without EOS: π(" No" + anything) — the mass that continues y+'s bytes instead of ending
+# (" Not", " Now", ...) is π(prefix) − π(word + EOS).
+PREFIXES = (" No", " Never", " Yes", " Sure")
 SCORES = ("ches", "ches_ln", "neg_edit_distance", "last_hidden_ip")
 SCORE_LABELS = {"ches": "CHES", "ches_ln": "length-normalised CHES", "neg_edit_distance": "−edit distance",
                 "last_hidden_ip": "last-hidden inner product"}
 PERCENTILES = (0, 25, 50, 75, 100)
-RUNS3 = ("dpo", "dpo+sft", "filtered")
+FLOW = ("chosen", "rejected", "positive_words", "negative_words", "chosen_continued", "elsewhere")
+FLOW_LABELS = {"chosen": "y+", "rejected": "y−", "positive_words": "other positive words",
+               "negative_words": "other negative words", "chosen_continued": "y+ continued (no EOS)",
+               "elsewhere": "elsewhere"}
+RUNS3 = ("dpo", "dpo+sft", "filtered", "random subset")
 
 
 def settings(quick: bool) -> dict:
@@ -77,11 +84,11 @@ def settings(quick: bool) -> dict:
         "dpo_lr": 2e-4,  # every DPO / DPO + SFT run
         # (2) sample identification
         "n_pairs": 40 if quick else 256,
-        "subset_size": 4 if quick else 32,
-        "epochs": 2,
+        "subset_size": 6 if quick else 32,
+        "epochs": 1 if quick else 2,
         # (3) mitigation
         "filter_fraction": 0.25 if quick else 0.05,
-        "mitigation_epochs": 1 if quick else 2,
+        "mitigation_epochs": 1,
         "rpo_alpha": 1.0,
         "eval_chunk": 8,
     }
@@ -197,10 +204,16 @@ class _Engine:
 # (1) single-token persona experiment
 
 
+def _cand_name(i: int) -> str:
+    i = int(i)
+    return CANDIDATES[i].strip() if i < len(CANDIDATES) else PREFIXES[i - len(CANDIDATES)].strip() + "…"
+
+
 def _single_token(eng: _Engine, cfg: dict) -> dict:
     persona = builtin.load("persona_yesno")
     tok = eng.tok
-    cands = [tok.encode(c, add_eos=True) for c in CANDIDATES]
+    cands = [tok.encode(c, add_eos=True) for c in CANDIDATES] + [tok.encode(c) for c in PREFIXES]
+    nw = len(CANDIDATES)
     out = {}
     for yw, yl in PAIRS:
         endorsed = yw != " No"
@@ -230,7 +243,17 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
             drop, s, t = (int(v) if i else float(v) for i, v in enumerate(largest_drop(p_w)))
             # the label words (other than y+ and y−) that gained most from the peak s to the trough t
             excl = [CANDIDATES.index(yw), CANDIDATES.index(yl)]
-            gi, gv = mass_gainers(cand_lp[s], cand_lp[t], 3, exclude=excl)
+            gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3, exclude=excl)
+            # where the dropped mass went (bookkeeping of probability changes from s to t)
+            dp = np.exp(cand_lp[t]) - np.exp(cand_lp[s])
+            iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
+            pos = [i for i, c in enumerate(CANDIDATES) if c in POSITIVE and i not in (iw_, il_)]
+            neg = [i for i, c in enumerate(CANDIDATES) if c not in POSITIVE and i not in (iw_, il_)]
+            cont = dp[nw + PREFIXES.index(yw)] - dp[iw_]
+            flow = {"chosen": float(dp[iw_]), "rejected": float(dp[il_]),
+                    "positive_words": float(dp[pos].sum()), "negative_words": float(dp[neg].sum()),
+                    "chosen_continued": float(cont)}
+            flow["elsewhere"] = float(-sum(flow.values()))
             last = recs[-1]
             runs.append({
                 "seed": seed, "statement": rec["prompt"].split('"')[1],
@@ -238,9 +261,10 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
                 "chosen_prob": p_w.tolist(), "rejected_prob": p_l.tolist(), "loss": losses,
                 "candidate_prob": np.exp(cand_lp).tolist(),
                 "largest_drop": drop, "drop_from_step": s, "drop_to_step": t,
+                "mass_flow_during_drop": flow,
                 "gainers_during_drop": [CANDIDATES[i].strip() for i in np.asarray(gi)],
                 "gains_during_drop": np.asarray(gv, np.float64).tolist(),
-                "final_candidate_gainers": [CANDIDATES[i].strip() for i in last["candidate_gainers"][0]],
+                "final_candidate_gainers": [_cand_name(i) for i in last["candidate_gainers"][0]],
                 "final_byte_gainers": [tok.decode([int(i)]) if int(i) < 256 else f"<{int(i)}>"
                                        for i in last["token_gainers"][0]],
                 "final_byte_gains": [float(v) for v in last["token_gains"][0]],
@@ -252,6 +276,8 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
             "mean_start_prob": float(np.mean([r["chosen_prob"][0] for r in runs])),
             "mean_final_prob": float(np.mean([r["chosen_prob"][-1] for r in runs])),
             "mean_final_rejected_prob": float(np.mean([r["rejected_prob"][-1] for r in runs])),
+            "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
+                                           for k in FLOW},
         }
     return out
 
@@ -287,11 +313,12 @@ def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
     n = len(encs)
     keep = [int(i) for i in np.sort(np.argsort(sc["ches_ln"], kind="stable")[:max(1, int(np.ceil(
         cfg["filter_fraction"] * n - 1e-9)))])]
-    steps = n * cfg["mitigation_epochs"]
-    mit = {"kept_indices": keep, "steps": steps}
+    rand = [int(i) for i in np.sort(np.random.default_rng(0).choice(n, len(keep), replace=False))]
+    E = cfg["mitigation_epochs"]
+    mit = {"kept_indices": keep, "random_indices": rand, "epochs": E}
     for run, step_fn, idx in (("dpo", eng.dpo_step, list(range(n))), ("dpo+sft", eng.rpo_step, list(range(n))),
-                              ("filtered", eng.dpo_step, keep)):
-        st, losses = eng.train_pairs(step_fn, eng.tx_dpo, [encs[i] for i in idx], steps, seed=1)
+                              ("filtered", eng.dpo_step, keep), ("random subset", eng.dpo_step, rand)):
+        st, losses = eng.train_pairs(step_fn, eng.tx_dpo, [encs[i] for i in idx], E * len(idx), seed=1)
         w, l = eng.set_logps(st.params, encs)
         mit[run] = {
             "train_pairs": len(idx),
@@ -322,17 +349,19 @@ def _claims(res: dict) -> list[dict]:
         "measured": "; ".join(parts) + f"; drops >= 0.1 in {big}/{n_runs} runs",
         "status": "holds" if big >= max(1, n_runs // 2) else "does not hold",
     })
-    nn = st["No>Never"]["runs"]
-    pos_gain = sum(r["gainers_during_drop"][0] in {w.strip() for w in POSITIVE} for r in nn if r["largest_drop"] > 0)
-    n_drop = sum(r["largest_drop"] > 0 for r in nn)
+    fl = st["No>Never"]["mean_mass_flow_during_drop"]
+    drop = -fl["chosen"]
+    share = {k: (fl[k] / drop if drop > 0 else 0.0) for k in FLOW if k != "chosen"}
+    top = [r["gainers_during_drop"][0] for r in st["No>Never"]["runs"]]
+    small = max(abs(r["gains_during_drop"][0]) for r in st["No>Never"]["runs"]) < 1e-3
+    note = f" (top gaining other label word per run: {', '.join(top)}" + ("; every such gain < 1e-3)" if small else ")")
     claims.append({
         "paper": PAPER,
-        "claim": "Displacement can be catastrophic: in No≻Never the mass of 'No' moves to a word of the opposite "
-                 "meaning ('Yes')",
-        "measured": f"No≻Never: top gaining label word during the drop (y+, y− excluded) is a positive word in "
-                    f"{pos_gain}/{n_drop} runs with a drop (" + ", ".join(
-                        r["gainers_during_drop"][0] for r in nn if r["largest_drop"] > 0) + ")",
-        "status": "holds" if n_drop and pos_gain * 2 >= n_drop else "does not hold",
+        "claim": "Displacement can be catastrophic: in No≻Never the probability of 'No' moves to a word of the "
+                 "opposite meaning ('Yes')",
+        "measured": "No≻Never, share of the mean drop of π(y+) that went to: " + ", ".join(
+            f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note,
+        "status": "holds" if share["positive_words"] >= 0.5 else "does not hold",
     })
     rho = {k: ident[k]["spearman"] for k in SCORES}
     txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)
@@ -354,15 +383,18 @@ def _claims(res: dict) -> list[dict]:
                     f"{s['rejected_change_all']:+.2f})",
         "status": "holds" if d["chosen_change_all"] < 0 < s["chosen_change_all"] else "does not hold",
     })
+    r = mit["random subset"]
     claims.append({
         "paper": PAPER,
         "claim": "Training only on the lowest length-normalised-CHES pairs mitigates the drop of the preferred "
-                 "log-prob (less negative than DPO on all pairs)",
-        "measured": f"kept {f['train_pairs']}/{d['train_pairs']} pairs, same number of updates; Δ log π(y+) on "
-                    f"the training pairs: filtered {f['chosen_change_train']:+.2f} vs DPO "
-                    f"{d['chosen_change_train']:+.2f}; on all pairs: {f['chosen_change_all']:+.2f} vs "
-                    f"{d['chosen_change_all']:+.2f}",
-        "status": "holds" if f["chosen_change_train"] > d["chosen_change_train"] else "does not hold",
+                 "log-prob (less negative than DPO on all pairs, and than a random subset of the same size)",
+        "measured": f"kept {f['train_pairs']}/{d['train_pairs']} pairs, {mit['epochs']} epoch(s) each; Δ log π(y+) "
+                    f"on the training pairs: filtered {f['chosen_change_train']:+.2f}, DPO on all "
+                    f"{d['chosen_change_train']:+.2f}, random subset {r['chosen_change_train']:+.2f}; on all "
+                    f"pairs: {f['chosen_change_all']:+.2f}, {d['chosen_change_all']:+.2f}, "
+                    f"{r['chosen_change_all']:+.2f}",
+        "status": "holds" if f["chosen_change_train"] > max(d["chosen_change_train"], r["chosen_change_train"])
+        else "does not hold",
     })
     claims.append({
         "paper": PAPER,
@@ -400,18 +432,14 @@ def _figures(out: Path) -> None:
                f"{v['mean_largest_drop']:.2f}", ylim=(-0.02, 1.02))
         ax.legend(fontsize=7)
     ax = axes[-1]
-    words = [c.strip() for c in CANDIDATES]
-    x = np.arange(len(words))
+    x = np.arange(len(FLOW))
     w = 0.8 / len(st)
     for i, (k, v) in enumerate(st.items()):
-        g = np.zeros(len(words))
-        for r in v["runs"]:
-            cp = np.asarray(r["candidate_prob"])
-            g += cp[r["drop_to_step"]] - cp[r["drop_from_step"]]
-        ax.bar(x + (i - (len(st) - 1) / 2) * w, g / len(v["runs"]), w, label=k)
+        fl = v["mean_mass_flow_during_drop"]
+        ax.bar(x + (i - (len(st) - 1) / 2) * w, [fl[f] for f in FLOW], w, label=k)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, words, rotation=45, fontsize=8)
-    ax.set(ylabel="mean Δπ over the largest drop", title="which label words gain")
+    ax.set_xticks(x, [FLOW_LABELS[f] for f in FLOW], rotation=35, ha="right", fontsize=8)
+    ax.set(ylabel="mean Δπ over the largest drop", title="where the mass of y+ goes")
     ax.legend(fontsize=7)
     fig.tight_layout()
     savefig(fig, out, "ches_single_token")
@@ -446,7 +474,9 @@ def run(out: Path, *, quick: bool = True) -> dict:
     eng = _Engine(cfg)
     res: dict = {"settings": cfg, "quick": quick, "candidates": [c.strip() for c in CANDIDATES]}
     res["single_token"] = _single_token(eng, cfg)
+    print(f"ches: single-token experiment done after {time.time() - t0:.0f} s", flush=True)
     res["identification"], res["mitigation"] = _sets(eng, cfg)
+    print(f"ches: sample identification and mitigation done after {time.time() - t0:.0f} s", flush=True)
     res["claims"] = _claims(res)
     res["seconds"] = round(time.time() - t0, 1)
     (out / "results.json").write_text(json.dumps(res, indent=1))

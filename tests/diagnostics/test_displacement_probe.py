@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jalign.diagnostics.displacement_probe import displacement_probe, probe_batch, probe_positions
+from jalign.diagnostics.displacement_tracking import displacement_probe, probe_batch, probe_positions
 from jalign.train import registry, train
 from jalign.train.config import base_config
 from jalign.train.step import init_state, logits_fn
