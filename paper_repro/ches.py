@@ -325,7 +325,7 @@ def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
             "chosen_change_all": float(np.mean(w - base_w)), "rejected_change_all": float(np.mean(l - base_l)),
             "chosen_change_train": float(np.mean(w[idx] - base_w[idx])),
             "rejected_change_train": float(np.mean(l[idx] - base_l[idx])),
-            "loss_first": float(np.mean(losses[:len(idx)])), "loss_last": float(np.mean(losses[-len(idx):])),
+            "mean_loss": float(np.mean(losses)),
         }
     scores = {k: v.tolist() for k, v in sc.items()}
     return {"scores": scores, **ident}, mit
@@ -371,7 +371,8 @@ def _claims(res: dict) -> list[dict]:
         "paper": PAPER,
         "claim": "Ranking pairs by CHES orders the drop of the preferred log-prob across the 0/25/50/75/100th "
                  "percentile subsets perfectly; edit distance and last-hidden inner product do not",
-        "measured": f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect)",
+        "measured": f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect); most negative: "
+                    f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}",
         "status": "holds" if ches_perfect and others_not else "does not hold",
     })
     d, s, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
