@@ -142,11 +142,9 @@ def _seq_logps(logits_BxTxV, ids_BxT, mask_BxT):
     return sequence_logps(logits_BxTxV[:, :-1], ids_BxT[:, 1:], mask_BxT[:, 1:])[0].astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate(graphdef, params, model_state, batch, pos_B):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate(logits_fn, graphdef, params, model_state, batch, pos_B):
     """Log-probs of chosen/rejected [B], log next-token distribution at ``pos`` [B, V], candidates [B, C]."""
-    from jalign.train.step import logits_fn
-
     lg_w = logits_fn(graphdef, params, model_state, batch["chosen_ids"], batch["chosen_attention_mask"])
     lg_l = logits_fn(graphdef, params, model_state, batch["rejected_ids"], batch["rejected_attention_mask"])
     out = {
@@ -174,6 +172,9 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
       position: where the next-token distribution is read: ``"first"`` (the response's first position) or
         ``"divergence"`` (first position where y+ and y− differ); see :func:`probe_positions`.
       name: scalar prefix.
+      logits_fn: ``(graphdef, params, model_state, ids [N, T], attention_mask [N, T]) -> logits [N, T, V]``;
+        default :func:`jalign.train.step.logits_fn`, the trainer's convention (imported on first use, so this
+        module itself depends only on jax/numpy). Must be hashable (a module-level function).
 
     The first call fixes the start (its values are the reference for every change and gain). Each call
     returns (JSON-serialisable; lists are per pair):
@@ -193,7 +194,7 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
     """
 
     def __init__(self, batch: dict, *, every: int = 1, k: int = 5, position: str = "first",
-                 name: str = "displacement"):
+                 name: str = "displacement", logits_fn=None):
         missing = [f for f in PAIR_FIELDS if f not in batch]
         if missing:
             raise ValueError(f"displacement_probe: batch is missing field(s) {missing}")
@@ -217,6 +218,9 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
         if int(every) < 0:
             raise ValueError(f"displacement_probe: every must be >= 0, got {every}")
         self.k, self.every, self.name, self.position = int(k), int(every), name, position
+        if logits_fn is None:
+            from jalign.train.step import logits_fn
+        self.logits_fn = logits_fn
         self.positions = probe_positions(self.batch, position)
         self.start: dict[str, np.ndarray] | None = None
         self._peak: np.ndarray | None = None  # running max of π(y+) over the probed steps
@@ -225,7 +229,7 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
     def evaluate(self, graphdef, state) -> dict[str, np.ndarray]:
         """The raw quantities on ``state`` (float32 numpy): ``chosen``, ``rejected`` [B], ``next`` [B, V] (log
         next-token distribution at :attr:`positions`) and, with candidates, ``candidates`` [B, C]."""
-        out = jax.device_get(_evaluate(graphdef, state.params, state.model_state,
+        out = jax.device_get(_evaluate(self.logits_fn, graphdef, state.params, state.model_state,
                                        {k_: jnp.asarray(v) for k_, v in self.batch.items()},
                                        jnp.asarray(self.positions)))
         out = {k_: np.asarray(v) for k_, v in out.items()}
