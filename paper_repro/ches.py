@@ -240,13 +240,13 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
             p_w = np.exp([r["chosen_logps"][0] for r in recs])
             p_l = np.exp([r["rejected_logps"][0] for r in recs])
             cand_lp = np.array([r["candidate_logps"][0] for r in recs])  # [steps+1, C]
-            drop, s, t = (int(v) if i else float(v) for i, v in enumerate(largest_drop(p_w)))
+            drop_a, s_a, t_a = largest_drop(p_w)
+            drop, s, t = float(drop_a), int(s_a), int(t_a)
             # the label words (other than y+ and y−) that gained most from the peak s to the trough t
-            excl = [CANDIDATES.index(yw), CANDIDATES.index(yl)]
-            gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3, exclude=excl)
+            iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
+            gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3, exclude=[iw_, il_])
             # where the dropped mass went (bookkeeping of probability changes from s to t)
             dp = np.exp(cand_lp[t]) - np.exp(cand_lp[s])
-            iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
             pos = [i for i, c in enumerate(CANDIDATES) if c in POSITIVE and i not in (iw_, il_)]
             neg = [i for i, c in enumerate(CANDIDATES) if c not in POSITIVE and i not in (iw_, il_)]
             cont = dp[nw + PREFIXES.index(yw)] - dp[iw_]
