@@ -45,8 +45,10 @@ from jalign.diagnostics import (
     pack_prompt_response,
     percentile_subsets,
 )
+from jalign.diagnostics.displacement import difference_components
 from jalign.diagnostics.displacement_tracking import PAIR_FIELDS, displacement_probe, probe_batch
 from jalign.diagnostics.sample_scores import edit_distance, last_hidden_inner_product, spearman
+from jalign.diagnostics.ufm import theorem5_scores
 from jalign.plotting import savefig, styled
 
 NAME = "ches"
@@ -107,6 +109,7 @@ class _Engine:
 
         self.cfg, self.tok = cfg, ByteTokenizer()
         model = load_small_lm()
+        self.model_cfg = model.cfg
         self.graphdef, self.params0, self.model_state = split_model(model)
         self._TrainState = TrainState
         self.tx_sft = optax.adam(cfg["sft_lr"])
@@ -134,6 +137,12 @@ class _Engine:
         return self._TrainState(params=params, opt_state=tx.init(params), model_state=self.model_state,
                                 ref_params=params if reference else None, step=jnp.zeros((), jnp.int32),
                                 rng=jax.random.key_data(jax.random.key(0)))
+
+    def unembedding(self, params) -> np.ndarray:
+        """W ``[V, D]`` (rows = token unembeddings; the tied input embedding for the small LM)."""
+        if self.model_cfg.tie_embeddings:
+            return np.asarray(params["embed"][...], np.float64)
+        return np.asarray(params["lm_head"][...], np.float64).T
 
     def run(self, step_fn, state, batch):
         state, m = step_fn(state, batch)
@@ -233,10 +242,20 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
             st = eng.state(st.params, eng.tx_dpo, reference=True)
             probe = displacement_probe(pb, k=5, position="divergence")
             recs, losses = [probe(0, eng.graphdef, st)], []
+            # Theorem 5 at the first differing byte: W+ − W− and the order ⟨W_z, W+ − W−⟩, on the SFT model
+            W = eng.unembedding(st.params)
+            tp = int(probe.positions[0])
+            a, b = int(pb["chosen_ids"][0, tp + 1]), int(pb["rejected_ids"][0, tp + 1])
+            par, orth = (float(v) for v in difference_components(W[a], W[b]))
+            th5 = np.asarray(theorem5_scores(W, a, b))
             for t in range(1, cfg["dpo_steps"] + 1):
                 st, loss = eng.run(eng.dpo_step, st, pair)
                 losses.append(loss)
                 recs.append(probe(t, eng.graphdef, st))
+                if t == 1:
+                    d1 = probe.evaluate(eng.graphdef, st)["next"][0] - probe.start["next"][0]
+            others = np.array([z for z in range(len(th5)) if z not in (a, b)])
+            rho5 = spearman(th5[others], d1[others])
             p_w = np.exp([r["chosen_logps"][0] for r in recs])
             p_l = np.exp([r["rejected_logps"][0] for r in recs])
             cand_lp = np.array([r["candidate_logps"][0] for r in recs])  # [steps+1, C]
@@ -262,6 +281,8 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
                 "candidate_prob": np.exp(cand_lp).tolist(),
                 "largest_drop": drop, "drop_from_step": s, "drop_to_step": t,
                 "mass_flow_during_drop": flow,
+                "divergence_bytes": [tok.decode([a]), tok.decode([b])],
+                "w_diff_parallel": par, "w_diff_orthogonal": orth, "theorem5_spearman_first_step": rho5,
                 "gainers_during_drop": [CANDIDATES[i].strip() for i in np.asarray(gi)],
                 "gains_during_drop": np.asarray(gv, np.float64).tolist(),
                 "final_candidate_gainers": [_cand_name(i) for i in last["candidate_gainers"][0]],
@@ -276,6 +297,7 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
             "mean_start_prob": float(np.mean([r["chosen_prob"][0] for r in runs])),
             "mean_final_prob": float(np.mean([r["chosen_prob"][-1] for r in runs])),
             "mean_final_rejected_prob": float(np.mean([r["rejected_prob"][-1] for r in runs])),
+            "mean_theorem5_spearman": float(np.mean([r["theorem5_spearman_first_step"] for r in runs])),
             "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
                                            for k in FLOW},
         }
@@ -362,6 +384,27 @@ def _claims(res: dict) -> list[dict]:
         "measured": "No≻Never, share of the mean drop of π(y+) that went to: " + ", ".join(
             f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note,
         "status": "holds" if share["positive_words"] >= 0.5 else "does not hold",
+    })
+    runs = [r for v in st.values() for r in v["runs"]]
+    r5 = [r["theorem5_spearman_first_step"] for r in runs]
+    claims.append({
+        "paper": PAPER,
+        "claim": "Theorem 5: which tokens gain is ordered by ⟨W_z, W+ − W−⟩ (here: next-byte log-prob change at "
+                 "the first byte where y+ and y− differ, first DPO step)",
+        "measured": "Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) over the other 257 byte tokens: " + ", ".join(
+            f"{k} {v['mean_theorem5_spearman']:+.2f}" for k, v in st.items()) + f" (runs: min {min(r5):+.2f}, "
+            f"max {max(r5):+.2f})",
+        "status": "holds" if min(r5) > 0 and np.mean(r5) >= 0.5 else "does not hold",
+    })
+    n_orth = sum(r["w_diff_orthogonal"] > r["w_diff_parallel"] for r in runs)
+    claims.append({
+        "paper": PAPER,
+        "claim": "The component of W+ − W− orthogonal to W+ is the larger one",
+        "measured": f"orthogonal > parallel in {n_orth}/{len(runs)} runs (first differing bytes: " + ", ".join(
+            f"{k} '{v['runs'][0]['divergence_bytes'][0]}' vs '{v['runs'][0]['divergence_bytes'][1]}' "
+            f"{v['runs'][0]['w_diff_orthogonal']:.2f} vs {v['runs'][0]['w_diff_parallel']:.2f}"
+            for k, v in st.items()) + ")",
+        "status": "holds" if n_orth == len(runs) else "does not hold",
     })
     rho = {k: ident[k]["spearman"] for k in SCORES}
     txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)

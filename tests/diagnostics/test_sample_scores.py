@@ -66,3 +66,19 @@ def test_spearman(rng):
         spearman([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="non-finite"):
         spearman([1, np.nan], [1, 2])
+
+
+def test_difference_components_closed_form(rng):
+    from jalign.diagnostics.displacement import difference_components
+
+    # W+ = (2, 0), W− = (1, 3): W+ − W− = (1, −3) → parallel |1·2|/2 = 1, orthogonal 3
+    par, orth = difference_components(np.array([2.0, 0.0]), np.array([1.0, 3.0]))
+    assert float(par) == pytest.approx(1.0) and float(orth) == pytest.approx(3.0)
+    wp, wm = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    par, orth = difference_components(wp, wm)
+    d = wp - wm
+    u = wp / np.linalg.norm(wp, axis=-1, keepdims=True)
+    np.testing.assert_allclose(par, np.abs((d * u).sum(-1)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(par) ** 2 + np.asarray(orth) ** 2, (d * d).sum(-1), rtol=1e-4)
+    with pytest.raises(ValueError, match="differ"):
+        difference_components(wp, wm[:, :3])
