@@ -13,7 +13,10 @@ same shapes and each step function is compiled once for the whole reproduction):
    the probe also reports the byte tokens that gain at the first byte where y+ and y− differ. Each run
    (one prompt = one seed) first fine-tunes on (x, y+) (SFT, as in the paper's runs after SFT, so that
    π(y+) starts high), then runs DPO on the single pair with the SFT model as reference. Metric: the
-   largest drop of π(y+) between two steps (:func:`~jalign.diagnostics.largest_drop`).
+   largest drop of π(y+) between two steps (:func:`~jalign.diagnostics.largest_drop`), and where the
+   dropped mass went. Theorem 5 on the real model: at the first differing byte, the Spearman correlation of
+   ⟨W_z, W+ − W−⟩ (tied unembedding of the SFT model) with the change of ln π(z) after the first DPO step,
+   and the norms of W+ − W− parallel / orthogonal to W+.
 2. **Sample identification** (Section 5). Built-in ``sentiment_pairs``, ranked by CHES, length-normalised
    CHES, −edit distance and the last-hidden-state inner product (higher = more similar = more displacement
    expected). For each score, DPO from the pretrained model on the subsets at its 0/25/50/75/100th
