@@ -72,6 +72,23 @@ def render_html(summary: dict[str, Any], out: Path) -> str:
     )
 
 
+def summary_from_results(out: Path, names: list[str]) -> dict[str, Any]:
+    """A run summary rebuilt from saved ``out/NAME/results.json`` files (no reproduction is run); a name
+    without results is reported as failed with the reason."""
+    summary: dict[str, Any] = {"quick": True, "reproductions": {}, "missing": {}}
+    for name in names:
+        path = Path(out) / name / "results.json"
+        if not path.is_file():
+            summary["reproductions"][name] = {"status": "failed", "error": f"no results: {path} does not exist"}
+            continue
+        import json
+
+        res = json.loads(path.read_text())
+        summary["quick"] = summary["quick"] and bool(res.get("quick", True))
+        summary["reproductions"][name] = {"status": "ok", "claims": res.get("claims", [])}
+    return summary
+
+
 def write_report(summary: dict[str, Any], out: Path) -> list[Path]:
     """Write ``out/report.md`` and ``out/report.html`` atomically (temp file, then rename)."""
     paths = []

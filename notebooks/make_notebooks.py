@@ -92,8 +92,11 @@ PAPERS = (
         "Optimization*, ICLR 2025 (arXiv 2410.08847).",
         about="DPO can lower the likelihood of the preferred response while the loss falls (likelihood "
         "displacement). The centered hidden-embedding similarity (CHES) of a preference pair predicts "
-        "which pairs cause it. The reproduction computes CHES and its length-normalised variant and checks "
-        "the paper's claims about displacement.",
+        "which pairs cause it. The reproduction runs, on the small byte-level LM: (1) the single-token "
+        "persona experiments (No ≻ Never, Yes ≻ No, Sure ≻ Yes after SFT; largest drop of π(y+) and the "
+        "answer words that gain, tracked by the displacement probe); (2) sample identification — DPO on "
+        "the 0/25/50/75/100th-percentile subsets of CHES, length-normalised CHES, edit distance and "
+        "last-hidden inner product; (3) mitigation — lowest-CHES filtering against DPO + SFT.",
     ),
 )
 

@@ -57,3 +57,18 @@ def test_report_rejects_unknown_status(tmp_path):
     bad = {"reproductions": {"t": {"status": "ok", "claims": [{"claim": "c", "status": "maybe"}]}}}
     with pytest.raises(ValueError, match="claim status 'maybe'"):
         render_markdown(bad, tmp_path)
+
+
+def test_report_only_rebuilds_the_report_from_saved_results(tmp_path, capsys):
+    import json
+
+    (tmp_path / "fdpg").mkdir()
+    claim = {"paper": "Go et al.", "claim": "JS balances | both", "measured": "x = 1", "status": "holds"}
+    (tmp_path / "fdpg" / "results.json").write_text(json.dumps({"quick": True, "claims": [claim]}))
+    assert main(["reproduce", "fdpg", "--out", str(tmp_path), "--report-only"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| fdpg | Go et al. | JS balances \\| both | x = 1 | ✅ holds |" in md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fdpg", "report.html", "report.md"]  # nothing run
+    # a reproduction without saved results is reported as such, with a non-zero exit
+    assert main(["reproduce", "copg-bandit", "--out", str(tmp_path), "--report-only"]) == 1
+    assert "no results" in (tmp_path / "report.md").read_text()

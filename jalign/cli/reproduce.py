@@ -15,7 +15,6 @@ PLANNED = {
     "copg-bandit": "Contrastive Policy Gradient bandit (issue: Bandit laboratory and CoPG)",
     "fdpg": "f-DPG divergences (issue: f-DPG)",
     "entanglement": "gradient entanglement (issue: Gradient-entanglement diagnostics)",
-    "ches": "likelihood displacement / CHES (issue: Likelihood displacement)",
     "dpa-logic": "logic of DPA (issue: Symbolic DPA logic)",
 }
 
@@ -27,6 +26,8 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="quick", action="store_true", default=True, help="CPU defaults (default)")
     g.add_argument("--full", dest="quick", action="store_false", help="paper-sized settings (GPU/TPU)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild DIR/report.{md,html} from the saved DIR/NAME/results.json; run nothing")
     p.set_defaults(func=run)
 
 
@@ -56,6 +57,14 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     _check_writable(out)
+    if getattr(args, "report_only", False):
+        from jalign.reporting import summary_from_results, write_report
+
+        summary = summary_from_results(out, todo)
+        summary["missing"] = {n: w for n, w in PLANNED.items() if n not in reg}
+        for path in write_report(summary, out):
+            print(f"wrote {path}")
+        return int(any(r["status"] != "ok" for r in summary["reproductions"].values()))
     summary = {"quick": args.quick, "reproductions": {}, "missing": {}}
     status = 0
     from tqdm.auto import tqdm

@@ -70,3 +70,9 @@ __all__ = [
     "predicted_logp_changes",
     "tree_dot",
 ]
+
+# Likelihood-displacement tracking in training and the pair-similarity baselines of the CHES reproduction.
+from jalign.diagnostics import sample_scores  # noqa: E402
+from jalign.diagnostics.displacement_tracking import displacement_probe, probe_batch, probe_positions  # noqa: E402
+
+__all__ += ["displacement_probe", "probe_batch", "probe_positions", "sample_scores"]

@@ -60,3 +60,27 @@ def mass_gainers(logp_before_V: Array, logp_after_V: Array, k: int = 5, *, exclu
         gain = gain.at[..., ex].set(-jnp.inf)
     g, idx = jax.lax.top_k(gain, k)
     return idx, g
+
+
+def difference_components(w_plus: Array, w_minus: Array) -> tuple[jax.Array, jax.Array]:
+    """Norms of the components of W+ − W− parallel and orthogonal to W+ (last axis).
+
+    parallel = |⟨W+ − W−, W+⟩| / ‖W+‖,  orthogonal = ‖(W+ − W−) − ⟨W+ − W−, W+⟩ W+ / ‖W+‖²‖.
+    Razin et al. (ICLR 2025, Section 4) observe that, for pairs that displace, the orthogonal component is the
+    larger one: it is what moves the probability of tokens z ∉ {y+, y−} (Theorem 5, ∝ ⟨W_z, W+ − W−⟩).
+    Computed in float32 or wider.
+
+    Returns:
+      ``(parallel, orthogonal)``, each of shape ``w_plus.shape[:-1]``.
+    """
+    wp = jnp.asarray(w_plus)
+    dt = jnp.promote_types(jnp.result_type(wp, jnp.asarray(w_minus)), jnp.float32)
+    wp, wm = wp.astype(dt), jnp.asarray(w_minus).astype(dt)
+    if wp.shape != wm.shape:
+        raise ValueError(f"w_plus {wp.shape} and w_minus {wm.shape} differ")
+    d = wp - wm
+    nn = jnp.sum(wp * wp, axis=-1, keepdims=True)
+    coef = jnp.sum(d * wp, axis=-1, keepdims=True) / nn
+    par = jnp.abs(coef[..., 0]) * jnp.sqrt(nn[..., 0])
+    orth = jnp.linalg.norm(d - coef * wp, axis=-1)
+    return par, orth

@@ -1,0 +1,536 @@
+"""Likelihood displacement and CHES (Razin et al., ICLR 2025, arXiv 2410.08847) on the small byte-level LM.
+
+Three experiments, all on :func:`jalign.models.load_small_lm` (0.86M-parameter byte-level GPT-2) with the
+trainer's pure steps (:func:`jalign.train.step.make_train_step`, one pair per step, so every run has the
+same shapes and each step function is compiled once for the whole reproduction):
+
+1. **Single-token persona experiment** (paper Section 3, Table 1). Built-in ``persona_yesno`` prompts,
+   pairs No ≻ Never (statements the persona rejects), Yes ≻ No and Sure ≻ Yes (statements it endorses).
+   *Convention for the byte LM:* a "token" of the paper is a whole answer word, so the response is the word
+   with its leading space and EOS (" No"+EOS, 4 byte tokens), π(y|x) its sequence probability, and the
+   "tokens that gain" are the paper's label words {Yes, Yeah, Sure, Certainly, Absolutely, No, Never,
+   Maybe, Perhaps} (each + EOS) scored by the :func:`~jalign.diagnostics.displacement_tracking.displacement_probe`;
+   the probe also reports the byte tokens that gain at the first byte where y+ and y− differ. Each run
+   (one prompt = one seed) first fine-tunes on (x, y+) (SFT, as in the paper's runs after SFT, so that
+   π(y+) starts high), then runs DPO on the single pair with the SFT model as reference. Metric: the
+   largest drop of π(y+) between two steps (:func:`~jalign.diagnostics.largest_drop`), and where the
+   dropped mass went. Theorem 5 on the real model: at the first differing byte, the Spearman correlation of
+   ⟨W_z, W+ − W−⟩ (tied unembedding of the SFT model) with the change of ln π(z) after the first DPO step,
+   and the norms of W+ − W− parallel / orthogonal to W+.
+2. **Sample identification** (Section 5). Built-in ``sentiment_pairs``, ranked by CHES, length-normalised
+   CHES, −edit distance and the last-hidden-state inner product (higher = more similar = more displacement
+   expected). For each score, DPO from the pretrained model on the subsets at its 0/25/50/75/100th
+   percentiles; the preferred log-prob change per subset; Spearman correlation of the percentile with the
+   change (−1 = the score orders the drop perfectly).
+3. **Mitigation** (Section 6). DPO on all pairs, DPO + SFT (``rpo`` loss, α = 1) on all pairs, and DPO on
+   the lowest length-normalised-CHES fraction (same number of updates); change of log π(y+) (and log π(y−))
+   on the full set and on each run's training pairs.
+
+No math lives here: scores, probe, steps and losses come from :mod:`jalign`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jalign.data import builtin
+from jalign.diagnostics import (
+    ches_scores,
+    largest_drop,
+    mass_gainers,
+    pack_prompt_response,
+    percentile_subsets,
+)
+from jalign.diagnostics.displacement import difference_components
+from jalign.diagnostics.displacement_tracking import PAIR_FIELDS, displacement_probe, probe_batch
+from jalign.diagnostics.sample_scores import edit_distance, last_hidden_inner_product, spearman
+from jalign.diagnostics.ufm import theorem5_scores
+from jalign.plotting import savefig, styled
+
+NAME = "ches"
+DESCRIPTION = "Likelihood displacement under DPO and the CHES score on the small byte LM (Razin et al. 2025)"
+PAPER = "Razin et al., Unintentional Unalignment: Likelihood Displacement in DPO, ICLR 2025"
+
+PAIRS = ((" No", " Never"), (" Yes", " No"), (" Sure", " Yes"))
+CANDIDATES = (" Yes", " Yeah", " Sure", " Certainly", " Absolutely", " No", " Never", " Maybe", " Perhaps")
+POSITIVE = (" Yes", " Yeah", " Sure", " Certainly", " Absolutely")
+# The answer words without EOS: π(" No" + anything) — the mass that continues y+'s bytes instead of ending
+# (" Not", " Now", ...) is π(prefix) − π(word + EOS).
+PREFIXES = (" No", " Never", " Yes", " Sure")
+SCORES = ("ches", "ches_ln", "neg_edit_distance", "last_hidden_ip")
+SCORE_LABELS = {"ches": "CHES", "ches_ln": "length-normalised CHES", "neg_edit_distance": "−edit distance",
+                "last_hidden_ip": "last-hidden inner product"}
+PERCENTILES = (0, 25, 50, 75, 100)
+FLOW = ("chosen", "rejected", "positive_words", "negative_words", "chosen_continued", "elsewhere")
+FLOW_LABELS = {"chosen": "y+", "rejected": "y−", "positive_words": "other positive words",
+               "negative_words": "other negative words", "chosen_continued": "y+ continued (no EOS)",
+               "elsewhere": "elsewhere"}
+RUNS3 = ("dpo", "dpo+sft", "filtered", "random subset")
+
+
+def settings(quick: bool) -> dict:
+    """Every knob of the reproduction (stored in results.json)."""
+    return {
+        "seq_len": 136,  # BOS + prompt (<= 101 bytes) + response + EOS, for both data sets
+        "beta": 0.1,
+        "optimizer": "adam (constant lr), one pair per step",
+        # (1) single-token persona
+        "seeds": 2 if quick else 10,
+        "sft_steps": 15 if quick else 25,
+        "sft_lr": 3e-3,
+        "dpo_steps": 20 if quick else 100,
+        "dpo_lr": 2e-4,  # every DPO / DPO + SFT run
+        # (2) sample identification
+        "n_pairs": 40 if quick else 256,
+        "subset_size": 6 if quick else 32,
+        "epochs": 1 if quick else 2,
+        # (3) mitigation
+        "filter_fraction": 0.25 if quick else 0.05,
+        "mitigation_epochs": 1,
+        "rpo_alpha": 1.0,
+        "eval_chunk": 8,
+    }
+
+
+class _Engine:
+    """The small LM, its split state and the three compiled steps (SFT, DPO, DPO + SFT) at one shape."""
+
+    def __init__(self, cfg: dict):
+        from flax import nnx
+
+        from jalign.models import load_small_lm
+        from jalign.tokenizers import ByteTokenizer
+        from jalign.train.objectives import SFT, make_objective
+        from jalign.train.step import TrainState, make_train_step, split_model
+
+        self.cfg, self.tok = cfg, ByteTokenizer()
+        model = load_small_lm()
+        self.model_cfg = model.cfg
+        self.graphdef, self.params0, self.model_state = split_model(model)
+        self._TrainState = TrainState
+        self.tx_sft = optax.adam(cfg["sft_lr"])
+        self.tx_dpo = optax.adam(cfg["dpo_lr"])
+        beta = cfg["beta"]
+        mk = lambda obj, tx: jax.jit(make_train_step(self.graphdef, obj, tx))
+        self.sft_step = mk(SFT(), self.tx_sft)
+        self.dpo_step = mk(make_objective("preference", "dpo", {"beta": beta}), self.tx_dpo)
+        self.rpo_step = mk(make_objective("preference", "rpo", {"beta": beta, "rpo_alpha": cfg["rpo_alpha"]}),
+                           self.tx_dpo)
+        gd, ms = self.graphdef, self.model_state
+
+        def hidden(params, ids, att):
+            return nnx.merge(gd, params, ms)(ids, att, return_hidden=True).hidden_states
+
+        def logps(params, ids, mask, att):
+            from jalign.train.step import make_logps_fn
+
+            return make_logps_fn(gd, params, ms)(ids, mask, att)[0]
+
+        self.hidden = jax.jit(hidden)
+        self.logps = jax.jit(logps)
+
+    def state(self, params, tx, *, reference: bool):
+        return self._TrainState(params=params, opt_state=tx.init(params), model_state=self.model_state,
+                                ref_params=params if reference else None, step=jnp.zeros((), jnp.int32),
+                                rng=jax.random.key_data(jax.random.key(0)))
+
+    def unembedding(self, params) -> np.ndarray:
+        """W ``[V, D]`` (rows = token unembeddings; the tied input embedding for the small LM)."""
+        if self.model_cfg.tie_embeddings:
+            return np.asarray(params["embed"][...], np.float64)
+        return np.asarray(params["lm_head"][...], np.float64).T
+
+    def run(self, step_fn, state, batch):
+        state, m = step_fn(state, batch)
+        if not (bool(m["finite/loss"]) and bool(m["finite/grads"])):
+            raise FloatingPointError(f"non-finite loss or gradient at step {int(state.step) + 1}")
+        return state, float(m["loss"])
+
+    def encode(self, rec: dict) -> tuple[list[int], list[int], list[int]]:
+        t = self.tok
+        return (t.encode(rec["prompt"], add_bos=True), t.encode(rec["chosen"], add_eos=True),
+                t.encode(rec["rejected"], add_eos=True))
+
+    def pair_batch(self, enc) -> dict:
+        b = probe_batch([enc[0]], [enc[1]], [enc[2]], pad_id=self.tok.pad_id, max_length=self.cfg["seq_len"])
+        return {k: b[k] for k in PAIR_FIELDS}
+
+    def set_logps(self, params, encs) -> tuple[np.ndarray, np.ndarray]:
+        """log π(y+|x), log π(y−|x) of encoded pairs, in fixed-size chunks (one compilation)."""
+        n, c = len(encs), self.cfg["eval_chunk"]
+        out = np.zeros((2, n))
+        for s in range(0, n, c):
+            chunk = list(encs[s:s + c])
+            k = len(chunk)
+            chunk += [chunk[0]] * (c - k)
+            for j in (1, 2):
+                pk = pack_prompt_response([e[0] for e in chunk], [e[j] for e in chunk], pad_id=self.tok.pad_id,
+                                          max_length=self.cfg["seq_len"])
+                lp = self.logps(params, pk["input_ids"], pk["response_mask"], pk["attention_mask"])
+                out[j - 1, s:s + k] = np.asarray(lp, np.float64)[:k]
+        return out[0], out[1]
+
+    def scores(self, encs) -> dict[str, np.ndarray]:
+        """CHES, length-normalised CHES, last-hidden inner product (one forward per side and chunk) and
+        −edit distance of the responses (without EOS)."""
+        n, c = len(encs), self.cfg["eval_chunk"]
+        res = {k: np.zeros(n) for k in SCORES}
+        for s in range(0, n, c):
+            chunk = list(encs[s:s + c])
+            k = len(chunk)
+            chunk += [chunk[0]] * (c - k)
+            pk = [pack_prompt_response([e[0] for e in chunk], [e[j] for e in chunk], pad_id=self.tok.pad_id,
+                                       max_length=self.cfg["seq_len"]) for j in (1, 2)]
+            hw, hl = (self.hidden(self.params0, p["input_ids"], p["attention_mask"]) for p in pk)
+            mw, ml = pk[0]["predictor_mask"], pk[1]["predictor_mask"]
+            res["ches"][s:s + k] = np.asarray(ches_scores(hw, hl, mw, ml), np.float64)[:k]
+            res["ches_ln"][s:s + k] = np.asarray(ches_scores(hw, hl, mw, ml, length_normalized=True))[:k]
+            res["last_hidden_ip"][s:s + k] = last_hidden_inner_product(
+                hw, hl, pk[0]["attention_mask"], pk[1]["attention_mask"])[:k]
+        res["neg_edit_distance"] = np.array([-edit_distance(e[1][:-1], e[2][:-1]) for e in encs], np.float64)
+        return res
+
+    def train_pairs(self, step_fn, tx, encs, steps: int, seed: int):
+        """``steps`` updates of one pair each, cycling through ``encs`` in a seeded order per epoch."""
+        st = self.state(self.params0, tx, reference=True)
+        batches = [self.pair_batch(e) for e in encs]
+        rng = np.random.default_rng(seed)
+        order: list[int] = []
+        losses = []
+        for _ in range(steps):
+            if not order:
+                order = list(rng.permutation(len(batches)))
+            st, loss = self.run(step_fn, st, batches[order.pop(0)])
+            losses.append(loss)
+        return st, losses
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (1) single-token persona experiment
+
+
+def _cand_name(i: int) -> str:
+    i = int(i)
+    return CANDIDATES[i].strip() if i < len(CANDIDATES) else PREFIXES[i - len(CANDIDATES)].strip() + "…"
+
+
+def _single_token(eng: _Engine, cfg: dict) -> dict:
+    persona = builtin.load("persona_yesno")
+    tok = eng.tok
+    cands = [tok.encode(c, add_eos=True) for c in CANDIDATES] + [tok.encode(c) for c in PREFIXES]
+    nw = len(CANDIDATES)
+    out = {}
+    for yw, yl in PAIRS:
+        endorsed = yw != " No"
+        prompts = [r["prompt"] for r in persona if r["meta"]["endorsed"] == endorsed]
+        runs = []
+        for seed in range(cfg["seeds"]):
+            rec = {"prompt": prompts[seed], "chosen": yw, "rejected": yl}
+            enc = eng.encode(rec)
+            pb = probe_batch([enc[0]], [enc[1]], [enc[2]], candidates=cands, pad_id=tok.pad_id,
+                             max_length=cfg["seq_len"])
+            pair = {k: pb[k] for k in PAIR_FIELDS}
+            sft = {"ids": pb["chosen_ids"], "mask": pb["chosen_mask"], "attention_mask": pb["chosen_attention_mask"]}
+            st = eng.state(eng.params0, eng.tx_sft, reference=False)
+            pre = displacement_probe(pb, position="divergence").evaluate(eng.graphdef, st)
+            for _ in range(cfg["sft_steps"]):
+                st, _ = eng.run(eng.sft_step, st, sft)
+            st = eng.state(st.params, eng.tx_dpo, reference=True)
+            probe = displacement_probe(pb, k=5, position="divergence")
+            recs, losses = [probe(0, eng.graphdef, st)], []
+            # Theorem 5 at the first differing byte: W+ − W− and the order ⟨W_z, W+ − W−⟩, on the SFT model
+            W = eng.unembedding(st.params)
+            tp = int(probe.positions[0])
+            a, b = int(pb["chosen_ids"][0, tp + 1]), int(pb["rejected_ids"][0, tp + 1])
+            par, orth = (float(v) for v in difference_components(W[a], W[b]))
+            th5 = np.asarray(theorem5_scores(W, a, b))
+            for t in range(1, cfg["dpo_steps"] + 1):
+                st, loss = eng.run(eng.dpo_step, st, pair)
+                losses.append(loss)
+                recs.append(probe(t, eng.graphdef, st))
+                if t == 1:
+                    d1 = probe.evaluate(eng.graphdef, st)["next"][0] - probe.start["next"][0]
+            others = np.array([z for z in range(len(th5)) if z not in (a, b)])
+            rho5 = spearman(th5[others], d1[others])
+            p_w = np.exp([r["chosen_logps"][0] for r in recs])
+            p_l = np.exp([r["rejected_logps"][0] for r in recs])
+            cand_lp = np.array([r["candidate_logps"][0] for r in recs])  # [steps+1, C]
+            drop_a, s_a, t_a = largest_drop(p_w)
+            drop, s, t = float(drop_a), int(s_a), int(t_a)
+            # the label words (other than y+ and y−) that gained most from the peak s to the trough t
+            iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
+            gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3, exclude=[iw_, il_])
+            # where the dropped mass went (bookkeeping of probability changes from s to t)
+            dp = np.exp(cand_lp[t]) - np.exp(cand_lp[s])
+            pos = [i for i, c in enumerate(CANDIDATES) if c in POSITIVE and i not in (iw_, il_)]
+            neg = [i for i, c in enumerate(CANDIDATES) if c not in POSITIVE and i not in (iw_, il_)]
+            cont = dp[nw + PREFIXES.index(yw)] - dp[iw_]
+            flow = {"chosen": float(dp[iw_]), "rejected": float(dp[il_]),
+                    "positive_words": float(dp[pos].sum()), "negative_words": float(dp[neg].sum()),
+                    "chosen_continued": float(cont)}
+            flow["elsewhere"] = float(-sum(flow.values()))
+            last = recs[-1]
+            runs.append({
+                "seed": seed, "statement": rec["prompt"].split('"')[1],
+                "pretrained_chosen_prob": float(np.exp(pre["chosen"][0])),
+                "chosen_prob": p_w.tolist(), "rejected_prob": p_l.tolist(), "loss": losses,
+                "candidate_prob": np.exp(cand_lp).tolist(),
+                "largest_drop": drop, "drop_from_step": s, "drop_to_step": t,
+                "mass_flow_during_drop": flow,
+                "divergence_bytes": [tok.decode([a]), tok.decode([b])],
+                "w_diff_parallel": par, "w_diff_orthogonal": orth, "theorem5_spearman_first_step": rho5,
+                "gainers_during_drop": [CANDIDATES[i].strip() for i in np.asarray(gi)],
+                "gains_during_drop": np.asarray(gv, np.float64).tolist(),
+                "final_candidate_gainers": [_cand_name(i) for i in last["candidate_gainers"][0]],
+                "final_byte_gainers": [tok.decode([int(i)]) if int(i) < 256 else f"<{int(i)}>"
+                                       for i in last["token_gainers"][0]],
+                "final_byte_gains": [float(v) for v in last["token_gains"][0]],
+            })
+        drops = [r["largest_drop"] for r in runs]
+        out[f"{yw.strip()}>{yl.strip()}"] = {
+            "chosen": yw.strip(), "rejected": yl.strip(), "runs": runs,
+            "mean_largest_drop": float(np.mean(drops)), "max_largest_drop": float(np.max(drops)),
+            "mean_start_prob": float(np.mean([r["chosen_prob"][0] for r in runs])),
+            "mean_final_prob": float(np.mean([r["chosen_prob"][-1] for r in runs])),
+            "mean_final_rejected_prob": float(np.mean([r["rejected_prob"][-1] for r in runs])),
+            "mean_theorem5_spearman": float(np.mean([r["theorem5_spearman_first_step"] for r in runs])),
+            "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
+                                           for k in FLOW},
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (2) sample identification and (3) mitigation
+
+
+def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
+    recs = builtin.load("sentiment_pairs", n=cfg["n_pairs"])
+    encs = [eng.encode(r) for r in recs]
+    sc = eng.scores(encs)
+    base_w, base_l = eng.set_logps(eng.params0, encs)
+    m, E = cfg["subset_size"], cfg["epochs"]
+    cache: dict[tuple, dict] = {}
+    ident = {}
+    for name in SCORES:
+        subsets = percentile_subsets(sc[name], m, PERCENTILES)
+        rows = []
+        for q in PERCENTILES:
+            idx = tuple(int(i) for i in subsets[q])
+            if idx not in cache:
+                st, losses = eng.train_pairs(eng.dpo_step, eng.tx_dpo, [encs[i] for i in idx], m * E, seed=0)
+                w, l = eng.set_logps(st.params, [encs[i] for i in idx])
+                cache[idx] = {"chosen_change": float(np.mean(w - base_w[list(idx)])),
+                              "rejected_change": float(np.mean(l - base_l[list(idx)])),
+                              "final_loss": float(np.mean(losses[-m:]))}
+            rows.append({"percentile": q, "indices": list(idx), "mean_score": float(np.mean(sc[name][list(idx)])),
+                         **cache[idx]})
+        rho = spearman(PERCENTILES, [r["chosen_change"] for r in rows])
+        ident[name] = {"subsets": rows, "spearman": rho}
+
+    n = len(encs)
+    keep = [int(i) for i in np.sort(np.argsort(sc["ches_ln"], kind="stable")[:max(1, int(np.ceil(
+        cfg["filter_fraction"] * n - 1e-9)))])]
+    rand = [int(i) for i in np.sort(np.random.default_rng(0).choice(n, len(keep), replace=False))]
+    E = cfg["mitigation_epochs"]
+    mit = {"kept_indices": keep, "random_indices": rand, "epochs": E}
+    for run, step_fn, idx in (("dpo", eng.dpo_step, list(range(n))), ("dpo+sft", eng.rpo_step, list(range(n))),
+                              ("filtered", eng.dpo_step, keep), ("random subset", eng.dpo_step, rand)):
+        st, losses = eng.train_pairs(step_fn, eng.tx_dpo, [encs[i] for i in idx], E * len(idx), seed=1)
+        w, l = eng.set_logps(st.params, encs)
+        mit[run] = {
+            "train_pairs": len(idx),
+            "chosen_change_all": float(np.mean(w - base_w)), "rejected_change_all": float(np.mean(l - base_l)),
+            "chosen_change_train": float(np.mean(w[idx] - base_w[idx])),
+            "rejected_change_train": float(np.mean(l[idx] - base_l[idx])),
+            "mean_loss": float(np.mean(losses)),
+        }
+    scores = {k: v.tolist() for k, v in sc.items()}
+    return {"scores": scores, **ident}, mit
+
+
+# ----------------------------------------------------------------------------------------------------------
+# claims
+
+
+def _claims(res: dict) -> list[dict]:
+    st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
+    claims = []
+    parts = [f"{k}: mean largest drop {v['mean_largest_drop']:.2f} (max {v['max_largest_drop']:.2f}; π(y+) "
+             f"{v['mean_start_prob']:.2f} → {v['mean_final_prob']:.2f} at the end)" for k, v in st.items()]
+    n_runs = sum(len(v["runs"]) for v in st.values())
+    big = sum(r["largest_drop"] >= 0.1 for v in st.values() for r in v["runs"])
+    claims.append({
+        "paper": PAPER,
+        "claim": "DPO on a single preference pair can lower π(y+) (likelihood displacement): persona pairs "
+                 "No≻Never, Yes≻No, Sure≻Yes after SFT show large drops of π(y+)",
+        "measured": "; ".join(parts) + f"; drops >= 0.1 in {big}/{n_runs} runs",
+        "status": "holds" if big >= max(1, n_runs // 2) else "does not hold",
+    })
+    fl = st["No>Never"]["mean_mass_flow_during_drop"]
+    drop = -fl["chosen"]
+    share = {k: (fl[k] / drop if drop > 0 else 0.0) for k in FLOW if k != "chosen"}
+    top = [r["gainers_during_drop"][0] for r in st["No>Never"]["runs"]]
+    small = max(abs(r["gains_during_drop"][0]) for r in st["No>Never"]["runs"]) < 1e-3
+    note = f" (top gaining other label word per run: {', '.join(top)}" + ("; every such gain < 1e-3)" if small else ")")
+    claims.append({
+        "paper": PAPER,
+        "claim": "Displacement can be catastrophic: in No≻Never the probability of 'No' moves to a word of the "
+                 "opposite meaning ('Yes')",
+        "measured": "No≻Never, share of the mean drop of π(y+) that went to: " + ", ".join(
+            f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note,
+        "status": "holds" if share["positive_words"] >= 0.5 else "does not hold",
+    })
+    runs = [r for v in st.values() for r in v["runs"]]
+    r5 = [r["theorem5_spearman_first_step"] for r in runs]
+    claims.append({
+        "paper": PAPER,
+        "claim": "Theorem 5: which tokens gain is ordered by ⟨W_z, W+ − W−⟩ (here: next-byte log-prob change at "
+                 "the first byte where y+ and y− differ, first DPO step)",
+        "measured": "Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) over the other 257 byte tokens: " + ", ".join(
+            f"{k} {v['mean_theorem5_spearman']:+.2f}" for k, v in st.items()) + f" (runs: min {min(r5):+.2f}, "
+            f"max {max(r5):+.2f})",
+        "status": "holds" if min(r5) > 0 and np.mean(r5) >= 0.5 else "does not hold",
+    })
+    n_orth = sum(r["w_diff_orthogonal"] > r["w_diff_parallel"] for r in runs)
+    claims.append({
+        "paper": PAPER,
+        "claim": "The component of W+ − W− orthogonal to W+ is the larger one",
+        "measured": f"orthogonal > parallel in {n_orth}/{len(runs)} runs (first differing bytes: " + ", ".join(
+            f"{k} '{v['runs'][0]['divergence_bytes'][0]}' vs '{v['runs'][0]['divergence_bytes'][1]}' "
+            f"{v['runs'][0]['w_diff_orthogonal']:.2f} vs {v['runs'][0]['w_diff_parallel']:.2f}"
+            for k, v in st.items()) + ")",
+        "status": "holds" if n_orth == len(runs) else "does not hold",
+    })
+    rho = {k: ident[k]["spearman"] for k in SCORES}
+    txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)
+    ches_perfect = rho["ches"] <= -0.999
+    others_not = all(not (rho[k] <= -0.999) for k in ("neg_edit_distance", "last_hidden_ip"))
+    claims.append({
+        "paper": PAPER,
+        "claim": "Ranking pairs by CHES orders the drop of the preferred log-prob across the 0/25/50/75/100th "
+                 "percentile subsets perfectly; edit distance and last-hidden inner product do not",
+        "measured": f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect); most negative: "
+                    f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}",
+        "status": "holds" if ches_perfect and others_not else "does not hold",
+    })
+    d, s, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
+    claims.append({
+        "paper": PAPER,
+        "claim": "DPO lowers the preferred log-prob on a preference set; adding an SFT term (DPO + SFT) raises it",
+        "measured": f"mean Δ log π(y+) over all pairs: DPO {d['chosen_change_all']:+.2f}, DPO+SFT "
+                    f"{s['chosen_change_all']:+.2f} (Δ log π(y−): {d['rejected_change_all']:+.2f}, "
+                    f"{s['rejected_change_all']:+.2f})",
+        "status": "holds" if d["chosen_change_all"] < 0 < s["chosen_change_all"] else "does not hold",
+    })
+    r = mit["random subset"]
+    claims.append({
+        "paper": PAPER,
+        "claim": "Training only on the lowest length-normalised-CHES pairs mitigates the drop of the preferred "
+                 "log-prob (less negative than DPO on all pairs, and than a random subset of the same size)",
+        "measured": f"kept {f['train_pairs']}/{d['train_pairs']} pairs, {mit['epochs']} epoch(s) each; Δ log π(y+) "
+                    f"on the training pairs: filtered {f['chosen_change_train']:+.2f}, DPO on all "
+                    f"{d['chosen_change_train']:+.2f}, random subset {r['chosen_change_train']:+.2f}; on all "
+                    f"pairs: {f['chosen_change_all']:+.2f}, {d['chosen_change_all']:+.2f}, "
+                    f"{r['chosen_change_all']:+.2f}",
+        "status": "holds" if f["chosen_change_train"] > max(d["chosen_change_train"], r["chosen_change_train"])
+        else "does not hold",
+    })
+    claims.append({
+        "paper": PAPER,
+        "claim": "Unalignment: DPO on refusal data lowers refusal rates (Gemma-2B-IT 80.5%→54.8%, Llama-3-8B-"
+                 "Instruct 74.4%→33.4%) and CHES filtering mitigates it",
+        "measured": "needs SORRY-Bench and instruction-tuned billion-parameter models (gated weights, GPUs); the "
+                    "small byte LM cannot refuse",
+        "status": "not reproducible here",
+    })
+    return claims
+
+
+# ----------------------------------------------------------------------------------------------------------
+# figures
+
+
+@styled
+def _figures(out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    res = json.loads((out / "results.json").read_text())
+    st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
+
+    fig, axes = plt.subplots(1, len(st) + 1, figsize=(4.2 * (len(st) + 1), 3.8))
+    for ax, (k, v) in zip(axes, st.items(), strict=False):
+        for i, r in enumerate(v["runs"]):
+            steps = np.arange(len(r["chosen_prob"]))
+            ax.plot(steps, r["chosen_prob"], color="C0", alpha=0.6, label="π(y+)" if i == 0 else None)
+            ax.plot(steps, r["rejected_prob"], color="C1", ls="--", alpha=0.6, label="π(y−)" if i == 0 else None)
+            cp = np.asarray(r["candidate_prob"])
+            other = [j for j, c in enumerate(CANDIDATES) if c.strip() not in (v["chosen"], v["rejected"])]
+            ax.plot(steps, cp[:, other].sum(-1), color="C2", ls=":", alpha=0.6,
+                    label="other label words" if i == 0 else None)
+        ax.set(xlabel="DPO step (after SFT)", ylabel="probability", title=f"{k}: mean largest drop "
+               f"{v['mean_largest_drop']:.2f}", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    x = np.arange(len(FLOW))
+    w = 0.8 / len(st)
+    for i, (k, v) in enumerate(st.items()):
+        fl = v["mean_mass_flow_during_drop"]
+        ax.bar(x + (i - (len(st) - 1) / 2) * w, [fl[f] for f in FLOW], w, label=k)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, [FLOW_LABELS[f] for f in FLOW], rotation=35, ha="right", fontsize=8)
+    ax.set(ylabel="mean Δπ over the largest drop", title="where the mass of y+ goes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    savefig(fig, out, "ches_single_token")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for k in SCORES:
+        rows = ident[k]["subsets"]
+        ax.plot([r["percentile"] for r in rows], [r["chosen_change"] for r in rows], marker="o",
+                label=f"{SCORE_LABELS[k]} (ρ={ident[k]['spearman']:+.2f})")
+    ax.set(xlabel="percentile of the similarity score", ylabel="mean Δ log π(y+) after DPO",
+           title="sample identification")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    x = np.arange(len(RUNS3))
+    ax.bar(x - 0.2, [mit[r]["chosen_change_train"] for r in RUNS3], 0.4, label="Δ log π(y+) (training pairs)")
+    ax.bar(x + 0.2, [mit[r]["chosen_change_all"] for r in RUNS3], 0.4, label="Δ log π(y+) (all pairs)", alpha=0.6)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, [f"{r}\n({mit[r]['train_pairs']} pairs)" for r in RUNS3])
+    ax.set(ylabel="mean change", title="mitigation")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    savefig(fig, out, "ches_identification_mitigation")
+
+
+def run(out: Path, *, quick: bool = True) -> dict:
+    """Run the three experiments, write ``out/results.json`` and the figures, return the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cfg = settings(quick)
+    eng = _Engine(cfg)
+    res: dict = {"settings": cfg, "quick": quick, "candidates": [c.strip() for c in CANDIDATES]}
+    res["single_token"] = _single_token(eng, cfg)
+    print(f"ches: single-token experiment done after {time.time() - t0:.0f} s", flush=True)
+    res["identification"], res["mitigation"] = _sets(eng, cfg)
+    print(f"ches: sample identification and mitigation done after {time.time() - t0:.0f} s", flush=True)
+    res["claims"] = _claims(res)
+    res["seconds"] = round(time.time() - t0, 1)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    _figures(out)
+    return res
+
+
+def plot_from_results(out: Path) -> None:
+    """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
+    _figures(Path(out))
