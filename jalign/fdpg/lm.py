@@ -110,10 +110,15 @@ class LMSpace:
     bos_id: int
 
     def sample(self, params, key, n: int):
-        """``n`` samples x ~ π_params at temperature 1, ``[n, T]`` int32 (KV-cache sampler, no EOS stop)."""
+        """``n`` samples x ~ π_params at temperature 1 (KV-cache sampler, no EOS stop).
+
+        Returns:
+          ``(tokens [n, T] int32, logps [n])`` with logps = log π_params(x) accumulated while sampling
+          (equal to :meth:`log_probs` up to float round-off).
+        """
         model = nnx.merge(self.graphdef, params)
         out = _kv_sample(model, np.full((n, 1), self.bos_id, np.int32), key=key, max_new_tokens=self.new_tokens)
-        return out.tokens
+        return out.tokens, out.model_logprobs.sum(-1)
 
     def log_probs(self, params, tokens_NxT):
         """log π_params(x) = Σ_t log π(x_t | BOS, x_<t), ``[N]`` float32 (differentiable in params)."""
@@ -206,9 +211,9 @@ class FDPGLMTrainer:
         self.opt = optax.adam(learning_rate)
         self.base_tokens = jnp.asarray(base_tokens, jnp.int32)
         self.base_phi = self.feature(self.base_tokens)
-        self.base_logps = jax.jit(space.log_probs)(base_params, self.base_tokens)
-        self._chunk = jax.jit(self._chunk_fn)
         self._policy_logps = jax.jit(space.log_probs)
+        self.base_logps = self._policy_logps(base_params, self.base_tokens)
+        self._chunk = jax.jit(self._chunk_fn)
 
     def feature(self, tokens):
         return word_indicator(tokens, self.word)
@@ -223,10 +228,9 @@ class FDPGLMTrainer:
         params, opt_state, logz, prop, i = carry
         space, n = self.space, self.batch_size
         q_params = jax.tree.map(lambda a, b: jnp.where(off, a, b), prop.params, params)
-        x = jax.lax.stop_gradient(space.sample(q_params, key, n))
+        x, lq = jax.lax.stop_gradient(space.sample(q_params, key, n))
         phi = self.feature(x)
         lP, la = self.target_logps(x, lam)
-        lq = jax.lax.stop_gradient(space.log_probs(q_params, x))
         lpi = jax.lax.cond(off, lambda: jax.lax.stop_gradient(space.log_probs(params, x)), lambda: lq)
         logz = logz_update(logz, lP, lq)
         log_z = logz_estimate(logz)[0]
@@ -276,22 +280,25 @@ class FDPGLMTrainer:
 
     def _chunk_fn(self, carry, key, div_idx, lam, off, log_z_ref):
         step = lambda c, k: self._step(c, k, div_idx, lam, off, log_z_ref)  # noqa: E731
-        carry, outs = jax.lax.scan(step, carry, jax.random.split(key, self.eval_every))
-        lp_base = self.space.log_probs(carry[0], self.base_tokens)
-        kl = kl_p_pi_from_base(lp_base, self.base_logps, self.base_phi, lam, log_z_ref)
-        return carry, outs, kl
+        return jax.lax.scan(step, carry, jax.random.split(key, self.eval_every))
+
+    def kl_p_pi(self, params, lam, log_z_ref) -> float:
+        """KL(p‖π_params) estimated on the fixed samples of a (:func:`kl_p_pi_from_base`)."""
+        lp = self._policy_logps(params, self.base_tokens)
+        return float(kl_p_pi_from_base(lp, self.base_logps, self.base_phi, lam, log_z_ref))
 
     # -- a run ---------------------------------------------------------------------------------------------
     def run(self, params, *, divergence, lam: float, steps: int, key, proposal: str = "on_policy") -> tuple:
         """Train from ``params`` for ``steps`` (a multiple of ``eval_every``).
 
         Returns:
-          ``(params, history)``; history lists, one entry per chunk (step 0 = the initial policy for
-          ``kl_p_pi``; the others average the chunk's samples): ``step``, ``expected_phi``, ``entropy``
+          ``(params, history)``; history lists, one entry per chunk (averages over the chunk's samples, ``step``
+          = the chunk's last step): ``step``, ``expected_phi``, ``entropy``
           (sequence, nats), ``entropy_per_token``, ``kl_pi_a``, ``kl_pi_p``, ``kl_p_pi``, ``log_z`` (running
           IS estimate at the chunk end), ``distinct_4b``/``distinct_1w``/``distinct_2w`` (the chunk's
           samples), ``grad_cosine`` (mean over steps of cos(g₁, g₂)), ``rel_var`` (tr Cov/‖∇D‖² per
-          sample, ratio of chunk sums), ``replacements``; plus ``ref`` (target estimates from a's samples).
+          sample, ratio of chunk sums), ``replacements``; plus ``ref`` (target estimates from a's samples) and
+          ``kl_p_pi_init`` / ``kl_p_pi_final`` (KL(p‖π) of the initial and final policy on a's samples).
         """
         name = _div.get(divergence)
         if name not in self.divs:
@@ -306,20 +313,17 @@ class FDPGLMTrainer:
         ref = {k: float(v) for k, v in base_estimates(self.base_logps, self.base_phi, lam).items()}
         log_z_ref = jnp.float32(ref["log_z"])
         T = self.space.new_tokens
-        kl0 = kl_p_pi_from_base(self._policy_logps(params, self.base_tokens), self.base_logps, self.base_phi, lam,
-                                log_z_ref)
-        hist: dict[str, list] = {"step": [0], "kl_p_pi": [float(kl0)]}
+        hist: dict[str, list] = {"step": []}
         carry = (params, self.opt.init(params), logz_init(1), _proposals.proposal_init(params), jnp.asarray(0))
         for c in range(int(steps) // self.eval_every):
             key, sub = jax.random.split(key)
-            carry, outs, kl = self._chunk(carry, sub, idx, lam, off, log_z_ref)
+            carry, outs = self._chunk(carry, sub, idx, lam, off, log_z_ref)
             s = (c + 1) * self.eval_every
             o = {k: np.asarray(v) for k, v in outs.items()}
             finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(carry[0]))
-            if not (np.isfinite(o["loss"]).all() and finite and np.isfinite(float(kl))):
+            if not (np.isfinite(o["loss"]).all() and finite):
                 raise FloatingPointError(f"f-DPG LM ({name!r}): non-finite loss or parameters by step {s}; stopping")
             hist["step"].append(s)
-            hist["kl_p_pi"].append(float(kl))
             for k in ("expected_phi", "entropy", "kl_pi_a", "kl_pi_p"):
                 hist.setdefault(k, []).append(float(o[k].mean()))
             hist.setdefault("entropy_per_token", []).append(float(o["entropy"].mean()) / T)
@@ -332,6 +336,8 @@ class FDPGLMTrainer:
             hist.setdefault("rel_var", []).append(float(o["grad_noise"].sum() / o["grad_signal"].sum()))
             hist.setdefault("replacements", []).append(int(carry[3].replacements))
         hist["ref"] = ref
+        hist["kl_p_pi_init"] = self.kl_p_pi(params, lam, log_z_ref)
+        hist["kl_p_pi_final"] = self.kl_p_pi(carry[0], lam, log_z_ref)
         return carry[0], hist
 
 
