@@ -294,7 +294,7 @@ class FDPGLMTrainer:
         Returns:
           ``(params, history)``; history lists, one entry per chunk (averages over the chunk's samples, ``step``
           = the chunk's last step): ``step``, ``expected_phi``, ``entropy``
-          (sequence, nats), ``entropy_per_token``, ``kl_pi_a``, ``kl_pi_p``, ``kl_p_pi``, ``log_z`` (running
+          (sequence, nats), ``entropy_per_token``, ``kl_pi_a``, ``kl_pi_p``, ``log_z`` (running
           IS estimate at the chunk end), ``distinct_4b``/``distinct_1w``/``distinct_2w`` (the chunk's
           samples), ``grad_cosine`` (mean over steps of cos(g₁, g₂)), ``rel_var`` (tr Cov/‖∇D‖² per
           sample, ratio of chunk sums), ``replacements``; plus ``ref`` (target estimates from a's samples) and
@@ -305,6 +305,8 @@ class FDPGLMTrainer:
             raise ValueError(f"FDPGLMTrainer.run: divergence {divergence!r} not in {self.names}")
         if proposal not in ("on_policy", "off_policy"):
             raise ValueError(f"FDPGLMTrainer.run: proposal={proposal!r} must be 'on_policy' or 'off_policy'")
+        if not np.isfinite(float(lam)):
+            raise ValueError(f"FDPGLMTrainer.run: lam={lam!r} must be finite")
         if int(steps) < 1 or int(steps) % self.eval_every:
             raise ValueError(f"FDPGLMTrainer.run: steps={steps!r} must be a positive multiple of {self.eval_every}")
         idx = jnp.int32(self.divs.index(name))

@@ -222,6 +222,8 @@ def test_trainer_errors_and_nan(tiny, trainer):
         trainer.run(params, divergence="chi2", lam=1.0, steps=2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="multiple"):
         trainer.run(params, divergence="js", lam=1.0, steps=3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="lam"):
+        trainer.run(params, divergence="js", lam=float("inf"), steps=2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="proposal"):
         trainer.run(params, divergence="js", lam=1.0, steps=2, key=jax.random.key(0), proposal="mixed")
     with pytest.raises(ValueError, match="batch_size"):
