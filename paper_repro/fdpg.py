@@ -520,7 +520,7 @@ def _lm_figure(lm: dict, out: Path, colors: dict) -> None:
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
-    """Run the toy reproduction, write ``out/results.json`` and the figures, return the claims."""
+    """Run the toy and the small-LM reproduction, write ``out/results.json`` and the figures, return the claims."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
