@@ -57,8 +57,10 @@ PAPERS = (
         about="f-DPG minimises any f-divergence D_f(π‖p) to an evaluable target p (an energy-based model) "
         "with the policy gradient of the pseudo-reward −f'(π/p). The reproduction runs every f-divergence on "
         "an exactly computable bimodal toy target that the policy family cannot represent, so mode-seeking "
-        "and mass-covering show, and compares alignment and diversity. The paper's small-LM experiments "
-        "are listed as not reproducible here.",
+        "and mass-covering show, and compares alignment and diversity; then it trains the shipped small "
+        "byte-level LM towards a word-constraint target (pointwise, and distributional with λ fitted by "
+        "moment matching) with each divergence and records alignment/diversity trade-off curves. Scaling "
+        "with model size is listed as not reproducible here.",
     ),
     Paper(
         stem="dpa_logic",

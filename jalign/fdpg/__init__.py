@@ -6,8 +6,11 @@
 * :mod:`jalign.fdpg.metrics` — KL(p‖π), KL(π‖p), JS, TV, entropy, KL(π‖a), E_π[b] (exact and IS), exact
   gradient-estimator variance, distinct-n.
 * :mod:`jalign.fdpg.toy` — exactly solvable categorical problems and restricted policy families.
-* :mod:`jalign.fdpg.loop` — a training loop over any sampler + log-prob function (categorical toy now, a
-  causal LM later); depends on optax.
+* :mod:`jalign.fdpg.loop` — a training loop over any sampler + log-prob function (the categorical toys);
+  depends on optax.
+
+The causal-LM side (word constraint, T-byte sample space of an LM, a one-compile multi-divergence trainer) is
+:mod:`jalign.train.fdpg_lm`, in the LLM-stack layer.
 
 The loss itself is :func:`jalign.losses.fdpg`; the divergences are :mod:`jalign.divergences`.
 """

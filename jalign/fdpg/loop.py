@@ -1,6 +1,7 @@
-"""A generic f-DPG training loop over any sampler and log-prob function (categorical toy now, LM later).
+"""A generic f-DPG training loop over any sampler and log-prob function (used for the categorical toys).
 
-The loop only needs three functions, so a causal LM plugs in unchanged once the LM stack exists:
+The loop only needs three functions, so any model plugs in (for the causal LM, :mod:`jalign.train.fdpg_lm`
+has a trainer that also compiles once for every divergence and target):
 
 * ``sample_fn(params, key, n) -> samples`` — draw n samples from the policy with parameters ``params``
   (for an LM: token arrays of completions; for the toy: integer outcomes);
