@@ -116,6 +116,11 @@ def contrastive_response_masks(batch: dict) -> dict[str, jax.Array]:
 # The probe
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _pair_logps(lm, params, batch):
+    return lm.batch_logps(params, batch, "chosen_")[0], lm.batch_logps(params, batch, "rejected_")[0]
+
+
 class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.probes.logps_probe
     """Gradient-entanglement statistics of a margin loss on a fixed pairwise probe set, every ``every`` steps.
 
@@ -134,6 +139,8 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
       name: scalar prefix.
       lr: step size of the first-order predictions.
       batch_size: pairs per chunk of the per-example gradients (``None`` = all at once).
+      model: an :class:`ExampleLogp` to reuse (probes sharing one reuse one compilation); default: built from
+        the trainer's ``graphdef`` and ``model_state`` at the first call.
 
     Reference log-probs (for losses that need them) come from the batch fields, else from the state's frozen
     reference parameters; otherwise the probe raises ``ValueError``.
@@ -146,21 +153,20 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
     """
 
     def __init__(self, batch: dict, *, loss: str = "dpo", hparams: dict | None = None, every: int = 10,
-                 name: str = "entanglement", lr: float = 1e-3, batch_size: int | None = None):
+                 name: str = "entanglement", lr: float = 1e-3, batch_size: int | None = None,
+                 model: ExampleLogp | None = None):
         self.batch = {k: np.asarray(v) for k, v in batch.items()}
         self.chosen, self.rejected = split_pairs(self.batch)
         self.loss, self.hparams = loss, dict(hparams or {})
         ent._resolve_loss(loss, self.hparams)  # validates name, kind and hyperparameters now
         self.spec = losses.spec(loss)
         self.every, self.name, self.lr, self.batch_size = every, name, lr, batch_size
-        self._lm = None
+        self._lm = model
         self._ref = None
 
     def _model(self, graphdef, state) -> ExampleLogp:
         if self._lm is None or self._lm.graphdef is not graphdef:
             self._lm = ExampleLogp(graphdef, state.model_state)
-            self._ref_fn = jax.jit(lambda p, b: (self._lm.batch_logps(p, b, "chosen_")[0],
-                                                 self._lm.batch_logps(p, b, "rejected_")[0]))
         return self._lm
 
     def _reference(self, state):
@@ -169,7 +175,7 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
                     jnp.asarray(self.batch["ref_rejected_logps"], jnp.float32))
         if state.ref_params is not None:
             if self._ref is None:  # the reference is frozen: compute once
-                w, l = self._ref_fn(state.ref_params, self.batch)
+                w, l = _pair_logps(self._lm, state.ref_params, self.batch)
                 self._ref = (w.astype(jnp.float32), l.astype(jnp.float32))
             return self._ref
         if self.spec.needs_reference:
@@ -316,3 +322,36 @@ class PairwiseWeightedTrainer:
             raise FloatingPointError(f"non-finite loss or gradient ({info}); loss {loss!r}, mitigation "
                                      f"{mitigation!r}")
         return params, opt_state, info
+
+
+def train_pairwise(trainer: PairwiseWeightedTrainer, params, source, *, loss: str, steps: int,
+                   hparams: dict | None = None, mitigation: str = "none", ref_params=None,
+                   probes=()) -> dict:
+    """Train ``params`` for ``steps`` updates on batches drawn from ``source`` with
+    :meth:`PairwiseWeightedTrainer.update`, running ``probes`` (the :mod:`jalign.train.probes` protocol) at
+    step 0, every ``probe.every`` updates and at the end. The reference is ``ref_params`` (default: the
+    initial ``params``; its log-probs are computed under the batch's — possibly masked — response masks).
+
+    Returns ``{"history": [{"step", "loss", "grad_norm"}...], "probes": [records], "params": final}``.
+    """
+    from jalign.train.probes import due
+    from jalign.train.step import TrainState
+
+    ref_params = params if ref_params is None else ref_params
+    opt_state = trainer.tx.init(params)
+    history, records = [], []
+
+    def probe(step):
+        state = TrainState(params=params, opt_state=opt_state, model_state=trainer.lm.model_state,
+                           ref_params=ref_params, step=jnp.asarray(step, jnp.int32), rng=None)
+        for p in probes:
+            if due(p, step, start=0, final=steps):
+                records.append({"step": step, "probe": p.name, **p(step, trainer.lm.graphdef, state)})
+
+    probe(0)
+    for step in range(1, steps + 1):
+        params, opt_state, info = trainer.update(params, opt_state, next(source), loss=loss, hparams=hparams,
+                                                 mitigation=mitigation, ref_params=ref_params)
+        history.append({"step": step, **info})
+        probe(step)
+    return {"history": history, "probes": records, "params": params}
