@@ -110,16 +110,17 @@ def test_probe_reference_sources_and_errors():
     graphdef, params, rest = split_model(model)
     state = TrainState(params=params, opt_state=None, model_state=rest, ref_params=None,
                        step=jnp.zeros((), jnp.int32), rng=jnp.zeros((2,), jnp.uint32))
+    lm = ExampleLogp(graphdef, rest)  # shared by the probes below: one compilation
     with pytest.raises(ValueError, match="needs reference log-probs"):
-        entanglement_probe(batch, loss="dpo")(0, graphdef, state)
+        entanglement_probe(batch, loss="dpo", model=lm)(0, graphdef, state)
     # Cached reference fields in the batch: a = −βσ(−βh) uses them.
     ref = {"ref_chosen_logps": np.array([-3.0, -5.0]), "ref_rejected_logps": np.array([-4.0, -1.0])}
-    out = entanglement_probe({**batch, **ref}, loss="dpo")(0, graphdef, state)
+    out = entanglement_probe({**batch, **ref}, loss="dpo", model=lm)(0, graphdef, state)
     w, l = np.array(out["pair/chosen_logps"]), np.array(out["pair/rejected_logps"])
     h = (w - ref["ref_chosen_logps"]) - (l - ref["ref_rejected_logps"])
     np.testing.assert_allclose(out["pair/b"], BETA * np.exp(np_log_sigmoid(-BETA * h)), rtol=1e-5)
     # A reference-free loss needs nothing: SimPO's a = −β/|y_w|·σ(−(β·(lw/|y_w| − ll/|y_l|) − γ)).
-    out = entanglement_probe(batch, loss="simpo")(0, graphdef, state)
+    out = entanglement_probe(batch, loss="simpo", model=lm)(0, graphdef, state)
     nw, nl = batch["chosen_mask"][:, 1:].sum(-1), batch["rejected_mask"][:, 1:].sum(-1)
     z = 2.0 * (w / nw - l / nl) - 1.0
     np.testing.assert_allclose(out["pair/a"], -2.0 / nw * np.exp(np_log_sigmoid(-z)), rtol=1e-5)
@@ -260,18 +261,17 @@ def test_contrastive_response_masks_match_numpy():
 
 
 def test_masked_update_is_the_gradient_of_the_masked_loss(setup, sgd1):
-    graphdef, params, rest, _ = setup
-    rows = [_layout("The food", " was great. We went on Monday.", " was awful. We went on Monday."),
-            _layout("The room", " was nice. It rained.", " was nasty. It rained.")]
-    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    graphdef, params, rest, batch = setup  # synthetic " <positive>." vs " <negative>.": shared " ", "." and EOS
+    masked = {**batch, **{k: np.asarray(v) for k, v in contrastive_response_masks(batch).items()}}
+    assert (masked["chosen_mask"].sum(-1) < batch["chosen_mask"].sum(-1)).all()
     ref_params = jax.tree.map(lambda x: 0.9 * x, params)
     delta, _ = _sgd_delta(sgd1, params, batch, 1.0, loss="dpo", mitigation="masked", ref_params=ref_params)
-    masked = {**batch, **{k: np.asarray(v) for k, v in contrastive_response_masks(batch).items()}}
     obj = Pairwise("dpo")
     expected = jax.grad(lambda p: obj.loss_sum(make_logps_fn(graphdef, p, rest),
-                                               make_logps_fn(graphdef, ref_params, rest), masked)[0] / 2)(params)
+                                               make_logps_fn(graphdef, ref_params, rest), masked)[0] / 3)(params)
     for x, y in zip(jax.tree.leaves(delta), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(-np.asarray(x), np.asarray(y), rtol=2e-4, atol=1e-7)
+        y = np.asarray(y)
+        np.testing.assert_allclose(-np.asarray(x), y, rtol=2e-4, atol=1e-4 * np.abs(y).max())
 
 
 def test_mitigation_weights_and_bad_input():
