@@ -16,7 +16,7 @@ log-prob changes against the actual ones for a small step, for every registered 
 both mitigations as the shared suffix grows.
 
 Quick mode (CPU): responses truncated to 88 bytes (the long suffix keeps about 60 shared bytes), 4 pairs per
-batch, 12 steps, a probe of 8 pairs every 4 steps; DPO with both mitigations on every variant, the other five
+batch, 12 steps, a probe of 8 other pairs every 4 steps; DPO with both mitigations on every variant, the other five
 losses (with and without the normalised update) on the long-suffix variant. Full mode: untruncated sequences
 (256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps. The math lives in jalign; this module
 wires runs, saves JSON and draws the figures from it.
@@ -45,6 +45,8 @@ HPARAMS = {"dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "g
 
 def _settings(quick: bool) -> dict:
     if quick:
+        # The probe works in chunks of batch_size pairs: its per-example gradients and reference forward
+        # reuse the training step's compilations (the normalised update computes the same statistics).
         return {"seq_len": 128, "max_prompt_len": 40, "batch_size": 4, "steps": 12, "probe_every": 4,
                 "probe_pairs": 8, "lr": 1e-4, "optimizer": "adam",
                 "runs": [(v, "dpo", m) for v in VARIANTS for m in MITIGATIONS]
@@ -79,8 +81,10 @@ def _lm_study(cfg: dict) -> dict:
     for variant in VARIANTS:
         # A fixed probe set: other pairs of the same design (data seed 1), full response masks.
         b = {k: np.asarray(v) for k, v in next(source(variant, cfg["probe_pairs"], 1, 1)).items()}
-        w, l, _, _ = trainer.logps(params0, b)
-        b["ref_chosen_logps"], b["ref_rejected_logps"] = np.asarray(w), np.asarray(l)
+        k = cfg["batch_size"]
+        ref = [trainer.logps(params0, {f: v[i:i + k] for f, v in b.items()}) for i in range(0, len(b["chosen_ids"]), k)]
+        b["ref_chosen_logps"] = np.concatenate([np.asarray(r[0]) for r in ref])
+        b["ref_rejected_logps"] = np.concatenate([np.asarray(r[1]) for r in ref])
         probe_sets[variant] = b
         out.setdefault("probe_sets", {})[variant] = {
             "pairs": int(cfg["probe_pairs"]),
@@ -92,7 +96,7 @@ def _lm_study(cfg: dict) -> dict:
     for variant, loss, mitigation in tqdm(cfg["runs"], desc="entanglement runs", unit="run", file=sys.stderr):
         probe = entanglement_probe(probe_sets[variant], loss=loss, hparams=HPARAMS[loss],
                                    every=cfg["probe_every"], name="entanglement", model=trainer.lm,
-                                   batch_size=cfg["probe_pairs"] // 2)
+                                   batch_size=cfg["batch_size"])
         res = train_pairwise(trainer, params0, source(variant, cfg["batch_size"], 0), loss=loss,
                              hparams=HPARAMS[loss], steps=cfg["steps"], mitigation=mitigation, probes=[probe])
         curves = {k: [r[k] for r in res["probes"]] for k in (

@@ -72,6 +72,10 @@ def split_pairs(batch: dict) -> tuple[dict, dict]:
             {f: jnp.asarray(batch[f"rejected_{f}"]) for f in SEQ})
 
 
+def _rows(tree, i: int, k: int):
+    return jax.tree.map(lambda x: x[i:i + k], tree)
+
+
 def _response_lengths(mask) -> jax.Array:
     return jnp.asarray(mask)[:, 1:].astype(jnp.float32).sum(-1)
 
@@ -138,7 +142,9 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
       every: evaluate every ``every`` updates (and at the start and the end).
       name: scalar prefix.
       lr: step size of the first-order predictions.
-      batch_size: pairs per chunk of the per-example gradients (``None`` = all at once).
+      batch_size: pairs per call of :func:`~jalign.diagnostics.pairwise_gradient_stats` (``None`` = all at
+        once); the chunks are separate calls of one compiled function (with a batch size dividing the probe
+        set, the same compilation as a training batch of that size).
       model: an :class:`ExampleLogp` to reuse (probes sharing one reuse one compilation); default: built from
         the trainer's ``graphdef`` and ``model_state`` at the first call.
 
@@ -185,8 +191,11 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
 
     def __call__(self, step, graphdef, state):
         lm = self._model(graphdef, state)
-        stats = ent.pairwise_gradient_stats(lm.logp, state.params, self.chosen, self.rejected,
-                                            batch_size=self.batch_size)
+        n = self.chosen["ids"].shape[0]
+        k = n if self.batch_size is None else self.batch_size
+        parts = [ent.pairwise_gradient_stats(lm.logp, state.params, _rows(self.chosen, i, k), _rows(self.rejected, i, k))
+                 for i in range(0, n, k)]
+        stats = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         ref_w, ref_l = self._reference(state)
         pb = losses.PairwiseLogps(stats.chosen_logps, stats.rejected_logps, ref_w, ref_l,
                                   _response_lengths(self.chosen["mask"]), _response_lengths(self.rejected["mask"]))
