@@ -124,6 +124,10 @@ def test_probe_reference_sources_and_errors():
     nw, nl = batch["chosen_mask"][:, 1:].sum(-1), batch["rejected_mask"][:, 1:].sum(-1)
     z = 2.0 * (w / nw - l / nl) - 1.0
     np.testing.assert_allclose(out["pair/a"], -2.0 / nw * np.exp(np_log_sigmoid(-z)), rtol=1e-5)
+    # Chunked (one pair per call) = all at once.
+    chunked = entanglement_probe(batch, loss="simpo", model=lm, batch_size=1)(0, graphdef, state)
+    for k in ("pair/inner", "pair/chosen_sq_norm", "pair/rejected_sq_norm", "pair/a", "pair/b", "pair/case"):
+        np.testing.assert_allclose(chunked[k], out[k], rtol=1e-6, err_msg=k)
     with pytest.raises(ValueError, match="not a pairwise margin-based loss"):
         entanglement_probe(batch, loss="kto")
     with pytest.raises(ValueError, match="missing field"):
