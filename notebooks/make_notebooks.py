@@ -83,8 +83,11 @@ PAPERS = (
         "Entanglement*, ICLR 2025 (arXiv 2410.13828).",
         about="Margin-based losses only push the margin up: whether the chosen log-probability rises and the "
         "rejected one falls depends on the inner product ⟨∇log π(y_w), ∇log π(y_l)⟩ against the squared "
-        "gradient norms. The reproduction measures these per-pair diagnostics and checks the paper's "
-        "condition for when both log-probabilities move together.",
+        "gradient norms. The reproduction trains the small LM on the paper's three sentiment variants (one "
+        "differing word; short / long shared suffix) with DPO, IPO, SimPO, R-DPO, DPOP and SPPO, with and "
+        "without the pairwise-normalised update and token masking, and logs the gradient cosine and the "
+        "chosen / rejected log-probabilities of a fixed probe set; on an exactly analysable log-linear toy it "
+        "checks that the first-order predictions match the actual changes.",
     ),
     Paper(
         stem="ches",

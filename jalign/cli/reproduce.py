@@ -14,7 +14,6 @@ from pathlib import Path
 PLANNED = {
     "copg-bandit": "Contrastive Policy Gradient bandit (issue: Bandit laboratory and CoPG)",
     "fdpg": "f-DPG divergences (issue: f-DPG)",
-    "entanglement": "gradient entanglement (issue: Gradient-entanglement diagnostics)",
     "dpa-logic": "logic of DPA (issue: Symbolic DPA logic)",
 }
 

@@ -21,6 +21,7 @@ import ml_collections
 
 MODES = ("sft", "preference", "online")
 REFERENCE_MODES = ("frozen", "cached", "none")
+MITIGATIONS = ("none", "masked")
 SCHEDULES = ("cosine", "constant", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 _FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
@@ -51,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.name = "dpo"  # a registered loss (jalign.losses.names()) or "logic:<name>[:<f>]"; ignored for sft
     c.loss.hparams = ml_collections.ConfigDict()
     c.loss.reference = "frozen"  # frozen (copy of the initial model, in the step) | cached | none
+    c.loss.mitigation = "none"  # none | masked: margin on the contrasting span only (pairwise; docs/diagnostics.md)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"
@@ -205,6 +207,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     need(c.mode in MODES, "mode", f"one of {MODES}")
     need(c.loss.reference in REFERENCE_MODES, "loss.reference", f"one of {REFERENCE_MODES}")
+    need(c.loss.mitigation in MITIGATIONS, "loss.mitigation", f"one of {MITIGATIONS}")
     need(c.optim.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}")
     need(c.optim.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}")
     need(c.optim.lr > 0, "optim.lr", "> 0")
@@ -241,5 +244,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config loss.hparams {bad} unknown for loss {s.name!r}; valid: {sorted(s.hparams)}")
         if s.batch_coupled and c.optim.accum_steps > 1:
             raise ConfigError(f"loss {s.name!r} couples the examples of a batch; optim.accum_steps must be 1")
+        if c.loss.mitigation == "masked" and s.kind != "pairwise":
+            raise ConfigError(f"config loss.mitigation='masked' needs a pairwise loss; {s.name!r} is {s.kind}")
+        if c.loss.mitigation == "masked" and c.loss.reference == "cached":
+            raise ConfigError("config loss.mitigation='masked' needs loss.reference='frozen' or 'none' (cached "
+                              "reference log-probs are computed on the unmasked responses)")
         if c.loss.reference == "none" and s.needs_reference:
             raise ConfigError(f"loss {s.name!r} needs a reference model; loss.reference='none' is invalid")

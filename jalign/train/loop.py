@@ -80,7 +80,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     if source is None:
         source = registry.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                                     seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
-    objective = make_objective(cfg.mode, loss, dict(cfg.loss.hparams))
+    objective = make_objective(cfg.mode, loss, dict(cfg.loss.hparams), mitigation=cfg.loss.mitigation)
     frozen = cfg.mode != "sft" and cfg.loss.reference == "frozen" and spec.needs_reference
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)

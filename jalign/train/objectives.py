@@ -105,8 +105,13 @@ class Pairwise(_Registered):
     kind = "pairwise"
     fields = tuple(f"{s}_{f}" for s in ("chosen", "rejected") for f in SEQ)
     optional = ("ref_chosen_logps", "ref_rejected_logps")
+    masked = False  # token masking (gradient-entanglement mitigation): see make_objective
 
     def loss_sum(self, logps_fn, ref_logps_fn, batch):
+        if self.masked:
+            from jalign.train.entanglement import contrastive_response_masks
+
+            batch = {**batch, **contrastive_response_masks(batch)}
         b = batch["chosen_ids"].shape[0]
         cat = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in SEQ}
         logps, lengths = logps_fn(cat["ids"], cat["mask"], cat["attention_mask"])
@@ -267,17 +272,31 @@ def loss_spec(loss: str | Any):
     return losses.spec(loss) if isinstance(loss, str) else loss.spec
 
 
-def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None):
+def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None, *, mitigation: str = "none"):
     """The objective for ``mode`` ('sft' or a loss's batch kind, chosen from the registered loss).
 
     ``loss``: a registered name, a ``"logic:<name>[:<f>]"`` name (:func:`resolve_loss`) or a loss object with a
     ``.spec`` (e.g. :func:`jalign.logic.as_loss`), called as ``loss(batch, **hparams)``.
+
+    ``mitigation="masked"`` (pairwise losses): the loss and its in-step reference log-probs see only the
+    contrasting span of each pair — the response masks without the common prefix and suffix of chosen and
+    rejected (:func:`jalign.train.entanglement.contrastive_response_masks`), the token-masking mitigation of
+    gradient entanglement. Metrics then report the masked log-probs.
     """
+    if mitigation not in ("none", "masked"):
+        raise ValueError(f"mitigation must be 'none' or 'masked', got {mitigation!r}")
     if mode == "sft":
+        if mitigation != "none":
+            raise ValueError("mitigation 'masked' needs a pairwise loss, not SFT")
         return SFT()
     loss = resolve_loss(loss)
     spec = losses.spec(loss) if isinstance(loss, str) else loss.spec
-    return _BY_KIND[spec.kind](loss, hparams)
+    obj = _BY_KIND[spec.kind](loss, hparams)
+    if mitigation == "masked":
+        if spec.kind != "pairwise":
+            raise ValueError(f"mitigation 'masked' needs a pairwise loss; {spec.name!r} is {spec.kind}")
+        obj.masked = True
+    return obj
 
 
 def check_batch(objective, batch: dict, *, where: str = "batch") -> None:

@@ -1,0 +1,349 @@
+"""Gradient entanglement (Yuan et al., ICLR 2025, arXiv 2410.13828): the sentiment study on the small LM, and an
+exactly analysable toy.
+
+Part (1), the small LM (the pretrained 0.86M-parameter byte-level GPT-2 of :func:`jalign.models.load_small_lm`)
+trained on the three built-in variants of the paper's sentiment design — ``entangle_one_token`` (chosen and
+rejected differ in one word), ``entangle_short_suffix`` and ``entangle_long_suffix`` (an identical suffix after
+the differing word) — with DPO, IPO, SimPO, R-DPO, DPOP and SPPO (``sppo_hard``), with and without the two
+mitigations (pairwise-normalised update, token masking). Every run starts from the same model, sees the same
+batches (Adam), and a probe (:class:`jalign.train.entanglement.entanglement_probe`) records the mean gradient
+cosine, the case fractions and the chosen / rejected log-probs of a fixed probe set of pairs every few steps.
+One compiled step serves every loss and mitigation (:class:`jalign.train.entanglement.PairwiseWeightedTrainer`:
+the exact chain-rule gradient mean_i (a_i g_w,i + b_i g_l,i)).
+
+Part (2), the log-linear toy of :mod:`jalign.diagnostics.toy` (shared-suffix design): first-order predicted
+log-prob changes against the actual ones for a small step, for every registered margin loss; and DPO against
+both mitigations as the shared suffix grows.
+
+Quick mode (CPU): responses truncated to 88 bytes (the long suffix keeps about 60 shared bytes), 4 pairs per
+batch, 12 steps, a probe of 8 other pairs every 4 steps; DPO with both mitigations on every variant, the other five
+losses (with and without the normalised update) on the long-suffix variant. Full mode: untruncated sequences
+(256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps. The math lives in jalign; this module
+wires runs, saves JSON and draws the figures from it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from jalign.plotting import savefig, styled
+
+NAME = "entanglement"
+DESCRIPTION = "gradient entanglement: cosine / log-prob curves of six margin losses on the small LM, mitigations, toy"
+PAPER = "Yuan et al., A Common Pitfall of Margin-based LM Alignment: Gradient Entanglement, ICLR 2025"
+
+LOSSES = ("dpo", "ipo", "simpo", "rdpo", "dpop", "sppo_hard")
+LABELS = {"dpo": "DPO", "ipo": "IPO", "simpo": "SimPO", "rdpo": "R-DPO", "dpop": "DPOP", "sppo_hard": "SPPO"}
+VARIANTS = ("one_token", "short_suffix", "long_suffix")
+MITIGATIONS = ("none", "normalized", "masked")
+HPARAMS = {"dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 0.5},
+           "rdpo": {"beta": 0.1, "alpha": 0.2}, "dpop": {"beta": 0.1, "lambda_": 50.0}, "sppo_hard": {"beta": 0.1}}
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        # The probe works in chunks of batch_size pairs: its per-example gradients and reference forward
+        # reuse the training step's compilations (the normalised update computes the same statistics).
+        return {"seq_len": 128, "max_prompt_len": 40, "batch_size": 4, "steps": 12, "probe_every": 4,
+                "probe_pairs": 8, "lr": 1e-4, "optimizer": "adam",
+                "runs": [(v, "dpo", m) for v in VARIANTS for m in MITIGATIONS]
+                + [("long_suffix", k, m) for k in LOSSES if k != "dpo" for m in ("none", "normalized")]}
+    return {"seq_len": 256, "max_prompt_len": 40, "batch_size": 16, "steps": 100, "probe_every": 10,
+            "probe_pairs": 32, "lr": 1e-4, "optimizer": "adam",
+            "runs": [(v, k, m) for v in VARIANTS for k in LOSSES for m in MITIGATIONS]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 1: the small LM
+
+
+def _lm_study(cfg: dict) -> dict:
+    import numpy as np
+    import optax
+
+    from jalign.models import load_small_lm
+    from jalign.train import registry
+    from jalign.train.entanglement import PairwiseWeightedTrainer, entanglement_probe, train_pairwise
+    from jalign.train.step import split_model
+
+    graphdef, params0, model_state = split_model(load_small_lm())
+    trainer = PairwiseWeightedTrainer(graphdef, model_state, optax.adam(cfg["lr"]))
+
+    def source(variant, batch_size, seed, data_seed=None):
+        return registry.make_data("builtin_pairwise", batch_size=batch_size, seq_len=cfg["seq_len"], seed=seed,
+                                  dataset=f"entangle_{variant}", max_prompt_len=cfg["max_prompt_len"],
+                                  data_seed=data_seed)
+
+    probe_sets, out = {}, {"runs": []}
+    for variant in VARIANTS:
+        # A fixed probe set: other pairs of the same design (data seed 1), full response masks.
+        b = {k: np.asarray(v) for k, v in next(source(variant, cfg["probe_pairs"], 1, 1)).items()}
+        k = cfg["batch_size"]
+        ref = [trainer.logps(params0, {f: v[i:i + k] for f, v in b.items()}) for i in range(0, len(b["chosen_ids"]), k)]
+        b["ref_chosen_logps"] = np.concatenate([np.asarray(r[0]) for r in ref])
+        b["ref_rejected_logps"] = np.concatenate([np.asarray(r[1]) for r in ref])
+        probe_sets[variant] = b
+        out.setdefault("probe_sets", {})[variant] = {
+            "pairs": int(cfg["probe_pairs"]),
+            "response_tokens": float(np.mean(b["chosen_mask"][:, 1:].sum(-1))),
+            "truncated": int(np.asarray(b.get("chosen_truncated", np.zeros(1))).sum()),
+        }
+    from tqdm.auto import tqdm
+
+    for variant, loss, mitigation in tqdm(cfg["runs"], desc="entanglement runs", unit="run", file=sys.stderr):
+        probe = entanglement_probe(probe_sets[variant], loss=loss, hparams=HPARAMS[loss],
+                                   every=cfg["probe_every"], name="entanglement", model=trainer.lm,
+                                   batch_size=cfg["batch_size"])
+        res = train_pairwise(trainer, params0, source(variant, cfg["batch_size"], 0), loss=loss,
+                             hparams=HPARAMS[loss], steps=cfg["steps"], mitigation=mitigation, probes=[probe])
+        curves = {k: [r[k] for r in res["probes"]] for k in (
+            "step", "cosine", "inner", "chosen_sq_norm", "rejected_sq_norm", "mean_chosen_logps",
+            "mean_rejected_logps", "case/ideal", "case/both fall", "case/both rise", "case/reversed")}
+        out["runs"].append({"variant": variant, "loss": loss, "mitigation": mitigation, "curves": curves,
+                            "train_loss": [h["loss"] for h in res["history"]]})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 2: the toy
+
+
+def _toy_study(quick: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jalign import diagnostics as dg
+    from jalign.diagnostics import toy as T
+    from jalign.losses import PairwiseLogps
+
+    # (a) First-order predictions against actual changes, every registered margin loss, small step.
+    # In float64, so that the actual change of a log-prob of size ~15 resolves steps of size 1e-4.
+    toy, chosen, rejected = T.suffix_design(8)
+    lr = 1e-4
+    with jax.enable_x64():
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), toy.init(0.3, jax.random.key(0)))
+        chosen = {k: (jnp.asarray(v, jnp.float64) if k == "mask" else v) for k, v in chosen.items()}
+        rejected = {k: (jnp.asarray(v, jnp.float64) if k == "mask" else v) for k, v in rejected.items()}
+        n = jnp.full((1,), 9.0, jnp.float64)
+        batch = PairwiseLogps(jnp.zeros(1, jnp.float64), jnp.zeros(1, jnp.float64), jnp.asarray([-20.0]),
+                              jnp.asarray([-19.0]), n, n)
+        reports, skipped = dg.all_margin_loss_reports(toy.logp, params, chosen, rejected, batch, lr=lr,
+                                                      measure=True)
+        reports = jax.device_get(reports)
+    pred = {}
+    for name, r in reports.items():
+        pw, pl = float(r["predicted_chosen_change"][0]), float(r["predicted_rejected_change"][0])
+        aw, al = float(r["actual_chosen_change"][0]), float(r["actual_rejected_change"][0])
+        pred[name] = {"predicted": [pw, pl], "actual": [aw, al], "case": dg.CASES[int(r["case"][0])],
+                      "observed_case": dg.CASES[0 if aw >= 0 and al <= 0 else 1 if al <= 0 else 2 if aw >= 0 else 3],
+                      "a": float(r["a"][0]), "b": float(r["b"][0])}
+    # (b) DPO vs the mitigations as the shared suffix grows (exact gradient steps on one pair).
+    steps = 30
+    curves = {}
+    for k in (0, 4, 8) if quick else (0, 1, 2, 4, 8, 16):
+        curves[str(k)] = {m: T.suffix_experiment(m, suffix_len=k, steps=steps, lr=0.5) for m in
+                          ("dpo", "normalized", "masked")}
+    return {"lr": lr, "design": "suffix_design(8), W ~ 0.3·N(0, 1) (key 0), float64", "predictions": pred,
+            "skipped": skipped, "suffix_curves": curves, "suffix_steps": steps,
+            "max_relative_error": float(max(
+                np.abs(np.subtract(v["predicted"], v["actual"])).max() / max(np.abs(v["actual"]).max(), 1e-12)
+                for v in pred.values()))}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Claims
+
+
+def _run(res, variant, loss="dpo", mitigation="none"):
+    for r in res["lm"]["runs"]:
+        if (r["variant"], r["loss"], r["mitigation"]) == (variant, loss, mitigation):
+            return r
+    return None
+
+
+def _delta(run, key="mean_chosen_logps"):
+    c = run["curves"][key]
+    return c[-1] - c[0]
+
+
+def _claims(res: dict) -> list[dict]:
+    claims = []
+    dpo = {v: _run(res, v) for v in VARIANTS}
+    dch = {v: _delta(dpo[v]) for v in VARIANTS}
+    drj = {v: _delta(dpo[v], "mean_rejected_logps") for v in VARIANTS}
+    cos = {v: float(sum(dpo[v]["curves"]["cosine"]) / len(dpo[v]["curves"]["cosine"])) for v in VARIANTS}
+    fmt = lambda d: ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS)
+
+    claims.append({
+        "paper": PAPER, "claim": "[small LM] one differing token: under DPO the chosen log-prob rises",
+        "measured": f"Δ chosen log-prob over the run (probe mean): {fmt(dch)}",
+        "status": "holds" if dch["one_token"] > 0 else "does not hold"})
+    claims.append({
+        "paper": PAPER,
+        "claim": "[small LM] with a shared suffix DPO lowers the chosen log-prob, more for the long suffix",
+        "measured": f"Δ chosen: {fmt(dch)}; Δ rejected: {fmt(drj)}",
+        "status": "holds" if dch["short_suffix"] < 0 and dch["long_suffix"] < dch["short_suffix"]
+        else "does not hold"})
+    claims.append({
+        "paper": PAPER, "claim": "[small LM] gradient cosine is positive with suffixes and grows with suffix length",
+        "measured": f"mean cos(g_w, g_l) over the DPO run: {fmt(cos)}",
+        "status": "holds" if 0 < cos["short_suffix"] < cos["long_suffix"] and cos["one_token"] < cos["short_suffix"]
+        else "does not hold"})
+    c1 = dpo["one_token"]["curves"]["cosine"]
+    claims.append({
+        "paper": PAPER, "claim": "[small LM] one differing token: the gradient cosine turns negative and stays negative",
+        "measured": f"cosine {c1[0]:.2f} at step 0, {c1[-1]:.2f} at the end (min {min(c1):.2f}); the responses "
+                    "share the prompt and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may not",
+        "status": "holds" if max(c1[1:]) < 0 else "does not hold"})
+    for m, label in (("normalized", "the pairwise-normalised update"), ("masked", "token masking")):
+        fell = [v for v in VARIANTS if dch[v] < 0]
+        got = {v: _delta(_run(res, v, "dpo", m)) for v in VARIANTS if _run(res, v, "dpo", m)}
+        ok = bool(fell) and all(got.get(v, -1) > 0 for v in fell)
+        claims.append({
+            "paper": PAPER,
+            "claim": f"[small LM] {label} keeps the chosen log-prob rising where DPO lets it fall",
+            "measured": f"DPO + {m}: Δ chosen {fmt(got)} (DPO alone falls on: {', '.join(fell) or 'none'})",
+            "status": ("holds" if ok else "does not hold") if fell else "not reproducible here"})
+    longs = {k: _run(res, "long_suffix", k) for k in LOSSES}
+    d = {k: _delta(r) for k, r in longs.items() if r}
+    falls = [LABELS[k] for k in d if d[k] < 0]
+    claims.append({
+        "paper": PAPER, "claim": "[small LM, long suffix] every margin loss can lower the chosen log-prob",
+        "measured": "Δ chosen: " + ", ".join(f"{LABELS[k]} {v:+.2f}" for k, v in d.items())
+                    + f"; falls under {len(falls)}/{len(d)}",
+        "status": "holds" if len(falls) >= len(d) - 1 else "does not hold"})
+    norm = {k: _delta(_run(res, "long_suffix", k, "normalized")) for k in LOSSES if _run(res, "long_suffix", k, "normalized")}
+    claims.append({
+        "paper": "card (mitigation, derivation)", "claim": "[small LM, long suffix] the normalised update keeps "
+        "the chosen log-prob rising for every loss",
+        "measured": "Δ chosen with the normalised update: " + ", ".join(f"{LABELS[k]} {v:+.2f}" for k, v in norm.items()),
+        "status": "holds" if norm and all(v > 0 for v in norm.values()) else "does not hold"})
+
+    toy = res["toy"]
+    agree = sum(v["case"] == v["observed_case"] for v in toy["predictions"].values())
+    claims.append({
+        "paper": "card (first-order condition)", "claim": "[toy] predicted first-order log-prob changes match the "
+        "actual changes for a small step, and case labels agree with the observed signs (every margin loss)",
+        "measured": f"{len(toy['predictions'])} losses, step {toy['lr']}: max relative error "
+                    f"{toy['max_relative_error']:.2e}; case labels agree {agree}/{len(toy['predictions'])}",
+        "status": "holds" if toy["max_relative_error"] < 1e-2 and agree == len(toy["predictions"]) else "does not hold"})
+    sc = toy["suffix_curves"]
+    longest = max(sc, key=int)
+    dd = {m: sc[longest][m]["chosen_logps"][-1] - sc[longest][m]["chosen_logps"][0] for m in sc[longest]}
+    d0 = sc["0"]["dpo"]["chosen_logps"][-1] - sc["0"]["dpo"]["chosen_logps"][0]
+    claims.append({
+        "paper": PAPER, "claim": "[toy] DPO lowers the chosen log-prob with a long shared suffix (not without); "
+        "both mitigations keep it rising",
+        "measured": f"suffix 0: DPO Δ chosen {d0:+.3f}; suffix {longest}: DPO {dd['dpo']:+.3f}, normalised "
+                    f"{dd['normalized']:+.3f}, masked {dd['masked']:+.3f}",
+        "status": "holds" if d0 > 0 and dd["dpo"] < 0 and dd["normalized"] > 0 and dd["masked"] > 0
+        else "does not hold"})
+    claims.append({
+        "paper": PAPER, "claim": "TL;DR with Mistral-7B / Llama-3-8B: both log-probs rise / both fall by model",
+        "measured": "needs 7B models and the TL;DR data; the small LM and built-in data stand in",
+        "status": "not reproducible here"})
+    return claims
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Figures (from results.json only)
+
+
+@styled
+def _figures(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads((out / "results.json").read_text())
+    runs = res["lm"]["runs"]
+    get = lambda v, k, m: next((r for r in runs if (r["variant"], r["loss"], r["mitigation"]) == (v, k, m)), None)
+    styles = {"none": "-", "normalized": "--", "masked": ":"}
+    keys = [("cosine", "cos(g_w, g_l)"), ("mean_chosen_logps", "Δ log π(y_w) (probe mean)"),
+            ("mean_rejected_logps", "Δ log π(y_l) (probe mean)")]
+
+    fig, axes = plt.subplots(3, 3, figsize=(13, 10), squeeze=False)
+    for i, v in enumerate(VARIANTS):
+        for j, (key, label) in enumerate(keys):
+            ax = axes[i][j]
+            for m in MITIGATIONS:
+                r = get(v, "dpo", m)
+                if r is None:
+                    continue
+                y = r["curves"][key]
+                y = y if key == "cosine" else [x - y[0] for x in y]
+                ax.plot(r["curves"]["step"], y, styles[m], marker="o", ms=3, label=f"DPO, {m}")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set(xlabel="step", ylabel=label, title=v.replace("_", " "))
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    savefig(fig, out, "lm_dpo_variants")
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), squeeze=False)
+    colors = dict(zip(LOSSES, plt.cm.tab10.colors, strict=False))
+    for j, (key, label) in enumerate(keys):
+        ax = axes[0][j]
+        for k in LOSSES:
+            for m in ("none", "normalized"):
+                r = get("long_suffix", k, m)
+                if r is None:
+                    continue
+                y = r["curves"][key]
+                y = y if key == "cosine" else [x - y[0] for x in y]
+                ax.plot(r["curves"]["step"], y, styles[m], color=colors[k],
+                        label=f"{LABELS[k]}" + (" + normalised" if m == "normalized" else ""))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="step", ylabel=label, title="long suffix")
+    axes[0][0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    savefig(fig, out, "lm_losses_long_suffix")
+
+    toy = res["toy"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax = axes[0]
+    for v in toy["predictions"].values():
+        ax.scatter(v["predicted"][0], v["actual"][0], marker="o", color="C0")
+        ax.scatter(v["predicted"][1], v["actual"][1], marker="x", color="C3")
+    lims = [min(min(v["predicted"] + v["actual"]) for v in toy["predictions"].values()),
+            max(max(v["predicted"] + v["actual"]) for v in toy["predictions"].values())]
+    ax.plot(lims, lims, "k", lw=0.5)
+    ax.set(xlabel="predicted Δ (first order)", ylabel="actual Δ", title=f"toy: every margin loss, step {toy['lr']}"
+           " (o chosen, x rejected)")
+    sc = toy["suffix_curves"]
+    for ax, key in zip(axes[1:], ("chosen_logps", "rejected_logps"), strict=True):
+        for i, k in enumerate(sorted(sc, key=int)):
+            for m in ("dpo", "normalized", "masked"):
+                y = sc[k][m][key]
+                ax.plot([x - y[0] for x in y], styles["none" if m == "dpo" else m], color=f"C{i}",
+                        label=f"suffix {k}, {m}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="step", ylabel=f"Δ {key.replace('_', ' ')}", title="toy: shared-suffix pair")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    savefig(fig, out, "toy")
+
+
+def run(out: Path, *, quick: bool = True) -> dict:
+    """Run both parts, write ``out/results.json`` and the figures, return the results (with claims)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cfg = _settings(quick)
+    res = {"quick": quick, "settings": {k: v for k, v in cfg.items() if k != "runs"}, "hparams": HPARAMS}
+    res["toy"] = _toy_study(quick)
+    res["lm"] = _lm_study(cfg)
+    res["claims"] = _claims(res)
+    res["seconds"] = round(time.time() - t0, 1)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    _figures(out)
+    return res
+
+
+def plot_from_results(out: Path) -> None:
+    """Redraw every figure from ``out/results.json``."""
+    _figures(Path(out))
