@@ -305,14 +305,14 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     return row
 
 
-def ablate(configs, rounds: int, steps: int, dtypes=("bfloat16",)) -> list[dict]:
-    """jalign only: plain einsum + autodiff (``mixed_matmul=False``) vs the default ``mixed_matmul=True``,
-    alternating steps in one process."""
+def ablate(configs, rounds: int, steps: int, dtypes=("bfloat16",), flag: str = "mixed_matmul") -> list[dict]:
+    """jalign only: ``ModelConfig(flag=False)`` vs ``flag=True`` (e.g. plain einsum + autodiff vs
+    ``mixed_matmul``), everything else at its default, alternating steps in one process."""
     rows = []
     for (n_embd, n_layer, seq), dtype in ((c, d) for c in configs for d in dtypes):
         ids, mask = make_data(seq, steps)
         jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
-        variants = {"plain": {"mixed_matmul": False}, "mixed_matmul": {"mixed_matmul": True}}
+        variants = {"off": {flag: False}, "on": {flag: True}}
         built = {}
         for name, kw in variants.items():
             cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **kw)
@@ -330,7 +330,8 @@ def ablate(configs, rounds: int, steps: int, dtypes=("bfloat16",)) -> list[dict]
         row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype,
                **{f"{k}_s": statistics.median(v[2]) for k, v in built.items()},
                **{f"{k}_times": v[2] for k, v in built.items()}, "load_average_1m": os.getloadavg()[0]}
-        row["speedup"] = row["plain_s"] / row["mixed_matmul_s"]
+        row["flag"] = flag
+        row["speedup"] = row["off_s"] / row["on_s"]
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_times")}), flush=True)
     return rows
@@ -375,7 +376,8 @@ def main(argv=None) -> int:
     ap.add_argument("--plain-matmul", action="store_true",
                     help="jalign with ModelConfig(mixed_matmul=False): plain einsum + autodiff (recorded as model_kw)")
     ap.add_argument("--ablate", action="store_true",
-                    help="jalign only (no torch needed): mixed_matmul=False vs the default True, same run")
+                    help="jalign only (no torch needed): ModelConfig(FLAG=False) vs True, same run")
+    ap.add_argument("--ablate-flag", default="mixed_matmul", help="boolean ModelConfig field for --ablate")
     args = ap.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
@@ -384,7 +386,7 @@ def main(argv=None) -> int:
         ap.error("--out is required")
     configs = [tuple(int(x) for x in spec.split("/")) for spec in args.configs.split(",")]
     if args.ablate:
-        rows = ablate(configs, args.rounds, args.steps, args.dtypes.split(","))
+        rows = ablate(configs, args.rounds, args.steps, args.dtypes.split(","), args.ablate_flag)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"ablation": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
                                              indent=2))

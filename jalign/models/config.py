@@ -62,6 +62,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: bool = False
     mixed_matmul: bool = True
+    attention_vjp: bool = False
     init_std: float = 0.02
     bos_id: int | None = None
     eos_id: int | None = None
