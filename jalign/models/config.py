@@ -39,6 +39,11 @@ class ModelConfig:
     gradient as plain autodiff up to the order of summation; in bf16 it is at least as accurate as the plain
     path (gradients accumulated in float32). ``mixed_matmul=False`` is plain ``einsum`` + autodiff (see
     :func:`jalign.models.transformer.mixed_matmul` and docs/performance.md for the measured speed-ups).
+
+    ``attention_vjp=True`` (the default): the attention core (scores, masked softmax, weighted values) is
+    :func:`jalign.models.transformer.attention_core`, whose custom VJP recomputes the probabilities and uses the
+    FlashAttention identity ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` (Dao et al. 2022) with canonical-layout dots;
+    same function and gradient as ``attention_vjp=False`` (plain einsum + softmax + autodiff) up to rounding.
     """
 
     arch: str = "gpt2"
@@ -62,7 +67,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: bool = False
     mixed_matmul: bool = True
-    attention_vjp: bool = False
+    attention_vjp: bool = True
     init_std: float = 0.02
     bos_id: int | None = None
     eos_id: int | None = None
