@@ -205,9 +205,10 @@ def attention_core(q_BxKxQxD, k_BxKxSxD, v_BxKxSxD, allowed_Bx1xQxS, scale: floa
     """``softmax(scale · q kᵀ, masked) v`` per batch row and kv-head, with a FlashAttention-style VJP.
 
     ``Q`` stacks the query positions of the ``G = H / K`` query heads sharing a kv-head (grouped-query
-    attention). Scores, the log-normaliser and the accumulation are float32; the dots take ``q.dtype`` operands
-    (bf16 on the bf16 path). The custom backward (Dao et al. 2022, "FlashAttention", eq. for dS) recomputes the
-    probabilities from the saved ``lse`` and uses ``rowsum(dP ∘ P) = rowsum(dO ∘ O)``, a reduction over the
+    attention). Scores, the softmax normaliser and the accumulation are float32 (or wider); the dots take
+    ``q.dtype`` operands (bf16 on the bf16 path). The custom backward (Dao et al. 2022, "FlashAttention")
+    recomputes the probabilities ``P`` from the saved row max and normaliser, and forms
+    ``dS = P ∘ (dP − rowsum(dO ∘ O))`` using ``rowsum(dP ∘ P) = rowsum(dO ∘ O)``, a reduction over the
     head dimension instead of over the keys; its four dots take their transposed operand materialised
     row-major (:func:`transpose_last2`). Positions with ``allowed`` False get probability 0 (a row with no
     allowed key gets the uniform distribution, as ``jax.nn.softmax`` of equal scores would).
