@@ -24,7 +24,8 @@ def render() -> str:
 
             lines += [f"## {path.stem}", "", "jalign's DPO step vs TRL's DPOTrainer, same shapes and precision "
                       "(`python -m bench.peer_trl`, docs/performance.md).", "", markdown_table(data), "",
-                      f"Run {data.get('time', '')}, load average {data.get('load_average', '?')}.", ""]
+                      f"Run {data.get('time', '')}, 1/5/15-minute load average "
+                      + " / ".join(f"{x:.1f}" for x in data.get("load_average", [])) + ".", ""]
             continue
         lines += [f"## {data.get('benchmark', path.stem)}", "", data.get("description", ""), ""]
         if rows:
