@@ -54,7 +54,7 @@ import optax
 from flax import nnx
 
 from bench.model import matmul_peak
-from jalign.losses import PairwiseLogps, get, sequence_logps
+from jalign.losses import PairwiseLogps, causal_sequence_logps, get
 from jalign.models import ModelConfig, create_model
 
 VOCAB = 8192
@@ -101,7 +101,7 @@ def make_jalign_step(cfg: ModelConfig):
 
     def seq_logps(p, ids, mask):
         logits = nnx.merge(graphdef, p)(ids).logits
-        lp, _ = sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])
+        lp, _ = causal_sequence_logps(logits, ids, mask)
         return lp[:PAIRS], lp[PAIRS:]
 
     def loss_fn(p, ref_p, ids, mask):
@@ -122,6 +122,63 @@ def jalign_flops_per_step(cfg: ModelConfig, seq: int) -> float:
     return cfg.flops_per_token(seq) * (4.0 / 3.0) * 2 * PAIRS * seq
 
 
+# ----------------------------------------------------------------------------------------------- memory
+
+
+def _proc_status_kb(*keys: str) -> dict[str, int]:
+    txt = Path("/proc/self/status").read_text()
+    out = {}
+    for line in txt.splitlines():
+        k, _, v = line.partition(":")
+        if k in keys:
+            out[k] = int(v.split()[0])
+    return out
+
+
+class StepMemory:
+    """Peak resident memory a step adds, by the Linux high-water mark of this process.
+
+    ``begin()`` resets ``VmHWM`` to the current ``VmRSS`` (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)
+    and records ``VmRSS``; ``end()`` reads ``VmHWM``: the step's peak = ``VmHWM - VmRSS(before)``, i.e. the
+    memory newly touched while the step ran (activations, gradients, temporaries, allocator growth) on top
+    of what was already resident (both frameworks' models, optimiser states, caches). Buffers an allocator
+    kept from the previous step are not counted again, so this is a lower bound on the step's working set;
+    jalign's exact figure is XLA's buffer assignment (``compiled.memory_analysis()``), reported separately.
+    Unavailable (None) off Linux.
+    """
+
+    def __init__(self):
+        self.ok = Path("/proc/self/clear_refs").exists()
+        self.peaks_mb: list[float] = []
+        self._rss = 0
+
+    def begin(self):
+        if self.ok:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                self.ok = False
+                return
+            self._rss = _proc_status_kb("VmRSS")["VmRSS"]
+
+    def end(self):
+        if self.ok:
+            self.peaks_mb.append((_proc_status_kb("VmHWM")["VmHWM"] - self._rss) / 1024)
+
+    @property
+    def peak_mb(self):
+        return max(self.peaks_mb) if self.peaks_mb else None
+
+
+def xla_step_memory_mb(compiled) -> float | None:
+    """XLA's buffer assignment for the compiled step: arguments + outputs + temporaries - aliased (donated)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes) / 2**20
+
+
 # ----------------------------------------------------------------------------------------------- TRL
 
 
@@ -133,13 +190,16 @@ class _Timer:
 
         class CB(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
+                timer.mem.begin()
                 timer.t0 = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kw):
                 timer.times.append(time.perf_counter() - timer.t0)
+                timer.mem.end()
 
         self.cb = CB()
         self.times: list[float] = []
+        self.mem = StepMemory()
 
 
 def word_tokenizer():
@@ -204,6 +264,8 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     step, st = make_jalign_step(cfg)
     jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
     t0 = time.perf_counter()
+    step = step.lower(st["p"], st["o"], st["ref"], jids[0], jmask[0]).compile()  # AOT: also gives the memory plan
+    xla_mb = xla_step_memory_mb(step)
     st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
     loss.block_until_ready()
     compile_s = time.perf_counter() - t0
@@ -214,13 +276,15 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     trainer = timer = None
     if not jalign_only:
         trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
-    j_times, t_times = [], []
+    j_times, t_times, jmem = [], [], StepMemory()
     for _ in range(rounds):
         for i in range(steps):
+            jmem.begin()
             t0 = time.perf_counter()
             st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i + 1], jmask[i + 1])
             loss.block_until_ready()
             j_times.append(time.perf_counter() - t0)
+            jmem.end()
         if trainer is not None:
             timer.times.clear()
             trainer.train()
@@ -234,17 +298,21 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
                 "jalign_times": j_times, "trl_times": t_times, "jalign_compile_s": compile_s,
                 "jalign_model_gflops_per_step": flops / 1e9,
                 "jalign_mfu": flops / j / (max(peaks[dtype]) * 1e9),
+                "trl_mfu": flops / row["trl_s"] / (max(peaks[dtype]) * 1e9) if t_times else None,
+                "jalign_step_peak_rss_mb": jmem.peak_mb, "jalign_xla_step_memory_mb": xla_mb,
+                "trl_step_peak_rss_mb": timer.mem.peak_mb if timer is not None else None,
                 "jalign_loss_last": float(loss), "load_average_1m": os.getloadavg()[0], **({"model_kw": cfg_kw} if cfg_kw else {})})
     return row
 
 
-def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[dict]:
-    """jalign only: default bf16 path vs ``ModelConfig(mixed_matmul=True)``, alternating steps in one process."""
+def ablate(configs, rounds: int, steps: int, dtypes=("bfloat16",), flag: str = "mixed_matmul") -> list[dict]:
+    """jalign only: ``ModelConfig(flag=False)`` vs ``flag=True`` (e.g. plain einsum + autodiff vs
+    ``mixed_matmul``), everything else at its default, alternating steps in one process."""
     rows = []
-    for n_embd, n_layer, seq in configs:
+    for (n_embd, n_layer, seq), dtype in ((c, d) for c in configs for d in dtypes):
         ids, mask = make_data(seq, steps)
         jids, jmask = jnp.asarray(ids), jnp.asarray(mask)
-        variants = {"default": {}, "mixed_matmul": {"mixed_matmul": True}}
+        variants = {"off": {flag: False}, "on": {flag: True}}
         built = {}
         for name, kw in variants.items():
             cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **kw)
@@ -262,7 +330,8 @@ def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[di
         row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype,
                **{f"{k}_s": statistics.median(v[2]) for k, v in built.items()},
                **{f"{k}_times": v[2] for k, v in built.items()}, "load_average_1m": os.getloadavg()[0]}
-        row["speedup"] = row["default_s"] / row["mixed_matmul_s"]
+        row["flag"] = flag
+        row["speedup"] = row["off_s"] / row["on_s"]
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_times")}), flush=True)
     return rows
@@ -271,13 +340,20 @@ def ablate(configs, rounds: int, steps: int, dtype: str = "bfloat16") -> list[di
 def markdown_table(d: dict) -> str:
     """The results table (markdown) from a ``peer_trl`` JSON."""
     pk = d["matmul_peak_gflops"]
-    lines = ["| n_embd | layers | seq | dtype | jalign s/step | TRL s/step | ratio TRL/jalign | jalign MFU |",
-             "|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    lines = ["| n_embd | layers | seq | dtype | jalign s/step | TRL s/step | ratio TRL/jalign | jalign MFU | TRL MFU "
+             "| jalign step MB (RSS / XLA plan) | TRL step MB (RSS) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["configs"]:
-        trl = "—" if r["trl_s"] is None else f"{r['trl_s']:.3f}"
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['n_embd']} | {r['n_layer']} | {r['seq']} | {r['dtype']} | {r['jalign_s']:.3f} | {trl} "
-                     f"| {ratio} | {100 * r['jalign_mfu']:.1f}% |")
+        trl_mfu = r.get("trl_mfu")
+        lines.append(
+            f"| {r['n_embd']} | {r['n_layer']} | {r['seq']} | {r['dtype']} | {r['jalign_s']:.3f} | {f(r['trl_s'], '.3f')} "
+            f"| {f(r['ratio'], '.2f')} | {100 * r['jalign_mfu']:.1f}% | {f(None if trl_mfu is None else 100 * trl_mfu, '.1f')}"
+            f"{'' if trl_mfu is None else '%'} | {f(r.get('jalign_step_peak_rss_mb'), '.0f')} / "
+            f"{f(r.get('jalign_xla_step_memory_mb'), '.0f')} | {f(r.get('trl_step_peak_rss_mb'), '.0f')} |")
     lines.append("")
     lines.append(f"Matmul peak measured in the same run: {pk['float32']:.0f} GFLOP/s float32, "
                  f"{pk['bfloat16']:.0f} GFLOP/s bfloat16 (f32 accumulation). Versions: "
@@ -297,10 +373,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 round of 2 steps")
     ap.add_argument("--matmul-n", type=int, default=1024)
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    ap.add_argument("--mixed-matmul", action="store_true",
-                    help="jalign bf16 rows with ModelConfig(mixed_matmul=True) (recorded as model_kw)")
+    ap.add_argument("--plain-matmul", action="store_true",
+                    help="jalign with ModelConfig(mixed_matmul=False): plain einsum + autodiff (recorded as model_kw)")
     ap.add_argument("--ablate", action="store_true",
-                    help="jalign only (no torch needed): default bf16 path vs mixed_matmul=True, same run")
+                    help="jalign only (no torch needed): ModelConfig(FLAG=False) vs True, same run")
+    ap.add_argument("--ablate-flag", default="mixed_matmul", help="boolean ModelConfig field for --ablate")
     args = ap.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
@@ -309,7 +386,7 @@ def main(argv=None) -> int:
         ap.error("--out is required")
     configs = [tuple(int(x) for x in spec.split("/")) for spec in args.configs.split(",")]
     if args.ablate:
-        rows = ablate(configs, args.rounds, args.steps)
+        rows = ablate(configs, args.rounds, args.steps, args.dtypes.split(","), args.ablate_flag)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"ablation": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
                                              indent=2))
@@ -334,7 +411,7 @@ def main(argv=None) -> int:
     workdir = tempfile.mkdtemp(prefix="peer_trl_")  # TRL's output_dir (nothing is saved)
     for n_embd, n_layer, seq in configs:
         for dtype in args.dtypes.split(","):
-            kw = {"mixed_matmul": True} if args.mixed_matmul and dtype != "float32" else {}
+            kw = {"mixed_matmul": False} if args.plain_matmul else {}
             r = run_config(n_embd, n_layer, seq, dtype, args.rounds, args.steps, workdir, peaks, **kw)
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
@@ -353,6 +430,8 @@ def _payload(rows, peaks, args) -> dict:
 
     for r in rows:  # MFU against the best peak of the whole run
         r["jalign_mfu"] = r["jalign_model_gflops_per_step"] / r["jalign_s"] / max(peaks[r["dtype"]])
+        if r["trl_s"]:
+            r["trl_mfu"] = r["jalign_model_gflops_per_step"] / r["trl_s"] / max(peaks[r["dtype"]])
     return {
         "configs": rows,
         "matmul_peak_gflops": {dt: max(v) for dt, v in peaks.items()},

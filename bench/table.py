@@ -19,6 +19,14 @@ def render() -> str:
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
         rows = data.get("rows", [])
+        if "configs" in data and "matmul_peak_gflops" in data:  # bench.peer_trl: jalign vs TRL
+            from bench.peer_trl import markdown_table
+
+            lines += [f"## {path.stem}", "", "jalign's DPO step vs TRL's DPOTrainer, same shapes and precision "
+                      "(`python -m bench.peer_trl`, docs/performance.md).", "", markdown_table(data), "",
+                      f"Run {data.get('time', '')}, 1/5/15-minute load average "
+                      + " / ".join(f"{x:.1f}" for x in data.get("load_average", [])) + ".", ""]
+            continue
         lines += [f"## {data.get('benchmark', path.stem)}", "", data.get("description", ""), ""]
         if rows:
             cols = list(rows[0])

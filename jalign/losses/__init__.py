@@ -18,7 +18,7 @@ from jalign.losses._types import (
     UnpairedLogps,
 )
 from jalign.losses.metrics import preference_metrics
-from jalign.losses.sequence import sequence_logps
+from jalign.losses.sequence import causal_sequence_logps, sequence_logps
 
 # Loss families register themselves on import (one file per family).
 from jalign.losses import pairwise  # noqa: E402,F401  isort: skip
@@ -36,6 +36,7 @@ __all__ = [
     "ScoredLogps",
     "UnpairedLogps",
     "fdpg",
+    "causal_sequence_logps",
     "copg",
     "copg_ksample",
     "copg_surrogate",

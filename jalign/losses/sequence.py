@@ -58,3 +58,29 @@ def sequence_logps(logits, labels, mask):
     picked = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
     token_logps = jnp.where(mask > 0, (picked - lse) * mask, 0.0)
     return token_logps.sum(axis=-1), mask.sum(axis=-1)
+
+
+def causal_sequence_logps(logits, ids, mask):
+    """:func:`sequence_logps` for a causal LM, shifting the targets instead of slicing the logits.
+
+    ``logits[b, t]`` predicts ``ids[b, t + 1]``; the response log-likelihood is
+    ``Σ_{t ≥ 1} mask[b, t] · log softmax(logits[b, t - 1])[ids[b, t]]``, i.e. exactly
+    ``sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])``. Here the labels and the mask are shifted left
+    by one (the last position gets label 0 and mask 0) so the ``[B, T, V]`` logits are consumed in place:
+    slicing off the last position would make XLA copy the whole logits array (and its cotangent), which at a
+    vocabulary of 8192 costs as much as a layer's matmuls.
+
+    Args:
+      logits: ``[B, T, V]`` (position t predicts token t + 1).
+      ids: ``[B, T]`` token ids (``ids[:, 0]`` is never scored).
+      mask: ``[B, T]`` response mask aligned with ``ids``.
+
+    Returns:
+      ``(logps [B], lengths [B])`` as :func:`sequence_logps`.
+    """
+    ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+    if ids.ndim < 1 or ids.shape[-1] < 1:
+        raise ValueError(f"causal_sequence_logps: ids must be [..., T] with T >= 1, got shape {ids.shape}")
+    labels = jnp.concatenate([ids[..., 1:], jnp.zeros_like(ids[..., :1])], axis=-1)
+    shifted = jnp.concatenate([mask[..., 1:], jnp.zeros_like(mask[..., :1])], axis=-1)
+    return sequence_logps(logits, labels, shifted)

@@ -31,11 +31,19 @@ class ModelConfig:
     ``dtype`` is the activation/compute dtype, ``param_dtype`` the storage dtype of the parameters; logits are
     always float32. ``remat=True`` rematerialises each block in the backward pass (jax.checkpoint).
 
-    ``mixed_matmul=True`` (only acts when ``dtype`` is not float32): the dense projections (q/k/v/o, MLP,
-    unembedding) run as ``dtype`` x ``dtype`` dots with float32 accumulation
-    (``preferred_element_type=float32``) under a custom VJP whose backward dots are also ``dtype`` x ``dtype``
-    with float32 accumulation; weight gradients come back in the parameter dtype. Same function as the default
-    path up to rounding (see :func:`jalign.models.transformer.mixed_matmul`).
+    ``mixed_matmul=True`` (the default): the dense projections (q/k/v/o, MLP, unembedding) run as
+    ``dtype`` x ``dtype`` dots with float32 accumulation (``preferred_element_type=float32``) under a custom VJP
+    whose backward dots are also ``dtype`` x ``dtype`` with float32 accumulation and take their transposed
+    operand materialised row-major, so that XLA:CPU runs all three dots of every projection on its fast
+    library path; weight gradients come back in the parameter dtype. In float32 it is the same function and
+    gradient as plain autodiff up to the order of summation; in bf16 it is at least as accurate as the plain
+    path (gradients accumulated in float32). ``mixed_matmul=False`` is plain ``einsum`` + autodiff (see
+    :func:`jalign.models.transformer.mixed_matmul` and docs/performance.md for the measured speed-ups).
+
+    ``attention_vjp=True`` (the default): the attention core (scores, masked softmax, weighted values) is
+    :func:`jalign.models.transformer.attention_core`, whose custom VJP recomputes the probabilities and uses the
+    FlashAttention identity ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` (Dao et al. 2022) with canonical-layout dots;
+    same function and gradient as ``attention_vjp=False`` (plain einsum + softmax + autodiff) up to rounding.
     """
 
     arch: str = "gpt2"
@@ -58,7 +66,8 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
-    mixed_matmul: bool = False
+    mixed_matmul: bool = True
+    attention_vjp: bool = True
     init_std: float = 0.02
     bos_id: int | None = None
     eos_id: int | None = None

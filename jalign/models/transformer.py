@@ -129,15 +129,34 @@ def apply_rope(x_BxTxHxD: Array, cos: Array, sin: Array) -> Array:
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(dtype)
 
 
+def transpose_last2(x_AxB: Array) -> Array:
+    """``swapaxes(x, -1, -2)`` materialised as a row-major array, never folded into a consumer dot.
+
+    XLA:CPU runs a dot on its fast library path (YNNPACK; bf16 x bf16 -> f32 on AMX/AVX512-BF16 units) only when
+    both operands are row-major with the contraction on the lhs' last and the rhs' first axis *at the time it
+    decides whether to up-cast the operands to float32*. A plain ``x.T`` reaches that decision as a
+    column-major view, so ``g @ w.T`` and ``x.T @ g`` (the two dots of every matmul backward) are silently run
+    in float32 on the generic path — 5-10x slower than the forward for bf16 operands on this machine, and
+    ~1.5x slower in float32. Routing the transpose through a trailing unit axis makes XLA materialise it as a
+    copy (``O(size)``, negligible next to the dot) and keeps the dot canonical. Values are unchanged.
+    """
+    s = x_AxB.shape
+    y = jnp.swapaxes(x_AxB.reshape(*s, 1), -2, -3)
+    return y.reshape(*s[:-2], s[-1], s[-2])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def mixed_matmul(x_NxK: Array, w_KxM: Array, out_dtype) -> Array:
     """``x @ w`` as a ``x.dtype`` x ``x.dtype`` dot accumulated in float32, cast to ``out_dtype``.
 
     ``w`` may be stored wider (float32 master weights); it is cast to ``x.dtype`` for the product. The custom
     VJP keeps the backward in the same form, ``dx = g @ w^T`` and ``dw = x^T g``, both with ``x.dtype`` inputs
-    (the cotangent is cast to ``x.dtype``) and float32 accumulation; ``dw`` is returned in ``w.dtype``. Plain
-    autodiff of a ``preferred_element_type=float32`` dot would instead run the backward on float32 operands,
-    which on CPUs with bf16 dot units is several times slower than the forward.
+    (the cotangent is cast to ``x.dtype``), float32 accumulation and the transposed operand materialised
+    row-major (:func:`transpose_last2`), so that both backward dots take the same fast path as the forward;
+    ``dw`` is returned in ``w.dtype``. Plain autodiff of a ``preferred_element_type=float32`` dot would instead
+    run the backward on float32 operands in a transposed layout, which on CPUs with bf16 dot units is several
+    times slower than the forward. In float32 this is the plain matmul and its exact VJP (up to the order of
+    summation).
 
     Args:
       x_NxK: activations ``[..., K]`` in the compute dtype.
@@ -155,17 +174,73 @@ def _mixed_matmul_bwd(out_dtype, res, g):
     x, w = res
     dt = x.dtype
     g = g.astype(dt)
-    dx = jnp.dot(g, w.astype(dt).T, preferred_element_type=jnp.float32).astype(dt)
     K, M = w.shape
-    dw = jnp.dot(x.reshape(-1, K).T, g.reshape(-1, M), preferred_element_type=jnp.float32).astype(w.dtype)
-    return dx, dw
+    dx = jnp.dot(g, transpose_last2(w.astype(dt)), preferred_element_type=jnp.float32).astype(dt)
+    dw = jnp.dot(transpose_last2(x.reshape(-1, K)), g.reshape(-1, M), preferred_element_type=jnp.float32)
+    return dx, dw.astype(w.dtype)
 
 
 mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
+def _acc(dtype):
+    """Accumulation dtype: float32, or the input dtype if wider."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _attn_probs(q, k, allowed, scale, m=None, l=None):
+    """Masked softmax probabilities (float32) and the row max / normaliser they were computed with."""
+    s = jnp.einsum("bkqd,bkds->bkqs", q, transpose_last2(k), preferred_element_type=_acc(q.dtype)) * scale
+    s = jnp.where(allowed, s, jnp.finfo(_acc(q.dtype)).min)
+    if m is None:
+        m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+    e = jnp.exp(s - m)
+    if l is None:
+        l = jnp.sum(e, axis=-1, keepdims=True)
+    return e / l, m, l
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention_core(q_BxKxQxD, k_BxKxSxD, v_BxKxSxD, allowed_Bx1xQxS, scale: float):
+    """``softmax(scale · q kᵀ, masked) v`` per batch row and kv-head, with a FlashAttention-style VJP.
+
+    ``Q`` stacks the query positions of the ``G = H / K`` query heads sharing a kv-head (grouped-query
+    attention). Scores, the softmax normaliser and the accumulation are float32 (or wider); the dots take
+    ``q.dtype`` operands (bf16 on the bf16 path). The custom backward (Dao et al. 2022, "FlashAttention")
+    recomputes the probabilities ``P`` from the saved row max and normaliser, and forms
+    ``dS = P ∘ (dP − rowsum(dO ∘ O))`` using ``rowsum(dP ∘ P) = rowsum(dO ∘ O)``, a reduction over the
+    head dimension instead of over the keys; its four dots take their transposed operand materialised
+    row-major (:func:`transpose_last2`). Positions with ``allowed`` False get probability 0 (a row with no
+    allowed key gets the uniform distribution, as ``jax.nn.softmax`` of equal scores would).
+    """
+    return _attention_core_fwd(q_BxKxQxD, k_BxKxSxD, v_BxKxSxD, allowed_Bx1xQxS, scale)[0]
+
+
+def _attention_core_fwd(q, k, v, allowed, scale):
+    p, m, l = _attn_probs(q, k, allowed, scale)
+    o = jnp.einsum("bkqs,bksd->bkqd", p.astype(q.dtype), v, preferred_element_type=_acc(q.dtype)).astype(q.dtype)
+    return o, (q, k, v, allowed, o, m, l)
+
+
+def _attention_core_bwd(scale, res, do):
+    q, k, v, allowed, o, m, l = res
+    dt = q.dtype
+    do = do.astype(dt)
+    p, _, _ = _attn_probs(q, k, allowed, scale, m, l)  # recomputed, f32 [B,K,Q,S]
+    dv = jnp.einsum("bksq,bkqd->bksd", transpose_last2(p.astype(dt)), do, preferred_element_type=_acc(q.dtype))
+    dp = jnp.einsum("bkqd,bkds->bkqs", do, transpose_last2(v), preferred_element_type=_acc(q.dtype))
+    delta = jnp.sum(do.astype(_acc(dt)) * o.astype(_acc(dt)), axis=-1, keepdims=True)
+    ds = jnp.where(allowed, p * (dp - delta) * scale, 0.0).astype(dt)  # masked scores are constants
+    dq = jnp.einsum("bkqs,bksd->bkqd", ds, k, preferred_element_type=_acc(q.dtype))
+    dk = jnp.einsum("bksq,bkqd->bksd", transpose_last2(ds), q, preferred_element_type=_acc(q.dtype))
+    return dq.astype(dt), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
+
+
 def _use_mixed(cfg: ModelConfig, dt) -> bool:
-    return cfg.mixed_matmul and jnp.dtype(dt) != jnp.float32
+    return bool(cfg.mixed_matmul)
 
 
 def _proj_in(cfg, x_BxTxD, w_DxHxK):
@@ -208,13 +283,21 @@ class Attention(nnx.Module):
             v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
         B, T, H, Dh = q.shape
         S, K = k.shape[1], k.shape[2]
-        q = q.reshape(B, T, K, H // K, Dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt), preferred_element_type=jnp.float32)
-        scores = scores * (1.0 / np.sqrt(Dh))
+        G = H // K
+        q = q.reshape(B, T, K, G, Dh)
         allowed = valid_BxS[:, None, :] & (jnp.arange(S)[None, :] <= q_slot_T[:, None])[None]  # [B, T, S]
-        scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        o = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(B, T, H, Dh)
+        if cfg.attention_vjp:
+            qh = q.transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
+            kh, vh = k.astype(dt).transpose(0, 2, 1, 3), v.astype(dt).transpose(0, 2, 1, 3)
+            al = jnp.broadcast_to(allowed[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
+            o = attention_core(qh, kh, vh, al, float(1.0 / np.sqrt(Dh)))
+            o = o.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+        else:
+            scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt), preferred_element_type=jnp.float32)
+            scores = scores * (1.0 / np.sqrt(Dh))
+            scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+            o = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(B, T, H, Dh)
         if _use_mixed(cfg, dt):
             y = mixed_matmul(o.reshape(B, T, H * Dh), self.wo[...].reshape(H * Dh, -1), dt)
         else:
@@ -387,7 +470,7 @@ class CausalLM(nnx.Module):
             new_v.append(kv[1])
         h = self.final_norm(x)
         if _use_mixed(cfg, dt):
-            w = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
+            w = transpose_last2(self.embed[...]) if cfg.tie_embeddings else self.lm_head[...]
             logits = mixed_matmul(h, w, jnp.float32)
         elif cfg.tie_embeddings:
             logits = jnp.einsum("btd,vd->btv", h, self.embed[...].astype(dt), preferred_element_type=jnp.float32)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jalign.losses import sequence_logps
+from jalign.losses import causal_sequence_logps
 from jalign.train import sharding as shd
 
 
@@ -113,7 +113,7 @@ def make_logps_fn(graphdef, params, model_state):
 
     def fn(ids, mask, attention_mask):
         logits = logits_fn(graphdef, params, model_state, ids, attention_mask)
-        return sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])
+        return causal_sequence_logps(logits, ids, mask)  # == sequence_logps(logits[:, :-1], ids[:, 1:], ...)
 
     return fn
 
