@@ -83,7 +83,11 @@ def summary_from_results(out: Path, names: list[str]) -> dict[str, Any]:
             continue
         import json
 
-        res = json.loads(path.read_text())
+        try:
+            res = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            summary["reproductions"][name] = {"status": "failed", "error": f"{path}: not valid JSON ({e})"}
+            continue
         summary["quick"] = summary["quick"] and bool(res.get("quick", True))
         summary["reproductions"][name] = {"status": "ok", "claims": res.get("claims", [])}
     return summary

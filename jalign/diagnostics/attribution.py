@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jalign.diagnostics.entanglement import _acc_dtype, _check_batch, _map
+from jalign.diagnostics.entanglement import _acc_dtype, _check_batch, _map, tree_dot
 
 Array = Any
 PyTree = Any
@@ -34,21 +34,25 @@ def _attr(token_logps_fn, params, chosen, rejected, batch_size):
 
     def one(pair):
         c, r = pair
-        fw = lambda p: token_logps_fn(p, c)
-        fl = lambda p: token_logps_fn(p, r)
-        tw, lin_w = jax.linearize(fw, params)
-        tl, lin_l = jax.linearize(fl, params)
-        gw = jax.grad(lambda p: jnp.sum(fw(p)))(params)
-        gl = jax.grad(lambda p: jnp.sum(fl(p)))(params)
+        tw, vjp_w = jax.vjp(lambda p: token_logps_fn(p, c), params)
+        tl, vjp_l = jax.vjp(lambda p: token_logps_fn(p, r), params)
+        gw = vjp_w(jnp.ones_like(tw))[0]  # ∇ Σ_t log π(y_w,t)
+        gl = vjp_l(jnp.ones_like(tl))[0]
         dt = _acc_dtype(tw, *jax.tree.leaves(gw))
         f = lambda x: x.astype(dt)
+
+        def jac_vec(vjp, t, g):
+            # J·g by reverse-over-reverse: J g = ∇_u ⟨Jᵀu, g⟩ (linear in u). Unlike jax.linearize this works
+            # through jax.custom_vjp layers (the transformer's mixed_matmul / attention_vjp), which have no JVP.
+            return jax.grad(lambda u: tree_dot(vjp(u)[0], g))(jnp.zeros(t.shape, t.dtype))
+
         return {
             "chosen_token_logps": f(tw),
             "rejected_token_logps": f(tl),
-            "chosen_x_rejected": f(lin_w(gl)),
-            "chosen_x_chosen": f(lin_w(gw)),
-            "rejected_x_chosen": f(lin_l(gw)),
-            "rejected_x_rejected": f(lin_l(gl)),
+            "chosen_x_rejected": f(jac_vec(vjp_w, tw, gl)),
+            "chosen_x_chosen": f(jac_vec(vjp_w, tw, gw)),
+            "rejected_x_chosen": f(jac_vec(vjp_l, tl, gw)),
+            "rejected_x_rejected": f(jac_vec(vjp_l, tl, gl)),
         }
 
     return _map(one, (chosen, rejected), batch_size, n)

@@ -81,6 +81,15 @@ def causal_sequence_logps(logits, ids, mask):
     ids, mask = jnp.asarray(ids), jnp.asarray(mask)
     if ids.ndim < 1 or ids.shape[-1] < 1:
         raise ValueError(f"causal_sequence_logps: ids must be [..., T] with T >= 1, got shape {ids.shape}")
+    concrete = not isinstance(ids, jax.core.Tracer) and not isinstance(mask, jax.core.Tracer)
+    if concrete and ids.shape == mask.shape == tuple(jnp.shape(logits))[:-1]:  # else: shape errors below
+        lab, m = np.asarray(ids), np.asarray(mask).astype(bool)
+        bad = m & ((lab < 0) | (lab >= logits.shape[-1]))
+        bad[..., 0] = False  # ids[:, 0] is never scored
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"causal_sequence_logps: ids out of range [0, {logits.shape[-1]}) at example "
+                             f"{where[0]}, position {where[1:]} (value {int(lab[where])})")
     labels = jnp.concatenate([ids[..., 1:], jnp.zeros_like(ids[..., :1])], axis=-1)
     shifted = jnp.concatenate([mask[..., 1:], jnp.zeros_like(mask[..., :1])], axis=-1)
     return sequence_logps(logits, labels, shifted)

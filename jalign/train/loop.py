@@ -80,6 +80,13 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     if source is None:
         source = registry.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                                     seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
+    if cfg.train.export:  # fail before training, not after
+        from jalign.models import CausalLM
+
+        if not isinstance(model, CausalLM):
+            raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+                            f"{type(model).__name__}")
+        _check_export_target(Path(cfg.train.export), cfg.workdir or None)
     objective = make_objective(cfg.mode, loss, dict(cfg.loss.hparams), mitigation=cfg.loss.mitigation)
     frozen = cfg.mode != "sft" and cfg.loss.reference == "frozen" and spec.needs_reference
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
@@ -118,7 +125,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and is_main),
                dynamic_ncols=True, desc=f"{cfg.mode}")
     step = start
-    runner = ProbeRunner(probes, workdir, is_main=is_main)
+    runner = ProbeRunner(probes, workdir, is_main=is_main, start=start)
     final = cfg.train.steps
     if runner.probes and start < final:
         init = runner(start, graphdef, state, start=start, final=final)
@@ -159,18 +166,44 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
         if ckpt:
             ckpt.close()
     if cfg.train.export:
-        export_model(graphdef, state, cfg.train.export, is_main=is_main)
+        export_model(graphdef, state, cfg.train.export, is_main=is_main, workdir=cfg.workdir or None)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
 
 
-def export_model(graphdef, state, path: str | Path, *, is_main: bool = True) -> Path | None:
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+                          "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+
+
+def _check_export_target(path: Path, workdir: str | Path | None) -> None:
+    """Refuse to replace anything but a previous export: the workdir, its parents, or a non-empty directory
+    holding other files."""
+    p = path.resolve()
+    if workdir:
+        w = Path(workdir).resolve()
+        if p == w or p in w.parents:
+            raise ValueError(f"train.export={str(path)!r} is the workdir or contains it; export to a subdirectory, "
+                             f"e.g. {str(Path(workdir) / 'export')!r}")
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"train.export={str(path)!r} exists and is not a directory")
+        other = sorted(f.name for f in p.iterdir() if f.name not in EXPORT_FILES)
+        if other:
+            raise ValueError(f"train.export={str(path)!r} holds files that are not a model export ({other[:5]}); "
+                             "refusing to replace it")
+
+
+def export_model(graphdef, state, path: str | Path, *, is_main: bool = True,
+                 workdir: str | Path | None = None) -> Path | None:
     """Write the trained policy to ``path`` in the Hugging Face layout (``config.json`` + ``model.safetensors``),
     loadable with :func:`jalign.models.load_pretrained` or as model ``pretrained`` (``model.kwargs.path``) —
     e.g. SFT first, then preference optimisation or RL from the SFT policy. Written to a temporary sibling
     directory and renamed, so an interrupted export leaves nothing at ``path``; an existing ``path`` is
-    replaced. Only process 0 writes (parameters are gathered first)."""
+    replaced only if it holds nothing but a previous export (never the workdir or a parent of it). Only process
+    0 writes (parameters are gathered first)."""
     import shutil
+
+    _check_export_target(Path(path), workdir)
 
     from jalign.models import CausalLM, save_pretrained
 

@@ -111,10 +111,15 @@ class Pairwise(_Registered):
         if self.masked:
             from jalign.train.entanglement import contrastive_response_masks
 
+            if "ref_chosen_logps" in batch:  # computed on the full responses: would not match the masked ones
+                raise ValueError("mitigation 'masked': the batch carries ref_chosen_logps/ref_rejected_logps of "
+                                 "the unmasked responses; use a frozen reference (loss.reference='frozen')")
             batch = {**batch, **contrastive_response_masks(batch)}
         b = batch["chosen_ids"].shape[0]
         cat = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in SEQ}
         logps, lengths = logps_fn(cat["ids"], cat["mask"], cat["attention_mask"])
+        if self.masked:  # an empty contrasting span (refused by check_batch) would make length-normalised 0/0
+            lengths = jnp.maximum(lengths, 1)
         if "ref_chosen_logps" in batch:
             ref_c, ref_r = _f32(batch["ref_chosen_logps"]), _f32(batch["ref_rejected_logps"])
         elif ref_logps_fn is not None:
@@ -343,3 +348,29 @@ def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
             loc = f"row {row // k}" + (f", sample {row % k}" if mask.ndim == 3 else "")
             raise ValueError(f"{where}: field {p}mask has an empty response at {loc} (no scored token after "
                              "position 0)")
+    if objective.kind == "pairwise" and getattr(objective, "masked", False):
+        _check_masked(batch, where)
+
+
+def _check_masked(batch: dict, where: str) -> None:
+    """``mitigation='masked'``: contiguous response masks, no precomputed reference, a non-empty contrasting
+    span on both sides of every pair."""
+    from jalign.train.entanglement import contrastive_response_masks
+
+    if "ref_chosen_logps" in batch:
+        raise ValueError(f"{where}: mitigation 'masked' cannot use precomputed ref_chosen_logps/"
+                         "ref_rejected_logps (computed on the unmasked responses); use loss.reference='frozen'")
+    for s in ("chosen", "rejected"):
+        m = np.asarray(batch[f"{s}_mask"]) != 0
+        starts = (m[:, 1:] & ~m[:, :-1]).sum(-1) + m[:, 0]
+        if (starts > 1).any():
+            row = int(np.argwhere(starts > 1)[0, 0])
+            raise ValueError(f"{where}: mitigation 'masked' needs one contiguous response span per row; field "
+                             f"{s}_mask has {int(starts[row])} spans at row {row}")
+    masks = contrastive_response_masks(batch)
+    for s in ("chosen", "rejected"):
+        empty = (np.asarray(masks[f"{s}_mask"])[:, 1:] != 0).sum(-1) == 0
+        if empty.any():
+            row = int(np.argwhere(empty)[0, 0])
+            raise ValueError(f"{where}: mitigation 'masked': the {s} response of pair {row} has no token outside "
+                             "the common prefix/suffix of the pair (identical responses, or one extends the other)")

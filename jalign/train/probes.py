@@ -70,7 +70,7 @@ def scalars(name: str, out: dict) -> dict[str, float]:
 class ProbeRunner:
     """Calls the due probes, logs their scalars, keeps and writes their records (process 0 writes)."""
 
-    def __init__(self, probes, workdir: str | Path | None, *, is_main: bool = True):
+    def __init__(self, probes, workdir: str | Path | None, *, is_main: bool = True, start: int = 0):
         self.probes = list(probes or [])
         names = [p.name for p in self.probes]
         if len(set(names)) != len(names):
@@ -82,7 +82,13 @@ class ProbeRunner:
         self._file = None
         if workdir and is_main and self.probes:
             Path(workdir).mkdir(parents=True, exist_ok=True)
-            self._file = open(Path(workdir) / "probes.jsonl", "a")
+            path = Path(workdir) / "probes.jsonl"
+            if path.exists():  # a resumed run: drop what an interrupted run wrote at or after the resume step
+                keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
+                tmp = path.with_name(".probes.jsonl.tmp")
+                tmp.write_text("".join(ln + "\n" for ln in keep))
+                tmp.replace(path)
+            self._file = open(path, "a")
 
     def __call__(self, step: int, graphdef, state, *, start: int, final: int) -> dict[str, float]:
         logged: dict[str, float] = {}
@@ -119,12 +125,16 @@ class logps_probe:  # noqa: N801 - used like a function
     def __init__(self, batch: dict, *, every: int = 10, name: str = "probe"):
         self.batch = {k: np.asarray(v) for k, v in batch.items()}
         self.every, self.name = every, name
-        self._fn = None
+        self._fn = self._graphdef = None
 
     def __call__(self, step, graphdef, state):
         from jalign.train.step import make_logps_fn
 
+        if self._fn is not None and self._graphdef != graphdef:
+            raise ValueError(f"probe {self.name!r} was compiled for another model; make one probe per run")
         if self._fn is None:
+            self._graphdef = graphdef
+
             def fn(params, model_state, b):
                 lp = make_logps_fn(graphdef, params, model_state)
                 w, _ = lp(b["chosen_ids"], b["chosen_mask"], b["chosen_attention_mask"])

@@ -68,3 +68,38 @@ def test_unembedding_gram_closed_form_equals_autodiff(tiny_lm, pairs, key):
         assert G[i].shape == (8, 6)
         np.testing.assert_allclose(G[i], w_out @ l_out.T, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(Gb[i], w_out @ l_out.T + w_b @ l_b.T, rtol=1e-4, atol=1e-6)
+
+
+def test_token_attribution_on_a_causal_lm_with_custom_vjp_layers(key):
+    """The transformer's default layers (mixed_matmul, attention_vjp) are custom VJPs without a JVP rule: the
+    attribution must still equal per-token autodiff (reverse-over-reverse, not jax.linearize)."""
+    from flax import nnx
+
+    from jalign.models import ModelConfig, create_model
+
+    cfg = ModelConfig(arch="gpt2", vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=16)
+    assert cfg.mixed_matmul and cfg.attention_vjp
+    model = create_model(cfg, 0)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rng = np.random.default_rng(0)
+
+    def token_logps(p, ex):
+        logits = nnx.merge(graphdef, p, rest)(ex["ids"][None], ex["attn"][None])
+        logits = getattr(logits, "logits", logits)[0].astype(jnp.float32)
+        lp = jax.nn.log_softmax(logits[:-1])
+        return jnp.take_along_axis(lp, ex["ids"][1:, None], -1)[:, 0] * ex["mask"][1:]
+
+    def batch():
+        ids = jnp.asarray(rng.integers(0, 32, (3, 10)), jnp.int32)
+        mask = jnp.asarray(np.r_[[0] * 4, [1] * 6][None].repeat(3, 0), jnp.float32)
+        return {"ids": ids, "attn": jnp.ones((3, 10), jnp.int32), "mask": mask}
+
+    chosen, rejected = batch(), batch()
+    attr = dg.token_attribution(token_logps, params, chosen, rejected)
+    jac = jax.jit(jax.jacrev(token_logps))
+    for i in range(3):
+        ci, ri = _take(chosen, i), _take(rejected, i)
+        flat = lambda J: np.concatenate([np.asarray(x, np.float64).reshape(9, -1) for x in jax.tree.leaves(J)], 1)
+        Jw, Jl = flat(jac(params, ci)), flat(jac(params, ri))
+        np.testing.assert_allclose(attr["chosen_x_rejected"][i], Jw @ Jl.sum(0), rtol=2e-4, atol=1e-5)
+        np.testing.assert_allclose(attr["rejected_x_rejected"][i], Jl @ Jl.sum(0), rtol=2e-4, atol=1e-5)

@@ -53,7 +53,19 @@ def test_causal_sequence_logps_matches_slicing_and_numpy(rng):
 def test_causal_sequence_logps_rejects_bad_labels_and_shapes(rng):
     logits = jnp.zeros((2, 4, 5), jnp.float32)
     ids = np.array([[0, 1, 2, 7], [0, 1, 2, 3]])  # 7 >= V under the mask
-    with pytest.raises(ValueError, match="labels out of range"):
+    with pytest.raises(ValueError, match=r"ids out of range \[0, 5\) at example 0, position \(3,\)"):
         losses.causal_sequence_logps(logits, ids, np.ones((2, 4), np.int32))
     with pytest.raises(ValueError, match="mask has shape"):
         losses.causal_sequence_logps(logits, ids % 5, np.ones((2, 3), np.int32))
+
+
+def test_out_of_range_ids_are_reported_at_their_own_position():
+    import pytest
+
+    from jalign.losses.sequence import causal_sequence_logps
+
+    ids = np.array([[1, 2, 99, 3]])
+    with pytest.raises(ValueError, match=r"ids out of range \[0, 10\) at example 0, position \(2,\) \(value 99\)"):
+        causal_sequence_logps(np.zeros((1, 4, 10), np.float32), ids, np.array([[0, 1, 1, 1]]))
+    # position 0 is never scored, and masked positions may hold anything (e.g. padding ids)
+    causal_sequence_logps(np.zeros((1, 4, 10), np.float32), np.array([[99, 2, 3, -1]]), np.array([[1, 1, 1, 0]]))

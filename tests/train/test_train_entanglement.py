@@ -325,3 +325,27 @@ def test_trainer_option_masked_bad_configs():
         validate(small_cfg(loss__mitigation="masked", loss__reference="cached"))
     with pytest.raises(ValueError, match="needs a pairwise loss"):
         make_objective("sft", mitigation="masked")
+
+
+def test_masked_batches_refused_with_the_pair_named():
+    """check_batch (host side) for mitigation='masked': an empty contrasting span (a response that extends the
+    other — length-normalised losses would divide 0 by 0), a non-contiguous response, precomputed references."""
+    from jalign.train.objectives import check_batch
+
+    obj = make_objective("preference", "simpo", mitigation="masked")
+    ids = np.array([[1, 5, 6, 7, 8, 0], [1, 5, 6, 7, 0, 0]], np.int32)
+    rej = np.array([[1, 5, 6, 9, 8, 0], [1, 5, 6, 7, 4, 0]], np.int32)  # pair 1: chosen is a prefix of rejected
+    mask_c = np.array([[0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0]], np.int32)
+    mask_r = np.array([[0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 0]], np.int32)
+    b = {"chosen_ids": ids, "chosen_mask": mask_c, "chosen_attention_mask": (ids > 0).astype(np.int32),
+         "rejected_ids": rej, "rejected_mask": mask_r, "rejected_attention_mask": (rej > 0).astype(np.int32)}
+    with pytest.raises(ValueError, match="chosen response of pair 1 has no token outside the common prefix"):
+        check_batch(obj, b, where="step 3 batch")
+    ok = {k: v[:1] for k, v in b.items()}
+    check_batch(obj, ok)
+    with pytest.raises(ValueError, match="precomputed ref_chosen_logps"):
+        check_batch(obj, {**ok, "ref_chosen_logps": np.zeros(1, np.float32),
+                          "ref_rejected_logps": np.zeros(1, np.float32)})
+    gap = {**ok, "chosen_mask": np.array([[0, 1, 0, 1, 1, 0]], np.int32)}
+    with pytest.raises(ValueError, match="one contiguous response span per row; field chosen_mask has 2 spans at row 0"):
+        check_batch(obj, gap)

@@ -65,3 +65,19 @@ def test_bad_probes():
         ProbeRunner([logps_probe({}, name="a"), logps_probe({}, name="a")], None)
     with pytest.raises(ValueError, match="every must be >= 0"):
         ProbeRunner([logps_probe({}, every=-1, name="a")], None)
+
+
+def test_resume_drops_records_written_after_the_resume_step(tmp_path):
+    (tmp_path / "probes.jsonl").write_text("".join(json.dumps({"step": s, "probe": "p"}) + "\n" for s in (0, 2, 4)))
+    runner = ProbeRunner([logps_probe({}, name="p")], tmp_path, start=2)
+    runner.close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "probes.jsonl").read_text().splitlines()] == [0]
+
+
+def test_a_probe_is_bound_to_one_model():
+    cfg = small_cfg(train__steps=1, loss__name="dpo")
+    probe = logps_probe(_probe_batch(cfg), every=0)
+    train(cfg, probes=[probe])
+    other = small_cfg(train__steps=1, loss__name="dpo", model__kwargs__d_model=16)
+    with pytest.raises(ValueError, match="compiled for another model"):
+        train(other, probes=[probe])

@@ -179,3 +179,21 @@ def test_export_then_continue_from_the_exported_policy(tmp_path):
         c.train.steps, c.train.progress, c.mesh.data, c.train.export = 1, False, 1, str(tmp_path / "x")
         train(c)
     assert not (tmp_path / "x").exists()
+
+
+def test_export_refuses_the_workdir_and_foreign_directories_before_training(tmp_path):
+    recs = builtin.load("sentiment_pairs", n=8)
+    path = _write_jsonl(tmp_path / "p.jsonl", [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in recs])
+    run = tmp_path / "run"
+    cfg = apply_overrides(_cfg("file_sft", path=path, max_prompt_len=16),
+                          {"mode": "sft", "workdir": str(run), "train__export": str(tmp_path)})
+    with pytest.raises(ValueError, match="is the workdir or contains it"):
+        train(cfg)
+    assert not run.exists()  # refused before anything was written
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "paper.tex").write_text("keep me")
+    cfg.train.export = str(foreign)
+    with pytest.raises(ValueError, match=r"not a model export \(\['paper.tex'\]\)"):
+        train(cfg)
+    assert (foreign / "paper.tex").read_text() == "keep me"
