@@ -234,13 +234,17 @@ def make_trl(n_embd, n_layer, seq, bf16: bool, ids, mask, steps: int, workdir: s
     p = seq // 4
     rows = {"prompt": [], "chosen": [], "rejected": []}
     words = lambda a: " ".join(_word(i) for i in a)  # noqa: E731
+    import trl
+
+    # TRL < 0.20 appends EOS to every completion itself: give it the responses without their final EOS
+    end = -1 if tuple(int(x) for x in trl.__version__.split(".")[:2]) < (0, 20) else None
     for b in range(ids.shape[0]):
         for i in range(PAIRS):
             rows["prompt"].append(words(ids[b, i, :p]))
-            rows["chosen"].append(" " + words(ids[b, i, p:]))
-            rows["rejected"].append(" " + words(ids[b, PAIRS + i, p:]))
+            rows["chosen"].append(" " + words(ids[b, i, p:end]))
+            rows["rejected"].append(" " + words(ids[b, PAIRS + i, p:end]))
     args = DPOConfig(output_dir=workdir, per_device_train_batch_size=PAIRS, max_steps=steps, learning_rate=LR,
-                     beta=BETA, loss_type=["sigmoid"], max_length=seq, bf16=bf16, fp16=False, use_cpu=True,
+                     beta=BETA, loss_type=["sigmoid"] if end is None else "sigmoid", max_length=seq, bf16=bf16, fp16=False, use_cpu=True,
                      logging_steps=10**6, save_strategy="no", report_to="none", max_grad_norm=1.0,
                      dataloader_num_workers=0, disable_tqdm=True, seed=0, weight_decay=0.0,
                      lr_scheduler_type="constant")
@@ -249,7 +253,8 @@ def make_trl(n_embd, n_layer, seq, bf16: bool, ids, mask, steps: int, workdir: s
                          processing_class=word_tokenizer(), callbacks=[timer.cb])
     # identical tokens: the trainer's tokenised prompt/completions are exactly our ids
     ex = trainer.train_dataset[0]
-    got = list(ex["prompt_ids"]) + list(ex["chosen_ids"])
+    key = "prompt_ids" if "prompt_ids" in ex else "prompt_input_ids"  # TRL >= 0.20 / older
+    got = list(ex[key]) + list(ex[key.replace("prompt", "chosen")])
     if got != ids[0, 0].tolist():
         raise RuntimeError(f"TRL tokenisation differs from the jalign ids: {got[:8]}... vs {ids[0, 0, :8]}...")
     return trainer, timer
