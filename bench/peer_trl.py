@@ -13,7 +13,9 @@ What is timed (one optimiser step each, batch already in memory):
 * **jalign**: one ``jax.jit``-compiled step with donated parameter/optimiser buffers:
   ``jalign.models`` GPT-2 (same config) forward on the 2B rows, reference log-probs computed in the step
   from a frozen copy of the initial parameters (``stop_gradient``; like with like — no caching),
-  ``jalign.losses.sequence_logps`` + ``jalign.losses.get("sigmoid")`` (β = 0.1), gradients,
+  response log-probs by ``CausalLM.sequence_logps`` (``ModelConfig.fused_logps``, the trainer's default: fused
+  unembedding + log-softmax, no ``[B, T, V]`` logits; ``--ablate-flag fused_logps`` measures it against full
+  logits + ``causal_sequence_logps``) + ``jalign.losses.get("sigmoid")`` (β = 0.1), gradients,
   ``optax.chain(clip_by_global_norm(1), adamw)``. bf16 = ``ModelConfig(dtype="bfloat16",
   param_dtype="float32")`` (fp32 master weights, bf16 activations/matmuls, float32 logits).
 
@@ -100,8 +102,11 @@ def make_jalign_step(cfg: ModelConfig):
     dpo = get("sigmoid")
 
     def seq_logps(p, ids, mask):
-        logits = nnx.merge(graphdef, p)(ids).logits
-        lp, _ = causal_sequence_logps(logits, ids, mask)
+        m = nnx.merge(graphdef, p)
+        if cfg.fused_logps:  # the trainer's path: fused unembedding + log-softmax, no [B, T, V] logits
+            lp, _ = m.sequence_logps(ids, mask)
+        else:
+            lp, _ = causal_sequence_logps(m(ids).logits, ids, mask)
         return lp[:PAIRS], lp[PAIRS:]
 
     def loss_fn(p, ref_p, ids, mask):

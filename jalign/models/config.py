@@ -44,6 +44,12 @@ class ModelConfig:
     :func:`jalign.models.transformer.attention_core`, whose custom VJP recomputes the probabilities and uses the
     FlashAttention identity ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` (Dao et al. 2022) with canonical-layout dots;
     same function and gradient as ``attention_vjp=False`` (plain einsum + softmax + autodiff) up to rounding.
+
+    ``fused_logps=True`` (the default): the trainer computes response log-probabilities with
+    :meth:`jalign.models.CausalLM.sequence_logps` (:func:`jalign.models.transformer.unembed_logps`: the
+    unembedding and the log-softmax fused, row-chunked, no ``[B, T, V]`` logits in the step and a custom VJP
+    that recomputes each chunk's logits), instead of full logits + :func:`jalign.losses.causal_sequence_logps`.
+    Same values and gradients up to rounding; ``False`` restores the logits path.
     """
 
     arch: str = "gpt2"
@@ -68,6 +74,7 @@ class ModelConfig:
     remat: bool = False
     mixed_matmul: bool = True
     attention_vjp: bool = True
+    fused_logps: bool = True
     init_std: float = 0.02
     bos_id: int | None = None
     eos_id: int | None = None

@@ -183,6 +183,125 @@ def _mixed_matmul_bwd(out_dtype, res, g):
 mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
+def _rowsum_dot(g_NxM: Array) -> Array:
+    """``g.sum(0)`` in float32 as a ``ones[1, N] @ g`` dot.
+
+    XLA:CPU lowers a bf16 column sum of a large ``[N, M]`` cotangent to a float32 convert plus a
+    ``reduce-window`` that runs an order of magnitude slower than the matmul library; as a dot it takes the
+    fast path (bf16 operands, float32 accumulation)."""
+    ones = jnp.ones((1, g_NxM.shape[0]), g_NxM.dtype)
+    return jnp.dot(ones, g_NxM, preferred_element_type=_acc(g_NxM.dtype))[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def mixed_linear(x_NxK: Array, w_KxM: Array, b_M: Array, out_dtype) -> Array:
+    """``x @ w + b`` as :func:`mixed_matmul` with the bias added to the float32 accumulator.
+
+    The VJP returns ``db = Σ_rows g`` computed as a dot (:func:`_rowsum_dot`) in float32 and cast to
+    ``b.dtype``; ``dx`` and ``dw`` are those of :func:`mixed_matmul`. ``b`` broadcasts over the last axis of
+    the product (shape ``[M]``)."""
+    y = jnp.dot(x_NxK, w_KxM.astype(x_NxK.dtype), preferred_element_type=jnp.float32)
+    return (y + b_M.astype(jnp.float32)).astype(out_dtype)
+
+
+def _mixed_linear_fwd(x, w, b, out_dtype):
+    return mixed_linear(x, w, b, out_dtype), (x, w, b)
+
+
+def _mixed_linear_bwd(out_dtype, res, g):
+    x, w, b = res
+    dx, dw = _mixed_matmul_bwd(out_dtype, (x, w), g)
+    db = _rowsum_dot(g.astype(x.dtype).reshape(-1, w.shape[1]))
+    return dx, dw, db.astype(b.dtype)
+
+
+mixed_linear.defvjp(_mixed_linear_fwd, _mixed_linear_bwd)
+
+
+def _row_chunks(n: int, chunk: int) -> tuple[int, int]:
+    """(rows per chunk, number of chunks) covering ``n`` rows with chunks of at most ``chunk`` rows."""
+    c = max(1, min(int(chunk), n))
+    return c, -(-n // c)
+
+
+def _pad_rows(x, rows: int):
+    return x if x.shape[0] == rows else jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
+def _unembed_chunk(h_CxD, w_DxV, labels_C):
+    """Float32 logits of one row chunk, their logsumexp and the labels' logits."""
+    logits = jnp.dot(h_CxD, w_DxV, preferred_element_type=jnp.float32)
+    m = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+    lse = m + jnp.log(jnp.sum(jnp.exp(logits - m[:, None]), axis=-1))
+    picked = jnp.take_along_axis(logits, labels_C[:, None], axis=-1)[:, 0]
+    return logits, lse, picked
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def unembed_logps(h_NxD: Array, w_DxV: Array, labels_N: Array, chunk: int = 1024) -> Array:
+    """``log softmax(h @ w)[labels]`` per row (float32 ``[N]``) without materialising the ``[N, V]`` logits.
+
+    The fused unembedding + log-probability of the training step. Rows are processed ``chunk`` at a time
+    (``lax.scan``), so at most a ``[chunk, V]`` float32 logits block exists; the forward keeps only the
+    per-row logsumexp. The custom VJP recomputes each chunk's logits and forms the logits cotangent
+    ``g · (onehot(label) − softmax)`` in place, then ``dh = G wᵀ`` and ``dw += hᵀ G`` as ``h.dtype`` dots with
+    float32 accumulation and the transposed operand row-major (as :func:`mixed_matmul`): one extra unembedding
+    matmul in exchange for never writing or re-reading full-vocabulary float32 arrays. Same value and gradient
+    as ``take_along_axis(log_softmax(h @ w), labels)`` up to the order of summation.
+
+    Args:
+      h_NxD: final hidden states in the compute dtype (``[N, D]``).
+      w_DxV: unembedding ``[D, V]`` (any float dtype; cast to ``h.dtype`` for the product).
+      labels_N: int ids in ``[0, V)`` (clip out-of-range labels of padded positions beforehand).
+      chunk: rows per block (static).
+    """
+    return _unembed_logps_fwd(h_NxD, w_DxV, labels_N, chunk)[0]
+
+
+def _unembed_logps_fwd(h, w, labels, chunk):
+    N, D = h.shape
+    c, n = _row_chunks(N, chunk)
+    wd = w.astype(h.dtype)
+    hs = _pad_rows(h, c * n).reshape(n, c, D)
+    ls = _pad_rows(labels.astype(jnp.int32), c * n).reshape(n, c)
+
+    def body(_, xs):
+        _, lse, picked = _unembed_chunk(xs[0], wd, xs[1])
+        return None, (picked - lse, lse)
+
+    _, (lp, lse) = jax.lax.scan(body, None, (hs, ls))
+    return lp.reshape(-1)[:N], (h, w, labels, lse)
+
+
+def _unembed_logps_bwd(chunk, res, g_N):
+    h, w, labels, lse = res  # lse: [n, c]
+    N, D = h.shape
+    V = w.shape[1]
+    dt = h.dtype
+    c, n = _row_chunks(N, chunk)
+    wd = w.astype(dt)
+    wT = transpose_last2(wd)
+    hs = _pad_rows(h, c * n).reshape(n, c, D)
+    ls = _pad_rows(labels.astype(jnp.int32), c * n).reshape(n, c)
+    gs = _pad_rows(g_N.astype(jnp.float32), c * n).reshape(n, c)  # padded rows get g = 0
+
+    def body(dw, xs):
+        hc, lc, lsec, gc = xs
+        logits = jnp.dot(hc, wd, preferred_element_type=jnp.float32)
+        p = jnp.exp(logits - lsec[:, None])
+        onehot = jnp.arange(V, dtype=jnp.int32)[None, :] == lc[:, None]
+        G = (gc[:, None] * (onehot.astype(jnp.float32) - p)).astype(dt)
+        dh = jnp.dot(G, wT, preferred_element_type=jnp.float32).astype(dt)
+        dw = dw + jnp.dot(transpose_last2(hc), G, preferred_element_type=jnp.float32)
+        return dw, dh
+
+    dw, dh = jax.lax.scan(body, jnp.zeros((D, V), jnp.float32), (hs, ls, lse, gs))
+    return dh.reshape(-1, D)[:N], dw.astype(w.dtype), None
+
+
+unembed_logps.defvjp(_unembed_logps_fwd, _unembed_logps_bwd)
+
+
 def _acc(dtype):
     """Accumulation dtype: float32, or the input dtype if wider."""
     return jnp.promote_types(dtype, jnp.float32)
@@ -243,13 +362,19 @@ def _use_mixed(cfg: ModelConfig, dt) -> bool:
     return bool(cfg.mixed_matmul)
 
 
-def _proj_in(cfg, x_BxTxD, w_DxHxK):
-    """``einsum("btd,dhk->bthk")``; with ``cfg.mixed_matmul`` a :func:`mixed_matmul` on the flattened weight."""
+def _proj_in(cfg, x_BxTxD, w_DxHxK, b_HxK=None):
+    """``einsum("btd,dhk->bthk") (+ b)``; with ``cfg.mixed_matmul`` a :func:`mixed_matmul` (or, with a bias,
+    :func:`mixed_linear`) on the flattened weight."""
     dt = x_BxTxD.dtype
     if not _use_mixed(cfg, dt):
-        return jnp.einsum("btd,dhk->bthk", x_BxTxD, w_DxHxK.astype(dt))
+        y = jnp.einsum("btd,dhk->bthk", x_BxTxD, w_DxHxK.astype(dt))
+        return y if b_HxK is None else y + b_HxK.astype(dt)
     D, H, K = w_DxHxK.shape
-    return mixed_matmul(x_BxTxD, w_DxHxK.reshape(D, H * K), dt).reshape(*x_BxTxD.shape[:2], H, K)
+    if b_HxK is None:
+        y = mixed_matmul(x_BxTxD, w_DxHxK.reshape(D, H * K), dt)
+    else:
+        y = mixed_linear(x_BxTxD, w_DxHxK.reshape(D, H * K), b_HxK.reshape(H * K), dt)
+    return y.reshape(*x_BxTxD.shape[:2], H, K)
 
 
 class Attention(nnx.Module):
@@ -271,11 +396,10 @@ class Attention(nnx.Module):
     def __call__(self, x, rope, valid_BxS, q_slot_T, kv=None, index=None):
         cfg = self.cfg
         dt = x.dtype
-        q = _proj_in(cfg, x, self.wq[...])
-        k = _proj_in(cfg, x, self.wk[...])
-        v = _proj_in(cfg, x, self.wv[...])
-        if cfg.qkv_bias:
-            q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
+        bq, bk, bv = (self.bq[...], self.bk[...], self.bv[...]) if cfg.qkv_bias else (None, None, None)
+        q = _proj_in(cfg, x, self.wq[...], bq)
+        k = _proj_in(cfg, x, self.wk[...], bk)
+        v = _proj_in(cfg, x, self.wv[...], bv)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
@@ -299,11 +423,15 @@ class Attention(nnx.Module):
             probs = jax.nn.softmax(scores, axis=-1).astype(dt)
             o = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(B, T, H, Dh)
         if _use_mixed(cfg, dt):
-            y = mixed_matmul(o.reshape(B, T, H * Dh), self.wo[...].reshape(H * Dh, -1), dt)
+            wo = self.wo[...].reshape(H * Dh, -1)
+            if cfg.attn_out_bias:
+                y = mixed_linear(o.reshape(B, T, H * Dh), wo, self.bo[...], dt)
+            else:
+                y = mixed_matmul(o.reshape(B, T, H * Dh), wo, dt)
         else:
             y = jnp.einsum("bthk,hkd->btd", o, self.wo[...].astype(dt))
-        if cfg.attn_out_bias:
-            y = y + self.bo[...].astype(dt)
+            if cfg.attn_out_bias:
+                y = y + self.bo[...].astype(dt)
         return y, (k, v)
 
 
@@ -332,28 +460,23 @@ class MLP(nnx.Module):
             return jax.nn.silu(h)
         return jax.nn.gelu(h, approximate=(a == "gelu_tanh"))
 
-    def _mm(self, x, w):
+    def _mm(self, x, w, b=None):
+        """``x @ w (+ b)``: :func:`mixed_matmul` / :func:`mixed_linear` (bias gradient inside the VJP) or plain."""
         if _use_mixed(self.cfg, x.dtype):
-            return mixed_matmul(x, w, x.dtype)
-        return x @ w.astype(x.dtype)
+            return mixed_matmul(x, w, x.dtype) if b is None else mixed_linear(x, w, b, x.dtype)
+        y = x @ w.astype(x.dtype)
+        return y if b is None else y + b.astype(x.dtype)
 
     def __call__(self, x):
-        cfg, dt = self.cfg, x.dtype
+        cfg = self.cfg
+        bias = (lambda name: getattr(self, name)[...]) if cfg.mlp_bias else (lambda name: None)
         if cfg.arch == "gpt2":
-            h = self._mm(x, self.w_in[...])
-            if cfg.mlp_bias:
-                h = h + self.b_in[...].astype(dt)
-            h = self._act(h)
+            h = self._act(self._mm(x, self.w_in[...], bias("b_in")))
         else:
-            g = self._mm(x, self.w_gate[...])
-            u = self._mm(x, self.w_up[...])
-            if cfg.mlp_bias:
-                g, u = g + self.b_gate[...].astype(dt), u + self.b_up[...].astype(dt)
+            g = self._mm(x, self.w_gate[...], bias("b_gate"))
+            u = self._mm(x, self.w_up[...], bias("b_up"))
             h = self._act(g) * u
-        y = self._mm(h, self.w_out[...])
-        if cfg.mlp_bias:
-            y = y + self.b_out[...].astype(dt)
-        return y
+        return self._mm(h, self.w_out[...], bias("b_out"))
 
 
 class Block(nnx.Module):
@@ -430,6 +553,48 @@ class CausalLM(nnx.Module):
         cache: KVCache | None = None,
         return_hidden: bool = False,
     ) -> CausalLMOutput:
+        h, new_cache = self._hidden(ids_BxT, mask_BxT, positions_BxT, cache)
+        cfg, dt = self.cfg, self.cfg.compute_dtype
+        if _use_mixed(cfg, dt):
+            logits = mixed_matmul(h, self._unembedding(), jnp.float32)
+        elif cfg.tie_embeddings:
+            logits = jnp.einsum("btd,vd->btv", h, self.embed[...].astype(dt), preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+        return CausalLMOutput(
+            logits=logits, hidden_states=h.astype(jnp.float32) if return_hidden else None, cache=new_cache
+        )
+
+    def _unembedding(self) -> Array:
+        """The ``[D, V]`` unembedding (the transposed embedding when tied), in the parameter dtype."""
+        return transpose_last2(self.embed[...]) if self.cfg.tie_embeddings else self.lm_head[...]
+
+    def sequence_logps(self, ids_BxT: Array, response_mask_BxT: Array, mask_BxT: Array | None = None,
+                       *, chunk: int = 1024) -> tuple[Array, Array]:
+        """Summed response log-probabilities without materialising the ``[B, T, V]`` logits.
+
+        Equals ``causal_sequence_logps(self(ids, mask).logits, ids, response_mask)`` (position ``t`` predicts
+        ``ids[t + 1]``; ``response_mask[:, 0]`` is never scored) up to the order of summation, computed by
+        :func:`unembed_logps` on the final hidden states ``chunk`` rows at a time.
+
+        Returns:
+          ``(logps [B], lengths [B])``, float32.
+        """
+        ids = jnp.asarray(ids_BxT)
+        rmask = jnp.asarray(response_mask_BxT)
+        if rmask.shape != ids.shape:
+            raise ValueError(f"response_mask_BxT shape {rmask.shape} != ids_BxT shape {ids.shape}")
+        h, _ = self._hidden(ids, mask_BxT, None, None)
+        B, T, D = h.shape
+        V = self.cfg.vocab_size
+        labels = jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)
+        m = jnp.concatenate([rmask[:, 1:], jnp.zeros_like(rmask[:, :1])], axis=1).astype(jnp.float32)
+        labels = jnp.clip(labels.astype(jnp.int32), 0, V - 1)  # ids are range-checked by _hidden
+        lp = unembed_logps(h.reshape(B * T, D), self._unembedding(), labels.reshape(-1), chunk).reshape(B, T)
+        return jnp.where(m > 0, lp * m, 0.0).sum(-1), m.sum(-1)
+
+    def _hidden(self, ids_BxT, mask_BxT, positions_BxT, cache):
+        """Final hidden states ``[B, T, D]`` (after the final norm, compute dtype) and the updated cache."""
         cfg = self.cfg
         if getattr(ids_BxT, "ndim", None) != 2:
             raise ValueError(f"ids_BxT must be a 2-D [batch, time] int array, got shape {jnp.shape(ids_BxT)}")
@@ -469,19 +634,10 @@ class CausalLM(nnx.Module):
             new_k.append(kv[0])
             new_v.append(kv[1])
         h = self.final_norm(x)
-        if _use_mixed(cfg, dt):
-            w = transpose_last2(self.embed[...]) if cfg.tie_embeddings else self.lm_head[...]
-            logits = mixed_matmul(h, w, jnp.float32)
-        elif cfg.tie_embeddings:
-            logits = jnp.einsum("btd,vd->btv", h, self.embed[...].astype(dt), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, index=index + T)
-        return CausalLMOutput(
-            logits=logits, hidden_states=h.astype(jnp.float32) if return_hidden else None, cache=new_cache
-        )
+        return h, new_cache
 
 
 def token_logprobs(logits_BxTxV: Array, ids_BxT: Array) -> Array:

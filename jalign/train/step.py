@@ -109,10 +109,17 @@ def logits_fn(graphdef, params, model_state, ids, attention_mask):
 
 
 def make_logps_fn(graphdef, params, model_state):
-    """``(ids, mask, attention_mask) -> (logps [B], lengths [B])``: summed response log-probs, shifted by one."""
+    """``(ids, mask, attention_mask) -> (logps [B], lengths [B])``: summed response log-probs, shifted by one.
+
+    A :class:`jalign.models.CausalLM` with ``cfg.fused_logps`` (the default) uses its fused
+    :meth:`~jalign.models.CausalLM.sequence_logps`; other models go through their logits."""
 
     def fn(ids, mask, attention_mask):
-        logits = logits_fn(graphdef, params, model_state, ids, attention_mask)
+        model = nnx.merge(graphdef, params, model_state)
+        if getattr(getattr(model, "cfg", None), "fused_logps", False) and hasattr(model, "sequence_logps"):
+            return model.sequence_logps(ids, mask, attention_mask)  # no [B, T, V] logits (ModelConfig.fused_logps)
+        out = model(ids, attention_mask)
+        logits = getattr(out, "logits", out)
         return causal_sequence_logps(logits, ids, mask)  # == sequence_logps(logits[:, :-1], ids[:, 1:], ...)
 
     return fn
