@@ -24,8 +24,10 @@ Shapes: GPT-2 (head dim 64), vocab 8192, 8 pairs per step (16 rows), every row `
 word-level tokenizer (``"t<id>"`` words), so both sides see identical ids and masks.
 
 Repeats alternate in the same process: for each config and dtype, ``--rounds`` times: ``--steps`` jalign
-steps, then one TRL ``train()`` of ``--steps + 1`` steps. Medians over all timed steps; ratio =
-``trl_s / jalign_s`` (> 1: jalign faster). The matmul peak (``jnp.dot`` of two n×n matrices, f32 and bf16
+steps, ``--steps`` jalign steps with cached reference log-probs (``jalign_cached_ref_s``: the reference
+log-probs of each batch computed once beforehand and not timed, so the step has no reference forward; reported
+separately and never part of the ratio), then one TRL ``train()`` of ``--steps + 1`` steps. Medians over all
+timed steps; ratio = ``trl_s / jalign_s`` (> 1: jalign faster; like with like, reference forward included). The matmul peak (``jnp.dot`` of two n×n matrices, f32 and bf16
 inputs with ``preferred_element_type=float32``, best of repeats) is measured in the same run, before and
 after the configs (best kept). MFU of the jalign step = model FLOPs / step time / peak of its dtype, with
 model FLOPs = policy fwd+bwd (``6 N_matmul + 12 L T d`` per token, ``ModelConfig.flops_per_token``) plus
@@ -120,6 +122,36 @@ def make_jalign_step(cfg: ModelConfig):
         return optax.apply_updates(p, upd), o, loss
 
     return jax.jit(step, donate_argnums=(0, 1)), {"p": params, "o": opt_state, "ref": ref_params}
+
+
+def make_cached_ref_steps(cfg: ModelConfig):
+    """The option the headline excludes: reference log-probs computed once per batch before training
+    (``jalign.train.reference``'s caching), so the step has no reference forward.
+
+    Returns ``(ref_fn, step, state)``: ``ref_fn(ref_params, ids, mask) -> (ref_chosen, ref_rejected)`` (jitted)
+    and ``step(params, opt_state, ref_chosen, ref_rejected, ids, mask) -> (params, opt_state, loss)``."""
+    model = create_model(cfg, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    ref_params = jax.tree.map(jnp.copy, params)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(LR, weight_decay=0.0))
+    dpo = get("sigmoid")
+
+    def seq_logps(p, ids, mask):
+        m = nnx.merge(graphdef, p)
+        lp = m.sequence_logps(ids, mask)[0] if cfg.fused_logps else causal_sequence_logps(m(ids).logits, ids, mask)[0]
+        return lp[:PAIRS], lp[PAIRS:]
+
+    def step(p, o, rc, rr, ids, mask):
+        def loss_fn(p):
+            c, r = seq_logps(p, ids, mask)
+            return dpo(PairwiseLogps(c, r, rc, rr), beta=BETA).mean()
+
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        upd, o = tx.update(g, o, p)
+        return optax.apply_updates(p, upd), o, loss
+
+    return (jax.jit(seq_logps), jax.jit(step, donate_argnums=(0, 1)),
+            {"p": params, "o": tx.init(params), "ref": ref_params})
 
 
 def jalign_flops_per_step(cfg: ModelConfig, seq: int) -> float:
@@ -283,10 +315,13 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
     tol = 1e-3 if dtype == "float32" else 5e-2
     if not np.isfinite(float(loss)) or abs(float(loss) - np.log(2)) > tol:
         raise RuntimeError(f"jalign first DPO loss {float(loss)} != log 2 (tolerance {tol})")
+    ref_fn, cstep, cst = make_cached_ref_steps(cfg)
+    cached_refs = [ref_fn(cst["ref"], jids[i], jmask[i]) for i in range(steps + 1)]  # precomputed, not timed
+    cst["p"], cst["o"], _ = cstep(cst["p"], cst["o"], *cached_refs[0], jids[0], jmask[0])
     trainer = timer = None
     if not jalign_only:
         trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
-    j_times, t_times, jmem = [], [], StepMemory()
+    j_times, t_times, c_times, jmem = [], [], [], StepMemory()
     for _ in range(rounds):
         for i in range(steps):
             jmem.begin()
@@ -295,6 +330,11 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
             loss.block_until_ready()
             j_times.append(time.perf_counter() - t0)
             jmem.end()
+        for i in range(steps):
+            t0 = time.perf_counter()
+            cst["p"], cst["o"], closs = cstep(cst["p"], cst["o"], *cached_refs[i + 1], jids[i + 1], jmask[i + 1])
+            closs.block_until_ready()
+            c_times.append(time.perf_counter() - t0)
         if trainer is not None:
             timer.times.clear()
             trainer.train()
@@ -311,6 +351,7 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
                 "trl_mfu": flops / row["trl_s"] / (max(peaks[dtype]) * 1e9) if t_times else None,
                 "jalign_step_peak_rss_mb": jmem.peak_mb, "jalign_xla_step_memory_mb": xla_mb,
                 "trl_step_peak_rss_mb": timer.mem.peak_mb if timer is not None else None,
+                "jalign_cached_ref_s": statistics.median(c_times), "jalign_cached_ref_times": c_times,
                 "jalign_loss_last": float(loss), "load_average_1m": os.getloadavg()[0], **({"model_kw": cfg_kw} if cfg_kw else {})})
     return row
 
@@ -355,15 +396,16 @@ def markdown_table(d: dict) -> str:
         return "—" if v is None else format(v, fmt)
 
     lines = ["| n_embd | layers | seq | dtype | jalign s/step | TRL s/step | ratio TRL/jalign | jalign MFU | TRL MFU "
-             "| jalign step MB (RSS / XLA plan) | TRL step MB (RSS) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| jalign step MB (RSS / XLA plan) | TRL step MB (RSS) | jalign s/step, cached ref |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["configs"]:
         trl_mfu = r.get("trl_mfu")
         lines.append(
             f"| {r['n_embd']} | {r['n_layer']} | {r['seq']} | {r['dtype']} | {r['jalign_s']:.3f} | {f(r['trl_s'], '.3f')} "
             f"| {f(r['ratio'], '.2f')} | {100 * r['jalign_mfu']:.1f}% | {f(None if trl_mfu is None else 100 * trl_mfu, '.1f')}"
             f"{'' if trl_mfu is None else '%'} | {f(r.get('jalign_step_peak_rss_mb'), '.0f')} / "
-            f"{f(r.get('jalign_xla_step_memory_mb'), '.0f')} | {f(r.get('trl_step_peak_rss_mb'), '.0f')} |")
+            f"{f(r.get('jalign_xla_step_memory_mb'), '.0f')} | {f(r.get('trl_step_peak_rss_mb'), '.0f')} "
+            f"| {f(r.get('jalign_cached_ref_s'), '.3f')} |")
     lines.append("")
     lines.append(f"Matmul peak measured in the same run: {pk['float32']:.0f} GFLOP/s float32, "
                  f"{pk['bfloat16']:.0f} GFLOP/s bfloat16 (f32 accumulation). Versions: "
