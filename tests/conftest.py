@@ -28,3 +28,40 @@ def mesh8():
     """A 1-D mesh over the 8 simulated CPU devices, axis 'data' (Explicit axes, jax's default)."""
     assert jax.device_count() == 8, "conftest must set the simulated device count before jax is imported"
     return jax.make_mesh((8,), ("data",))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scheduling for `pytest -n 2 --dist loadfile` (the CI command): longest files first.
+#
+# pytest-xdist's default --loadscope-reorder hands out files by descending number of tests, which puts the
+# one-test notebook files (each a whole quick reproduction, minutes of CPU) last, where one worker runs them
+# while the other idles. Instead the files below (the longest, measured with --durations=0, longest first)
+# are scheduled first and every other file keeps its collection order behind them, so the tail of the run
+# is made of short files and the two workers finish together. Ordering only; which tests run is unchanged.
+LONG_FILES = [
+    "tests/notebooks/test_nb_fdpg.py",
+    "tests/notebooks/test_nb_entanglement.py",
+    "tests/train/test_train_entanglement.py",
+    "tests/notebooks/test_nb_dpa_logic.py",
+    "tests/train/test_train_step.py",
+    "tests/train/test_train_integration.py",
+    "tests/diagnostics/test_entanglement.py",
+    "tests/notebooks/test_nb_ches.py",
+    "tests/notebooks/test_nb_copg_bandit.py",
+    "tests/models/test_attention_vjp.py",
+    "tests/envs/test_offline_lab.py",
+    "tests/test_figures.py",
+    "tests/train/test_fdpg_lm.py",
+    "tests/train/test_train_checkpoint.py",
+]
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist present: keep the order set below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(LONG_FILES)}
+    # stable sort: files stay contiguous, tests within a file keep their order
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
