@@ -58,6 +58,9 @@ def kernel_environment(base: Path):
         mp.setenv("JUPYTER_PATH", str(base))
         mp.setenv("IPYTHONDIR", str(base / "ipython"))
         mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        # the reproductions run with XLA's default optimisation level (tests/conftest.py lowers it for unit tests)
+        mp.setenv("XLA_FLAGS", " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                        if f != "--xla_backend_optimization_level=0"))
         mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         yield mp
 

@@ -61,7 +61,8 @@ def test_mixed_path_matches_reference(arch, rng):
     # float32: the same function and its exact gradient, up to the order of summation
     l32m, lg32m, g32m = _loss_and_grads(base.replace(mixed_matmul=True), ids)
     np.testing.assert_allclose(lg32m, lg32, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(g32m, g32, rtol=1e-4, atol=1e-7)
+    # (atol relative to the gradient's scale: near-cancelling entries carry summation-order error of that size)
+    np.testing.assert_allclose(g32m, g32, rtol=1e-4, atol=1e-5 * float(np.abs(g32).max()))
     # bf16 paths against the float32 model: the mixed path is at least as accurate as the plain bf16 path
     err = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)  # noqa: E731
     assert err(lgm, lg32) < 2e-2 and err(gm, g32) < 5e-2
