@@ -93,6 +93,21 @@ def jalign_cfg(n_embd, n_layer, seq, dtype, **kw) -> ModelConfig:
                        max_seq_len=seq, dtype=dtype, param_dtype="float32", **kw)
 
 
+def _pair_logps_fn(cfg: ModelConfig, graphdef):
+    """``(params, ids, mask) -> (chosen logps [P], rejected logps [P])`` on the trainer's path: the fused
+    unembedding + log-softmax (``cfg.fused_logps``, no ``[B, T, V]`` logits) or full logits."""
+
+    def seq_logps(p, ids, mask):
+        m = nnx.merge(graphdef, p)
+        if cfg.fused_logps:
+            lp, _ = m.sequence_logps(ids, mask)
+        else:
+            lp, _ = causal_sequence_logps(m(ids).logits, ids, mask)
+        return lp[:PAIRS], lp[PAIRS:]
+
+    return seq_logps
+
+
 def make_jalign_step(cfg: ModelConfig):
     """(step, state): ``step(params, opt_state, ref_params, ids, mask) -> (params, opt_state, loss)``, jitted,
     params and optimiser state donated."""
@@ -103,13 +118,7 @@ def make_jalign_step(cfg: ModelConfig):
     opt_state = tx.init(params)
     dpo = get("sigmoid")
 
-    def seq_logps(p, ids, mask):
-        m = nnx.merge(graphdef, p)
-        if cfg.fused_logps:  # the trainer's path: fused unembedding + log-softmax, no [B, T, V] logits
-            lp, _ = m.sequence_logps(ids, mask)
-        else:
-            lp, _ = causal_sequence_logps(m(ids).logits, ids, mask)
-        return lp[:PAIRS], lp[PAIRS:]
+    seq_logps = _pair_logps_fn(cfg, graphdef)
 
     def loss_fn(p, ref_p, ids, mask):
         c, r = seq_logps(p, ids, mask)
@@ -136,10 +145,7 @@ def make_cached_ref_steps(cfg: ModelConfig):
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(LR, weight_decay=0.0))
     dpo = get("sigmoid")
 
-    def seq_logps(p, ids, mask):
-        m = nnx.merge(graphdef, p)
-        lp = m.sequence_logps(ids, mask)[0] if cfg.fused_logps else causal_sequence_logps(m(ids).logits, ids, mask)[0]
-        return lp[:PAIRS], lp[PAIRS:]
+    seq_logps = _pair_logps_fn(cfg, graphdef)
 
     def step(p, o, rc, rr, ids, mask):
         def loss_fn(p):
