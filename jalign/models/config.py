@@ -110,6 +110,9 @@ class ModelConfig:
             raise ValueError("ModelConfig: arch='gpt2' needs n_kv_heads == n_heads and head_dim * n_heads == d_model")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"ModelConfig.activation={self.activation!r}; supported: {_ACTIVATIONS}")
+        for k in ("remat", "mixed_matmul", "attention_vjp", "fused_logps"):
+            if type(getattr(self, k)).__name__ not in ("bool", "bool_"):  # a string "false" would read as True
+                raise ValueError(f"ModelConfig.{k} must be a bool, got {getattr(self, k)!r}")
         for k in ("dtype", "param_dtype"):
             if getattr(self, k) not in _DTYPES:
                 raise ValueError(f"ModelConfig.{k}={getattr(self, k)!r}; supported: {_DTYPES}")

@@ -220,7 +220,9 @@ mixed_linear.defvjp(_mixed_linear_fwd, _mixed_linear_bwd)
 
 def _row_chunks(n: int, chunk: int) -> tuple[int, int]:
     """(rows per chunk, number of chunks) covering ``n`` rows with chunks of at most ``chunk`` rows."""
-    c = max(1, min(int(chunk), n))
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"unembed_logps: chunk must be a positive int (rows per block), got {chunk!r}")
+    c = max(1, min(chunk, n))
     return c, -(-n // c)
 
 

@@ -131,3 +131,15 @@ def test_mixed_linear_value_and_vjp_match_float64(rng):
     _, dbb = vjpb(jnp.asarray(g, jnp.bfloat16))
     assert dbb.dtype == jnp.float32
     np.testing.assert_allclose(dbb, g64.sum((0, 1)), rtol=2e-2, atol=2e-2)
+
+
+def test_bad_chunk_and_flag_values_are_refused():
+    model = create_model(ModelConfig(vocab_size=17, d_model=16, n_layers=1, n_heads=1, max_seq_len=8))
+    ids = np.zeros((1, 4), np.int32)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="chunk must be a positive int"):
+            model.sequence_logps(ids, np.ones_like(ids), chunk=bad)
+    for field in ("fused_logps", "mixed_matmul", "attention_vjp", "remat"):
+        with pytest.raises(ValueError, match=f"ModelConfig.{field} must be a bool"):
+            ModelConfig(**{field: "false"})
+    assert ModelConfig(fused_logps=np.bool_(False)).fused_logps == np.bool_(False)
