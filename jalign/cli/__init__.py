@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 import jalign
+from jalign.runtime import tune_host_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_host_allocator()  # before any JAX computation starts the CPU client's threads (jalign.runtime)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

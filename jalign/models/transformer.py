@@ -218,6 +218,53 @@ def _mixed_linear_bwd(out_dtype, res, g):
 mixed_linear.defvjp(_mixed_linear_fwd, _mixed_linear_bwd)
 
 
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "silu": jax.nn.silu,
+}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def mixed_linear_act(x_NxK: Array, w_KxM: Array, b_M: Array | None, out_dtype, activation: str) -> Array:
+    """``act(x @ w + b)`` with the activation applied to the float32 accumulator (``b`` may be ``None``).
+
+    The matmul is that of :func:`mixed_matmul` / :func:`mixed_linear`; the activation (``"gelu"``,
+    ``"gelu_tanh"`` or ``"silu"``, :data:`ACTIVATIONS`) runs in float32 on the accumulator before the single
+    cast to ``out_dtype``, so the pre-activation is never rounded to bf16 on the way in. The custom VJP keeps
+    the pre-activation in ``x.dtype`` and forms ``g · act'(y)`` in float32 in one elementwise pass (the
+    activation's own VJP), cast to ``x.dtype`` for the fast-path backward dots of :func:`mixed_matmul` and the
+    bias gradient of :func:`mixed_linear`. Plain autodiff of ``gelu(mixed_linear(...))`` on the bf16 path
+    would instead save and re-read several bf16 intermediates of the tanh formula. In float32 the value and
+    gradient are those of ``act(x @ w + b)`` up to the order of summation.
+    """
+    return _mixed_linear_act_fwd(x_NxK, w_KxM, b_M, out_dtype, activation)[0]
+
+
+def _linear_f32(x, w, b):
+    y = jnp.dot(x, w.astype(x.dtype), preferred_element_type=_acc(x.dtype))
+    return y if b is None else y + b.astype(y.dtype)
+
+
+def _mixed_linear_act_fwd(x, w, b, out_dtype, activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"mixed_linear_act: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    y = _linear_f32(x, w, b)
+    return ACTIVATIONS[activation](y).astype(out_dtype), (x, w, b, y.astype(x.dtype))
+
+
+def _mixed_linear_act_bwd(out_dtype, activation, res, g):
+    x, w, b, y = res
+    _, act_vjp = jax.vjp(ACTIVATIONS[activation], y.astype(_acc(y.dtype)))
+    gy = act_vjp(g.astype(_acc(y.dtype)))[0].astype(x.dtype)
+    dx, dw = _mixed_matmul_bwd(out_dtype, (x, w), gy)
+    db = None if b is None else _rowsum_dot(gy.reshape(-1, w.shape[1])).astype(b.dtype)
+    return dx, dw, db
+
+
+mixed_linear_act.defvjp(_mixed_linear_act_fwd, _mixed_linear_act_bwd)
+
+
 def _row_chunks(n: int, chunk: int) -> tuple[int, int]:
     """(rows per chunk, number of chunks) covering ``n`` rows with chunks of at most ``chunk`` rows."""
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -469,15 +516,22 @@ class MLP(nnx.Module):
         y = x @ w.astype(x.dtype)
         return y if b is None else y + b.astype(x.dtype)
 
+    def _mm_act(self, x, w, b=None):
+        """``act(x @ w (+ b))``: with ``mixed_matmul`` the fused :func:`mixed_linear_act` (activation on the
+        float32 accumulator), else the plain product and activation."""
+        if _use_mixed(self.cfg, x.dtype):
+            return mixed_linear_act(x, w, b, x.dtype, self.cfg.activation)
+        return self._act(self._mm(x, w, b))
+
     def __call__(self, x):
         cfg = self.cfg
         bias = (lambda name: getattr(self, name)[...]) if cfg.mlp_bias else (lambda name: None)
         if cfg.arch == "gpt2":
-            h = self._act(self._mm(x, self.w_in[...], bias("b_in")))
+            h = self._mm_act(x, self.w_in[...], bias("b_in"))
         else:
-            g = self._mm(x, self.w_gate[...], bias("b_gate"))
+            g = self._mm_act(x, self.w_gate[...], bias("b_gate"))
             u = self._mm(x, self.w_up[...], bias("b_up"))
-            h = self._act(g) * u
+            h = g * u
         return self._mm(h, self.w_out[...], bias("b_out"))
 
 
