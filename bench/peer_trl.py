@@ -417,6 +417,10 @@ def markdown_table(d: dict) -> str:
     lines.append(f"Matmul peak measured in the same run: {pk['float32']:.0f} GFLOP/s float32, "
                  f"{pk['bfloat16']:.0f} GFLOP/s bfloat16 (f32 accumulation). Versions: "
                  + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()) + ".")
+    if d.get("host_allocator_tuned"):
+        lines.append("Host allocator tuned for the whole process, both frameworks (`jalign.runtime.tune_host_allocator`): "
+                     "buffers freed by the previous step are reused, so the RSS columns count only memory a step "
+                     "touches beyond them (a lower bound); XLA's plan is jalign's exact step memory.")
     return "\n".join(lines)
 
 

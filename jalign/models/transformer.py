@@ -459,7 +459,7 @@ class Attention(nnx.Module):
         G = H // K
         q = q.reshape(B, T, K, G, Dh)
         allowed = valid_BxS[:, None, :] & (jnp.arange(S)[None, :] <= q_slot_T[:, None])[None]  # [B, T, S]
-        if cfg.attention_vjp:
+        if cfg.attention_vjp and kv is None:  # training/scoring path; decoding (kv cache) needs no custom VJP
             qh = q.transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
             kh, vh = k.astype(dt).transpose(0, 2, 1, 3), v.astype(dt).transpose(0, 2, 1, 3)
             al = jnp.broadcast_to(allowed[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
