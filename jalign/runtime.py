@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import warnings
 
 __all__ = ["tune_host_allocator"]
 
@@ -48,6 +49,18 @@ def _glibc():
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mallopt.restype = ctypes.c_int
     return libc
+
+
+def _jax_started() -> bool:
+    """Whether a JAX backend (and with it XLA's worker threads) already exists in this process."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(getattr(xla_bridge, "_backends", {}))
+    except Exception:  # private API moved: assume not started
+        return False
 
 
 def tune_host_allocator(threshold_bytes: int = _INT_MAX, *, respect_env: bool = True) -> bool:
@@ -83,4 +96,8 @@ def tune_host_allocator(threshold_bytes: int = _INT_MAX, *, respect_env: bool = 
         (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, threshold_bytes), (_M_TRIM_THRESHOLD, threshold_bytes)))
     if ok:
         _state["threshold"] = threshold_bytes
+        if _jax_started():
+            warnings.warn("tune_host_allocator() ran after JAX started its CPU client: XLA's worker threads keep "
+                          "their own malloc arenas, so a step's large buffers may still be mmapped afresh each "
+                          "step; call it before the first JAX computation", RuntimeWarning, stacklevel=2)
     return ok

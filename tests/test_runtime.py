@@ -65,3 +65,17 @@ def test_rejects_unknown_env_mode(monkeypatch):
     monkeypatch.setenv("JALIGN_HOST_ALLOCATOR", "fast")
     with pytest.raises(ValueError, match="JALIGN_HOST_ALLOCATOR"):
         runtime.tune_host_allocator()
+
+
+@pytest.mark.parametrize("jax_first,expected", [(True, "1"), (False, "0")])
+def test_warns_only_when_called_after_jax_started(jax_first, expected):
+    code = ("import warnings, jax.numpy as jnp\n"
+            + ("jnp.ones(2).block_until_ready()\n" if jax_first else "")
+            + "from jalign.runtime import tune_host_allocator\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    assert tune_host_allocator()\n"
+            "print(sum('before the first JAX computation' in str(x.message) for x in w))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip().splitlines()[-1] == expected
