@@ -12,23 +12,7 @@ import numpy as np
 import pytest
 
 from jalign.models.transformer import ACTIVATIONS, mixed_linear_act
-
-
-def _bf(a):
-    """Round to bfloat16 and return float64 numpy."""
-    return np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32), np.float64)
-
-
-def _dot_operand_types(hlo: str) -> list[tuple[str, str]]:
-    """(lhs, rhs) element types of every dot in compiled HLO text (operands defined in the same computation)."""
-    import re
-
-    out = []
-    for comp in hlo.split("\n\n"):
-        types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", comp))
-        for a, b in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", comp):
-            out.append((types.get(a), types.get(b)))
-    return out
+from tests.models.helpers import bf, dot_operand_types
 
 
 def _exact(x, w, b, g, activation):
@@ -76,15 +60,15 @@ def test_bfloat16_rounds_once_per_output(activation, rng):
     y, vjp = jax.vjp(lambda x, w, b: mixed_linear_act(x, w, b, jnp.bfloat16, activation), x, w, b)
     dx, dw, db = vjp(g)
     assert (y.dtype, dx.dtype, dw.dtype, db.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32, jnp.float32)
-    xn, wn, bn, gn = _bf(x).reshape(-1, 32), _bf(w), np.asarray(b, np.float64), _bf(g).reshape(-1, 24)
+    xn, wn, bn, gn = bf(x).reshape(-1, 32), bf(w), np.asarray(b, np.float64), bf(g).reshape(-1, 24)
     y64, (dx64, dw64, db64) = _exact(xn, wn, bn, gn, activation)
     # forward: the activation of the float32 accumulator, rounded to bf16 once (half an ulp: 2^-9 relative)
-    np.testing.assert_allclose(_bf(y).reshape(-1, 24), y64, rtol=2 ** -8, atol=1e-6)
+    np.testing.assert_allclose(bf(y).reshape(-1, 24), y64, rtol=2 ** -8, atol=1e-6)
     # backward: g · act'(y) is rounded to bf16 before the dots (the fast path), y kept in bf16
     err = lambda a, ref: np.linalg.norm(a - ref) / np.linalg.norm(ref)  # noqa: E731
     assert err(np.asarray(dw, np.float64), dw64) < 1e-2
     assert err(np.asarray(db, np.float64), db64) < 1e-2
-    assert err(_bf(dx).reshape(-1, 32), dx64) < 1e-2
+    assert err(bf(dx).reshape(-1, 32), dx64) < 1e-2
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU layout/up-cast behaviour")
@@ -96,7 +80,7 @@ def test_bf16_backward_dots_stay_bf16_on_cpu(rng):
     def loss(x, w, b):
         return jnp.sum(mixed_linear_act(x, w, b, jnp.bfloat16, "gelu_tanh").astype(jnp.float32) ** 2)
 
-    types = _dot_operand_types(jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, w, b).compile().as_text())
+    types = dot_operand_types(jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, w, b).compile().as_text())
     assert len(types) == 4, types  # forward, dx, dw, and db as a ones-row dot
     # the three matmuls keep bf16 operands (the ones-row dot's operand type is XLA's choice, as for mixed_linear)
     assert sum(t == ("bf16", "bf16") for t in types) >= 3, types

@@ -13,11 +13,7 @@ from flax import nnx
 
 from jalign.models import ModelConfig, create_model
 from jalign.models.transformer import mixed_matmul, transpose_last2
-
-
-def _bf(a):
-    """Round to bfloat16 and return float64 numpy."""
-    return np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32), np.float64)
+from tests.models.helpers import bf, dot_operand_types
 
 
 def test_mixed_matmul_forward_and_vjp_match_numpy(rng):
@@ -25,11 +21,11 @@ def test_mixed_matmul_forward_and_vjp_match_numpy(rng):
     w = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)  # f32 master weight, cast inside
     g = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
     y, vjp = jax.vjp(lambda x, w: mixed_matmul(x, w, jnp.float32), x, w)
-    xn, wn, gn = _bf(x), _bf(w), _bf(g)
+    xn, wn, gn = bf(x), bf(w), bf(g)
     np.testing.assert_allclose(np.asarray(y), xn @ wn, rtol=1e-5, atol=1e-5)  # f32 accumulation of exact products
     dx, dw = vjp(g)
     assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
-    np.testing.assert_allclose(_bf(dx), _bf(gn @ wn.T), rtol=1e-2, atol=1e-2)  # result rounded to bf16 once
+    np.testing.assert_allclose(bf(dx), bf(gn @ wn.T), rtol=1e-2, atol=1e-2)  # result rounded to bf16 once
     np.testing.assert_allclose(np.asarray(dw), xn.reshape(-1, 16).T @ gn.reshape(-1, 8), rtol=1e-5, atol=1e-5)
     # bf16 output: the forward is the f32 result rounded once
     yb = mixed_matmul(x, w, jnp.bfloat16)
@@ -80,17 +76,6 @@ def test_transpose_last2_is_swapaxes(rng):
             np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.swapaxes(x, -1, -2)))
 
 
-def _dot_operand_types(hlo: str) -> list[tuple[str, str]]:
-    """(lhs, rhs) element types of every dot in compiled HLO text (operands defined in the same computation)."""
-    import re
-
-    out = []
-    for comp in hlo.split("\n\n"):
-        types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", comp))
-        for a, b in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", comp):
-            out.append((types.get(a), types.get(b)))
-    return out
-
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU layout/up-cast behaviour")
 def test_mixed_matmul_backward_dots_stay_bf16_on_cpu(rng):
@@ -103,12 +88,12 @@ def test_mixed_matmul_backward_dots_stay_bf16_on_cpu(rng):
         return jnp.sum(mixed_matmul(x, w, jnp.float32) ** 2)
 
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
-    types = _dot_operand_types(hlo)
+    types = dot_operand_types(hlo)
     assert len(types) == 3, types
     assert all(t == ("bf16", "bf16") for t in types), types
     # the same backward by plain autodiff is up-cast (documents why the custom VJP exists)
     def plain(x, w):
         return jnp.sum(jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32) ** 2)
 
-    plain_types = _dot_operand_types(jax.jit(jax.grad(plain, argnums=(0, 1))).lower(x, w).compile().as_text())
+    plain_types = dot_operand_types(jax.jit(jax.grad(plain, argnums=(0, 1))).lower(x, w).compile().as_text())
     assert any(t != ("bf16", "bf16") for t in plain_types), plain_types
