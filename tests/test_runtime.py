@@ -79,3 +79,11 @@ def test_warns_only_when_called_after_jax_started(jax_first, expected):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_cli_reports_bad_env_value(monkeypatch, capsys):
+    from jalign.cli import main
+
+    monkeypatch.setenv("JALIGN_HOST_ALLOCATOR", "fast")
+    assert main(["losses"]) == 2
+    assert "JALIGN_HOST_ALLOCATOR must be 'tuned' or 'default', got 'fast'" in capsys.readouterr().err

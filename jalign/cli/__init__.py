@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    tune_host_allocator()  # before any JAX computation starts the CPU client's threads (jalign.runtime)
+    try:
+        tune_host_allocator()  # before any JAX computation starts the CPU client's threads (jalign.runtime)
+    except ValueError as e:  # a bad JALIGN_HOST_ALLOCATOR value
+        print(f"jalign: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
