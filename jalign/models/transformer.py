@@ -136,20 +136,10 @@ def transpose_last2(x_AxB: Array) -> Array:
     both operands are row-major with the contraction on the lhs' last and the rhs' first axis *at the time it
     decides whether to up-cast the operands to float32*. A plain ``x.T`` reaches that decision as a
     column-major view, so ``g @ w.T`` and ``x.T @ g`` (the two dots of every matmul backward) are silently run
-    in float32 on the generic path — 5-10x slower than the forward for bf16 operands on this machine. Routing
-    the transpose through a trailing unit axis makes XLA materialise it as a copy (``O(size)``, negligible next
-    to the dot) and keeps the dot canonical. Float32 (and wider) operands are left to XLA as a plain
-    ``swapaxes``: there the dot has no up-cast to avoid, and the whole training step measured 3-10% faster
-    without the copies (same-process A/B, docs/performance.md). Values are unchanged either way.
+    in float32 on the generic path — 5-10x slower than the forward for bf16 operands on this machine, and
+    ~1.5x slower in float32. Routing the transpose through a trailing unit axis makes XLA materialise it as a
+    copy (``O(size)``, negligible next to the dot) and keeps the dot canonical. Values are unchanged.
     """
-    if jnp.dtype(x_AxB.dtype).itemsize >= 4:
-        return jnp.swapaxes(x_AxB, -1, -2)
-    return _materialised_transpose(x_AxB)
-
-
-def _materialised_transpose(x_AxB: Array) -> Array:
-    """``swapaxes(x, -1, -2)`` always materialised row-major (whatever the dtype): for a stored float32 weight
-    that is cast to the compute dtype after the transpose (the tied unembedding)."""
     s = x_AxB.shape
     y = jnp.swapaxes(x_AxB.reshape(*s, 1), -2, -3)
     return y.reshape(*s[:-2], s[-1], s[-2])
@@ -633,7 +623,7 @@ class CausalLM(nnx.Module):
 
     def _unembedding(self) -> Array:
         """The ``[D, V]`` unembedding (the transposed embedding when tied), in the parameter dtype."""
-        return _materialised_transpose(self.embed[...]) if self.cfg.tie_embeddings else self.lm_head[...]
+        return transpose_last2(self.embed[...]) if self.cfg.tie_embeddings else self.lm_head[...]
 
     def sequence_logps(self, ids_BxT: Array, response_mask_BxT: Array, mask_BxT: Array | None = None,
                        *, chunk: int = 1024) -> tuple[Array, Array]:

@@ -69,11 +69,8 @@ def test_mixed_path_matches_reference(arch, rng):
 
 def test_transpose_last2_is_swapaxes(rng):
     for shape in [(5, 3), (2, 4, 6), (2, 3, 4, 5)]:
-        for dt in (jnp.bfloat16, jnp.float32):  # bf16: materialised copy; float32: plain swapaxes
-            x = jnp.asarray(rng.standard_normal(shape), dt)
-            y = jax.jit(transpose_last2)(x)
-            assert y.dtype == dt
-            np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.swapaxes(x, -1, -2)))
+        x = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+        np.testing.assert_array_equal(np.asarray(jax.jit(transpose_last2)(x)), np.asarray(jnp.swapaxes(x, -1, -2)))
 
 
 
