@@ -193,6 +193,12 @@ def _rowsum_dot(g_NxM: Array) -> Array:
     return jnp.dot(ones, g_NxM, preferred_element_type=_acc(g_NxM.dtype))[0]
 
 
+def _linear_f32(x, w, b):
+    """``x @ w (+ b)`` with ``x.dtype`` operands accumulated in float32 (or wider); ``b`` may be ``None``."""
+    y = jnp.dot(x, w.astype(x.dtype), preferred_element_type=_acc(x.dtype))
+    return y if b is None else y + b.astype(y.dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def mixed_linear(x_NxK: Array, w_KxM: Array, b_M: Array, out_dtype) -> Array:
     """``x @ w + b`` as :func:`mixed_matmul` with the bias added to the float32 accumulator.
@@ -200,8 +206,7 @@ def mixed_linear(x_NxK: Array, w_KxM: Array, b_M: Array, out_dtype) -> Array:
     The VJP returns ``db = Σ_rows g`` computed as a dot (:func:`_rowsum_dot`) in float32 and cast to
     ``b.dtype``; ``dx`` and ``dw`` are those of :func:`mixed_matmul`. ``b`` broadcasts over the last axis of
     the product (shape ``[M]``)."""
-    y = jnp.dot(x_NxK, w_KxM.astype(x_NxK.dtype), preferred_element_type=jnp.float32)
-    return (y + b_M.astype(jnp.float32)).astype(out_dtype)
+    return _linear_f32(x_NxK, w_KxM, b_M).astype(out_dtype)
 
 
 def _mixed_linear_fwd(x, w, b, out_dtype):
@@ -239,11 +244,6 @@ def mixed_linear_act(x_NxK: Array, w_KxM: Array, b_M: Array | None, out_dtype, a
     gradient are those of ``act(x @ w + b)`` up to the order of summation.
     """
     return _mixed_linear_act_fwd(x_NxK, w_KxM, b_M, out_dtype, activation)[0]
-
-
-def _linear_f32(x, w, b):
-    y = jnp.dot(x, w.astype(x.dtype), preferred_element_type=_acc(x.dtype))
-    return y if b is None else y + b.astype(y.dtype)
 
 
 def _mixed_linear_act_fwd(x, w, b, out_dtype, activation):
