@@ -27,6 +27,14 @@ def render() -> str:
                       f"Run {data.get('time', '')}, 1/5/15-minute load average "
                       + " / ".join(f"{x:.1f}" for x in data.get("load_average", [])) + ".", ""]
             continue
+        if data.get("benchmark") == "gemm_bound":  # bench.gemm_bound: matmul-only bound of the DPO step
+            from bench.gemm_bound import markdown_table as bound_table
+
+            lines += [f"## {path.stem}", "", "The DPO step's matrix products alone, XLA:CPU vs PyTorch, next to each "
+                      "framework's whole step (`python -m bench.gemm_bound`, docs/performance.md).", "",
+                      bound_table(data), "", f"Run {data.get('time', '')}, 1/5/15-minute load average "
+                      + " / ".join(f"{x:.1f}" for x in data.get("load_average", [])) + ".", ""]
+            continue
         lines += [f"## {data.get('benchmark', path.stem)}", "", data.get("description", ""), ""]
         if rows:
             cols = list(rows[0])
