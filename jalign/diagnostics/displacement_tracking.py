@@ -229,7 +229,9 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
     def evaluate(self, graphdef, state) -> dict[str, np.ndarray]:
         """The raw quantities on ``state`` (float32 numpy): ``chosen``, ``rejected`` [B], ``next`` [B, V] (log
         next-token distribution at :attr:`positions`) and, with candidates, ``candidates`` [B, C]."""
-        out = jax.device_get(_evaluate(self.logits_fn, graphdef, state.params, state.model_state,
+        from jalign.train.distributed import host_value  # (train layer; imported where used)
+
+        out = host_value(_evaluate(self.logits_fn, graphdef, state.params, state.model_state,
                                        {k_: jnp.asarray(v) for k_, v in self.batch.items()},
                                        jnp.asarray(self.positions)))
         out = {k_: np.asarray(v) for k_, v in out.items()}

@@ -36,6 +36,24 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
     return True
 
 
+def host_value(tree):
+    """``jax.device_get`` that also works for arrays spread over several processes.
+
+    An array sharded across processes is not fully addressable, and ``device_get`` cannot read it; such leaves
+    are all-gathered first (``multihost_utils.process_allgather(..., tiled=True)``: every process gets the
+    whole global value). Fully addressable or fully replicated arrays and non-array leaves are fetched as
+    ``device_get`` does. Every process must call it with the same tree (the gather is a collective)."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return jax.device_get(x)
+
+    return jax.tree.map(one, tree)
+
+
 def local_rows(x) -> np.ndarray:
     """This process's rows of a global array sharded along axis 0 (the rows it fed in)."""
     if jax.process_count() == 1:

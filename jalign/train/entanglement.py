@@ -29,6 +29,7 @@ import optax
 from jalign import losses
 from jalign.diagnostics import entanglement as ent
 from jalign.losses import sequence_logps
+from jalign.train.distributed import host_value
 from jalign.train.step import logits_fn
 
 SEQ = ("ids", "mask", "attention_mask")
@@ -203,7 +204,7 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
         dw, dl = ent.predicted_logp_changes(stats, a, b, self.lr)
         report = {**stats.as_dict(), "a": a, "b": b, **ent.entanglement_condition(stats, a, b),
                   "predicted_chosen_change": dw, "predicted_rejected_change": dl}
-        report = jax.device_get(report)
+        report = host_value(report)
         out = {k: float(v) for k, v in ent.summarize_report(report, prefix="").items()}
         w, l = np.asarray(report["chosen_logps"]), np.asarray(report["rejected_logps"])
         out |= {"mean_chosen_logps": float(w.mean()), "mean_rejected_logps": float(l.mean()),

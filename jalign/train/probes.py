@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jalign.train.distributed import host_value
+
 
 class Probe(Protocol):
     name: str
@@ -142,6 +144,6 @@ class logps_probe:  # noqa: N801 - used like a function
                 return w.astype(jnp.float32), l.astype(jnp.float32)
 
             self._fn = jax.jit(fn)
-        w, l = jax.device_get(self._fn(state.params, state.model_state, self.batch))
+        w, l = host_value(self._fn(state.params, state.model_state, self.batch))
         return {"chosen_logps": w, "rejected_logps": l, "mean_chosen": float(np.mean(w)),
                 "mean_rejected": float(np.mean(l)), "mean_margin": float(np.mean(w - l))}
