@@ -59,7 +59,7 @@ def step_products(n_embd: int, n_layer: int, seq: int):
     ``transpose_lhs``/``transpose_rhs`` say whether autodiff's operand is the transpose of a stored array
     (stored row-major as ``[k, m]`` / ``[n, k]``)."""
     m, d = 2 * PAIRS * seq, n_embd
-    heads, bh = d // HEAD_DIM, 2 * PAIRS * (d // HEAD_DIM)
+    bh = 2 * PAIRS * (d // HEAD_DIM)  # attention batch: rows x heads
     dense = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]
     fwd, bwd = [], []
     for _ in range(n_layer):
@@ -72,7 +72,6 @@ def step_products(n_embd: int, n_layer: int, seq: int):
                 (bh, seq, seq, HEAD_DIM, False, False), (bh, seq, seq, HEAD_DIM, True, False)]  # dq, dk
     fwd.append((1, m, d, VOCAB, False, True))  # logits = h eᵀ (tied embedding e: [V, d])
     bwd += [(1, m, VOCAB, d, False, False), (1, VOCAB, m, d, True, False)]  # dh = g e, de = gᵀ h
-    del heads
     return fwd + bwd + fwd  # policy forward + backward, reference forward
 
 
@@ -96,7 +95,9 @@ def operands(products, dtype, seed=0):
     return out
 
 
-def jax_fn(products, rowmajor: bool, dtype):
+def jax_fn(products, rowmajor: bool):
+    """One jitted function returning every product (float32 accumulation); ``rowmajor``: transposed operands
+    materialised by ``transpose_last2`` (as ``mixed_matmul``'s backward does), else plain ``swapaxes``."""
     pet = jnp.float32
 
     def tr(x):
@@ -194,7 +195,7 @@ def per_product(products, dtype, rounds: int, steps: int) -> list[dict]:
         wc = np.swapaxes(w32, -1, -2) if tr else w32
         canon = jax.device_put((np.ascontiguousarray(ac).astype(np_dtype), np.ascontiguousarray(wc).astype(np_dtype)))
         jc = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-        jr = jax_fn([prod], True, dtype)
+        jr = jax_fn([prod], True)
         aj = jax.device_put([(a, w)])
         at, wt = torch.from_numpy(a32).to(tdt), torch.from_numpy(w32).to(tdt)
         at = at.transpose(-1, -2) if tl else at
@@ -239,7 +240,7 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, with_steps=False, wor
              for a, w in ops]
     fns = {"torch": torch_fn(prods, ops_t)}
     for name, rm in (("jax_plain", False), ("jax_rowmajor", True)):
-        jf = jax_fn(prods, rm, dtype)
+        jf = jax_fn(prods, rm)
         jax.block_until_ready(jf(ops_j))  # compile + warm-up
         fns[name] = (lambda jf=jf: jax.block_until_ready(jf(ops_j)))
     fns["torch"]()  # warm-up

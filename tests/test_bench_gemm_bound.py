@@ -28,7 +28,7 @@ def test_product_counts():
 def test_jax_products_match_numpy(rowmajor):
     prods = gb.step_products(64, 1, 8)
     ops = gb.operands(prods, np.float32, seed=3)
-    outs = gb.jax_fn(prods, rowmajor, "float32")(ops)
+    outs = gb.jax_fn(prods, rowmajor)(ops)
     assert len(outs) == len(prods)
     for (b, m, k, n, tl, tr), (a, w), y in zip(prods, ops, outs, strict=True):
         a64, w64 = a.astype(np.float64), w.astype(np.float64)
