@@ -295,10 +295,25 @@ def markdown_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_configs(text: str, error) -> list[tuple[int, int, int]]:
+    """``"256/4/256,512/6/256"`` -> ``[(256, 4, 256), (512, 6, 256)]``; ``error(msg)`` on anything else (n_embd a
+    positive multiple of the head dimension 64, layers and seq positive)."""
+    out = []
+    for c in text.split(","):
+        try:
+            d, l, s = (int(x) for x in c.split("/"))
+        except ValueError:
+            error(f"--configs: expected n_embd/layers/seq[,...], got {c!r}")
+            raise
+        if d <= 0 or d % HEAD_DIM or l <= 0 or s <= 0:
+            error(f"--configs: {c!r} needs n_embd a positive multiple of {HEAD_DIM}, layers > 0 and seq > 0")
+        out.append((d, l, s))
+    return out
+
+
 def main(argv=None):
     from jalign.runtime import tune_host_allocator
 
-    tune_host_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--configs", default="256/4/256,512/6/256")
@@ -310,18 +325,19 @@ def main(argv=None):
     ap.add_argument("--per-product", action="store_true",
                     help="also time every distinct product alone (canonical / row-major jax, torch)")
     a = ap.parse_args(argv)
+    dtypes = a.dtypes.split(",")
+    if any(dt not in ("float32", "bfloat16") for dt in dtypes):
+        ap.error(f"--dtypes: expected float32 and/or bfloat16, got {a.dtypes!r}")
+    configs = parse_configs(a.configs, ap.error)
+    tune_host_allocator()  # before JAX starts its CPU client (argument parsing does not start it)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    dtypes = a.dtypes.split(",")
-    if any(dt not in ("float32", "bfloat16") for dt in dtypes):
-        ap.error(f"--dtypes: expected float32 and/or bfloat16, got {a.dtypes!r}")
     rows = []
-    for c, dt in ((c, dt) for c in a.configs.split(",") for dt in dtypes):
-        d, l, s = (int(x) for x in c.split("/"))
+    for (d, l, s), dt in ((c, dt) for c in configs for dt in dtypes):
         with tempfile.TemporaryDirectory() as wd:
             row = run_config(d, l, s, dt, a.rounds, a.steps, a.with_steps, wd, a.per_product)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_times") and k != "per_product"}), flush=True)

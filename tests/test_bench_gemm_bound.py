@@ -60,3 +60,22 @@ def test_markdown_table_shows_the_numbers():
     row["per_product_summary"] = {"all": {"jax_canonical_s": 3.6659, "torch_s": 2.9846},
                                   "attention": {"jax_canonical_s": 0.6723, "torch_s": 0.287}}
     assert "| 3.666 / 2.985 | 0.672 / 0.287 |" in gb.markdown_table({"configs": [row]})
+
+
+def test_parse_configs():
+    assert gb.parse_configs("256/4/256,512/6/256", pytest.fail) == [(256, 4, 256), (512, 6, 256)]
+
+    def error(msg):
+        raise SystemExit(msg)
+
+    for bad, field in (("256/4", "n_embd/layers/seq"), ("a/4/256", "n_embd/layers/seq"), ("100/4/256", "multiple of 64"),
+                       ("256/0/256", "layers > 0")):
+        with pytest.raises(SystemExit, match=field):
+            gb.parse_configs(bad, error)
+
+
+def test_cli_rejects_bad_dtypes_before_any_work(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit):
+        gb.main(["--out", str(out), "--dtypes", "float16"])
+    assert "--dtypes" in capsys.readouterr().err and not out.exists()
