@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.harness import timeit
 from jalign.models.transformer import transpose_last2
 
 VOCAB, PAIRS, HEAD_DIM = 8192, 8, 64
@@ -130,17 +131,20 @@ def torch_fn(products, ops_t):
 
 
 def _time(f, steps):
-    ts = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return ts
+    return timeit(f, repeats=steps, warmup=0)["times"]
 
 
 def _step_timers(n_embd, n_layer, seq, dtype, steps, workdir):
-    """``{"jalign_step": f, "trl_step": g}``: each call times ``steps`` optimiser steps and returns the times."""
-    from bench.peer_trl import jalign_cfg, make_data, make_jalign_step, make_trl
+    """``{"jalign_step": f, "trl_step": g}``: each call times ``steps`` optimiser steps and returns the times
+    (``bench.peer_trl``'s models, data and timing)."""
+    from bench.peer_trl import (
+        jalign_cfg,
+        make_data,
+        make_jalign_step,
+        make_trl,
+        time_jalign_steps,
+        time_trl_steps,
+    )
 
     ids, mask = make_data(seq, steps + 1)
     step, st = make_jalign_step(jalign_cfg(n_embd, n_layer, seq, dtype))
@@ -148,22 +152,8 @@ def _step_timers(n_embd, n_layer, seq, dtype, steps, workdir):
     st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[0], jmask[0])
     loss.block_until_ready()
     trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
-
-    def jalign_steps():
-        ts = []
-        for i in range(steps):
-            t = time.perf_counter()
-            st["p"], st["o"], lo = step(st["p"], st["o"], st["ref"], jids[i + 1], jmask[i + 1])
-            lo.block_until_ready()
-            ts.append(time.perf_counter() - t)
-        return ts
-
-    def trl_steps():
-        timer.times.clear()
-        trainer.train()
-        return list(timer.times[1:])  # the first step of every train() is warm-up
-
-    return {"jalign_step": jalign_steps, "trl_step": trl_steps}
+    return {"jalign_step": lambda: time_jalign_steps(step, st, jids, jmask, steps)[0],
+            "trl_step": lambda: time_trl_steps(trainer, timer)}
 
 
 def kind(product) -> str:
@@ -329,6 +319,9 @@ def main(argv=None):
     if any(dt not in ("float32", "bfloat16") for dt in dtypes):
         ap.error(f"--dtypes: expected float32 and/or bfloat16, got {a.dtypes!r}")
     configs = parse_configs(a.configs, ap.error)
+    for flag, v in (("--rounds", a.rounds), ("--steps", a.steps)):
+        if v < 1:
+            ap.error(f"{flag}: must be >= 1, got {v}")
     tune_host_allocator()  # before JAX starts its CPU client (argument parsing does not start it)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")

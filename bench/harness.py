@@ -23,7 +23,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timeit(fn: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) -> dict[str, float]:
-    """Median (and min/max) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    """Median (and min/max) wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs; ``times``: all of
+    them, in order."""
     for _ in range(warmup):
         fn()
     times = []
@@ -31,7 +32,8 @@ def timeit(fn: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) -> dict[
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats,
+            "times": times}
 
 
 def machine() -> dict[str, Any]:

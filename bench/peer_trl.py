@@ -307,6 +307,28 @@ def make_trl(n_embd, n_layer, seq, bf16: bool, ids, mask, steps: int, workdir: s
 # ----------------------------------------------------------------------------------------------- main
 
 
+def time_jalign_steps(step, st, jids, jmask, steps: int, mem=None):
+    """``steps`` jalign steps on batches ``1..steps`` (state ``st`` updated in place): (times, last loss)."""
+    times, loss = [], None
+    for i in range(steps):
+        if mem is not None:
+            mem.begin()
+        t0 = time.perf_counter()
+        st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i + 1], jmask[i + 1])
+        loss.block_until_ready()
+        times.append(time.perf_counter() - t0)
+        if mem is not None:
+            mem.end()
+    return times, loss
+
+
+def time_trl_steps(trainer, timer) -> list[float]:
+    """One ``trainer.train()``: the step times after the first (warm-up) step."""
+    timer.times.clear()
+    trainer.train()
+    return list(timer.times[1:])
+
+
 def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalign_only=False, **cfg_kw):
     ids, mask = make_data(seq, steps + 1)
     cfg = jalign_cfg(n_embd, n_layer, seq, dtype, **cfg_kw)
@@ -330,22 +352,15 @@ def run_config(n_embd, n_layer, seq, dtype, rounds, steps, workdir, peaks, jalig
         trainer, timer = make_trl(n_embd, n_layer, seq, dtype == "bfloat16", ids, mask, steps + 1, workdir)
     j_times, t_times, c_times, jmem = [], [], [], StepMemory()
     for _ in range(rounds):
-        for i in range(steps):
-            jmem.begin()
-            t0 = time.perf_counter()
-            st["p"], st["o"], loss = step(st["p"], st["o"], st["ref"], jids[i + 1], jmask[i + 1])
-            loss.block_until_ready()
-            j_times.append(time.perf_counter() - t0)
-            jmem.end()
+        ts, loss = time_jalign_steps(step, st, jids, jmask, steps, jmem)
+        j_times += ts
         for i in range(steps):
             t0 = time.perf_counter()
             cst["p"], cst["o"], closs = cstep(cst["p"], cst["o"], *cached_refs[i + 1], jids[i + 1], jmask[i + 1])
             closs.block_until_ready()
             c_times.append(time.perf_counter() - t0)
         if trainer is not None:
-            timer.times.clear()
-            trainer.train()
-            t_times.extend(timer.times[1:])
+            t_times += time_trl_steps(trainer, timer)
     j = statistics.median(j_times)
     row = {"n_embd": n_embd, "n_layer": n_layer, "seq": seq, "dtype": dtype, "jalign_s": j,
            "trl_s": statistics.median(t_times) if t_times else None}

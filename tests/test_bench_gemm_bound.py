@@ -76,6 +76,8 @@ def test_parse_configs():
 
 def test_cli_rejects_bad_dtypes_before_any_work(tmp_path, capsys):
     out = tmp_path / "r.json"
-    with pytest.raises(SystemExit):
-        gb.main(["--out", str(out), "--dtypes", "float16"])
-    assert "--dtypes" in capsys.readouterr().err and not out.exists()
+    for args, flag in ((["--dtypes", "float16"], "--dtypes"), (["--steps", "0"], "--steps"),
+                       (["--rounds", "-1"], "--rounds")):
+        with pytest.raises(SystemExit):
+            gb.main(["--out", str(out), *args])
+        assert flag in capsys.readouterr().err and not out.exists()
