@@ -19,9 +19,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.harness import timeit, write_result  # noqa: E402
-from jalign.train import testing  # noqa: E402
 from jalign.train.config import base_config  # noqa: E402
 from jalign.train.objectives import make_objective  # noqa: E402
+from jalign.train.plugins import tiny  # noqa: E402
 from jalign.train.sharding import global_batch, make_mesh  # noqa: E402
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state  # noqa: E402
 
@@ -35,11 +35,11 @@ def main(argv=None) -> dict:
 
     cfg = base_config()
     tx, sched = make_optimizer(cfg.optim, 100)
-    model = testing.tiny_lm(0, d_model=d_model, d_hidden=d_hidden)
+    model = tiny.tiny_lm(0, d_model=d_model, d_hidden=d_hidden)
     n_params = sum(x.size for x in jax.tree.leaves(jax.tree.map(np.asarray, init_state(model, tx)[1].params)))
     g, st = init_state(model, tx)
     step = make_train_step(g, make_objective("preference", "dpo"), tx, sched)
-    src = testing.InMemoryBatchSource(testing.synthetic_pairwise_examples(batch, seq), batch)
+    src = tiny.InMemoryBatchSource(tiny.synthetic_pairwise_examples(batch, seq), batch)
     b = next(src)
 
     ref_state, ref_m = step(st, b)

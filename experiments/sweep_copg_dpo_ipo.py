@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jalign.train import load_config, online, registry, train
+from jalign.train import load_config, online, plugins, train
 from jalign.train.step import make_logps_fn
 
 METHODS = {"copg": ("experiments/copg_small_lm.py", []), "dpo": ("experiments/dpo_small_lm.py", []),
@@ -43,14 +43,14 @@ METHODS = {"copg": ("experiments/copg_small_lm.py", []), "dpo": ("experiments/dp
 def evaluate(graphdef, params, ref_params, model_state, *, n_pairs=64, n_prompts=16, eval_new_tokens=48):
     """Held-out implicit-reward accuracy and greedy-sample lexicon reward (before = ``ref_params``)."""
     kw = dict(seq_len=144, seed=0, n=n_pairs, data_seed=1, max_prompt_len=48)
-    pairs = next(registry.make_data("builtin_pairwise", batch_size=n_pairs, **kw))
+    pairs = next(plugins.make_data("builtin_pairwise", batch_size=n_pairs, **kw))
     lp = jax.jit(lambda p, i, m, a: make_logps_fn(graphdef, p, model_state)(i, m, a)[0])
     ratio = {s: np.asarray(lp(params, *(pairs[f"{s}_{f}"] for f in ("ids", "mask", "attention_mask"))))
              - np.asarray(lp(ref_params, *(pairs[f"{s}_{f}"] for f in ("ids", "mask", "attention_mask"))))
              for s in ("chosen", "rejected")}
-    prompts = next(registry.make_data("builtin_prompts", batch_size=n_prompts, **kw))
+    prompts = next(plugins.make_data("builtin_prompts", batch_size=n_prompts, **kw))
     sample = online.make_kv_sampler(graphdef, max_new_tokens=eval_new_tokens, greedy=True)
-    reward = registry.get_reward("lexicon")
+    reward = plugins.get_reward("lexicon")
 
     def greedy(p):
         s = sample(p, model_state, jnp.asarray(prompts["prompt_ids"]), jnp.asarray(prompts["prompt_attention_mask"]),

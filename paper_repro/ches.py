@@ -9,7 +9,7 @@ same shapes and each step function is compiled once for the whole reproduction):
    *Convention for the byte LM:* a "token" of the paper is a whole answer word, so the response is the word
    with its leading space and EOS (" No"+EOS, 4 byte tokens), π(y|x) its sequence probability, and the
    "tokens that gain" are the paper's label words {Yes, Yeah, Sure, Certainly, Absolutely, No, Never,
-   Maybe, Perhaps} (each + EOS) scored by the :func:`~jalign.diagnostics.displacement_tracking.displacement_probe`;
+   Maybe, Perhaps} (each + EOS) scored by the :class:`~jalign.train.probes.displacement_probe`;
    the probe also reports the byte tokens that gain at the first byte where y+ and y− differ. Each run
    (one prompt = one seed) first fine-tunes on (x, y+) (SFT, as in the paper's runs after SFT, so that
    π(y+) starts high), then runs DPO on the single pair with the SFT model as reference. Metric: the
@@ -48,11 +48,12 @@ from jalign.diagnostics import (
     pack_prompt_response,
     percentile_subsets,
 )
-from jalign.diagnostics.displacement import difference_components
-from jalign.diagnostics.displacement_tracking import PAIR_FIELDS, displacement_probe, probe_batch
+from jalign.diagnostics.displacement import difference_components, probe_batch
 from jalign.diagnostics.sample_scores import edit_distance, last_hidden_inner_product, spearman
 from jalign.diagnostics.ufm import theorem5_scores
 from jalign.plotting import savefig, styled
+from jalign.train.batch import PAIRWISE_FIELDS as PAIR_FIELDS
+from jalign.train.probes import displacement_probe
 
 NAME = "ches"
 DESCRIPTION = "Likelihood displacement under DPO and the CHES score on the small byte LM (Razin et al. 2025)"

@@ -30,7 +30,7 @@ TOY_STEPS = 1000
 LM_LOSSES = ["ceunl", "cfunl", "cpo", "orpo", "ccpo", "uncpo"]
 LM_STEPS = {True: 20, False: 100}  # quick / full
 LM = {
-    "model": "small_lm",  # a jalign.train.registry model name (tests use "tiny")
+    "model": "small_lm",  # a jalign.train.plugins model name (tests use "tiny")
     "model_kwargs": {},
     "dataset": "sentiment_pairs",
     "pairs": 8,  # the fixed training pairs (full batch every step, as on the toys)
@@ -191,11 +191,11 @@ def _lm_logps_fn(cfg):
     import jax.numpy as jnp
 
     from jalign.losses import PairwiseLogps
-    from jalign.train import registry
+    from jalign.train import plugins
     from jalign.train.step import make_logps_fn, split_model
 
-    model = registry.make_model(cfg["model"], seed=0, **cfg["model_kwargs"])
-    src = registry.make_data("builtin_pairwise", batch_size=cfg["pairs"], seq_len=cfg["seq_len"], seed=0,
+    model = plugins.make_model(cfg["model"], seed=0, **cfg["model_kwargs"])
+    src = plugins.make_data("builtin_pairwise", batch_size=cfg["pairs"], seq_len=cfg["seq_len"], seed=0,
                              dataset=cfg["dataset"], n=cfg["pairs"], max_prompt_len=cfg["max_prompt_len"])
     batch = next(src)
     k = cfg["pairs"]

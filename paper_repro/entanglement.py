@@ -6,9 +6,9 @@ trained on the three built-in variants of the paper's sentiment design — ``ent
 rejected differ in one word), ``entangle_short_suffix`` and ``entangle_long_suffix`` (an identical suffix after
 the differing word) — with DPO, IPO, SimPO, R-DPO, DPOP and SPPO (``sppo_hard``), with and without the two
 mitigations (pairwise-normalised update, token masking). Every run starts from the same model, sees the same
-batches (Adam), and a probe (:class:`jalign.train.entanglement.entanglement_probe`) records the mean gradient
+batches (Adam), and a probe (:class:`jalign.train.probes.entanglement_probe`) records the mean gradient
 cosine, the case fractions and the chosen / rejected log-probs of a fixed probe set of pairs every few steps.
-One compiled step serves every loss and mitigation (:class:`jalign.train.entanglement.PairwiseWeightedTrainer`:
+One compiled step serves every loss and mitigation (:class:`jalign.studies.entanglement.PairwiseWeightedTrainer`:
 the exact chain-rule gradient mean_i (a_i g_w,i + b_i g_l,i)).
 
 Part (2), the log-linear toy of :mod:`jalign.diagnostics.toy` (shared-suffix design): first-order predicted
@@ -65,15 +65,16 @@ def _lm_study(cfg: dict) -> dict:
     import optax
 
     from jalign.models import load_small_lm
-    from jalign.train import registry
-    from jalign.train.entanglement import PairwiseWeightedTrainer, entanglement_probe, train_pairwise
+    from jalign.studies.entanglement import PairwiseWeightedTrainer, train_pairwise
+    from jalign.train import plugins
+    from jalign.train.probes import entanglement_probe
     from jalign.train.step import split_model
 
     graphdef, params0, model_state = split_model(load_small_lm())
     trainer = PairwiseWeightedTrainer(graphdef, model_state, optax.adam(cfg["lr"]))
 
     def source(variant, batch_size, seed, data_seed=None):
-        return registry.make_data("builtin_pairwise", batch_size=batch_size, seq_len=cfg["seq_len"], seed=seed,
+        return plugins.make_data("builtin_pairwise", batch_size=batch_size, seq_len=cfg["seq_len"], seed=seed,
                                   dataset=f"entangle_{variant}", max_prompt_len=cfg["max_prompt_len"],
                                   data_seed=data_seed)
 

@@ -10,12 +10,12 @@ Alignment is E_π[b]; diversity is H(π).
 
 Part (2): the shipped small LM (byte-level GPT-2, 0.86M parameters, :func:`jalign.models.load_small_lm`) as
 base model a over T-byte continuations of BOS, with the word feature φ(x) = 1 iff x contains the word "is"
-(:func:`jalign.train.fdpg_lm.word_indicator`). Two targets: pointwise p ∝ a·max(b, ε) (ε = e^{−10}) and
+(:func:`jalign.studies.fdpg_lm.word_indicator`). Two targets: pointwise p ∝ a·max(b, ε) (ε = e^{−10}) and
 distributional p ∝ a·e^{λφ} with λ fitted by IS moment matching on samples of a so that E_p[φ] = ½. The policy
 starts at a and is trained with on-policy f-DPG for every divergence (running IS estimate of log Z), one
 off-policy (DPG offline) run; alignment E_π[φ], diversity (entropy per token, distinct-n), KL(π‖a), KL(p‖π)
 and the gradient estimator's relative variance are recorded along training
-(:class:`jalign.train.fdpg_lm.FDPGLMTrainer`).
+(:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`).
 """
 
 from __future__ import annotations
@@ -212,8 +212,8 @@ LM_WORD, LM_EPS_LOG, LM_MOMENT = "is", -10.0, 0.5
 def _run_lm(quick: bool) -> dict:
     """Part (2): f-DPG of the small LM towards a word-constraint target, every divergence, both targets."""
     from jalign.models import load_small_lm
+    from jalign.studies import fdpg_lm as LM
     from jalign.tokenizers import ByteTokenizer
-    from jalign.train import fdpg_lm as LM
 
     cfg = LM_QUICK if quick else LM_FULL
     T, n_pool = cfg["new_tokens"], cfg["batch"] * cfg["eval_every"]

@@ -71,8 +71,9 @@ __all__ = [
     "tree_dot",
 ]
 
-# Likelihood-displacement tracking in training and the pair-similarity baselines of the CHES reproduction.
+# Probe batches of the likelihood-displacement probe (the probe itself: jalign.train.probes.displacement_probe)
+# and the pair-similarity baselines of the CHES reproduction.
 from jalign.diagnostics import sample_scores  # noqa: E402
-from jalign.diagnostics.displacement_tracking import displacement_probe, probe_batch, probe_positions  # noqa: E402
+from jalign.diagnostics.displacement import probe_batch, probe_positions  # noqa: E402
 
-__all__ += ["displacement_probe", "probe_batch", "probe_positions", "sample_scores"]
+__all__ += ["probe_batch", "probe_positions", "sample_scores"]

@@ -27,6 +27,8 @@ Array = Any
 PyTree = Any
 
 CASES = ("ideal", "both fall", "both rise", "reversed")
+# The mitigations of gradient entanglement: none, the pairwise-normalised update, token masking.
+MITIGATIONS = ("none", "normalized", "masked")
 """Case labels by code: 0 ideal (Δlog π_w ≥ 0 ≥ Δlog π_l), 1 both fall, 2 both rise, 3 reversed
 (Δlog π_w < 0 < Δlog π_l; impossible for DPO-like losses with a = −b, whose margin always grows)."""
 
@@ -183,23 +185,18 @@ def pairwise_margin_losses() -> list[str]:
     return sorted(out)
 
 
-def _resolve_loss(loss: str | Callable, hparams: dict[str, Any]) -> Callable:
-    if callable(loss):
+def margin_loss(loss: str | Callable, hparams: dict[str, Any] | None = None) -> Callable:
+    """``fn(batch) -> [B]`` of a pairwise margin-based loss with its hyperparameters validated once
+    (:func:`jalign.losses.bind`); a plain callable ``fn(batch, **hparams)`` is returned with them bound."""
+    hparams = dict(hparams or {})
+    if callable(loss) and not hasattr(loss, "spec"):
         return functools.partial(loss, **hparams) if hparams else loss
     from jalign import losses
 
-    s = losses.spec(loss)
-    if s.kind != "pairwise" or not s.margin_based:
-        raise ValueError(f"loss {loss!r} is not a pairwise margin-based loss (kind={s.kind!r})")
-    fn = losses.get(loss)
-    # Validate hyperparameters once (concrete values), then call the core function inside autodiff.
-    unknown = sorted(set(hparams) - set(s.hparams))
-    if unknown:
-        raise TypeError(f"loss {loss!r} got unknown hyperparameter(s) {unknown}; valid: {sorted(s.hparams)}")
-    from jalign.losses import _validate
-
-    _validate.check_hparams(s.name, {**s.hparams, **hparams})
-    return lambda batch: fn(batch, validate=False, **hparams)
+    bound = losses.bind(loss, **hparams)
+    if bound.kind != "pairwise" or not bound.spec.margin_based:
+        raise ValueError(f"loss {bound.name!r} is not a pairwise margin-based loss (kind={bound.kind!r})")
+    return bound
 
 
 def loss_weights(loss: str | Callable, batch: Any, **hparams: Any) -> tuple[Array, Array]:
@@ -214,7 +211,7 @@ def loss_weights(loss: str | Callable, batch: Any, **hparams: Any) -> tuple[Arra
       ``(a [B], b [B])`` in float32 (or wider). Extra policy terms of the loss (CPO's NLL, DPOP's penalty)
       are included automatically. For batch-coupled losses these are derivatives of the batch sum.
     """
-    fn = _resolve_loss(loss, hparams)
+    fn = margin_loss(loss, hparams)
     dt = _acc_dtype(batch.chosen_logps, batch.rejected_logps)
     lw = jnp.asarray(batch.chosen_logps, dt)
     ll = jnp.asarray(batch.rejected_logps, dt)

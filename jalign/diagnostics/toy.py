@@ -168,7 +168,7 @@ def suffix_experiment(
         n = jnp.ones_like(lw) * suffix_len + 1
         return PairwiseLogps(lw, ll, ref_w, ref_l, n, n)
 
-    fn = ent._resolve_loss(loss, hparams)  # hyperparameters validated once, outside the trace
+    fn = ent.margin_loss(loss, hparams)  # hyperparameters validated once, outside the trace
     weights = lambda lw, ll: ent.loss_weights(fn, batch_of(lw, ll))
     c0 = jax.tree.map(lambda x: x[0], ch_m)
     r0 = jax.tree.map(lambda x: x[0], rj_m)

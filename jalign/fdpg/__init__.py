@@ -10,7 +10,7 @@
   depends on optax.
 
 The causal-LM side (word constraint, T-byte sample space of an LM, a one-compile multi-divergence trainer) is
-:mod:`jalign.train.fdpg_lm`, in the LLM-stack layer.
+:mod:`jalign.studies.fdpg_lm`, in the LLM-stack layer.
 
 The loss itself is :func:`jalign.losses.fdpg`; the divergences are :mod:`jalign.divergences`.
 """

@@ -1,6 +1,6 @@
 """A generic f-DPG training loop over any sampler and log-prob function (used for the categorical toys).
 
-The loop only needs three functions, so any model plugs in (for the causal LM, :mod:`jalign.train.fdpg_lm`
+The loop only needs three functions, so any model plugs in (for the causal LM, :mod:`jalign.studies.fdpg_lm`
 has a trainer that also compiles once for every divergence and target):
 
 * ``sample_fn(params, key, n) -> samples`` — draw n samples from the policy with parameters ``params``

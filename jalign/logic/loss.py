@@ -34,7 +34,7 @@ import numpy as np
 from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, compile
 from jalign.logic.decompile import known
 from jalign.logic.structure import PreferenceStructure
-from jalign.losses._registry import LossSpec
+from jalign.losses import LossSpec, register_resolver
 
 PREFIX = "logic:"
 _LENGTH_FIELD = {"M_w": "chosen_lengths", "Ref_w": "chosen_lengths",
@@ -226,3 +226,7 @@ def from_name(name: str, **kw) -> LogicLoss:
     if f is not None and f not in F_FORMULAS:
         raise ValueError(f"logic loss name {name!r}: unknown f={f!r}; valid: {', '.join(F_FORMULAS)}")
     return as_loss(parts[0], f, name=name, **kw)
+
+
+# ``jalign.losses.bind("logic:<name>[:<f>]")`` (and config ``loss.name``) resolve through from_name.
+register_resolver(PREFIX, from_name)

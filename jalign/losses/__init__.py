@@ -1,6 +1,6 @@
 """The direct-alignment loss library: pure, jit-able functions of sequence log-probabilities.
 
-Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`names`, :func:`sequence_logps`,
+Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`bind`, :func:`names`, :func:`sequence_logps`,
 :func:`preference_metrics`; plus :class:`UnpairedLogps`, :class:`ListwiseLogps`, :func:`spec`,
 :func:`register`.
 
@@ -9,7 +9,7 @@ Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`names`, :func:`
 True
 """
 
-from jalign.losses._registry import LossSpec, get, names, register, spec
+from jalign.losses._registry import BoundLoss, LossSpec, bind, get, names, register, register_resolver, spec
 from jalign.losses._types import (
     ListwiseLogps,
     PairwiseLogps,
@@ -29,6 +29,7 @@ from jalign.losses.fdpg import fdpg  # noqa: E402  isort: skip
 from jalign.losses.policy_gradient import copg, copg_ksample, copg_surrogate, off_policy_pg, rloo  # noqa: E402,I001  isort: skip
 
 __all__ = [
+    "BoundLoss",
     "ListwiseLogps",
     "LossSpec",
     "PairwiseLogps",
@@ -36,6 +37,7 @@ __all__ = [
     "ScoredLogps",
     "UnpairedLogps",
     "fdpg",
+    "bind",
     "causal_sequence_logps",
     "copg",
     "copg_ksample",
@@ -45,6 +47,7 @@ __all__ = [
     "off_policy_pg",
     "preference_metrics",
     "register",
+    "register_resolver",
     "rloo",
     "sequence_logps",
     "spec",

@@ -167,3 +167,104 @@ def get(name: str) -> Callable[..., Any]:
 
     loss_fn.spec = s  # type: ignore[attr-defined]
     return loss_fn
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Name resolvers (registered by higher packages, e.g. jalign.logic for "logic:<name>") and bind()
+
+_RESOLVERS: dict[str, Callable[[str], Any]] = {}
+
+
+def register_resolver(prefix: str, resolve: Callable[[str], Any]) -> None:
+    """Let :func:`bind` accept names ``prefix + ...``: ``resolve(name)`` returns a loss object (a callable
+    ``loss(batch, *, validate=True, **hparams)`` with a ``.spec`` :class:`LossSpec`). A package registers its
+    prefix when it is imported (``jalign.logic`` registers ``"logic:"``); nothing is added to :func:`names`."""
+    if prefix in _RESOLVERS and _RESOLVERS[prefix] is not resolve:
+        raise ValueError(f"a loss-name resolver for prefix {prefix!r} is already registered")
+    _RESOLVERS[prefix] = resolve
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BoundLoss:
+    """A loss resolved and validated once, with its hyperparameters bound (see :func:`bind`).
+
+    ``bound(batch) -> [B]`` calls the core function without any host-side check (the fast path inside jitted
+    steps); :meth:`validated` checks the batch first. ``hparams`` are the given values merged over the
+    registered defaults.
+    """
+
+    spec: LossSpec
+    hparams: dict[str, Any]
+    _call: Callable[..., Any]
+    _takes_validate: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.spec.needs_reference
+
+    def __call__(self, batch: Any) -> Any:
+        if self._takes_validate:
+            return self._call(batch, validate=False, **self.hparams)
+        return self._call(batch, **self.hparams)
+
+    def validated(self, batch: Any) -> Any:
+        """Per-example losses after the batch checks of :func:`get` (shapes, fields, finiteness)."""
+        if self._takes_validate:
+            return self._call(batch, validate=True, **self.hparams)
+        return self._call(batch, **self.hparams)
+
+
+def _resolve(loss: Any) -> Any:
+    """A registered name, a prefixed name (:func:`register_resolver`) or a loss object -> ``fn`` with ``.spec``."""
+    if isinstance(loss, BoundLoss):
+        return loss
+    if isinstance(loss, str):
+        for prefix, resolve in _RESOLVERS.items():
+            if loss.startswith(prefix):
+                return resolve(loss)
+        return get(loss)
+    if not hasattr(loss, "spec"):
+        raise TypeError(f"a loss must be a registered name or an object with a .spec, got {type(loss).__name__}")
+    return loss
+
+
+def bind(loss: Any, **hparams: Any) -> BoundLoss:
+    """Resolve and validate a loss once; returns the fast function ``bound(batch) -> [B]``.
+
+    ``loss``: a registered name (:func:`names`), a name with a registered prefix (``"logic:ccpo"``, once
+    :mod:`jalign.logic` is imported), a loss object with a ``.spec`` (called as ``loss(batch, validate=...,
+    **hparams)``), or a :class:`BoundLoss` (its hyperparameters are updated by ``hparams``). Unknown names raise
+    ``KeyError`` listing close matches; unknown hyperparameters ``TypeError``; invalid values ``ValueError``
+    naming the argument — all here, before any batch is seen.
+
+    >>> from jalign import losses
+    >>> dpo = losses.bind("dpo", beta=0.5)
+    >>> dpo.spec.kind, dpo.hparams["beta"]
+    ('pairwise', 0.5)
+    """
+    if isinstance(loss, BoundLoss):
+        return bind_object(loss._call, {**loss.hparams, **hparams})
+    return bind_object(_resolve(loss), hparams)
+
+
+def bind_object(fn: Any, hparams: dict[str, Any]) -> BoundLoss:
+    s = fn.spec
+    unknown = sorted(set(hparams) - set(s.hparams))
+    if unknown:
+        raise TypeError(f"loss {s.name!r} got unknown hyperparameter(s) {unknown}; valid: {sorted(s.hparams)}")
+    merged = {**s.hparams, **hparams}
+    _validate.check_hparams(s.name, merged, rules=s.hparam_rules, defaults=s.hparams, nullable=s.nullable)
+    try:
+        params = inspect.signature(fn).parameters
+        takes_validate = "validate" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):  # no signature: assume the registry's interface
+        takes_validate = True
+    return BoundLoss(spec=s, hparams=merged, _call=fn, _takes_validate=takes_validate)

@@ -7,8 +7,10 @@ Public API::
     result = train(cfg)            # TrainResult(state, history, ...)
 
 Building blocks (pure, jit-able): :func:`make_train_step` (``train_step(state, batch) -> (state, metrics)``),
-:func:`init_state`, :func:`make_objective`, :func:`make_mesh`, :class:`Checkpointer`. Plug-in points for
-models, data and rewards: :mod:`jalign.train.registry`. See docs/training.md.
+:func:`init_state`, :func:`make_objective`, :func:`make_mesh`, :class:`Checkpointer`; the batch layout in
+:mod:`jalign.train.batch`. Everything a config names (models, data sources, rewards) is a plug-in of
+:mod:`jalign.train.plugins`; diagnostics during training are probes of :mod:`jalign.train.probes`. See
+docs/training.md and docs/architecture.md.
 """
 
 from jalign.train.checkpoint import Checkpointer

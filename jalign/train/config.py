@@ -19,9 +19,11 @@ from pathlib import Path
 
 import ml_collections
 
+from jalign import losses
+from jalign.train.objectives import MITIGATIONS, check_mitigation
+
 MODES = ("sft", "preference", "online")
 REFERENCE_MODES = ("frozen", "cached", "none")
-MITIGATIONS = ("none", "masked")
 SCHEDULES = ("cosine", "constant", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 _FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
@@ -39,11 +41,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.workdir = ""  # output directory: metrics.jsonl, tensorboard/, checkpoints/ ("" = no output)
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "tiny"  # a name in jalign.train.registry (models)
+    c.model.name = "tiny"  # a registered model (jalign.train.plugins)
     c.model.kwargs = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic_pairwise"  # a name in jalign.train.registry (data)
+    c.data.name = "synthetic_pairwise"  # a registered data source (jalign.train.plugins)
     c.data.batch_size = 8  # global batch size (examples; pairs for pairwise; prompts for online)
     c.data.seq_len = 32
     c.data.kwargs = ml_collections.ConfigDict()
@@ -61,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 0
     c.optim.end_lr_fraction = 0.0  # final lr = lr * end_lr_fraction (cosine / linear)
     c.optim.weight_decay = 0.0
+    c.optim.decay_matrices_only = False  # weight decay only on parameters with >= 2 dimensions (not biases, norms)
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
@@ -91,8 +94,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.num_samples = 2  # K completions per prompt
     c.online.max_new_tokens = 8
     c.online.temperature = 1.0
-    c.online.reward = "count_token"  # a name in jalign.train.registry (rewards)
+    c.online.reward = "count_token"  # a registered reward (jalign.train.plugins)
     c.online.reward_kwargs = ml_collections.ConfigDict()
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 0  # held-out next-token loss every N steps (0: off); needs a source with eval_batches()
+    c.eval.batches = 8  # held-out batches per evaluation
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator = ""  # host:port; "" = from environment (JALIGN_COORDINATOR) or single process
@@ -226,28 +233,34 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.online.num_samples >= 1, "online.num_samples", ">= 1")
     need(c.online.max_new_tokens >= 1, "online.max_new_tokens", ">= 1")
     need(c.online.temperature > 0, "online.temperature", "> 0")
+    need(c.eval.every >= 0, "eval.every", ">= 0 (0 disables)")
+    need(c.eval.batches >= 1, "eval.batches", ">= 1")
     for ax in ("data", "fsdp", "tensor"):
         v = c.mesh[ax]
         need(v >= 1 or (ax == "data" and v == -1), f"mesh.{ax}", ">= 1 (mesh.data may be -1)")
-    if c.mode != "sft":
-        from jalign.train.objectives import loss_spec
-
-        try:
-            s = loss_spec(c.loss.name)  # a registered loss or "logic:<name>[:<f>]" (jalign.logic)
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"config loss.name: {e.args[0]}") from None
-        want = {"preference": ("pairwise", "unpaired", "listwise", "scored"), "online": ("scored", "sampled")}[c.mode]
-        if s.kind not in want:
-            raise ConfigError(f"config loss.name={c.loss.name!r} is a {s.kind} loss; mode={c.mode!r} needs {want}")
-        bad = sorted(set(c.loss.hparams.keys()) - set(s.hparams))
-        if bad:
-            raise ConfigError(f"config loss.hparams {bad} unknown for loss {s.name!r}; valid: {sorted(s.hparams)}")
-        if s.batch_coupled and c.optim.accum_steps > 1:
-            raise ConfigError(f"loss {s.name!r} couples the examples of a batch; optim.accum_steps must be 1")
-        if c.loss.mitigation == "masked" and s.kind != "pairwise":
-            raise ConfigError(f"config loss.mitigation='masked' needs a pairwise loss; {s.name!r} is {s.kind}")
-        if c.loss.mitigation == "masked" and c.loss.reference == "cached":
-            raise ConfigError("config loss.mitigation='masked' needs loss.reference='frozen' or 'none' (cached "
-                              "reference log-probs are computed on the unmasked responses)")
-        if c.loss.reference == "none" and s.needs_reference:
-            raise ConfigError(f"loss {s.name!r} needs a reference model; loss.reference='none' is invalid")
+    if c.mode == "sft":
+        need(c.loss.mitigation == "none", "loss.mitigation", "'none' in mode='sft'")
+        return
+    try:
+        bound = losses.bind(c.loss.name)  # a registered loss or "logic:<name>[:<f>]" (jalign.logic)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"config loss.name: {e.args[0]}") from None
+    s = bound.spec
+    want = {"preference": ("pairwise", "unpaired", "listwise", "scored"), "online": ("scored", "sampled")}[c.mode]
+    if s.kind not in want:
+        raise ConfigError(f"config loss.name={c.loss.name!r} is a {s.kind} loss; mode={c.mode!r} needs {want}")
+    bad = sorted(set(c.loss.hparams.keys()) - set(s.hparams))
+    if bad:
+        raise ConfigError(f"config loss.hparams {bad} unknown for loss {s.name!r}; valid: {sorted(s.hparams)}")
+    try:
+        losses.bind(bound, **dict(c.loss.hparams))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config loss.hparams: {e.args[0]}") from None
+    if s.batch_coupled and c.optim.accum_steps > 1:
+        raise ConfigError(f"loss {s.name!r} couples the examples of a batch; optim.accum_steps must be 1")
+    try:
+        check_mitigation(c.loss.mitigation, s.kind, reference=c.loss.reference)
+    except ValueError as e:
+        raise ConfigError(f"config {e.args[0]}") from None
+    if c.loss.reference == "none" and s.needs_reference:
+        raise ConfigError(f"loss {s.name!r} needs a reference model; loss.reference='none' is invalid")

@@ -15,16 +15,17 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 from tqdm.auto import tqdm
 
 from jalign import losses
-from jalign.train import distributed, online, registry
+from jalign.train import distributed, online, plugins
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
+from jalign.train.export import check_export_target, export_model
 from jalign.train.metrics import MetricsLogger
-from jalign.train.objectives import check_batch, make_objective, resolve_loss
-from jalign.train.probes import ProbeRunner
+from jalign.train.objectives import check_batch, make_objective
+from jalign.train.plugins.models import is_causal_lm
+from jalign.train.probes import ProbeRunner, nll_probe
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
 
@@ -51,12 +52,6 @@ class TrainResult:
     probes: list[dict] = dataclasses.field(default_factory=list)
 
 
-def _loss_spec(cfg, loss):
-    if cfg.mode == "sft":
-        return None
-    return losses.spec(loss) if isinstance(loss, str) else loss.spec
-
-
 def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=None) -> TrainResult:
     """Run ``cfg`` (see :func:`jalign.train.config.base_config`); returns the final state and the history.
 
@@ -72,22 +67,28 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     pi, pc = jax.process_index(), jax.process_count()
     is_main = pi == 0
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    loss = resolve_loss(cfg.loss.name if loss is None else loss)  # "logic:<name>" → compiled logic loss
-    spec = _loss_spec(cfg, loss)
+    # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
+    bound = None if cfg.mode == "sft" else losses.bind(cfg.loss.name if loss is None else loss,
+                                                       **dict(cfg.loss.hparams))
+    spec = None if bound is None else bound.spec
 
     if model is None:
-        model = registry.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+        model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
     if source is None:
-        source = registry.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
-                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
+        source = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                                   seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
-        from jalign.models import CausalLM
-
-        if not isinstance(model, CausalLM):
+        if not is_causal_lm(model):
             raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
                             f"{type(model).__name__}")
-        _check_export_target(Path(cfg.train.export), cfg.workdir or None)
-    objective = make_objective(cfg.mode, loss, dict(cfg.loss.hparams), mitigation=cfg.loss.mitigation)
+        check_export_target(Path(cfg.train.export), cfg.workdir or None)
+    probes = list(probes or [])
+    if cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
+        if not hasattr(source, "eval_batches"):
+            raise ValueError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
+                             "(eval_batches); set eval.every=0")
+        probes.append(nll_probe(source.eval_batches(cfg.eval.batches), every=cfg.eval.every, name="eval"))
+    objective = make_objective(cfg.mode, bound, mitigation=cfg.loss.mitigation, reference=cfg.loss.reference)
     frozen = cfg.mode != "sft" and cfg.loss.reference == "frozen" and spec.needs_reference
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
@@ -102,9 +103,9 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
                        state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
     sampler = reward = None
     if cfg.mode == "online":
-        make = online.make_kv_sampler if registry.plugins.is_causal_lm(model) else online.make_sampler
+        make = online.make_kv_sampler if is_causal_lm(model) else online.make_sampler
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
-        reward = reward_fn or registry.get_reward(cfg.online.reward)
+        reward = reward_fn or plugins.get_reward(cfg.online.reward)
 
     workdir = Path(cfg.workdir) if cfg.workdir else None
     ckpt = None
@@ -169,63 +170,6 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
         export_model(graphdef, state, cfg.train.export, is_main=is_main, workdir=cfg.workdir or None)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
-
-
-EXPORT_FILES = frozenset({"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
-                          "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
-
-
-def _check_export_target(path: Path, workdir: str | Path | None) -> None:
-    """Refuse to replace anything but a previous export: the workdir, its parents, or a non-empty directory
-    holding other files."""
-    p = path.resolve()
-    if workdir:
-        w = Path(workdir).resolve()
-        if p == w or p in w.parents:
-            raise ValueError(f"train.export={str(path)!r} is the workdir or contains it; export to a subdirectory, "
-                             f"e.g. {str(Path(workdir) / 'export')!r}")
-    if p.exists():
-        if not p.is_dir():
-            raise ValueError(f"train.export={str(path)!r} exists and is not a directory")
-        other = sorted(f.name for f in p.iterdir() if f.name not in EXPORT_FILES)
-        if other:
-            raise ValueError(f"train.export={str(path)!r} holds files that are not a model export ({other[:5]}); "
-                             "refusing to replace it")
-
-
-def export_model(graphdef, state, path: str | Path, *, is_main: bool = True,
-                 workdir: str | Path | None = None) -> Path | None:
-    """Write the trained policy to ``path`` in the Hugging Face layout (``config.json`` + ``model.safetensors``),
-    loadable with :func:`jalign.models.load_pretrained` or as model ``pretrained`` (``model.kwargs.path``) —
-    e.g. SFT first, then preference optimisation or RL from the SFT policy. Written to a temporary sibling
-    directory and renamed, so an interrupted export leaves nothing at ``path``; an existing ``path`` is
-    replaced only if it holds nothing but a previous export (never the workdir or a parent of it). Only process
-    0 writes (parameters are gathered first)."""
-    import shutil
-
-    _check_export_target(Path(path), workdir)
-
-    from jalign.models import CausalLM, save_pretrained
-
-    params = state.params
-    if jax.process_count() > 1:  # sharded over processes: every process takes part in the gather
-        from jax.experimental import multihost_utils
-
-        params = multihost_utils.process_allgather(params, tiled=True)
-    model = nnx.merge(graphdef, params, state.model_state)
-    if not isinstance(model, CausalLM):
-        raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
-                        f"{type(model).__name__}")
-    if not is_main:
-        return None
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-export")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):

@@ -22,10 +22,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jalign.logic  # noqa: F401  (registers the "logic:<name>" loss names with jalign.losses.bind)
 from jalign import losses
-from jalign.losses import _validate
+from jalign.diagnostics import entanglement as ent
+from jalign.train.batch import PAIRWISE_FIELDS, SEQ, contrastive_response_masks
 
-SEQ = ("ids", "mask", "attention_mask")
+# The trainer's mitigations: "normalized" needs per-pair gradients (jalign.studies.entanglement trains with it).
+MITIGATIONS = tuple(m for m in ent.MITIGATIONS if m != "normalized")
+
+
+def check_mitigation(mitigation: str, kind: str, *, reference: str = "frozen") -> None:
+    """The rule of ``loss.mitigation``: ``"masked"`` needs a pairwise loss and an in-step (or no) reference —
+    cached reference log-probs are computed on the unmasked responses. ``ValueError`` naming the key."""
+    if mitigation not in MITIGATIONS:
+        raise ValueError(f"loss.mitigation={mitigation!r} must be one of {MITIGATIONS}")
+    if mitigation == "masked" and kind != "pairwise":
+        raise ValueError(f"loss.mitigation='masked' needs a pairwise loss; this one is {kind}")
+    if mitigation == "masked" and reference == "cached":
+        raise ValueError("loss.mitigation='masked' needs loss.reference='frozen' or 'none' (cached reference "
+                         "log-probs are computed on the unmasked responses)")
+
+
+def _refuse_cached_masked(batch, where: str) -> None:
+    if "ref_chosen_logps" in batch:
+        raise ValueError(f"{where}: mitigation 'masked' cannot use precomputed ref_chosen_logps/ref_rejected_logps "
+                         "(computed on the unmasked responses); use loss.reference='frozen'")
 
 
 def _f32(x):
@@ -53,37 +74,26 @@ class SFT:
 
 
 class _Registered:
-    """A registered loss of the library, averaged over examples (denominator = number of examples)."""
+    """A loss of the library bound to its hyperparameters (:func:`jalign.losses.bind`), averaged over examples
+    (denominator = number of examples)."""
 
-    def __init__(self, loss: str | Any, hparams: dict | None = None):
-        self._registered = isinstance(loss, str)
-        if self._registered:
-            self.fn = losses.get(loss)
-            self.spec = self.fn.spec
-        else:  # a callable with a .spec (e.g. a test loss) — called as fn(batch, **hparams)
-            self.fn, self.spec = loss, loss.spec
-        self.hparams = dict(hparams or {})
-        if self._registered:  # check hyperparameters once, on the host (the step skips validation)
-            unknown = sorted(set(self.hparams) - set(self.spec.hparams))
-            if unknown:
-                raise TypeError(f"loss {self.spec.name!r}: unknown hyperparameter(s) {unknown}; "
-                                f"valid: {sorted(self.spec.hparams)}")
-            _validate.check_hparams(self.spec.name, {**self.spec.hparams, **self.hparams})
+    def __init__(self, loss: losses.BoundLoss | str | Any, hparams: dict | None = None):
+        if not isinstance(loss, losses.BoundLoss) or hparams:
+            loss = losses.bind(loss, **dict(hparams or {}))
+        self.loss, self.spec, self.hparams = loss, loss.spec, loss.hparams
         if self.spec.kind != self.kind:
             raise ValueError(f"loss {self.spec.name!r} is a {self.spec.kind} loss; this objective needs {self.kind}")
         self.needs_reference = self.spec.needs_reference
 
     def _call(self, b):
-        if self._registered:  # registry wrapper: skip host-side validation (values are traced under jit)
-            return self.fn(b, validate=False, **self.hparams)
-        return self.fn(b, **self.hparams)
+        return self.loss(b)  # no host-side validation: values are traced under jit
 
     def denominator(self, batch):
         return jnp.asarray(batch[self.fields[0]].shape[0], jnp.float32)
 
     @property
     def beta(self):
-        return float(self.hparams.get("beta", self.spec.hparams.get("beta", 0.1)))
+        return float(self.hparams.get("beta", 0.1))
 
 
 def _ref(batch, key, ref_logps_fn, ids, mask, attn, needed):
@@ -103,17 +113,13 @@ class Pairwise(_Registered):
     """
 
     kind = "pairwise"
-    fields = tuple(f"{s}_{f}" for s in ("chosen", "rejected") for f in SEQ)
+    fields = PAIRWISE_FIELDS
     optional = ("ref_chosen_logps", "ref_rejected_logps")
     masked = False  # token masking (gradient-entanglement mitigation): see make_objective
 
     def loss_sum(self, logps_fn, ref_logps_fn, batch):
         if self.masked:
-            from jalign.train.entanglement import contrastive_response_masks
-
-            if "ref_chosen_logps" in batch:  # computed on the full responses: would not match the masked ones
-                raise ValueError("mitigation 'masked': the batch carries ref_chosen_logps/ref_rejected_logps of "
-                                 "the unmasked responses; use a frozen reference (loss.reference='frozen')")
+            _refuse_cached_masked(batch, "mitigation 'masked'")
             batch = {**batch, **contrastive_response_masks(batch)}
         b = batch["chosen_ids"].shape[0]
         cat = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in SEQ}
@@ -252,55 +258,25 @@ _BY_KIND = {"pairwise": Pairwise, "unpaired": Unpaired, "listwise": Listwise, "s
             "sampled": Sampled}
 
 
-LOGIC_PREFIX = "logic:"
+def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None, *, mitigation: str = "none",
+                   reference: str = "frozen"):
+    """The objective for ``mode`` (``"sft"``, or the batch kind of the loss).
 
-
-def resolve_loss(loss: str | Any):
-    """A config loss name or a loss object → what the objectives take.
-
-    Registered names (``jalign.losses.names()``) and loss objects pass through unchanged; a name
-    ``"logic:<name>"`` or ``"logic:<name>:<f>"`` becomes the compiled semantic loss of that preference
-    structure (:func:`jalign.logic.loss.from_name`, e.g. ``"logic:ccpo"``, ``"logic:dpo:hinge"``), whose
-    hyperparameters (``beta``, ``length_normalize``) come from ``loss.hparams`` like any other loss's.
-    Unknown logic names raise ``KeyError`` / ``ValueError`` naming the valid ones.
+    ``loss``: anything :func:`jalign.losses.bind` takes — a registered name, a ``"logic:<name>[:<f>]"`` name,
+    a loss object with a ``.spec`` (e.g. :func:`jalign.logic.as_loss`) or a bound loss; ``hparams`` are bound
+    to it (validated here, once). ``mitigation="masked"`` (pairwise losses; rule: :func:`check_mitigation`):
+    the loss and its in-step reference log-probs see only the contrasting span of each pair — the response
+    masks without the common prefix and suffix of chosen and rejected
+    (:func:`jalign.train.batch.contrastive_response_masks`), the token-masking mitigation of gradient
+    entanglement. Metrics then report the masked log-probs.
     """
-    if isinstance(loss, str) and loss.startswith(LOGIC_PREFIX):
-        from jalign.logic.loss import from_name
-
-        return from_name(loss)
-    return loss
-
-
-def loss_spec(loss: str | Any):
-    """The :class:`~jalign.losses.LossSpec` of a registered name, a ``"logic:..."`` name or a loss object."""
-    loss = resolve_loss(loss)
-    return losses.spec(loss) if isinstance(loss, str) else loss.spec
-
-
-def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = None, *, mitigation: str = "none"):
-    """The objective for ``mode`` ('sft' or a loss's batch kind, chosen from the registered loss).
-
-    ``loss``: a registered name, a ``"logic:<name>[:<f>]"`` name (:func:`resolve_loss`) or a loss object with a
-    ``.spec`` (e.g. :func:`jalign.logic.as_loss`), called as ``loss(batch, **hparams)``.
-
-    ``mitigation="masked"`` (pairwise losses): the loss and its in-step reference log-probs see only the
-    contrasting span of each pair — the response masks without the common prefix and suffix of chosen and
-    rejected (:func:`jalign.train.entanglement.contrastive_response_masks`), the token-masking mitigation of
-    gradient entanglement. Metrics then report the masked log-probs.
-    """
-    if mitigation not in ("none", "masked"):
-        raise ValueError(f"mitigation must be 'none' or 'masked', got {mitigation!r}")
     if mode == "sft":
-        if mitigation != "none":
-            raise ValueError("mitigation 'masked' needs a pairwise loss, not SFT")
+        check_mitigation(mitigation, "sft", reference=reference)
         return SFT()
-    loss = resolve_loss(loss)
-    spec = losses.spec(loss) if isinstance(loss, str) else loss.spec
-    obj = _BY_KIND[spec.kind](loss, hparams)
-    if mitigation == "masked":
-        if spec.kind != "pairwise":
-            raise ValueError(f"mitigation 'masked' needs a pairwise loss; {spec.name!r} is {spec.kind}")
-        obj.masked = True
+    bound = losses.bind(loss, **dict(hparams or {}))
+    check_mitigation(mitigation, bound.kind, reference=reference)
+    obj = _BY_KIND[bound.kind](bound)
+    obj.masked = mitigation == "masked"
     return obj
 
 
@@ -355,11 +331,7 @@ def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
 def _check_masked(batch: dict, where: str) -> None:
     """``mitigation='masked'``: contiguous response masks, no precomputed reference, a non-empty contrasting
     span on both sides of every pair."""
-    from jalign.train.entanglement import contrastive_response_masks
-
-    if "ref_chosen_logps" in batch:
-        raise ValueError(f"{where}: mitigation 'masked' cannot use precomputed ref_chosen_logps/"
-                         "ref_rejected_logps (computed on the unmasked responses); use loss.reference='frozen'")
+    _refuse_cached_masked(batch, where)
     for s in ("chosen", "rejected"):
         m = np.asarray(batch[f"{s}_mask"]) != 0
         starts = (m[:, 1:] & ~m[:, :-1]).sum(-1) + m[:, 0]

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jalign.tokenizers import ByteTokenizer
+from jalign.train.batch import SEQ
 from jalign.train.step import logits_fn
 
 
@@ -107,7 +108,7 @@ def build_batch(kind: str, samples: dict, rewards: np.ndarray, k: int) -> dict[s
         raise ValueError(f"reward function returned a non-finite reward for sample {i}: {rewards[i]}")
     if kind == "scored":
         b = nk // k
-        out = {f: s[f].reshape(b, k, -1) for f in ("ids", "mask", "attention_mask")}
+        out = {f: s[f].reshape(b, k, -1) for f in SEQ}
         out["rewards"] = rewards.reshape(b, k)
         return out
     if kind == "sampled":

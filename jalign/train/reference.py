@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jalign.train.batch import SEQ
 from jalign.train.step import make_logps_fn
 
 _FIELDS = {
@@ -34,7 +35,7 @@ def make_reference_fn(graphdef, params, model_state, kind: str, *, chunk: int = 
         for field, prefix in fields.items():
             ids = np.asarray(arrays[f"{prefix}ids"])
             lead, t = ids.shape[:-1], ids.shape[-1]
-            flat = {f: np.asarray(arrays[f"{prefix}{f}"]).reshape(-1, t) for f in ("ids", "mask", "attention_mask")}
+            flat = {f: np.asarray(arrays[f"{prefix}{f}"]).reshape(-1, t) for f in SEQ}
             n = flat["ids"].shape[0]
             parts = []
             for s in range(0, n, chunk):

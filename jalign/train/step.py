@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jalign.losses import causal_sequence_logps
+from jalign.losses import causal_sequence_logps, sequence_logps
 from jalign.train import sharding as shd
+from jalign.train.batch import SEQ
 
 
 @jax.tree_util.register_dataclass
@@ -74,7 +75,11 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     elif optim.name == "adam":
         opt = optax.adam(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps)
     elif optim.name == "adamw":
-        opt = optax.adamw(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay)
+        mask = None
+        if optim.get("decay_matrices_only", False):  # no decay on biases, norm scales (ndim < 2)
+            mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # noqa: E731
+        opt = optax.adamw(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
+                          mask=mask)
     else:
         raise ValueError(f"unknown optimizer {optim.name!r}; valid: adamw, adam, sgd")
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip), opt) if optim.grad_clip > 0 else opt
@@ -123,6 +128,30 @@ def make_logps_fn(graphdef, params, model_state):
         return causal_sequence_logps(logits, ids, mask)  # == sequence_logps(logits[:, :-1], ids[:, 1:], ...)
 
     return fn
+
+
+@dataclasses.dataclass(eq=False)
+class ExampleLogp:
+    """``logp(params, example) -> scalar``: the summed response log-prob of one trainer-layout sequence.
+
+    ``example`` is a dict of ``[T]`` arrays ``ids``, ``mask``, ``attention_mask``. The object is hashable by
+    identity, so its bound method is a valid static ``logp_fn`` of the jitted diagnostics (one compilation
+    per shape). ``model_state`` (the model's non-trainable variables) is fixed at construction.
+    """
+
+    graphdef: Any
+    model_state: Any
+
+    def logp(self, params, example):
+        ids, mask, attn = (jnp.asarray(example[f])[None] for f in SEQ)
+        logits = logits_fn(self.graphdef, params, self.model_state, ids, attn)
+        return sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])[0][0]
+
+    def batch_logps(self, params, batch, prefix=""):
+        """``(logps [B], lengths [B])`` of ``batch[prefix + 'ids']`` etc. (one forward pass)."""
+        ids, mask, attn = (batch[f"{prefix}{f}"] for f in SEQ)
+        logits = logits_fn(self.graphdef, params, self.model_state, ids, attn)
+        return sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])
 
 
 def _microbatches(batch, n: int):

@@ -9,11 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from jalign.diagnostics.displacement_tracking import displacement_probe, probe_batch, probe_positions
-from jalign.train import registry, train
+from jalign.diagnostics import probe_batch, probe_positions
+from jalign.train import plugins, train
 from jalign.train.config import base_config
+from jalign.train.plugins.tiny import tiny_lm
+from jalign.train.probes import displacement_probe
 from jalign.train.step import init_state, logits_fn
-from jalign.train.testing import tiny_lm
 
 V = 259
 
@@ -161,7 +162,7 @@ def test_probe_inside_the_trainer_tracks_the_run():
     c.model.kwargs.d_model, c.model.kwargs.d_hidden = 8, 16
     c.optim.name, c.optim.lr, c.optim.schedule, c.optim.grad_clip = "sgd", 0.5, "constant", 0.0
     c.train.steps, c.train.progress, c.mesh.data = 3, False, 1
-    src = registry.make_data(c.data.name, batch_size=4, seq_len=24, seed=11, num_examples=64)
+    src = plugins.make_data(c.data.name, batch_size=4, seq_len=24, seed=11, num_examples=64)
     batch = {k: np.asarray(v) for k, v in next(src).items()}
     probe = displacement_probe(batch, every=2, k=3, name="disp")
     res = train(c, probes=[probe])

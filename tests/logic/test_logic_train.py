@@ -10,8 +10,9 @@ import pytest
 
 from jalign import logic, losses
 from jalign.losses import PairwiseLogps
-from jalign.train import ConfigError, make_objective, testing, train
+from jalign.train import ConfigError, make_objective, train
 from jalign.train.config import validate
+from jalign.train.plugins import tiny
 from jalign.train.step import (
     init_state,
     logits_fn,
@@ -23,11 +24,11 @@ from tests.train._train_helpers import np_seq_logps, small_cfg
 
 
 def _model():
-    return testing.tiny_lm(0, d_model=8, d_hidden=16)
+    return tiny.tiny_lm(0, d_model=8, d_hidden=16)
 
 
 def _batch(n=8, seed=0):
-    return next(testing.InMemoryBatchSource(testing.synthetic_pairwise_examples(32, 24, seed), n, seed=seed))
+    return next(tiny.InMemoryBatchSource(tiny.synthetic_pairwise_examples(32, 24, seed), n, seed=seed))
 
 
 def _sgd_setup(loss, hparams=None, reference=False):

@@ -1,4 +1,4 @@
-"""f-DPG on a causal LM (jalign.train.fdpg_lm): word constraint, sample space, estimates and the trainer.
+"""f-DPG on a causal LM (jalign.studies.fdpg_lm): word constraint, sample space, estimates and the trainer.
 
 A tiny GPT-2 (1 layer, d = 16) stands in for the small LM. With T = 1 new token the sample space is the 259
 tokens, so every quantity is exact: a's first-token distribution is tilted so that the one-letter word "a"
@@ -16,8 +16,8 @@ import pytest
 from jalign import divergences as D
 from jalign.fdpg import targets as TG
 from jalign.models import ModelConfig, create_model
+from jalign.studies import fdpg_lm as LM
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import fdpg_lm as LM
 
 BOS = ByteTokenizer.bos_id
 A = ord("a")

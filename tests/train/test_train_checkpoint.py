@@ -15,11 +15,12 @@ import pytest
 from _train_helpers import small_cfg
 from flax import nnx
 
-from jalign.train import Checkpointer, NonFiniteError, testing, train
+from jalign.train import Checkpointer, NonFiniteError, train
 from jalign.train.checkpoint import from_nested_dict, to_nested_dict
 from jalign.train.config import base_config
 from jalign.train.metrics import read_jsonl
 from jalign.train.objectives import make_objective
+from jalign.train.plugins import tiny
 from jalign.train.step import init_state, make_optimizer, make_train_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _state():
     cfg = base_config()
     tx, _ = make_optimizer(cfg.optim, 10)  # adamw + clipping: nested optax state
-    g, st = init_state(testing.tiny_lm(0, d_model=4, d_hidden=8), tx, seed=3)
+    g, st = init_state(tiny.tiny_lm(0, d_model=4, d_hidden=8), tx, seed=3)
     st = st.replace(step=jnp.asarray(7, jnp.int32),
                     params=jax.tree.map(lambda x: x + 0.25, st.params))
     return st
@@ -83,7 +84,7 @@ def test_unfinished_save_is_never_picked_up(tmp_path):
     assert data["position"] == 16
 
 
-class PoisonLM(testing.TinyLM):
+class PoisonLM(tiny.TinyLM):
     """TinyLM whose logits become NaN on any sequence that contains token 255."""
 
     def __call__(self, ids_BxT, attention_mask=None):
@@ -93,9 +94,9 @@ class PoisonLM(testing.TinyLM):
 
 
 def test_non_finite_loss_stops_with_diagnostic_and_keeps_last_good_checkpoint(tmp_path):
-    ex = testing.synthetic_sft_examples(32, 24)
+    ex = tiny.synthetic_sft_examples(32, 24)
     ex[3 * 8 + 2]["ids"][1] = 255  # the 4th batch (step 4) contains a poisoned sequence
-    src = testing.InMemoryBatchSource(ex, 8, shuffle=False)
+    src = tiny.InMemoryBatchSource(ex, 8, shuffle=False)
     cfg = small_cfg(mode="sft", workdir=str(tmp_path), train__steps=6, checkpoint__every=1,
                     checkpoint__async_save=False, train__tensorboard=False)
     model = PoisonLM(d_model=8, d_hidden=16, rngs=nnx.Rngs(0))
@@ -113,7 +114,7 @@ def test_non_finite_loss_stops_with_diagnostic_and_keeps_last_good_checkpoint(tm
     assert last["step"] == 4 and last["finite/loss"] == 0.0 and last["loss"] == "nan"
 
 
-class SqrtLM(testing.TinyLM):
+class SqrtLM(tiny.TinyLM):
     """Finite loss, NaN gradient: logits · sqrt(|z|) with the parameter z = 0."""
 
     def __init__(self, **kw):
@@ -128,7 +129,7 @@ def test_non_finite_gradient_only_is_named_and_update_skipped():
     tx, _ = make_optimizer(small_cfg().optim, 4)
     g, st = init_state(SqrtLM(d_model=4, d_hidden=8, rngs=nnx.Rngs(0)), tx, reference=False)
     step = jax.jit(make_train_step(g, make_objective("sft"), tx))
-    b = next(testing.InMemoryBatchSource(testing.synthetic_sft_examples(8, 24), 8))
+    b = next(tiny.InMemoryBatchSource(tiny.synthetic_sft_examples(8, 24), 8))
     st1, m = step(st, b)
     assert float(m["finite/loss"]) == 1.0 and float(m["finite/grads"]) == 0.0
     np.testing.assert_allclose(float(m["loss"]), np.log(259.0), rtol=1e-6)  # uniform logits
@@ -147,7 +148,7 @@ def _cli(workdir, *extra, env=None):
 
 def _final_state(workdir):
     from jalign.train.config import load_config
-    from jalign.train.registry import make_model
+    from jalign.train.plugins import make_model
 
     cfg = load_config(ROOT / "experiments" / "dpo_tiny.py", ["train.steps=8"])
     like = init_state(make_model("tiny", seed=0), make_optimizer(cfg.optim, 8)[0], reference=True)[1]

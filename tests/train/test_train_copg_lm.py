@@ -16,7 +16,7 @@ from flax import nnx
 
 from jalign.data import builtin
 from jalign.models import forward
-from jalign.train import ConfigError, base_config, load_config, registry, train
+from jalign.train import ConfigError, base_config, load_config, plugins, train
 from jalign.train.config import validate
 from jalign.train.step import split_model
 
@@ -50,7 +50,7 @@ def _cfg(steps):
 
 
 def _source(name):
-    return registry.make_data(name, batch_size=B, seq_len=T, seed=0, n=N, max_prompt_len=P)
+    return plugins.make_data(name, batch_size=B, seq_len=T, seed=0, n=N, max_prompt_len=P)
 
 
 def _decode(ids, mask):
@@ -97,9 +97,9 @@ def test_scored_batches_are_the_pairs_with_lexicon_rewards():
 
 def test_scored_source_and_config_errors():
     with pytest.raises(KeyError, match="unknown reward 'lexicn'"):
-        registry.make_data("builtin_scored", batch_size=B, seq_len=T, seed=0, reward="lexicn")
+        plugins.make_data("builtin_scored", batch_size=B, seq_len=T, seed=0, reward="lexicn")
     with pytest.raises(ValueError, match="dataset='word_constraint' is a scored data set; builtin_scored needs"):
-        registry.make_data("builtin_scored", batch_size=B, seq_len=T, seed=0, dataset="word_constraint")
+        plugins.make_data("builtin_scored", batch_size=B, seq_len=T, seed=0, dataset="word_constraint")
     c = _cfg(1)
     c.loss.hparams.beta = 0.0
     with pytest.raises(ValueError, match="copg.*beta=0.0 must be > 0"):
@@ -115,7 +115,7 @@ def test_offline_copg_losses_equal_numpy_recomputation():
     one, two = train(_cfg(1)), train(_cfg(2))
     src = _source("builtin_scored")
     b1, b2 = next(src), next(src)
-    ref_model = registry.make_model("causal_lm", seed=0, **TINY)  # the initial model = the frozen reference
+    ref_model = plugins.make_model("causal_lm", seed=0, **TINY)  # the initial model = the frozen reference
     # step 1: policy = reference, so every log-ratio is 0 and the loss is mean (R_a − R_b)² / (2β)
     np.testing.assert_allclose(one.history[0]["loss"], np.mean((b1["rewards"][:, 0] - b1["rewards"][:, 1]) ** 2)
                                / (2 * BETA), rtol=1e-6)

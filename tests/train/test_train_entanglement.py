@@ -12,26 +12,21 @@ from _train_helpers import np_log_sigmoid, np_seq_logps, small_cfg
 from jax.flatten_util import ravel_pytree
 
 from jalign import diagnostics as dg
+from jalign.studies.entanglement import PairwiseWeightedTrainer, mitigation_weights
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import registry, train
+from jalign.train import plugins, train
+from jalign.train.batch import contrastive_response_masks, split_pairs
 from jalign.train.config import ConfigError, validate
-from jalign.train.entanglement import (
-    ExampleLogp,
-    PairwiseWeightedTrainer,
-    contrastive_response_masks,
-    entanglement_probe,
-    mitigation_weights,
-    split_pairs,
-)
 from jalign.train.objectives import Pairwise, make_objective
-from jalign.train.step import TrainState, logits_fn, make_logps_fn, split_model
-from jalign.train.testing import tiny_lm
+from jalign.train.plugins.tiny import tiny_lm
+from jalign.train.probes import entanglement_probe
+from jalign.train.step import ExampleLogp, TrainState, logits_fn, make_logps_fn, split_model
 
 BETA = 0.1
 
 
 def _probe_batch(cfg, n=4):
-    src = registry.make_data(cfg.data.name, batch_size=n, seq_len=cfg.data.seq_len, seed=123,
+    src = plugins.make_data(cfg.data.name, batch_size=n, seq_len=cfg.data.seq_len, seed=123,
                              **dict(cfg.data.kwargs))
     return {k: np.asarray(v) for k, v in next(src).items()}
 
@@ -296,11 +291,11 @@ def test_trainer_option_masked_trains_on_the_contrastive_span():
     """cfg.loss.mitigation='masked': the first step's loss is the DPO loss of the masked first batch."""
     cfg = small_cfg(train__steps=1, loss__name="dpo", loss__mitigation="masked")
     res = train(cfg)
-    src = registry.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+    src = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                              seed=cfg.seed, **dict(cfg.data.kwargs))
     first = {k: np.asarray(v) for k, v in next(src).items()}
     masked = {**first, **{k: np.asarray(v) for k, v in contrastive_response_masks(first).items()}}
-    model = registry.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
     graphdef, params, rest = split_model(model)
     fn = make_logps_fn(graphdef, params, rest)
     want = float(Pairwise("dpo").loss_sum(fn, fn, masked)[0]) / cfg.data.batch_size

@@ -19,7 +19,8 @@ from jalign import losses
 from jalign.data import builtin
 from jalign.models import CausalLM, forward
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import ConfigError, base_config, load_config, online, plugins, registry, train
+from jalign.train import ConfigError, base_config, load_config, online, plugins, train
+from jalign.train.batch import PAIRWISE_FIELDS
 from jalign.train.objectives import make_objective
 from jalign.train.sharding import MODEL_AXES_RULES, make_mesh
 from jalign.train.step import make_logps_fn, split_model, state_shardings
@@ -50,11 +51,11 @@ def _cfg(**over):
 
 
 def _source(name="builtin_pairwise", batch_size=4, seed=0):
-    return registry.make_data(name, batch_size=batch_size, seq_len=T, seed=seed, n=N, max_prompt_len=P)
+    return plugins.make_data(name, batch_size=batch_size, seq_len=T, seed=seed, n=N, max_prompt_len=P)
 
 
 def _model(seed=0) -> CausalLM:
-    return registry.make_model("causal_lm", seed=seed, **TINY)
+    return plugins.make_model("causal_lm", seed=seed, **TINY)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -129,7 +130,7 @@ def _direct_logps(model, ids, mask, attn):
 def test_builtin_sources_match_the_records_and_tokenizer():
     recs = builtin.load("sentiment_pairs", n=N)
     b = next(_source())
-    assert sorted(b) == sorted(plugins.PAIRWISE_FIELDS)
+    assert sorted(b) == sorted(PAIRWISE_FIELDS)
     assert b["chosen_ids"].shape == (4, T)
     # the same first batch through the SFT and prompt adapters (same seed -> same order)
     s, p = next(_source("builtin_sft")), next(_source("builtin_prompts"))
@@ -158,18 +159,18 @@ def test_lexicon_reward_decodes_completions():
     for i, t in enumerate(texts):
         enc = TOK.encode(t, add_eos=True)
         ids[i, : len(enc)], mask[i, : len(enc)] = enc, 1
-    r = registry.get_reward("lexicon")(None, ids, mask)
+    r = plugins.get_reward("lexicon")(None, ids, mask)
     np.testing.assert_array_equal(r, np.float32([builtin.lexicon_reward(t) for t in texts]))
     assert r[0] > 0 > r[1]
 
 
 def test_unknown_data_kwarg_and_wrong_kind_are_refused():
     with pytest.raises(TypeError, match=r"max_promt_len.*valid: .*max_prompt_len"):
-        registry.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, max_promt_len=3)
+        plugins.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, max_promt_len=3)
     with pytest.raises(ValueError, match="word_constraint.*scored.*needs a pairwise"):
-        registry.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, dataset="word_constraint")
+        plugins.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, dataset="word_constraint")
     with pytest.raises(ValueError, match="max_prompt_len=200"):
-        registry.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, max_prompt_len=200)
+        plugins.make_data("builtin_pairwise", batch_size=4, seq_len=T, seed=0, max_prompt_len=200)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -247,13 +248,13 @@ def test_config_typo_lists_valid_keys():
         load_config("experiments/dpo_small_lm.py", ["optim.lrr=1e-3"])
     cfg = load_config("experiments/dpo_small_lm.py", ["model.kwargs.dtyp='bfloat16'"])
     with pytest.raises(TypeError, match=r"dtyp"):
-        registry.make_model(cfg.model.name, seed=0, **dict(cfg.model.kwargs))
+        plugins.make_model(cfg.model.name, seed=0, **dict(cfg.model.kwargs))
 
 
 def test_experiment_configs_load_and_name_registered_entries():
     for name in ("sft_small_lm", "dpo_small_lm", "rloo_small_lm"):
         c = load_config(f"experiments/{name}.py")
-        assert c.model.name in registry.MODELS and c.data.name in registry.DATA
+        assert c.model.name in plugins.MODELS and c.data.name in plugins.DATA
         assert c.data.kwargs.max_prompt_len < c.data.seq_len
 
 
@@ -295,7 +296,7 @@ def test_online_small_lm_first_step_equals_independent_recomputation(loss):
     ids, mask = online.repeat_prompts(p, k)
     key = jax.random.fold_in(jax.random.wrap_key_data(jax.random.key_data(jax.random.key(0))), 0x5A)
     samples = online.make_kv_sampler(g, max_new_tokens=new)(params, rest, jnp.asarray(ids), jnp.asarray(mask), key)
-    rewards = online.score(registry.get_reward("lexicon"), ids, samples)
+    rewards = online.score(plugins.get_reward("lexicon"), ids, samples)
     batch = {f: jnp.asarray(v) for f, v in online.build_batch("scored", samples, rewards, k).items()}
     obj = make_objective("online", loss, {})
     lp_fn = make_logps_fn(g, params, rest)

@@ -10,7 +10,8 @@ from _train_helpers import np_seq_logps, small_cfg
 
 from jalign.losses import LossSpec
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import online, testing, train
+from jalign.train import online, train
+from jalign.train.plugins import tiny
 from jalign.train.step import split_model
 
 TOK = ByteTokenizer()
@@ -18,7 +19,7 @@ TOK = ByteTokenizer()
 
 @pytest.fixture(scope="module")
 def prompts():
-    ex = testing.synthetic_prompt_examples(6, 16, seed=1)
+    ex = tiny.synthetic_prompt_examples(6, 16, seed=1)
     return np.stack([e["prompt_ids"] for e in ex]), np.stack([e["prompt_attention_mask"] for e in ex])
 
 
@@ -34,7 +35,7 @@ def _logits(model, ids, attn):
 
 
 def test_sampler_logps_equal_recomputed_sequence_logps(prompts):
-    model = testing.tiny_lm(0, d_model=8, d_hidden=16)
+    model = tiny.tiny_lm(0, d_model=8, d_hidden=16)
     for temp in (1.0, 2.0):
         out = _sample(model, prompts, temperature=temp)
         ids, mask, attn = out["ids"], out["mask"], out["attention_mask"]
@@ -46,7 +47,7 @@ def test_sampler_logps_equal_recomputed_sequence_logps(prompts):
 
 
 def test_greedy_takes_argmax_and_eos_stops(prompts):
-    model = testing.tiny_lm(0, d_model=8, d_hidden=16)
+    model = tiny.tiny_lm(0, d_model=8, d_hidden=16)
     out = _sample(model, prompts, greedy=True)
     logits = _logits(model, out["ids"], out["attention_mask"])
     for t in range(16, 21):
@@ -89,7 +90,7 @@ def test_online_rloo_raises_the_reward():
     cfg = small_cfg(mode="online", data__name="synthetic_prompts", data__batch_size=8, train__steps=30,
                     online__num_samples=4, online__max_new_tokens=4, loss__reference="none")
     cfg.optim.name, cfg.optim.lr = "adam", 0.05
-    res = train(cfg, loss=_rloo, reward_fn=ascii_reward, model=testing.tiny_lm(0, d_model=8, d_hidden=16))
+    res = train(cfg, loss=_rloo, reward_fn=ascii_reward, model=tiny.tiny_lm(0, d_model=8, d_hidden=16))
     r = [h["reward/mean"] for h in res.history]
     assert len(r) == 30 and 0 <= min(r) and max(r) <= 1
     # ASCII bytes are 128 of 259 tokens: ~0.5 at the start; the policy gradient pushes toward 1.
@@ -110,9 +111,9 @@ def test_online_resume_restores_rng_and_data_exactly(tmp_path):
         return c  # constant lr: the schedule does not depend on train.steps
 
     kw = dict(loss=_rloo, reward_fn=lambda p, ids, m: ((ids < 128) * m).sum(-1) / np.maximum(m.sum(-1), 1))
-    full = train(cfg(tmp_path / "full", 4), model=testing.tiny_lm(0, d_model=8, d_hidden=16), **kw)
-    train(cfg(tmp_path / "part", 2), model=testing.tiny_lm(0, d_model=8, d_hidden=16), **kw)
-    resumed = train(cfg(tmp_path / "part", 4), model=testing.tiny_lm(0, d_model=8, d_hidden=16), **kw)
+    full = train(cfg(tmp_path / "full", 4), model=tiny.tiny_lm(0, d_model=8, d_hidden=16), **kw)
+    train(cfg(tmp_path / "part", 2), model=tiny.tiny_lm(0, d_model=8, d_hidden=16), **kw)
+    resumed = train(cfg(tmp_path / "part", 4), model=tiny.tiny_lm(0, d_model=8, d_hidden=16), **kw)
     assert resumed.start_step == 2 and resumed.final_step == 4
     assert [h["reward/mean"] for h in resumed.history] == [h["reward/mean"] for h in full.history[2:]]
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history[2:]]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from _train_helpers import np_seq_logps, small_cfg
 
-from jalign.train import registry, train
+from jalign.train import plugins, train
 from jalign.train.probes import ProbeRunner, due, logps_probe
 from jalign.train.step import logits_fn
 
 
 def _probe_batch(cfg, n=4):
-    src = registry.make_data(cfg.data.name, batch_size=n, seq_len=cfg.data.seq_len, seed=123,
+    src = plugins.make_data(cfg.data.name, batch_size=n, seq_len=cfg.data.seq_len, seed=123,
                              **dict(cfg.data.kwargs))
     return {k: np.asarray(v) for k, v in next(src).items()}
 

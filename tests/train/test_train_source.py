@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import testing
+from jalign.train.plugins import tiny
 from jalign.train.sharding import annotated_spec, leaf_spec, make_mesh
 
 
 def _src(**kw):
-    return testing.InMemoryBatchSource(testing.synthetic_pairwise_examples(20, 24), 4, seed=3, **kw)
+    return tiny.InMemoryBatchSource(tiny.synthetic_pairwise_examples(20, 24), 4, seed=3, **kw)
 
 
 def test_state_roundtrip_resumes_exactly_across_epochs():
@@ -28,7 +28,7 @@ def test_state_roundtrip_resumes_exactly_across_epochs():
         assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
     epoch0 = np.concatenate([s["chosen_ids"] for s in seen[:5]])
     assert len({r.tobytes() for r in epoch0}) == len({r.tobytes() for r in np.stack(
-        [e["chosen_ids"] for e in testing.synthetic_pairwise_examples(20, 24)])})  # a permutation of all
+        [e["chosen_ids"] for e in tiny.synthetic_pairwise_examples(20, 24)])})  # a permutation of all
 
 
 def test_process_rows_partition_the_global_batch():
@@ -39,31 +39,31 @@ def test_process_rows_partition_the_global_batch():
 
 
 def test_bad_input_is_named():
-    ex = testing.synthetic_pairwise_examples(8, 24)
+    ex = tiny.synthetic_pairwise_examples(8, 24)
     with pytest.raises(ValueError, match="not divisible by process_count=3"):
-        testing.InMemoryBatchSource(ex, 4, process_count=3)
+        tiny.InMemoryBatchSource(ex, 4, process_count=3)
     with pytest.raises(ValueError, match="cannot fill one batch"):
-        testing.InMemoryBatchSource(ex, 9)
+        tiny.InMemoryBatchSource(ex, 9)
     bad = [dict(e) for e in ex]
     del bad[5]["rejected_mask"]
     with pytest.raises(ValueError, match="example 5 has fields"):
-        testing.InMemoryBatchSource(bad, 4)
+        tiny.InMemoryBatchSource(bad, 4)
     with pytest.raises(ValueError, match="exceed seq_len=8"):
-        testing.synthetic_pairwise_examples(2, 8)
+        tiny.synthetic_pairwise_examples(2, 8)
     with pytest.raises(ValueError, match="keys epoch, position"):
         _src().set_state({"epoch": 0})
 
 
 def test_synthetic_pairs_follow_the_bos_eos_policy():
     tok = ByteTokenizer()
-    ex = testing.synthetic_pairwise_examples(4, 24)[0]
+    ex = tiny.synthetic_pairwise_examples(4, 24)[0]
     for s in ("chosen", "rejected"):
         ids, mask, attn = ex[f"{s}_ids"], ex[f"{s}_mask"], ex[f"{s}_attention_mask"]
         n = int(attn.sum())
         assert ids[0] == tok.bos_id and ids[n - 1] == tok.eos_id and (ids[n:] == tok.pad_id).all()
         assert (ids[:n] == tok.bos_id).sum() == 1 and (ids[:n] == tok.eos_id).sum() == 1
         assert mask[n - 1] == 1 and mask[0] == 0 and (mask[n:] == 0).all()
-    assert tok.decode(ex["chosen_ids"][ex["chosen_mask"] == 1]).strip(" .") in testing._POS
+    assert tok.decode(ex["chosen_ids"][ex["chosen_mask"] == 1]).strip(" .") in tiny._POS
 
 
 def test_mesh_shapes_and_default_rule(mesh8):
@@ -152,7 +152,7 @@ def test_check_batch_listwise_rows_and_samples():
         def __init__(self):  # no registered listwise loss yet: only the field checks are exercised
             pass
 
-    ex = testing.synthetic_sft_examples(6, 24)
+    ex = tiny.synthetic_sft_examples(6, 24)
     b = {f: np.stack([e[f] for e in ex]).reshape(2, 3, -1) for f in ("ids", "mask", "attention_mask")}
     b["scores"] = np.zeros((2, 3), np.float32)
     b["scores"][1, 2] = np.inf

@@ -12,7 +12,7 @@ from flax import nnx
 from jalign.data import builtin
 from jalign.data.readers import InvalidDataError
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import base_config, registry, train
+from jalign.train import base_config, plugins, train
 from jalign.train.step import logits_fn
 
 TOK = ByteTokenizer()
@@ -34,8 +34,8 @@ def test_file_pairwise_and_sft_equal_the_builtin_sources(tmp_path):
     path = _write_jsonl(tmp_path / "pairs.jsonl", [{k: r[k] for k in ("prompt", "chosen", "rejected")}
                                                    for r in recs])
     for adapt in ("pairwise", "sft"):
-        a = registry.make_data(f"file_{adapt}", batch_size=4, seq_len=T, seed=3, path=path, max_prompt_len=P)
-        b = registry.make_data(f"builtin_{adapt}", batch_size=4, seq_len=T, seed=3, n=16, max_prompt_len=P)
+        a = plugins.make_data(f"file_{adapt}", batch_size=4, seq_len=T, seed=3, path=path, max_prompt_len=P)
+        b = plugins.make_data(f"builtin_{adapt}", batch_size=4, seq_len=T, seed=3, n=16, max_prompt_len=P)
         for _ in range(5):  # past one epoch (4 batches)
             x, y = next(a), next(b)
             assert sorted(x) == sorted(y)
@@ -46,7 +46,7 @@ def test_file_pairwise_and_sft_equal_the_builtin_sources(tmp_path):
 def test_builtin_unpaired_is_the_pairwise_set_split():
     recs = builtin.load("persona_yesno", n=8)
     expect = {(r["prompt"], r["chosen"], True) for r in recs} | {(r["prompt"], r["rejected"], False) for r in recs}
-    src = registry.make_data("builtin_unpaired", batch_size=4, seq_len=320, seed=0, dataset="persona_yesno", n=8,
+    src = plugins.make_data("builtin_unpaired", batch_size=4, seq_len=320, seed=0, dataset="persona_yesno", n=8,
                              max_prompt_len=300)
     seen = set()
     for _ in range(4):  # 16 examples = one epoch
@@ -66,7 +66,7 @@ def test_file_listwise_rows_scores_and_list_mask(tmp_path):
     recs = [{"prompt": "Rate:", "responses": [" a", " bb", " c"], "scores": [1.0, 2.0, 0.5]},
             {"prompt": "Go:", "responses": [" d", " e"], "scores": [0.0, 1.0]}]
     path = _write_jsonl(tmp_path / "lists.jsonl", recs)
-    src = registry.make_data("file_listwise", batch_size=2, seq_len=32, seed=0, path=path, max_prompt_len=8)
+    src = plugins.make_data("file_listwise", batch_size=2, seq_len=32, seed=0, path=path, max_prompt_len=8)
     b = next(src)
     assert b["ids"].shape == (2, 3, 32)
     by_prompt = {}
@@ -104,11 +104,11 @@ def test_pro_on_a_listwise_file_first_step_equals_numpy(tmp_path):
     path = _write_jsonl(tmp_path / "lists.jsonl", recs)
     cfg = apply_overrides(_cfg("file_listwise", path=path, max_prompt_len=8), {"loss__name": "pro",
                                                                                "seed": 5})
-    model = registry.make_model("causal_lm", seed=5, **TINY)
+    model = plugins.make_model("causal_lm", seed=5, **TINY)
     from jalign.train.step import split_model
 
     graphdef, params, rest = split_model(model)
-    batch = next(registry.make_data("file_listwise", batch_size=2, seq_len=32, seed=5, path=path,
+    batch = next(plugins.make_data("file_listwise", batch_size=2, seq_len=32, seed=5, path=path,
                                     max_prompt_len=8))
     res = train(cfg)
     ids = batch["ids"].reshape(6, 32)
@@ -139,19 +139,19 @@ def test_kto_runs_on_an_unpaired_file_first_step_closed_form(tmp_path):
 
 def test_file_source_errors_name_the_field_and_record(tmp_path):
     with pytest.raises(ValueError, match="data.kwargs.path is required"):
-        registry.make_data("file_pairwise", batch_size=2, seq_len=32, seed=0, max_prompt_len=8)
+        plugins.make_data("file_pairwise", batch_size=2, seq_len=32, seed=0, max_prompt_len=8)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "a", "chosen": " b", "rejected": " c"}) + "\n"
                    + json.dumps({"prompt": "a", "chosen": "", "rejected": " c"}) + "\n")
     with pytest.raises(InvalidDataError, match=r"bad.jsonl:2.*chosen"):
-        registry.make_data("file_pairwise", batch_size=1, seq_len=32, seed=0, path=str(bad), max_prompt_len=8)
+        plugins.make_data("file_pairwise", batch_size=1, seq_len=32, seed=0, path=str(bad), max_prompt_len=8)
     lists = _write_jsonl(tmp_path / "l.jsonl", [{"prompt": "p", "responses": [" a", " b", " c"],
                                                   "scores": [1, 2, 3]}])
     with pytest.raises(ValueError, match="max_responses=2 is smaller"):
-        registry.make_data("file_listwise", batch_size=1, seq_len=32, seed=0, path=lists, max_prompt_len=8,
+        plugins.make_data("file_listwise", batch_size=1, seq_len=32, seed=0, path=lists, max_prompt_len=8,
                            max_responses=2)
     with pytest.raises(ValueError, match="max_prompt_len=40 must be in"):
-        registry.make_data("file_unpaired", batch_size=1, seq_len=32, seed=0, path=lists, max_prompt_len=40)
+        plugins.make_data("file_unpaired", batch_size=1, seq_len=32, seed=0, path=lists, max_prompt_len=40)
 
 
 def test_export_then_continue_from_the_exported_policy(tmp_path):

@@ -14,7 +14,8 @@ from flax import nnx
 
 from jalign import losses
 from jalign.losses import LossSpec
-from jalign.train import make_mesh, make_objective, testing
+from jalign.train import make_mesh, make_objective
+from jalign.train.plugins import tiny
 from jalign.train.reference import make_reference_fn
 from jalign.train.sharding import global_batch
 from jalign.train.step import (
@@ -28,11 +29,11 @@ from jalign.train.step import (
 
 
 def _model():
-    return testing.tiny_lm(0, d_model=8, d_hidden=16)
+    return tiny.tiny_lm(0, d_model=8, d_hidden=16)
 
 
 def _pairs(n=8, seed=0):
-    src = testing.InMemoryBatchSource(testing.synthetic_pairwise_examples(32, 24, seed), n, seed=seed)
+    src = tiny.InMemoryBatchSource(tiny.synthetic_pairwise_examples(32, 24, seed), n, seed=seed)
     return src, next(src)
 
 
@@ -58,7 +59,7 @@ def _setup(mode="preference", loss="dpo", optim=None, accum=1, reference=True, m
 
 
 def test_sft_loss_matches_numpy():
-    src = testing.InMemoryBatchSource(testing.synthetic_sft_examples(16, 24), 8)
+    src = tiny.InMemoryBatchSource(tiny.synthetic_sft_examples(16, 24), 8)
     b = next(src)
     model = _model()
     _, st, _, step = _setup("sft", reference=False, model=model)
@@ -105,7 +106,7 @@ def test_gradient_accumulation_equals_full_batch():
 
 
 def test_sft_accumulation_is_token_weighted_like_full_batch():
-    src = testing.InMemoryBatchSource(testing.synthetic_sft_examples(16, 24), 8)
+    src = tiny.InMemoryBatchSource(tiny.synthetic_sft_examples(16, 24), 8)
     b = next(src)
     _, st, _, full = _setup("sft", reference=False)
     _, st2, _, acc = _setup("sft", reference=False, accum=2)
@@ -197,7 +198,7 @@ def _with_spec(fn, kind):
 def test_unpaired_listwise_scored_sampled_objectives_match_numpy():
     model = _model()
     rng = np.random.default_rng(0)
-    ex = testing.synthetic_sft_examples(12, 24)
+    ex = tiny.synthetic_sft_examples(12, 24)
     ids = np.stack([e["ids"] for e in ex])
     mask = np.stack([e["mask"] for e in ex])
     attn = np.stack([e["attention_mask"] for e in ex])
@@ -261,7 +262,7 @@ def test_objective_rejects_wrong_kind():
 
 def test_cached_reference_fields_for_unpaired_with_kl_rows():
     model = _model()
-    ex = testing.synthetic_sft_examples(10, 24)
+    ex = tiny.synthetic_sft_examples(10, 24)
     a = {f: np.stack([e[f] for e in ex]) for f in ("ids", "mask", "attention_mask")}
     perm = np.roll(np.arange(10), 3)
     a |= {f"kl_{f}": a[f][perm] for f in ("ids", "mask", "attention_mask")}

@@ -1,144 +1,43 @@
-"""Likelihood-displacement tracking during training (Razin et al., ICLR 2025, arXiv 2410.08847).
+"""The likelihood-displacement probe (Razin et al., ICLR 2025, arXiv 2410.08847) on the trainer's probe protocol.
 
-A probe on the trainer's probe protocol (:mod:`jalign.train.probes`: ``name``, ``every``,
-``__call__(step, graphdef, state) -> dict``) that follows, on a fixed probe set of preference pairs,
+It follows, on a fixed probe set of preference pairs,
 
 * ``log π(y+|x)`` and ``log π(y−|x)`` (summed response log-probs) and their change since the probe's first
   call (the start of training);
 * the largest drop of ``π(y+|x)`` between two probed steps so far (the paper's single-token metric, as
-  :func:`~jalign.diagnostics.displacement.largest_drop` of the trajectory, updated incrementally);
+  :func:`~jalign.diagnostics.largest_drop` of the trajectory, updated incrementally);
 * the next-token distribution at one position of each pair (the response's first position — for
   single-token responses, the distribution over the response itself — or the first position where y+ and
   y− differ), and the ``k`` tokens whose probability grew most since the start
-  (:func:`~jalign.diagnostics.displacement.mass_gainers`);
+  (:func:`~jalign.diagnostics.mass_gainers`);
 * optionally, ``log π(c|x)`` of a fixed list of candidate responses per prompt (e.g. the paper's label words
   {Yes, Yeah, Sure, …} / {No, Never, Maybe, …}) and the candidates that gained the most probability mass.
 
-Batches use the trainer's pairwise layout (``chosen_ids``/``chosen_mask``/``chosen_attention_mask`` and the
-same for ``rejected``, ``[B, T]``; masks select response tokens, aligned with the ids) plus, for candidates,
-``candidate_ids``/``candidate_mask``/``candidate_attention_mask`` ``[B, C, T]``; :func:`probe_batch` builds
-them from token ids. One jitted evaluation is shared by every probe instance with the same model definition
-and batch shapes (so many short runs compile it once).
+Batches use the trainer's pairwise layout (:mod:`jalign.train.batch`) plus, for candidates,
+``candidate_ids``/``candidate_mask``/``candidate_attention_mask`` ``[B, C, T]``;
+:func:`jalign.diagnostics.probe_batch` builds them from token ids. One jitted evaluation is shared by every
+probe instance with the same model definition and batch shapes (so many short runs compile it once).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jalign.diagnostics.ches import pack_prompt_response
-from jalign.diagnostics.displacement import mass_gainers
+from jalign.diagnostics.displacement import mass_gainers, probe_positions
+from jalign.losses import sequence_logps
+from jalign.train.batch import PAIRWISE_FIELDS
+from jalign.train.distributed import host_value
+from jalign.train.step import logits_fn as trainer_logits_fn
 
-PAIR_FIELDS = tuple(f"{s}_{f}" for s in ("chosen", "rejected") for f in ("ids", "mask", "attention_mask"))
 CANDIDATE_FIELDS = ("candidate_ids", "candidate_mask", "candidate_attention_mask")
-POSITIONS = ("first", "divergence")
-
-
-def probe_batch(
-    prompts: Sequence[Sequence[int]],
-    chosen: Sequence[Sequence[int]],
-    rejected: Sequence[Sequence[int]],
-    *,
-    candidates: Sequence[Sequence[int]] | Sequence[Sequence[Sequence[int]]] | None = None,
-    pad_id: int = 0,
-    max_length: int | None = None,
-) -> dict[str, np.ndarray]:
-    """A displacement-probe batch from token ids (right padding, ``[prompt, response]`` per row).
-
-    Args:
-      prompts, chosen, rejected: per-pair token-id lists (prompts include BOS if the model uses one,
-        responses their EOS if they should be complete responses).
-      candidates: optional candidate responses — one list shared by every prompt (a list of id lists) or one
-        list per prompt (all of the same length C).
-      pad_id: padding token id.
-      max_length: common padded length (default: the longest sequence).
-
-    Returns:
-      numpy arrays: the six pairwise fields ``[B, L]`` and, with candidates, the three candidate fields
-      ``[B, C, L]``.
-
-    Raises:
-      ValueError: empty prompts/responses, sequences longer than ``max_length``, ragged candidate lists.
-    """
-    B = len(prompts)
-    if len(chosen) != B or len(rejected) != B:
-        raise ValueError(f"{B} prompts but {len(chosen)} chosen and {len(rejected)} rejected responses")
-    cand = None
-    if candidates is not None:
-        if len(candidates) == 0:
-            raise ValueError("candidates: empty list")
-        shared = all(isinstance(t, (int, np.integer)) for t in candidates[0])
-        cand = [list(candidates)] * B if shared else [list(c) for c in candidates]
-        if len(cand) != B:
-            raise ValueError(f"candidates: {len(cand)} per-prompt lists for {B} prompts")
-        C = len(cand[0])
-        for i, cs in enumerate(cand):
-            if len(cs) != C:
-                raise ValueError(f"candidates: prompt {i} has {len(cs)} candidates, prompt 0 has {C}")
-    lens = [len(p) + max(len(w), len(r)) for p, w, r in zip(prompts, chosen, rejected, strict=True)]
-    if cand is not None:
-        lens += [len(p) + len(c) for p, cs in zip(prompts, cand, strict=True) for c in cs]
-    L = max(lens) if max_length is None else int(max_length)
-    out: dict[str, np.ndarray] = {}
-    for side, resp in (("chosen", chosen), ("rejected", rejected)):
-        pk = pack_prompt_response(prompts, resp, pad_id=pad_id, max_length=L, field=side)
-        out[f"{side}_ids"], out[f"{side}_mask"] = pk["input_ids"], pk["response_mask"]
-        out[f"{side}_attention_mask"] = pk["attention_mask"]
-    if cand is not None:
-        C = len(cand[0])
-        pk = pack_prompt_response([p for p in prompts for _ in range(C)], [c for cs in cand for c in cs],
-                                  pad_id=pad_id, max_length=L, field="candidate")
-        out["candidate_ids"] = pk["input_ids"].reshape(B, C, L)
-        out["candidate_mask"] = pk["response_mask"].reshape(B, C, L)
-        out["candidate_attention_mask"] = pk["attention_mask"].reshape(B, C, L)
-    return out
-
-
-def probe_positions(batch: dict, position: str = "first") -> np.ndarray:
-    """Per pair, the index ``t`` into ``chosen_ids`` whose logits give the probed next-token distribution.
-
-    ``"first"``: the position before the first response token (its logits predict the response's first
-    token). ``"divergence"``: the position before the first response token where y+ and y− differ (for
-    single-token responses the same as ``"first"``; for " No" vs " Never" under a byte tokenizer, the
-    position after " N"). Works for any padding side.
-
-    Raises:
-      ValueError: unknown ``position``, an empty response or a response at position 0, identical responses
-        (``"divergence"``), naming the pair.
-    """
-    if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-    ids_w, m_w = np.asarray(batch["chosen_ids"]), np.asarray(batch["chosen_mask"])
-    ids_l, m_l = np.asarray(batch["rejected_ids"]), np.asarray(batch["rejected_mask"])
-    out = np.zeros(ids_w.shape[0], np.int32)
-    for i in range(ids_w.shape[0]):
-        iw, il = np.flatnonzero(m_w[i]), np.flatnonzero(m_l[i])
-        for name, idx in (("chosen_mask", iw), ("rejected_mask", il)):
-            if idx.size == 0:
-                raise ValueError(f"probe batch: field {name} has an empty response at pair {i}")
-            if idx[0] == 0:
-                raise ValueError(f"probe batch: field {name} starts at position 0 at pair {i} (no prompt token)")
-        d = 0
-        if position == "divergence":
-            yw, yl = ids_w[i, iw], ids_l[i, il]
-            n = min(len(yw), len(yl))
-            diff = np.flatnonzero(yw[:n] != yl[:n])
-            d = int(diff[0]) if diff.size else n
-            if d >= len(yw):
-                raise ValueError(f"probe batch: pair {i}: the chosen response is a prefix of (or equal to) the "
-                                 "rejected one; no divergence position inside the chosen response")
-        out[i] = iw[0] + d - 1
-    return out
 
 
 def _seq_logps(logits_BxTxV, ids_BxT, mask_BxT):
-    from jalign.losses import sequence_logps
-
     return sequence_logps(logits_BxTxV[:, :-1], ids_BxT[:, 1:], mask_BxT[:, 1:])[0].astype(jnp.float32)
 
 
@@ -161,20 +60,20 @@ def _evaluate(logits_fn, graphdef, params, model_state, batch, pos_B):
     return out
 
 
-class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.probes.logps_probe
+class displacement_probe:  # noqa: N801 - used like a function, as logps_probe
     """Likelihood-displacement probe: log π(y+), log π(y−), their change, and the tokens/responses that gain.
 
     Args:
-      batch: a probe batch (see :func:`probe_batch`): the six pairwise fields ``[B, T]`` and optionally the
+      batch: a probe batch (see :func:`jalign.diagnostics.probe_batch`): the six pairwise fields ``[B, T]`` and optionally the
         candidate fields ``[B, C, T]``.
       every: evaluate every ``every`` updates (``0``: only at the start and the end).
       k: how many gaining tokens (and candidates, at most C) to report per pair.
       position: where the next-token distribution is read: ``"first"`` (the response's first position) or
-        ``"divergence"`` (first position where y+ and y− differ); see :func:`probe_positions`.
+        ``"divergence"`` (first position where y+ and y− differ); see :func:`jalign.diagnostics.probe_positions`.
       name: scalar prefix.
       logits_fn: ``(graphdef, params, model_state, ids [N, T], attention_mask [N, T]) -> logits [N, T, V]``;
-        default :func:`jalign.train.step.logits_fn`, the trainer's convention (imported on first use, so this
-        module itself depends only on jax/numpy). Must be hashable (a module-level function).
+        default :func:`jalign.train.step.logits_fn`, the trainer's convention. Must be hashable (a
+        module-level function).
 
     The first call fixes the start (its values are the reference for every change and gain). Each call
     returns (JSON-serialisable; lists are per pair):
@@ -195,15 +94,15 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
 
     def __init__(self, batch: dict, *, every: int = 1, k: int = 5, position: str = "first",
                  name: str = "displacement", logits_fn=None):
-        missing = [f for f in PAIR_FIELDS if f not in batch]
+        missing = [f for f in PAIRWISE_FIELDS if f not in batch]
         if missing:
             raise ValueError(f"displacement_probe: batch is missing field(s) {missing}")
         has_c = [f in batch for f in CANDIDATE_FIELDS]
         if any(has_c) and not all(has_c):
             raise ValueError(f"displacement_probe: candidate fields must come together: {list(CANDIDATE_FIELDS)}")
-        self.batch = {k_: np.asarray(v) for k_, v in batch.items() if k_ in PAIR_FIELDS + CANDIDATE_FIELDS}
+        self.batch = {k_: np.asarray(v) for k_, v in batch.items() if k_ in PAIRWISE_FIELDS + CANDIDATE_FIELDS}
         B, T = self.batch["chosen_ids"].shape
-        for f in PAIR_FIELDS:
+        for f in PAIRWISE_FIELDS:
             if self.batch[f].shape != (B, T):
                 raise ValueError(f"displacement_probe: field {f} has shape {self.batch[f].shape}, expected {(B, T)}")
         if all(has_c):
@@ -218,9 +117,7 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
         if int(every) < 0:
             raise ValueError(f"displacement_probe: every must be >= 0, got {every}")
         self.k, self.every, self.name, self.position = int(k), int(every), name, position
-        if logits_fn is None:
-            from jalign.train.step import logits_fn
-        self.logits_fn = logits_fn
+        self.logits_fn = trainer_logits_fn if logits_fn is None else logits_fn
         self.positions = probe_positions(self.batch, position)
         self.start: dict[str, np.ndarray] | None = None
         self._peak: np.ndarray | None = None  # running max of π(y+) over the probed steps
@@ -229,8 +126,6 @@ class displacement_probe:  # noqa: N801 - used like a function, as jalign.train.
     def evaluate(self, graphdef, state) -> dict[str, np.ndarray]:
         """The raw quantities on ``state`` (float32 numpy): ``chosen``, ``rejected`` [B], ``next`` [B, V] (log
         next-token distribution at :attr:`positions`) and, with candidates, ``candidates`` [B, C]."""
-        from jalign.train.distributed import host_value  # (train layer; imported where used)
-
         out = host_value(_evaluate(self.logits_fn, graphdef, state.params, state.model_state,
                                        {k_: jnp.asarray(v) for k_, v in self.batch.items()},
                                        jnp.asarray(self.positions)))

@@ -1,7 +1,7 @@
-"""Test doubles that fix the trainer's two plug-in interfaces: a tiny causal LM and an in-memory batch source.
-
-The real transformer (``jalign.models``) and the grain pipelines (``jalign.data``) implement the same
-interfaces:
+"""The tiny plug-ins: a tiny causal LM (model ``tiny``), an in-memory batch source and synthetic data
+(``synthetic_pairwise``, ``synthetic_sft``, ``synthetic_prompts``) — the base config's defaults, for tests and
+demos that run in seconds. They fix the trainer's two plug-in interfaces, which the real transformer
+(``jalign.models``) and the grain pipelines (``jalign.data``) implement too:
 
 * **model**: a Flax NNX module called as ``model(ids_BxT, attention_mask=mask_BxT)`` returning logits
   ``[B, T, V]`` or an object with ``.logits``;
@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jalign.tokenizers import ByteTokenizer
+from jalign.train.plugins.registry import register_data, register_model
 
 
 class TinyLM(nnx.Module):
@@ -186,3 +187,36 @@ def synthetic_prompt_examples(n: int, prompt_len: int = 16, seed: int = 0) -> li
         out.append({"prompt_ids": np.asarray([tok.pad_id] * pad + ids, np.int32),
                     "prompt_attention_mask": np.asarray([0] * pad + [1] * len(ids), np.int32)})
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registry entries
+
+
+@register_model("tiny")
+def _tiny(*, seed: int, vocab_size: int = 259, d_model: int = 16, d_hidden: int = 32):
+    return tiny_lm(seed, vocab_size=vocab_size, d_model=d_model, d_hidden=d_hidden)
+
+
+def _source(examples, batch_size, seed, process_index, process_count):
+    return InMemoryBatchSource(examples, batch_size, seed=seed, process_index=process_index,
+                               process_count=process_count)
+
+
+@register_data("synthetic_pairwise")
+def _pairwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 256):
+    return _source(synthetic_pairwise_examples(num_examples, seq_len, seed), batch_size, seed, process_index,
+                   process_count)
+
+
+@register_data("synthetic_sft")
+def _sft(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 256):
+    return _source(synthetic_sft_examples(num_examples, seq_len, seed), batch_size, seed, process_index,
+                   process_count)
+
+
+@register_data("synthetic_prompts")
+def _prompts(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 64,
+             prompt_len: int = 16):
+    return _source(synthetic_prompt_examples(num_examples, prompt_len, seed), batch_size, seed, process_index,
+                   process_count)

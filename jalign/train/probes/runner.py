@@ -1,4 +1,4 @@
-"""Probes: diagnostics evaluated on a fixed probe set while training runs.
+"""The probe protocol and the runner that calls probes during training.
 
 A probe is any object with
 
@@ -14,8 +14,7 @@ Probes run at step ``start`` (before the first update of this run: the initial m
 every multiple of ``every`` and at the final step. They see the state *after* the update of that step, and
 they never change it. Pass them as ``train(cfg, probes=[...])``.
 
-:func:`logps_probe` is the simplest useful probe (summed log-probs of fixed chosen/rejected responses); the
-diagnostics package builds richer ones (gradient entanglement, likelihood displacement) on the same protocol.
+The probes themselves are the other modules of :mod:`jalign.train.probes`.
 """
 
 from __future__ import annotations
@@ -26,10 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-
-from jalign.train.distributed import host_value
 
 
 class Probe(Protocol):
@@ -109,41 +105,3 @@ class ProbeRunner:
     def close(self) -> None:
         if self._file:
             self._file.close()
-
-
-class logps_probe:  # noqa: N801 - used like a function
-    """Summed response log-probs of fixed (prompt, chosen, rejected) batches under the current policy.
-
-    Args:
-      batch: a pairwise batch as the trainer's data sources produce it (``chosen_ids``, ``chosen_mask``,
-        ``chosen_attention_mask``, and the same for ``rejected``; masks select response tokens).
-      every: evaluate every ``every`` updates.
-      name: scalar prefix.
-
-    Returns per call: ``chosen_logps``/``rejected_logps`` lists ``[B]`` and their means (scalars
-    ``mean_chosen``, ``mean_rejected``, ``mean_margin``).
-    """
-
-    def __init__(self, batch: dict, *, every: int = 10, name: str = "probe"):
-        self.batch = {k: np.asarray(v) for k, v in batch.items()}
-        self.every, self.name = every, name
-        self._fn = self._graphdef = None
-
-    def __call__(self, step, graphdef, state):
-        from jalign.train.step import make_logps_fn
-
-        if self._fn is not None and self._graphdef != graphdef:
-            raise ValueError(f"probe {self.name!r} was compiled for another model; make one probe per run")
-        if self._fn is None:
-            self._graphdef = graphdef
-
-            def fn(params, model_state, b):
-                lp = make_logps_fn(graphdef, params, model_state)
-                w, _ = lp(b["chosen_ids"], b["chosen_mask"], b["chosen_attention_mask"])
-                l, _ = lp(b["rejected_ids"], b["rejected_mask"], b["rejected_attention_mask"])
-                return w.astype(jnp.float32), l.astype(jnp.float32)
-
-            self._fn = jax.jit(fn)
-        w, l = host_value(self._fn(state.params, state.model_state, self.batch))
-        return {"chosen_logps": w, "rejected_logps": l, "mean_chosen": float(np.mean(w)),
-                "mean_rejected": float(np.mean(l)), "mean_margin": float(np.mean(w - l))}

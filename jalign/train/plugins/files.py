@@ -1,0 +1,99 @@
+"""Data-source plug-ins over users' own files.
+
+Registered names (``data.name``; ``data.kwargs`` below):
+
+* ``file_pairwise`` / ``file_sft`` / ``file_prompts`` — a local preference file in any layout
+  :func:`jalign.data.readers.read` knows (HH-RLHF, UltraFeedback, TL;DR, flat pairwise, OpenAssistant, …;
+  JSONL/JSON/Parquet), as pairwise batches, SFT batches on the chosen responses, or prompts for online runs.
+* ``file_unpaired`` — a KTO-style file (``prompt``/``completion``/``label``) as unpaired batches, with the
+  mismatched ``kl_*`` pairs for KTO's reference point.
+* ``file_listwise`` — a listwise file (``prompt``/``responses``/``scores`` or ranks) as ``[B, K, T]`` batches
+  (``list_mask`` marks the real entries).
+
+kwargs of the ``file_*`` sources: ``path`` (required), ``format`` (None = detect), ``tokenizer`` (``"byte"`` or
+the path of a Hugging Face ``tokenizer.json``), ``max_prompt_len`` (tokens; the response budget is
+``seq_len - max_prompt_len``), ``skip_invalid`` (False: an invalid record stops the run with its file, line and
+field; True: skipped and reported), ``max_responses`` (listwise K, default: the longest list in the file).
+The whole file is read and validated before the first batch, so a bad record fails the run before any step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jalign.data import readers
+from jalign.tokenizers import ByteTokenizer, HFTokenizer
+from jalign.train.batch import check_sizes, pairwise, to_listwise, to_prompts, to_sft, to_unpaired
+from jalign.train.plugins.data import GrainBatchSource, pipeline_dataset
+from jalign.train.plugins.registry import register_data
+
+
+def _tokenizer(spec: str | Any):
+    if spec == "byte":
+        return ByteTokenizer()
+    if isinstance(spec, str):
+        return HFTokenizer(spec)
+    return spec
+
+
+def _read(name, path, format, kind, skip_invalid):
+    if not path:
+        raise ValueError(f"{name}: data.kwargs.path is required (a local data file)")
+    records, _ = readers.read(path, format=format, kind=kind, skip_invalid=skip_invalid)
+    if not records:
+        raise ValueError(f"{name}: {path} has no valid {kind} records")
+    return records
+
+
+def _pairwise_file(adapt_name):
+    name = f"file_{adapt_name}"
+
+    @register_data(name)
+    def factory(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
+                format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                skip_invalid: bool = False):
+        check_sizes(name, batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
+                    process_count=process_count)
+        tok = _tokenizer(tokenizer)
+        records = _read(name, path, format, "pairwise", skip_invalid)
+        ds = pipeline_dataset(records, "pairwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
+                      process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len)
+        adapt = {"pairwise": pairwise, "sft": to_sft,
+                 "prompts": lambda b: to_prompts(b, max_prompt_len, tok.pad_id)}[adapt_name]
+        return GrainBatchSource(ds, adapt)
+
+    return factory
+
+
+for _n in ("pairwise", "sft", "prompts"):
+    _pairwise_file(_n)
+
+
+@register_data("file_unpaired")
+def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
+                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                   skip_invalid: bool = False, kl_pairs: bool = True):
+    check_sizes("file_unpaired", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
+                process_count=process_count)
+    records = _read("file_unpaired", path, format, "unpaired", skip_invalid)
+    ds = pipeline_dataset(records, "unpaired", _tokenizer(tokenizer), batch_size=batch_size, seq_len=seq_len, seed=seed,
+                  process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
+                  kl_pairs=kl_pairs)
+    return GrainBatchSource(ds, to_unpaired)
+
+
+@register_data("file_listwise")
+def _file_listwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
+                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                   skip_invalid: bool = False, max_responses: int | None = None):
+    check_sizes("file_listwise", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
+                process_count=process_count)
+    records = _read("file_listwise", path, format, "listwise", skip_invalid)
+    k = max(len(r["completions"]) for r in records)
+    if max_responses is not None and max_responses < k:
+        raise ValueError(f"file_listwise: data.kwargs.max_responses={max_responses} is smaller than the longest "
+                         f"list in {path} ({k} responses)")
+    ds = pipeline_dataset(records, "listwise", _tokenizer(tokenizer), batch_size=batch_size, seq_len=seq_len, seed=seed,
+                  process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
+                  max_responses=max_responses or k)
+    return GrainBatchSource(ds, to_listwise)

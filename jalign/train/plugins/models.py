@@ -1,0 +1,38 @@
+"""Model plug-ins: the transformers of :mod:`jalign.models` by name (``model.name``; ``model.kwargs`` are passed on).
+
+* ``small_lm``: the pretrained 0.86M-parameter byte-level GPT-2 (:func:`jalign.models.load_small_lm`);
+  kwargs are ``ModelConfig`` overrides (e.g. ``dtype="bfloat16"``).
+* ``pretrained``: ``path=`` a Hugging Face GPT-2 / Llama / Qwen2 safetensors directory
+  (:func:`jalign.models.load_pretrained`), plus ``ModelConfig`` overrides.
+* ``causal_lm``: a freshly initialised :class:`jalign.models.CausalLM`; kwargs are ``ModelConfig`` fields
+  (``arch``, ``d_model``, ``n_layers``, …), initialised from the run's ``seed``.
+
+The test model ``tiny`` is in :mod:`jalign.train.plugins.tiny`.
+"""
+
+from __future__ import annotations
+
+from jalign.models import CausalLM, ModelConfig, create_model, load_pretrained, load_small_lm
+from jalign.train.plugins.registry import register_model
+
+
+@register_model("small_lm")
+def _small_lm(*, seed: int, **overrides):
+    del seed  # pretrained weights
+    return load_small_lm(**overrides)
+
+
+@register_model("pretrained")
+def _pretrained(*, seed: int, path: str, **overrides):
+    del seed
+    return load_pretrained(path, **overrides)
+
+
+@register_model("causal_lm")
+def _causal_lm(*, seed: int, **config):
+    return create_model(ModelConfig(**config), seed=seed)
+
+
+def is_causal_lm(model) -> bool:
+    """Whether ``model`` is a :class:`jalign.models.CausalLM` (it then gets the KV-cache sampler online)."""
+    return isinstance(model, CausalLM)

@@ -1,0 +1,81 @@
+"""The tables of the trainer's plug-ins: models, data sources and reward functions by name.
+
+The config names a model (``model.name``), a data source (``data.name``) and, for online runs, a reward
+(``online.reward``). This module holds only the tables and the decorators; the entries live in the modules
+of :mod:`jalign.train.plugins` (one per kind), which import nothing but this registry and lower layers, and
+are registered when ``jalign.train.plugins`` is imported. A new entry is registered the same way, e.g.::
+
+    from jalign.train.plugins import register_model
+
+    @register_model("my_model")
+    def _my_model(*, seed, path): return jalign.models.load_pretrained(path)
+
+Factories:
+
+* model: ``factory(*, seed, **model.kwargs) -> nnx.Module`` called as ``model(ids, attention_mask=m)``;
+* data: ``factory(*, batch_size, seq_len, seed, process_index, process_count, **data.kwargs) -> source``,
+  an iterator of process-local numpy batches with ``get_state()`` / ``set_state()``;
+* reward: ``fn(prompt_ids [N, P], completion_ids [N, T], completion_mask [N, T], **kwargs) -> rewards [N]``
+  (numpy, on the host).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+MODELS: dict[str, Callable] = {}
+DATA: dict[str, Callable] = {}
+REWARDS: dict[str, Callable] = {}
+
+
+def _register(table: dict, what: str, name: str):
+    def deco(fn):
+        if name in table:
+            raise ValueError(f"{what} {name!r} is already registered")
+        table[name] = fn
+        return fn
+
+    return deco
+
+
+def register_model(name: str):
+    return _register(MODELS, "model", name)
+
+
+def register_data(name: str):
+    return _register(DATA, "data source", name)
+
+
+def register_reward(name: str):
+    return _register(REWARDS, "reward", name)
+
+
+def _lookup(table: dict, what: str, name: str) -> Callable:
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown {what} {name!r}.{hint} Registered: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def _call(fn: Callable, what: str, name: str, kwargs: dict):
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        bad = sorted(set(kwargs) - set(params))
+        if bad:
+            raise TypeError(f"{what} {name!r} got unknown argument(s) {bad}; valid: {sorted(params)}")
+    return fn(**kwargs)
+
+
+def make_model(name: str, *, seed: int, **kwargs):
+    return _call(_lookup(MODELS, "model", name), "model", name, {"seed": seed, **kwargs})
+
+
+def make_data(name: str, **kwargs):
+    return _call(_lookup(DATA, "data source", name), "data source", name, kwargs)
+
+
+def get_reward(name: str) -> Callable:
+    return _lookup(REWARDS, "reward", name)

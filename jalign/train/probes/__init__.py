@@ -1,0 +1,18 @@
+"""Probes: diagnostics evaluated on a fixed probe set while training runs (every probe in one place).
+
+* :mod:`~jalign.train.probes.runner` — the protocol (``name``, ``every``, ``__call__(step, graphdef, state)``)
+  and :class:`ProbeRunner`, which the training loop calls;
+* :class:`logps_probe`, :class:`nll_probe` — summed log-probs of fixed pairs; held-out next-token loss;
+* :class:`entanglement_probe` — gradient entanglement of a margin loss (Yuan et al., 2025);
+* :class:`displacement_probe` — likelihood displacement (Razin et al., 2025).
+
+Pass them as ``jalign.train.train(cfg, probes=[...])``.
+"""
+
+from jalign.train.probes.displacement import displacement_probe
+from jalign.train.probes.entanglement import entanglement_probe
+from jalign.train.probes.logps import logps_probe, nll_probe
+from jalign.train.probes.runner import Probe, ProbeRunner, due, scalars
+
+__all__ = ["Probe", "ProbeRunner", "displacement_probe", "due", "entanglement_probe", "logps_probe",
+           "nll_probe", "scalars"]
