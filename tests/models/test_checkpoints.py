@@ -136,7 +136,7 @@ def test_untied_gpt2_round_trip(tmp_path):
 def test_llama3_rope_scaling():
     """The llama3 fixture depends on the rescaling (ignoring it changes the logits), and the frequencies
     follow the closed form band by band."""
-    from jalign.models.transformer import rope_inv_freq
+    from jalign.models.layers import rope_inv_freq
 
     model = load_pretrained(GOLDEN / "llama3")
     rs = dict(model.cfg.rope_scaling)

@@ -12,7 +12,7 @@ import pytest
 
 from jalign.losses import causal_sequence_logps
 from jalign.models import ModelConfig, create_model
-from jalign.models.transformer import mixed_linear, unembed_logps
+from jalign.models.kernels import mixed_linear, unembed_logps
 
 
 def _np_logps(h, w, labels):
