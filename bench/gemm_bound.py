@@ -10,7 +10,7 @@ operand layouts autodiff produces) in both frameworks, in the same process, alte
   take the transposition inside the GEMM's packing), ``torch.no_grad``;
 * ``jax_plain``: one ``jax.jit`` function returning every product, transposes written as ``.T`` (XLA chooses
   the layouts; in float32 it may run a transposed dot off its fast path);
-* ``jax_rowmajor``: the same with ``jalign.models.transformer.transpose_last2`` materialising every transposed
+* ``jax_rowmajor``: the same with ``jalign.models.kernels.transpose_last2`` materialising every transposed
   operand first (what ``mixed_matmul``'s backward does; the copies are included in the time).
 
 Model FLOPs are ``2·M·K·N`` per product; nothing else of the step (elementwise work, optimiser, loss) is in it,
@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.harness import timeit
-from jalign.models.transformer import transpose_last2
+from jalign.models.kernels import transpose_last2
 
 VOCAB, PAIRS, HEAD_DIM = 8192, 8, 64
 

@@ -38,19 +38,19 @@ class ModelConfig:
     library path; weight gradients come back in the parameter dtype. In float32 it is the same function and
     gradient as plain autodiff up to the order of summation; in bf16 it is at least as accurate as the plain
     path (gradients accumulated in float32); the MLP's activation is applied to the float32 accumulator of its
-    input projection (:func:`jalign.models.transformer.mixed_linear_act`, one fused elementwise pass in the
+    input projection (:func:`jalign.models.kernels.mixed_linear_act`, one fused elementwise pass in the
     backward). ``mixed_matmul=False`` is plain ``einsum`` + autodiff (see
-    :func:`jalign.models.transformer.mixed_matmul` and docs/performance.md for the measured speed-ups).
+    :func:`jalign.models.kernels.mixed_matmul` and docs/performance.md for the measured speed-ups).
 
     ``attention_vjp=True`` (the default): the attention core (scores, masked softmax, weighted values) is
-    :func:`jalign.models.transformer.attention_core`, whose custom VJP recomputes the probabilities and uses the
+    :func:`jalign.models.kernels.attention_core`, whose custom VJP recomputes the probabilities and uses the
     FlashAttention identity ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` (Dao et al. 2022) with canonical-layout dots;
     same function and gradient as ``attention_vjp=False`` (plain einsum + softmax + autodiff) up to rounding.
     Decoding with a KV cache always takes the plain path (no gradient is needed there, and it reads the cache
     in place instead of transposing it for every new token).
 
     ``fused_logps=True`` (the default): the trainer computes response log-probabilities with
-    :meth:`jalign.models.CausalLM.sequence_logps` (:func:`jalign.models.transformer.unembed_logps`: the
+    :meth:`jalign.models.CausalLM.sequence_logps` (:func:`jalign.models.kernels.unembed_logps`: the
     unembedding and the log-softmax fused, row-chunked, no ``[B, T, V]`` logits in the step and a custom VJP
     that recomputes each chunk's logits), instead of full logits + :func:`jalign.losses.causal_sequence_logps`.
     Same values and gradients up to rounding; ``False`` restores the logits path.

@@ -1,8 +1,12 @@
-"""Minimal reader/writer for the safetensors format (no pickle, bfloat16 via ml_dtypes).
+"""Reading and writing safetensors files (never pickle) through the ``safetensors`` library's numpy API.
 
-Format: an 8-byte little-endian header length N, N bytes of JSON ``{name: {"dtype", "shape",
-"data_offsets": [begin, end]}, "__metadata__": {...}}``, then the raw little-endian tensor bytes.
-Reading memory-maps the file, so large checkpoints are not copied until converted.
+Format (what the library reads and writes): an 8-byte little-endian header length N, N bytes of JSON
+``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``, then the raw little-endian
+tensor bytes. The dtype names (``"F32"``, ``"BF16"``, ...) are those of the specification, which Hugging Face
+``transformers`` reads. bfloat16 tensors load as ``ml_dtypes.bfloat16`` numpy arrays.
+
+Errors for a damaged or foreign file are ``ValueError`` naming the file (and the tensor when the failure is
+specific to one tensor).
 """
 
 from __future__ import annotations
@@ -11,77 +15,79 @@ import json
 import struct
 from pathlib import Path
 
-import ml_dtypes
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy; the library's numpy loader resolves it by name)
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
 
-_DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("bool"),
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
+
+def _open(path: Path):
+    """``safe_open`` in numpy mode; the library validates the header (JSON, dtypes, shapes against offsets)."""
+    try:
+        return safe_open(path, framework="numpy")
+    except SafetensorError as e:
+        raise ValueError(f"{path}: damaged or not a safetensors file (safetensors: {e})") from None
 
 
 def read_header(path: str | Path) -> tuple[dict, int]:
+    """The header of a safetensors file as stored, and the byte offset at which the tensor data begins.
+
+    Returns:
+      ``(header, data_start)``: ``header`` maps each tensor name to ``{"dtype", "shape", "data_offsets"}``
+      (offsets relative to ``data_start``) and ``"__metadata__"`` (when present) to the string metadata.
+
+    Raises:
+      ValueError: the file is damaged or not a safetensors file (validated by the library; no tensor is read).
+    """
     path = Path(path)
+    with _open(path):
+        pass
     with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100_000_000 or n > path.stat().st_size - 8:
-            raise ValueError(f"{path}: not a safetensors file (header length {n} is implausible)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
-    return header, 8 + n
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
 
 
 def load_file(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as (memory-mapped, read-only) numpy arrays."""
-    header, start = read_header(path)
+    """All tensors of a safetensors file as numpy arrays, read one tensor at a time through ``safe_open``.
+
+    Raises:
+      ValueError: the file is damaged or not a safetensors file, or a tensor cannot be read (named).
+    """
+    path = Path(path)
     out = {}
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in _DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-        dt = _DTYPES[info["dtype"]]
-        b, e = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if e - b != int(np.prod(shape)) * dt.itemsize:
-            raise ValueError(f"{path}: tensor {name!r} byte range does not match shape {shape} and dtype")
-        out[name] = mm[start + b : start + e].view(dt).reshape(shape)
+    with _open(path) as f:
+        for name in f.keys():
+            try:
+                out[name] = f.get_tensor(name)
+            except Exception as e:  # e.g. a dtype numpy cannot represent
+                raise ValueError(f"{path}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
     return out
 
 
 def save_file(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (C-contiguous little-endian copies) atomically to ``path``."""
+    """Write ``tensors`` (numpy or jax arrays, any memory layout) atomically to ``path`` with string ``metadata``.
+
+    Arrays are made C-contiguous first (the library writes an array's memory as it lies); the library orders
+    the tensors deterministically (by dtype alignment, then name) and byte-swaps big-endian data.
+
+    Raises:
+      ValueError: a tensor whose dtype safetensors cannot store (named), or metadata that is not str -> str.
+    """
     path = Path(path)
-    header: dict = {"__metadata__": dict(metadata or {})}
-    arrays, offset = [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(np.asarray(tensors[name]))
-        if a.dtype not in _NAMES:
-            raise ValueError(f"save_file: tensor {name!r} has unsupported dtype {a.dtype}")
-        header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        arrays.append(a)
-        offset += a.nbytes
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-len(hb) % 8)
+    arrays = {name: np.ascontiguousarray(np.asarray(a)) for name, a in tensors.items()}
+    meta = dict(metadata or {})
+    bad = {k: v for k, v in meta.items() if not (isinstance(k, str) and isinstance(v, str))}
+    if bad:
+        raise ValueError(f"save_file: metadata must map str to str, got {bad!r}")
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for a in arrays:
-            f.write(a.tobytes())
+    try:
+        safetensors.numpy.save_file(arrays, tmp, metadata=meta or None)
+    except SafetensorError as e:
+        tmp.unlink(missing_ok=True)
+        for name, a in arrays.items():  # name the culprit: an empty array of its dtype fails the same way
+            try:
+                safetensors.numpy.save({name: np.empty((0,), a.dtype)})
+            except SafetensorError:
+                raise ValueError(f"save_file: tensor {name!r} has unsupported dtype {a.dtype} ({e})") from None
+        raise ValueError(f"save_file: {path}: {e}") from None
     tmp.replace(path)

@@ -13,7 +13,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 from jalign.models import ModelConfig, create_model
-from jalign.models.transformer import attention_core
+from jalign.models.kernels import attention_core
 
 
 def _plain_attention(q, k, v, allowed, scale):

@@ -1,9 +1,11 @@
 """Hugging Face checkpoints: logits against PyTorch golden fixtures, export round trip, bad input."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,8 +74,7 @@ def test_bfloat16_load_close_to_float32(tmp_path):
     assert safetensors_io.read_header(tmp_path / "model.safetensors")[0]["model.norm.weight"]["dtype"] == "BF16"
     back = load_pretrained(tmp_path, dtype="bfloat16")
     assert back.cfg == m16.cfg
-    for a, b in zip(jax.tree.leaves(nnx.state(back)), jax.tree.leaves(nnx.state(m16)), strict=True):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(nnx.state(back, nnx.Param), nnx.state(m16, nnx.Param), strict=True)  # bf16 exact
 
 
 def test_pickle_checkpoints_refused(tmp_path):
@@ -125,18 +126,73 @@ def test_not_a_safetensors_file(tmp_path):
         load_pretrained(tmp_path)
 
 
+def test_sharded_checkpoint_loads_like_single_file(tmp_path):
+    """model.safetensors.index.json + shards (the transformers layout for large models) give the same model."""
+    t = safetensors_io.load_file(GOLDEN / "llama" / "model.safetensors")
+    names = sorted(t)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for f, keys in shards.items():
+        safetensors_io.save_file({k: t[k] for k in keys}, tmp_path / f, metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy(GOLDEN / "llama" / "config.json", tmp_path)
+    sharded, single = load_pretrained(tmp_path), load_pretrained(GOLDEN / "llama")
+    chex.assert_trees_all_equal(nnx.state(sharded, nnx.Param), nnx.state(single, nnx.Param), strict=True)
+
+
+def test_safetensors_files_follow_the_specification(tmp_path):
+    """The writer's header: spec dtype names, shapes, contiguous little-endian data in order; layouts are
+    resolved (a transposed view is stored as its values) and bfloat16 reads back bit-exactly."""
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    bf = (np.arange(4, dtype=np.float32) / 3).astype(jnp.bfloat16)
+    tensors = {"w.T": w.T, "big_endian": np.arange(3, dtype=">i4"), "bf16": bf, "flag": np.array([True, False])}
+    safetensors_io.save_file(tensors, tmp_path / "x.safetensors", metadata={"format": "pt"})
+    header, start = safetensors_io.read_header(tmp_path / "x.safetensors")
+    assert header["__metadata__"] == {"format": "pt"}
+    expect = {"w.T": ("F32", [3, 2], 24), "big_endian": ("I32", [3], 12), "bf16": ("BF16", [4], 8),
+              "flag": ("BOOL", [2], 2)}
+    assert {k: (v["dtype"], v["shape"], v["data_offsets"][1] - v["data_offsets"][0]) for k, v in header.items()
+            if k != "__metadata__"} == expect
+    spans = sorted(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    raw = (tmp_path / "x.safetensors").read_bytes()
+    assert len(raw) == start + spans[-1][1] and start % 8 == 0
+    b, e = header["w.T"]["data_offsets"]
+    assert raw[start + b : start + e] == np.ascontiguousarray(w.T).astype("<f4").tobytes()
+    b, e = header["big_endian"]["data_offsets"]
+    assert raw[start + b : start + e] == np.arange(3, dtype="<i4").tobytes()
+    back = safetensors_io.load_file(tmp_path / "x.safetensors")
+    assert back["big_endian"].dtype == np.dtype("<i4") and back["bf16"].dtype == jnp.bfloat16
+    chex.assert_trees_all_equal(back, {**tensors, "big_endian": np.arange(3, dtype="<i4")}, strict=True)
+
+
+def test_safetensors_errors_name_the_file_and_tensor(tmp_path):
+    f = tmp_path / "model.safetensors"
+    safetensors_io.save_file({"a": np.ones((2, 3), np.float32)}, f)
+    f.write_bytes(f.read_bytes()[:-4])  # truncated data
+    for read in (safetensors_io.load_file, safetensors_io.read_header):
+        with pytest.raises(ValueError, match=re.escape(f"{f}: damaged or not a safetensors file")):
+            read(f)
+    with pytest.raises(ValueError, match="tensor 'c' has unsupported dtype complex128"):
+        safetensors_io.save_file({"b": np.ones(2, np.float32), "c": np.ones(2, np.complex128)}, f)
+    with pytest.raises(ValueError, match="metadata must map str to str"):
+        safetensors_io.save_file({"b": np.ones(2, np.float32)}, f, metadata={"step": 3})
+
+
 def test_untied_gpt2_round_trip(tmp_path):
     cfg = ModelConfig(arch="gpt2", vocab_size=40, d_model=16, n_layers=1, n_heads=2, tie_embeddings=False)
     m = create_model(cfg, seed=3)
     save_pretrained(m, tmp_path)
+    back = load_pretrained(tmp_path)
+    chex.assert_trees_all_equal(nnx.state(back, nnx.Param), nnx.state(m, nnx.Param), strict=True)
     ids = jnp.array([[1, 5, 7]])
-    np.testing.assert_array_equal(forward(load_pretrained(tmp_path), ids).logits, forward(m, ids).logits)
+    np.testing.assert_array_equal(forward(back, ids).logits, forward(m, ids).logits)
 
 
 def test_llama3_rope_scaling():
     """The llama3 fixture depends on the rescaling (ignoring it changes the logits), and the frequencies
     follow the closed form band by band."""
-    from jalign.models.transformer import rope_inv_freq
+    from jalign.models.layers import rope_inv_freq
 
     model = load_pretrained(GOLDEN / "llama3")
     rs = dict(model.cfg.rope_scaling)

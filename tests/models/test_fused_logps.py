@@ -5,6 +5,7 @@ plain autodiff) and against float64 numpy; chunking (including a ragged last chu
 and bf16 are covered.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from jalign.losses import causal_sequence_logps
 from jalign.models import ModelConfig, create_model
-from jalign.models.transformer import mixed_linear, unembed_logps
+from jalign.models.kernels import mixed_linear, unembed_logps
 
 
 def _np_logps(h, w, labels):
@@ -39,6 +40,27 @@ def test_unembed_logps_value_and_vjp_match_float64(rng, chunk):
     G = g[:, None] * (np.eye(V)[labels] - p)
     np.testing.assert_allclose(np.asarray(dh), G @ w.T, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(dw), h.T @ G, rtol=1e-4, atol=1e-5)
+
+
+class UnembedLogpsJitInvarianceTest(chex.TestCase):
+    """Jitted and eager calls of ``unembed_logps`` (forward scan and custom VJP) give the float64 closed form."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_value_and_grad(self):
+        rng = np.random.default_rng(5)
+        N, D, V = 9, 6, 13  # chunk 4: a ragged last chunk
+        h = rng.standard_normal((N, D)).astype(np.float32)
+        w = rng.standard_normal((D, V)).astype(np.float32)
+        labels, c = rng.integers(0, V, N), rng.standard_normal(N).astype(np.float32)
+        f = self.variant(jax.value_and_grad(lambda h, w: jnp.sum(c * unembed_logps(h, w, labels, 4)), (0, 1)))
+        val, (dh, dw) = f(jnp.asarray(h), jnp.asarray(w))
+        chex.assert_shape([dh, dw], [(N, D), (D, V)])
+        z = h.astype(np.float64) @ w.astype(np.float64)
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        G = c[:, None] * (np.eye(V)[labels] - p)  # d(sum c lp)/d logits
+        chex.assert_trees_all_close((val, dh, dw), (np.sum(c * _np_logps(h, w, labels)), G @ w.T, h.T @ G),
+                                    rtol=1e-4, atol=1e-5)
 
 
 def test_unembed_logps_grad_matches_autodiff_of_log_softmax(rng):
@@ -84,13 +106,13 @@ def test_sequence_logps_equals_logits_path_with_padding(tie):
         return causal_sequence_logps(nnx.merge(gd, p, rest)(jnp.asarray(ids), jnp.asarray(attn)).logits, ids, resp)
 
     (lf, nf), (lu, nu) = fused(params), unfused(params)
+    chex.assert_shape([lf, nf], (3,))
     np.testing.assert_allclose(lf, lu, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(nf, nu)
     wts = jnp.asarray([0.3, -1.0, 2.0])
     gf = jax.grad(lambda p: jnp.sum(wts * fused(p)[0]))(params)
     gu = jax.grad(lambda p: jnp.sum(wts * unfused(p)[0]))(params)
-    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gu), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    chex.assert_trees_all_close(gf, gu, rtol=2e-4, atol=2e-6)
 
 
 def test_sequence_logps_bf16_close_to_float32_logits_path():

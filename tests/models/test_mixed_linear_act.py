@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jalign.models.transformer import ACTIVATIONS, mixed_linear_act
+from jalign.models.kernels import ACTIVATIONS, mixed_linear_act
 from tests.models.helpers import bf, dot_operand_types
 
 

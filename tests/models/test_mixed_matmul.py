@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from jalign.models import ModelConfig, create_model
-from jalign.models.transformer import mixed_matmul, transpose_last2
+from jalign.models.kernels import mixed_matmul, transpose_last2
 from tests.models.helpers import bf, dot_operand_types
 
 

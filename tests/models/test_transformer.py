@@ -1,5 +1,6 @@
 """The NNX transformer: padding invariance, masking, id checks, dtypes, remat, parameter counts."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +47,7 @@ def test_hidden_states_are_unembedding_input(rng):
         model = create_model(CFGS[arch], seed=2)
         x = _ids(rng)
         out = forward(model, x, jnp.ones_like(x), return_hidden=True)
+        chex.assert_shape([out.logits, out.hidden_states], [(2, 9, 37), (2, 9, 32)])
         W = model.embed[...] if model.cfg.tie_embeddings else model.lm_head[...].T
         np.testing.assert_allclose(out.logits, np.einsum("btd,vd->btv", out.hidden_states, W), atol=1e-4)
 
