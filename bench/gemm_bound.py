@@ -1,10 +1,10 @@
 """Matmul-only lower bound of the DPO step: XLA:CPU's dots against PyTorch's GEMMs on the step's own shapes.
 
-Issue 12 asks jalign's float32 step to beat TRL's.  The float32 step of both frameworks is dominated by its
-matmuls, so the question "can it?" reduces to "are XLA:CPU's float32 dots on these shapes at least as fast as
-PyTorch's?".  This benchmark times *only* the matrix products one GPT-2 DPO step performs (policy forward +
-backward, reference forward; dense projections, tied unembedding and the attention products, each with the
-operand layouts autodiff produces) in both frameworks, in the same process, alternating rounds:
+The float32 DPO step of both jalign and TRL is dominated by its matmuls, so whether jalign's float32 step can
+beat TRL's reduces to whether XLA:CPU's float32 dots on these shapes are at least as fast as PyTorch's.  This
+benchmark times *only* the matrix products one GPT-2 DPO step performs (policy forward + backward, reference
+forward; dense projections, tied unembedding and the attention products, each with the operand layouts autodiff
+produces) in both frameworks, in the same process, alternating rounds:
 
 * ``torch``: the products executed eagerly with ``torch.matmul`` on transposed views (``a.T @ g`` — MKL/oneDNN
   take the transposition inside the GEMM's packing), ``torch.no_grad``;
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.harness import timeit
+from bench.harness import cpu_info, timeit
 from jalign.models.kernels import transpose_last2
 
 VOCAB, PAIRS, HEAD_DIM = 8192, 8, 64
@@ -338,7 +338,7 @@ def main(argv=None):
     out = {"benchmark": "gemm_bound", "configs": rows, "versions": {"jax": jax.__version__, "torch": torch.__version__,
                                          "torch_threads": torch.get_num_threads(),
                                          **({"trl": __import__("trl").__version__} if a.with_steps else {})},
-           "load_average": list(os.getloadavg()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "cpu": cpu_info(), "load_average": list(os.getloadavg()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.harness import cpu_info
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
                                                                                  "tuned": r["tuned_times"]}
                       for r in rows},
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "cpu": cpu_info(),
         "load_average": os.getloadavg(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

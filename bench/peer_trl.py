@@ -57,6 +57,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bench.harness import cpu_info
 from bench.model import matmul_peak
 from jalign.losses import PairwiseLogps, causal_sequence_logps, get
 from jalign.models import ModelConfig, create_model
@@ -470,7 +471,8 @@ def main(argv=None) -> int:
         rows = ablate(configs, args.rounds, args.steps, args.dtypes.split(","), args.ablate_flag)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"ablation": rows, "host_allocator_tuned": host_allocator,
-                                              "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+                                              "cpu": cpu_info(), "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                             indent=2))
         return 0
     if args.quick:
         args.rounds, args.steps = 1, 2
@@ -523,6 +525,7 @@ def _payload(rows, peaks, args) -> dict:
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "trl": trl.__version__, "torch_threads": torch.get_num_threads()},
         "host_allocator_tuned": getattr(args, "host_allocator_tuned", None),  # jalign.runtime.tune_host_allocator
+        "cpu": cpu_info(),
         "load_average": os.getloadavg(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
