@@ -35,6 +35,9 @@ Zeros: where p(x) = 0 < π(x) the term p·f(π/p) is its limit π(x)·f'(∞) (`
 KL, reverse χ² and α > 1, so that those divergences are infinite); where π(x) = 0 < p(x) the term is
 p(x)·f(0) (``f_at_zero``: ∞ for forward KL, χ² and α ≤ 0). Outcomes with π = p = 0 contribute 0.
 
+Sample-based estimates of KL(π‖π_ref) from y ~ π (Schulman's k1, k2, k3, as RLHF trainers add them to
+their losses) are :func:`kl_estimate`.
+
 >>> import jax.numpy as jnp
 >>> from jalign import divergences
 >>> log_pi = jnp.log(jnp.array([0.5, 0.5])); log_p = jnp.log(jnp.array([0.25, 0.75]))
@@ -372,4 +375,54 @@ def divergence(div: str | Divergence, log_pi, log_p, *, axis: int = -1):
     return jnp.sum(terms(div, log_pi, log_p), axis=axis)
 
 
-__all__ = ["Divergence", "alpha", "divergence", "get", "log_abs_expm1", "names", "register", "terms"]
+# ---------------------------------------------------------------------------------------------------------
+# Sample-based estimators of KL(π‖π_ref)
+
+_KL_KINDS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logps, ref_logps, kind):
+    """Schulman's per-sample estimators of KL(π‖π_ref) for samples y ~ π, elementwise.
+
+    With the log-ratio l = log π_ref(y) − log π(y):
+
+    * ``"k1"``: −l = log π(y) − log π_ref(y). Unbiased, high variance, negative for some samples.
+    * ``"k2"``: l²/2. Biased (its mean is the second-order approximation of the KL), ≥ 0, low variance.
+    * ``"k3"``: e^l − 1 − l (computed as ``expm1(l) − l``). Unbiased (E_π[e^l] = 1), ≥ 0, low variance.
+
+    As *values*, E_π[k1] = E_π[k3] = KL(π‖π_ref) exactly. As *loss terms* differentiated through log π with
+    the samples held fixed, their expected gradients differ: k1 gives 0, k2 gives ∇KL(π‖π_ref) and k3
+    gives ∇KL(π_ref‖π) (the reverse direction). k3 is the estimator TRL's GRPO adds to its per-token loss.
+
+    Args:
+      logps: log π of the sampled tokens or sequences (any shape).
+      ref_logps: log π_ref of the same samples (broadcastable with ``logps``).
+      kind: ``"k1"``, ``"k2"`` or ``"k3"``.
+
+    Returns:
+      The estimates, elementwise, in float32 or wider.
+
+    Raises:
+      ValueError: unknown ``kind``.
+
+    References:
+      J. Schulman, Approximating KL Divergence, blog post, 2020 (http://joschu.net/blog/kl-approx.html).
+
+    >>> import jax.numpy as jnp
+    >>> lp = jnp.log(jnp.array([0.5])); ref = jnp.log(jnp.array([0.25]))  # l = −log 2
+    >>> [round(float(kl_estimate(lp, ref, k)[0]), 6) for k in ("k1", "k2", "k3")]
+    [0.693147, 0.240227, 0.193147]
+    """
+    if kind not in _KL_KINDS:
+        raise ValueError(f"kl_estimate: unknown kind={kind!r}; valid kinds: {', '.join(_KL_KINDS)}")
+    logps, ref_logps = _float(logps), _float(ref_logps)
+    log_ratio = ref_logps - logps
+    if kind == "k1":
+        return -log_ratio
+    if kind == "k2":
+        return 0.5 * jnp.square(log_ratio)
+    return jnp.expm1(log_ratio) - log_ratio
+
+
+__all__ = ["Divergence", "alpha", "divergence", "get", "kl_estimate", "log_abs_expm1", "names", "register",
+           "terms"]

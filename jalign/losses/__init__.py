@@ -2,7 +2,9 @@
 
 Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`bind`, :func:`names`, :func:`sequence_logps`,
 :func:`preference_metrics`; plus :class:`UnpairedLogps`, :class:`ListwiseLogps`, :func:`spec`,
-:func:`register`.
+:func:`register`. The on-line RLHF mathematics (PPO/GRPO clipped objectives, group advantages, GAE, the
+reward-model loss) is in :mod:`jalign.losses.rl`, re-exported here: :func:`policy_clip`,
+:func:`group_advantages`, :func:`gae`, :func:`reward_model_loss`.
 
 >>> from jalign import losses
 >>> "dpo" in losses.names()
@@ -18,6 +20,7 @@ from jalign.losses._types import (
     UnpairedLogps,
 )
 from jalign.losses.metrics import preference_metrics
+from jalign.losses.rl import gae, group_advantages, policy_clip, reward_model_loss
 from jalign.losses.sequence import causal_sequence_logps, sequence_logps
 
 # Loss families register themselves on import (one file per family).
@@ -42,12 +45,16 @@ __all__ = [
     "copg",
     "copg_ksample",
     "copg_surrogate",
+    "gae",
+    "group_advantages",
     "get",
     "names",
     "off_policy_pg",
+    "policy_clip",
     "preference_metrics",
     "register",
     "register_resolver",
+    "reward_model_loss",
     "rloo",
     "sequence_logps",
     "spec",
