@@ -1,4 +1,4 @@
-"""Diagnostics: gradient entanglement and likelihood displacement (pure functions of arrays / log-prob fns)."""
+"""Diagnostics: gradient entanglement, likelihood displacement, ranking accuracy (pure functions of arrays / log-prob fns)."""
 
 from jalign.diagnostics import attribution, toy, ufm
 from jalign.diagnostics.attribution import predicted_token_changes, token_attribution, unembedding_token_gram
@@ -77,3 +77,14 @@ from jalign.diagnostics import sample_scores  # noqa: E402
 from jalign.diagnostics.displacement import probe_batch, probe_positions  # noqa: E402
 
 __all__ += ["probe_batch", "probe_positions", "sample_scores"]
+
+# Ranking accuracy (Chen et al.) and the top-k over-optimisation indicators (Shi et al.).
+from jalign.diagnostics.rankings import (  # noqa: E402
+    dpo_loss_at_flip,
+    idealized_ranking_accuracy,
+    ranking_accuracy,
+    topk_entropy,
+    topk_mass,
+)
+
+__all__ += ["dpo_loss_at_flip", "idealized_ranking_accuracy", "ranking_accuracy", "topk_entropy", "topk_mass"]

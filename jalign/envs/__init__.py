@@ -7,6 +7,8 @@
 * :mod:`jalign.envs.data` — off-policy pairs from given μ1, μ2.
 * :mod:`jalign.envs.offline` — the offline bandit laboratory of the CoPG paper (CoPG, IPO, off-policy PG),
   exact expected gradients, IPO's analytic fixed point, jitted training (vmap over seeds and methods).
+* :mod:`jalign.envs.games` — preference games (the Nash equilibrium of the τ-regularised game) and the
+  InfAlign calculus (exact best-of-n, win rate, calibrated reward).
 
 All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and hyperparameters.
 """
@@ -27,6 +29,7 @@ from jalign.envs.bandit import (
     regularised_rewards,
 )
 from jalign.envs.data import sample_contextual_pairs, sample_labelled_pairs, sample_pairs
+from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -58,6 +61,8 @@ __all__ = [
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "best_of_n",
+    "calibrated_rewards",
     "expected_gradient",
     "expected_loss",
     "expected_reward",
@@ -78,6 +83,7 @@ __all__ = [
     "random_bandit",
     "random_contextual_bandit",
     "regret",
+    "regularized_nash",
     "regularised_rewards",
     "sample_contextual_pairs",
     "sample_labelled_pairs",
@@ -87,4 +93,5 @@ __all__ = [
     "tabular_logps",
     "train",
     "train_population",
+    "win_rate",
 ]
