@@ -1,10 +1,7 @@
-"""Execute notebooks/dpa_logic.ipynb headless (quick settings) and compare its results with figures/ (slow)."""
-
-import pytest
+"""Execute notebooks/dpa_logic.ipynb headless on the committed figures/ data (JALIGN_TEST_PIPELINES=1: a fresh quick run)."""
 
 from tests.test_notebooks import check_notebook_executes, kernel_env  # noqa: F401  (fixture)
 
 
-@pytest.mark.slow
 def test_notebook_executes_headless(kernel_env, tmp_path):  # noqa: F811
     check_notebook_executes("dpa_logic", kernel_env, tmp_path)
