@@ -177,11 +177,36 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: Sequence[str]) -> m
     return c
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The experiment configs that ship with jalign (package ``jalign.experiments``): name -> file."""
+    import importlib.resources
+
+    try:
+        root = importlib.resources.files("jalign.experiments")
+    except ModuleNotFoundError:  # a source tree without the experiments package
+        return {}
+    return {p.name[:-3]: Path(str(p)) for p in root.iterdir()
+            if p.name.endswith(".py") and not p.name.startswith("_")}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file: ``path`` itself if it exists, else the shipped config of that name (``dpo_tiny``,
+    ``dpo_tiny.py`` or ``experiments/dpo_tiny.py`` from any directory); ``ConfigError`` listing them otherwise."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    name = p.name[:-3] if p.name.endswith(".py") else p.name
+    if p.parent in (Path("."), Path("experiments")) and name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file {str(path)!r} does not exist; shipped configs (by name): "
+                      f"{', '.join(sorted(shipped)) or 'none'}")
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Import ``path`` (a module with ``get_config()``), apply ``overrides`` and validate the result."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+    """Import ``path`` (a module with ``get_config()``, or the name of a shipped config: :func:`resolve_config_path`),
+    apply ``overrides`` and validate the result."""
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"_jalign_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
