@@ -7,6 +7,9 @@
 * :mod:`jalign.envs.data` — off-policy pairs from given μ1, μ2.
 * :mod:`jalign.envs.offline` — the offline bandit laboratory of the CoPG paper (CoPG, IPO, off-policy PG),
   exact expected gradients, IPO's analytic fixed point, jitted training (vmap over seeds and methods).
+* :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
+  groups' rewards, through its convex dual over group weights.
+* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
 
 All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and hyperparameters.
 """
@@ -27,6 +30,8 @@ from jalign.envs.bandit import (
     regularised_rewards,
 )
 from jalign.envs.data import sample_contextual_pairs, sample_labelled_pairs, sample_pairs
+from jalign.envs.maxmin import maxmin_policy
+from jalign.envs.mixtures import BTMixture, fit_bt_mixture
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -53,6 +58,7 @@ from jalign.envs.preferences import (
 )
 
 __all__ = [
+    "BTMixture",
     "Bandit",
     "ContextualBandit",
     "METHODS",
@@ -61,12 +67,14 @@ __all__ = [
     "expected_gradient",
     "expected_loss",
     "expected_reward",
+    "fit_bt_mixture",
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
     "kl",
     "linear_init",
     "linear_logps",
+    "maxmin_policy",
     "method_index",
     "objective",
     "one_hot_features",
