@@ -9,6 +9,9 @@
   exact expected gradients, IPO's analytic fixed point, jitted training (vmap over seeds and methods).
 * :mod:`jalign.envs.games` — preference games (the Nash equilibrium of the τ-regularised game) and the
   InfAlign calculus (exact best-of-n, win rate, calibrated reward).
+* :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
+  groups' rewards, through its convex dual over group weights.
+* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
 
 All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and hyperparameters.
 """
@@ -30,6 +33,8 @@ from jalign.envs.bandit import (
 )
 from jalign.envs.data import sample_contextual_pairs, sample_labelled_pairs, sample_pairs
 from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
+from jalign.envs.maxmin import maxmin_policy
+from jalign.envs.mixtures import BTMixture, fit_bt_mixture
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -56,6 +61,7 @@ from jalign.envs.preferences import (
 )
 
 __all__ = [
+    "BTMixture",
     "Bandit",
     "ContextualBandit",
     "METHODS",
@@ -66,12 +72,14 @@ __all__ = [
     "expected_gradient",
     "expected_loss",
     "expected_reward",
+    "fit_bt_mixture",
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
     "kl",
     "linear_init",
     "linear_logps",
+    "maxmin_policy",
     "method_index",
     "objective",
     "one_hot_features",
