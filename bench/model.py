@@ -26,7 +26,29 @@ from flax import nnx
 
 from bench.harness import timeit, write_result
 from jalign.models import ModelConfig, create_model
-from jalign.models.pretrain import make_train_step
+
+
+def lm_loss(model, tokens_BxT1: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy (nats/token) of ``tokens[:, 1:]`` given ``tokens[:, :-1]``."""
+    logits = model(tokens_BxT1[:, :-1]).logits
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, tokens_BxT1[:, 1:, None], axis=-1))
+
+
+def make_train_step(graphdef, tx):
+    """``step(params, opt_state, tokens) -> (params, opt_state, loss, grad_norm)``, jitted, buffers donated."""
+
+    def loss_fn(params, tokens):
+        return lm_loss(nnx.merge(graphdef, params), tokens)
+
+    @jax.jit
+    def step(params, opt_state, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+    return jax.jit(step.__wrapped__, donate_argnums=(0, 1))
+
 
 SIZES = {
     "1M": dict(d_model=128, n_layers=4, n_heads=4),

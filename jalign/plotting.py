@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 STYLE = {
     "figure.figsize": (6.0, 4.0),
@@ -56,3 +58,25 @@ def styled(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def plot_loss_curve(curve_json: str | Path, out_png: str | Path) -> Path:
+    """Draw train (per step, and a 25-step running mean) and validation loss from ``loss_curve.json``
+    (written by ``jalign pretrain``)."""
+    d = json.loads(Path(curve_json).read_text())
+    tr, va = np.asarray(d["train"]), np.asarray(d["val"])
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.plot(tr[:, 0], tr[:, 1], color="0.8", lw=0.6, label="train (batch)")
+    k = min(25, len(tr))
+    ax.plot(tr[k - 1 :, 0], np.convolve(tr[:, 1], np.ones(k) / k, mode="valid"), lw=1.2, label=f"train ({k}-step mean)")
+    ax.plot(va[:, 0], va[:, 1], "o-", ms=3, lw=1.2, label="validation")
+    ax.axhline(np.log(259), ls=":", color="k", lw=0.8, label="uniform (log 259)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/byte)")
+    ax.set_title(f"small LM, {d['n_params'] / 1e6:.2f}M params")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

@@ -1,77 +1,74 @@
-"""``jalign pretrain``: train the small byte-level LM (or any ml_collections config) on offline text."""
+"""``jalign pretrain``: retrain the shipped small LM — a shortcut for the trainer's config ``pretrain_small``.
+
+``jalign pretrain --out DIR [key=value ...]`` runs ``jalign train --config pretrain_small`` with
+``workdir=DIR/run`` and ``train.export=DIR/hf``, then writes ``DIR/loss_curve.json`` (training loss per step,
+held-out loss per evaluation) from the run's metrics; ``--export-assets DIR2`` also copies the model and the
+curve (with its plot) into ``DIR2`` (``jalign/assets/small_lm`` in a checkout).
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "pretrain_small.py"
+CONFIG = "pretrain_small"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="pretrain a small causal LM on CPU (default: the shipped small LM)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="python file defining get_config()")
-    p.add_argument("--out", required=True, help="output directory (hf/, orbax/, loss_curve.json)")
-    p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set train.lr=1e-3 (value parsed as JSON if possible)")
+    p = sub.add_parser("pretrain", help="pretrain the small causal LM on offline text (the trainer in SFT mode)")
+    p.add_argument("--out", required=True, help="output directory: run/ (trainer workdir), hf/, loss_curve.json")
+    p.add_argument("--config", default=CONFIG, help=f"a trainer config file or shipped name (default {CONFIG})")
+    p.add_argument("--steps", type=int, help="shortcut for the override train.steps=N")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value, as for `jalign train`")
     p.add_argument("--export-assets", metavar="DIR",
-                   help="also copy hf/config.json, hf/model.safetensors and loss_curve.json into DIR")
+                   help="also copy hf/config.json, hf/model.safetensors, loss_curve.json (+ .png) into DIR")
     p.set_defaults(func=run)
 
 
-def load_config(path: str):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--config {path}: file not found")
-    spec = importlib.util.spec_from_file_location(f"_jalign_config_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    if not hasattr(mod, "get_config"):
-        raise ValueError(f"--config {path}: defines no get_config()")
-    return mod.get_config()
-
-
-def apply_override(cfg, item: str) -> None:
-    if "=" not in item:
-        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-    key, raw = item.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    node = cfg
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if p not in node:
-            raise KeyError(f"--set {key}: no config field {p!r}")
-        node = node[p]
-    if parts[-1] not in node:
-        raise KeyError(f"--set {key}: no config field {parts[-1]!r}")
-    node[parts[-1]] = value
+def loss_curve(cfg, history: list[dict], wall_s: float) -> dict:
+    """The pretraining record: per-step training loss, held-out loss per evaluation, sizes and settings."""
+    train = [[int(h["step"]), float(h["loss"])] for h in history if "loss" in h]
+    val = [[int(h["step"]), float(h["eval/nll"])] for h in history if "eval/nll" in h]
+    last = [v for _, v in train[-50:]]
+    return {
+        "config": json.loads(cfg.to_json()), "train": train, "val": val,
+        "tokens_per_step": int(cfg.data.batch_size * (cfg.data.seq_len - 1)),
+        "wall_s": wall_s,
+        "final_train_loss_avg_last50": sum(last) / max(len(last), 1),
+        "final_val_loss": val[-1][1] if val else None,
+    }
 
 
 def run(args) -> int:
-    from jalign.models.pretrain import train
+    from jalign.models import load_pretrained
+    from jalign.plotting import plot_loss_curve
+    from jalign.train.config import ConfigError, load_config
+    from jalign.train.loop import train
 
-    cfg = load_config(args.config)
-    for item in args.set:
-        apply_override(cfg, item)
-    if args.steps is not None:
-        cfg.train.steps = args.steps
     out = Path(args.out)
-    _, hist = train(cfg, out, log=lambda s: print(s, flush=True))
-    print(json.dumps({k: hist[k] for k in ("n_params", "final_val_loss", "final_train_loss_avg_last50", "wall_s")}))
+    overrides = [*args.overrides, f"workdir={out / 'run'}", f"train.export={out / 'hf'}"]
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"jalign pretrain: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    result = train(cfg)
+    curve = loss_curve(cfg, result.history, time.perf_counter() - t0)
+    curve["n_params"] = load_pretrained(out / "hf").cfg.num_params()
+    (out / "loss_curve.json").write_text(json.dumps(curve, indent=1))
+    print(json.dumps({k: curve[k] for k in ("n_params", "final_val_loss", "final_train_loss_avg_last50",
+                                            "wall_s")}))
     if args.export_assets:
         dst = Path(args.export_assets)
         dst.mkdir(parents=True, exist_ok=True)
         for src in (out / "hf" / "config.json", out / "hf" / "model.safetensors", out / "loss_curve.json"):
             shutil.copy(src, dst / src.name)
-        from jalign.models.pretrain import plot_loss_curve
-
         plot_loss_curve(dst / "loss_curve.json", dst / "loss_curve.png")
         print(f"exported to {dst}", file=sys.stderr)
     return 0
