@@ -1,11 +1,13 @@
 """jalign: a JAX research framework for the theory of language-model alignment.
 
-Layers (each depends only on the ones above it):
+Layers, lowest first (a module imports only its own layer or lower ones; ``jalign.layering`` checks it,
+docs/architecture.md draws it):
 
-* ``jalign.losses``, ``jalign.divergences``, ``jalign.logic``, ``jalign.diagnostics`` — pure math on arrays
-  (jax / numpy only).
-* ``jalign.envs`` (exactly solvable toys), ``jalign.models``, ``jalign.data``, ``jalign.train`` — build on the math.
-* ``paper_repro`` and ``jalign.cli`` — reproductions and the command line; no math of their own.
+* base: ``divergences``, ``data``, ``tokenizers``, ``rewards``, ``reporting``, ``plotting``, ``runtime``;
+* math and models: ``losses``, ``models``;
+* theory: ``logic``, ``fdpg``, ``diagnostics``, ``envs``;
+* the trainer: ``train`` (core, then ``train.plugins`` and ``train.probes``, then the loop);
+* ``studies`` (research trainers), then ``cli``; ``paper_repro`` and ``experiments`` sit on top.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Generate ``docs/losses.md`` from the registry: ``python -m jalign.losses.catalogue [--check] [--out PATH]``.
+"""Generate ``docs/losses.md`` from the registry: ``python -m jalign.losses.catalogue [--check] [--out PATH]``
+(run from the checkout's root; ``--out`` defaults to ``docs/losses.md`` of the working directory).
 
 The prose sections are constants here; the catalogue table and the per-loss conventions come from the
 registered :class:`LossSpec` entries, so the document cannot drift from the code (a test compares the
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
+DOC = Path("docs") / "losses.md"
 
 _HEADER = """\
 # The loss library (`jalign.losses`)

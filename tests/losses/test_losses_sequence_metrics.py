@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,8 +91,9 @@ def test_preference_metrics_reference_free_uses_zero_reference(rng):
 
 
 def test_committed_catalogue_matches_registry():
-    assert catalogue.DOC.exists(), "run python -m jalign.losses.catalogue"
-    assert catalogue.DOC.read_text() == catalogue.render(), "docs/losses.md is stale: python -m jalign.losses.catalogue"
+    doc = Path(__file__).resolve().parents[2] / catalogue.DOC
+    assert doc.exists(), "run python -m jalign.losses.catalogue"
+    assert doc.read_text() == catalogue.render(), "docs/losses.md is stale: python -m jalign.losses.catalogue"
 
 
 def test_every_loss_documents_formula_and_paper():
