@@ -19,7 +19,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 # Lowest layer first. A module's layer is that of the longest prefix listed here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("jalign", "jalign.layering", "jalign.runtime", "jalign.divergences", "jalign.tokenizers",
+    ("base", ("jalign", "jalign.layering", "jalign.numerics", "jalign.runtime", "jalign.divergences", "jalign.tokenizers",
               "jalign.data", "jalign.rewards", "jalign.reporting", "jalign.plotting")),
     ("math and models", ("jalign.losses", "jalign.models")),
     ("theory", ("jalign.logic", "jalign.fdpg", "jalign.diagnostics", "jalign.envs")),

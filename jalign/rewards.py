@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jalign.numerics import is_concrete
+
 COMBINE_MODES = ("sum", "transformed_sum", "min")
 
 
@@ -45,10 +47,6 @@ def _float(x):
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return x.astype(jnp.float32)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _broadcast_shape(fn: str, names: tuple[str, str], a, b) -> tuple[int, ...]:
@@ -94,7 +92,7 @@ def log_sigmoid_transform(rewards, ref_rewards):
 def _check_weights(weights, m: int):
     if weights is None:
         return None
-    if _concrete(weights):
+    if is_concrete(weights):
         w = np.asarray(weights)
         if w.shape != (m,):
             raise ValueError(f"combine: argument weights={weights!r} must have shape ({m},), one per reward")
@@ -219,7 +217,7 @@ def reference_quantile(rewards_NxS, q):
         )
     if np.ndim(q) != 0:
         raise ValueError(f"reference_quantile: argument q={q!r} must be a scalar")
-    if _concrete(q):
+    if is_concrete(q):
         qv = np.asarray(q)
         if not np.issubdtype(qv.dtype, np.number) or not (0.0 <= float(qv) <= 1.0):
             raise ValueError(f"reference_quantile: argument q={q!r} must be in [0, 1]")

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jalign.numerics import float_dtype, is_concrete
+
 __all__ = [
     "dpo_loss_at_flip",
     "idealized_ranking_accuracy",
@@ -31,19 +33,6 @@ __all__ = [
     "topk_entropy",
     "topk_mass",
 ]
-
-
-def _concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def _float(*xs):
-    dt = jnp.float32
-    for x in xs:
-        t = jnp.result_type(x)
-        if jnp.issubdtype(t, jnp.floating):
-            dt = jnp.promote_types(dt, t)
-    return dt
 
 
 def _same_shape(fn: str, names, arrays) -> None:
@@ -54,7 +43,7 @@ def _same_shape(fn: str, names, arrays) -> None:
 
 
 def _check_beta(fn: str, beta) -> None:
-    if _concrete(beta):
+    if is_concrete(beta):
         v = np.asarray(beta)
         if v.ndim != 0 or not (np.isfinite(v) and v > 0):
             raise ValueError(f"{fn}: argument beta={beta!r} must be a finite scalar > 0")
@@ -90,7 +79,7 @@ def ranking_accuracy(chosen_logps, rejected_logps, *, chosen_lengths=None, rejec
             f"chosen_lengths={'None' if chosen_lengths is None else 'an array'}, "
             f"rejected_lengths={'None' if rejected_lengths is None else 'an array'}"
         )
-    dtype = _float(chosen_logps, rejected_logps)
+    dtype = float_dtype(chosen_logps, rejected_logps)
     w = jnp.asarray(chosen_logps).astype(dtype)
     l_ = jnp.asarray(rejected_logps).astype(dtype)
     if chosen_lengths is None:
@@ -99,7 +88,7 @@ def ranking_accuracy(chosen_logps, rejected_logps, *, chosen_lengths=None, rejec
         _same_shape(fn, ("chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths"),
                     (w, l_, chosen_lengths, rejected_lengths))
         for name, n in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
-            if _concrete(n) and not np.all(np.asarray(n) > 0):
+            if is_concrete(n) and not np.all(np.asarray(n) > 0):
                 raise ValueError(f"{fn}: argument {name} must be > 0, got {np.asarray(n)}")
         w = w / jnp.asarray(chosen_lengths).astype(dtype)
         l_ = l_ / jnp.asarray(rejected_lengths).astype(dtype)
@@ -136,11 +125,11 @@ def idealized_ranking_accuracy(ref_chosen_logps, ref_rejected_logps, pref_probs,
     _same_shape(fn, ("ref_chosen_logps", "ref_rejected_logps", "pref_probs"),
                 (ref_chosen_logps, ref_rejected_logps, pref_probs))
     _check_beta(fn, beta)
-    if _concrete(pref_probs):
+    if is_concrete(pref_probs):
         v = np.asarray(pref_probs)
         if not np.all((v > 0) & (v < 1)):
             raise ValueError(f"{fn}: argument pref_probs must lie in the open interval (0, 1), got {v}")
-    dtype = _float(ref_chosen_logps, ref_rejected_logps, pref_probs, beta)
+    dtype = float_dtype(ref_chosen_logps, ref_rejected_logps, pref_probs, beta)
     rw = jnp.asarray(ref_chosen_logps).astype(dtype)
     rl = jnp.asarray(ref_rejected_logps).astype(dtype)
     p = jnp.asarray(pref_probs).astype(dtype)
@@ -177,7 +166,7 @@ def dpo_loss_at_flip(ref_chosen_logps, ref_rejected_logps, beta):
     fn = "dpo_loss_at_flip"
     _same_shape(fn, ("ref_chosen_logps", "ref_rejected_logps"), (ref_chosen_logps, ref_rejected_logps))
     _check_beta(fn, beta)
-    dtype = _float(ref_chosen_logps, ref_rejected_logps, beta)
+    dtype = float_dtype(ref_chosen_logps, ref_rejected_logps, beta)
     rw = jnp.asarray(ref_chosen_logps).astype(dtype)
     rl = jnp.asarray(ref_rejected_logps).astype(dtype)
     return -jax.nn.log_sigmoid(jnp.asarray(beta, dtype) * (rl - rw))
@@ -194,7 +183,7 @@ def _topk_logits(fn: str, logits, k):
     vocab = x.shape[-1]
     if not 1 <= k <= vocab:
         raise ValueError(f"{fn}: argument k={k} must satisfy 1 <= k <= V = {vocab}")
-    x = x.astype(_float(x))
+    x = x.astype(float_dtype(x))
     top = jax.lax.top_k(x, k)[0]
     return x, top, jax.nn.logsumexp(x, axis=-1)
 

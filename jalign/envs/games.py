@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jalign.numerics import float_dtype, is_concrete
+
 __all__ = ["best_of_n", "calibrated_rewards", "regularized_nash", "win_rate"]
 
 # Stopping rule of :func:`regularized_nash`: the fixed-point residual in probability space, per dtype.
@@ -39,19 +41,6 @@ _NASH_TOL = {np.dtype(np.float32): 2e-7, np.dtype(np.float64): 1e-13}
 # the residual has not improved for this many iterations (or at _NASH_MAX_ITER).
 _NASH_PATIENCE = 2000
 _NASH_MAX_ITER = 1_000_000
-
-
-def _concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def _float(*xs):
-    dt = jnp.float32
-    for x in xs:
-        t = jnp.result_type(x)
-        if jnp.issubdtype(t, jnp.floating):
-            dt = jnp.promote_types(dt, t)
-    return dt
 
 
 def _vector(fn: str, name: str, x, dtype, k=None):
@@ -64,7 +53,7 @@ def _vector(fn: str, name: str, x, dtype, k=None):
 
 
 def _check_probs(fn: str, name: str, raw, p) -> None:
-    if not _concrete(raw):
+    if not is_concrete(raw):
         return
     v = np.asarray(p, np.float64)
     if not np.all(np.isfinite(v)) or np.any(v < 0):
@@ -74,7 +63,7 @@ def _check_probs(fn: str, name: str, raw, p) -> None:
 
 
 def _check_rewards(fn: str, raw, r) -> None:
-    if _concrete(raw) and not np.all(np.isfinite(np.asarray(r))):
+    if is_concrete(raw) and not np.all(np.isfinite(np.asarray(r))):
         raise ValueError(f"{fn}: argument 'rewards' must be finite, got {np.asarray(r)}")
 
 
@@ -90,7 +79,7 @@ def _beats(rewards):
 
 
 def _check_pref(fn: str, raw, P) -> None:
-    if not _concrete(raw):
+    if not is_concrete(raw):
         return
     v = np.asarray(P, np.float64)
     if not np.all(np.isfinite(v)) or np.any(v < 0) or np.any(v > 1):
@@ -188,7 +177,7 @@ def regularized_nash(pref, ref_logps, tau):
     [0.3333, 0.3333, 0.3333]
     """
     fn = "regularized_nash"
-    dtype = _float(pref, ref_logps, tau)
+    dtype = float_dtype(pref, ref_logps, tau)
     lmu = _vector(fn, "ref_logps", ref_logps, dtype)
     k = lmu.shape[0]
     P = jnp.asarray(pref)
@@ -196,14 +185,14 @@ def regularized_nash(pref, ref_logps, tau):
         raise ValueError(f"{fn}: argument 'pref' must have shape ({k}, {k}) to match ref_logps, got {tuple(P.shape)}")
     P = P.astype(dtype)
     _check_pref(fn, pref, P)
-    if _concrete(ref_logps):
+    if is_concrete(ref_logps):
         v = np.asarray(lmu, np.float64)
         if np.any(np.isnan(v)) or np.any(v == np.inf):
             raise ValueError(f"{fn}: argument 'ref_logps' must be log-probabilities (no nan / +inf), got {v}")
         total = np.exp(v).sum()
         if not abs(total - 1.0) <= 1e-5:
             raise ValueError(f"{fn}: argument 'ref_logps' must be log-probabilities (exp sums to 1), got sum {total!r}")
-    if _concrete(tau):
+    if is_concrete(tau):
         t = np.asarray(tau)
         if t.ndim != 0 or not (np.isfinite(t) and t > 0):
             raise ValueError(f"{fn}: argument tau={tau!r} must be a finite scalar > 0")
@@ -245,12 +234,12 @@ def best_of_n(ref_probs, rewards, n):
     [0.25, 0.75]
     """
     fn = "best_of_n"
-    dtype = _float(ref_probs, rewards, n)
+    dtype = float_dtype(ref_probs, rewards, n)
     mu = _vector(fn, "ref_probs", ref_probs, dtype)
     r = _vector(fn, "rewards", rewards, dtype, mu.shape[0])
     _check_probs(fn, "ref_probs", ref_probs, mu)
     _check_rewards(fn, rewards, r)
-    if _concrete(n):
+    if is_concrete(n):
         v = np.asarray(n)
         if v.ndim != 0 or not (np.isfinite(v) and v >= 1):
             raise ValueError(f"{fn}: argument n={n!r} must be a scalar >= 1")
@@ -290,7 +279,7 @@ def win_rate(probs_a, probs_b, rewards):
     0.75
     """
     fn = "win_rate"
-    dtype = _float(probs_a, probs_b, rewards)
+    dtype = float_dtype(probs_a, probs_b, rewards)
     a = _vector(fn, "probs_a", probs_a, dtype)
     b = _vector(fn, "probs_b", probs_b, dtype, a.shape[0])
     r = _vector(fn, "rewards", rewards, dtype, a.shape[0])
@@ -321,7 +310,7 @@ def calibrated_rewards(ref_probs, rewards):
     [0.125, 0.625, 0.625]
     """
     fn = "calibrated_rewards"
-    dtype = _float(ref_probs, rewards)
+    dtype = float_dtype(ref_probs, rewards)
     mu = _vector(fn, "ref_probs", ref_probs, dtype)
     r = _vector(fn, "rewards", rewards, dtype, mu.shape[0])
     _check_probs(fn, "ref_probs", ref_probs, mu)

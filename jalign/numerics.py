@@ -1,0 +1,22 @@
+"""Small array helpers shared by the math modules: concreteness (validation only outside ``jit``) and the
+accumulation dtype (float32 or wider)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def is_concrete(*xs) -> bool:
+    """Whether none of ``xs`` is a tracer (values can be checked on the host: outside ``jit``/``grad``)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def float_dtype(*xs):
+    """float32, or the widest floating dtype among ``xs`` if wider (float64 stays float64)."""
+    dt = jnp.float32
+    for x in xs:
+        t = jnp.result_type(x)
+        if jnp.issubdtype(t, jnp.floating):
+            dt = jnp.promote_types(dt, t)
+    return dt
