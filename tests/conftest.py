@@ -40,21 +40,17 @@ def mesh8():
 # ---------------------------------------------------------------------------------------------------------
 # Scheduling for `pytest -n 2 --dist loadfile` (the CI command): longest files first.
 #
-# pytest-xdist's default --loadscope-reorder hands out files by descending number of tests, which puts the
-# one-test notebook files (each a whole quick reproduction, minutes of CPU) last, where one worker runs them
+# pytest-xdist's default --loadscope-reorder hands out files by descending number of tests, which puts
+# few-test files of long tests (the installed-wheel run, minutes of CPU) last, where one worker runs them
 # while the other idles. Instead the files below (the longest, measured with --durations=0, longest first)
 # are scheduled first and every other file keeps its collection order behind them, so the tail of the run
 # is made of short files and the two workers finish together. Ordering only; which tests run is unchanged.
 LONG_FILES = [
-    "tests/notebooks/test_nb_fdpg.py",
-    "tests/notebooks/test_nb_entanglement.py",
+    "tests/test_packaging.py",
     "tests/train/test_train_entanglement.py",
-    "tests/notebooks/test_nb_dpa_logic.py",
     "tests/train/test_train_step.py",
     "tests/train/test_train_integration.py",
     "tests/diagnostics/test_entanglement.py",
-    "tests/notebooks/test_nb_ches.py",
-    "tests/notebooks/test_nb_copg_bandit.py",
     "tests/models/test_attention_vjp.py",
     "tests/envs/test_offline_lab.py",
     "tests/test_figures.py",
