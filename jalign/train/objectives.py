@@ -273,7 +273,7 @@ def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = No
     if mode == "sft":
         check_mitigation(mitigation, "sft", reference=reference)
         return SFT()
-    bound = losses.bind(loss, **dict(hparams or {}))
+    bound = loss if isinstance(loss, losses.BoundLoss) and not hparams else losses.bind(loss, **dict(hparams or {}))
     check_mitigation(mitigation, bound.kind, reference=reference)
     obj = _BY_KIND[bound.kind](bound)
     obj.masked = mitigation == "masked"
