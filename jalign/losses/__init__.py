@@ -2,7 +2,7 @@
 
 Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`names`, :func:`sequence_logps`,
 :func:`preference_metrics`; plus :class:`UnpairedLogps`, :class:`ListwiseLogps`, :func:`spec`,
-:func:`register`.
+:func:`register`, :class:`LossSpec` and :func:`pytree_dataclass` (the decorator of the batch containers).
 
 >>> from jalign import losses
 >>> "dpo" in losses.names()
@@ -16,6 +16,7 @@ from jalign.losses._types import (
     SampledLogps,
     ScoredLogps,
     UnpairedLogps,
+    pytree_dataclass,
 )
 from jalign.losses.metrics import preference_metrics
 from jalign.losses.sequence import causal_sequence_logps, sequence_logps
@@ -44,6 +45,7 @@ __all__ = [
     "names",
     "off_policy_pg",
     "preference_metrics",
+    "pytree_dataclass",
     "register",
     "rloo",
     "sequence_logps",
