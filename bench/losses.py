@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench import reference_numpy as ref
 from bench.harness import timeit, write_result
 from jalign import losses
-from tests.losses import reference_numpy as ref
 
 
 def _np_logsig(x):

@@ -5,8 +5,9 @@ CPU in seconds). ``python -m experiments.copg_bandit [--epochs N] [--seeds S]`` 
 seeds with one jitted vmap and prints the final regrets; ``jalign reproduce copg-bandit`` runs the full
 reproduction (figures, sweeps, claims).
 
-The LLM-track experiment of the issue (CoPG vs DPO vs IPO on the small LM with a scripted reward) is not here:
-it needs the training loop of the Training issue.
+The language-model counterpart (CoPG vs DPO vs IPO on the small LM, responses scored by a scripted lexicon
+reward) is experiments/copg_small_lm.py (one CoPG run with ``jalign train``) and
+experiments/sweep_copg_dpo_ipo.py (the three methods over a β sweep, with held-out evaluation).
 """
 
 from __future__ import annotations

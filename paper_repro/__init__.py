@@ -5,12 +5,17 @@ A reproduction module defines::
     NAME = "copg-bandit"              # the name used by `jalign reproduce NAME`
     DESCRIPTION = "one line"
     def run(out: pathlib.Path, *, quick: bool = True) -> dict: ...   # writes figures + results.json
-    def plot_from_results(out: pathlib.Path): ...  # redraws the figures from out/results.json alone
+    def plot_from_results(out: pathlib.Path) -> list[str]: ...  # redraws the figures from out/results.json alone
 
 It must contain no math of its own (that lives in ``jalign``): it wires experiments, saves results as JSON and
 draws figures from the saved JSON. ``run`` returns a dict with at least ``{"claims": [...]}`` where each
 claim is ``{"paper", "claim", "measured", "status"}`` with status one of ``holds``, ``does not hold``,
 ``not reproducible here``.
+
+What every ``run`` shares lives in :mod:`paper_repro._common`: ``output_dir(out)``, then, once the results
+(claims included) are computed, ``finish(out, results, plot_from_results, t0=...)`` writes ``results.json``
+atomically, draws the figures from it and returns the results with the figure files under ``"figures"``;
+``plot_from_results`` is ``draw_figures(out, read_results(out), FIGURES)`` over ``(name, draw)`` pairs.
 """
 
 from __future__ import annotations

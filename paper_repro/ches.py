@@ -22,16 +22,17 @@ same shapes and each step function is compiled once for the whole reproduction):
    expected). For each score, DPO from the pretrained model on the subsets at its 0/25/50/75/100th
    percentiles; the preferred log-prob change per subset; Spearman correlation of the percentile with the
    change (−1 = the score orders the drop perfectly).
-3. **Mitigation** (Section 6). DPO on all pairs, DPO + SFT (``rpo`` loss, α = 1) on all pairs, and DPO on
-   the lowest length-normalised-CHES fraction (same number of updates); change of log π(y+) (and log π(y−))
-   on the full set and on each run's training pairs.
+3. **Mitigation** (Section 6). DPO on all pairs, DPO + SFT (``rpo`` loss, α = 1) on all pairs, DPO on the
+   lowest length-normalised-CHES fraction and, as a control, on a random subset of the same size. Every run
+   makes ``mitigation_epochs`` passes over its own training pairs (one pair per update), so the subset runs
+   take fewer updates than the full ones (quick: 10 against 40); change of log π(y+) (and log π(y−)) on the
+   full set and on each run's training pairs.
 
 No math lives here: scores, probe, steps and losses come from :mod:`jalign`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -51,9 +52,9 @@ from jalign.diagnostics import (
 from jalign.diagnostics.displacement import difference_components, probe_batch
 from jalign.diagnostics.sample_scores import edit_distance, last_hidden_inner_product, spearman
 from jalign.diagnostics.ufm import theorem5_scores
-from jalign.plotting import savefig, styled
 from jalign.train.batch import PAIRWISE_FIELDS as PAIR_FIELDS
 from jalign.train.probes import displacement_probe
+from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "ches"
 DESCRIPTION = "Likelihood displacement under DPO and the CHES score on the small byte LM (Razin et al. 2025)"
@@ -222,89 +223,127 @@ def _cand_name(i: int) -> str:
     return CANDIDATES[i].strip() if i < len(CANDIDATES) else PREFIXES[i - len(CANDIDATES)].strip() + "…"
 
 
+def _sft_then_dpo(eng: _Engine, cfg: dict, pb: dict):
+    """SFT on (x, y+) for ``sft_steps``, then DPO on the single pair for ``dpo_steps`` with the SFT model as
+    reference, probing at the first differing byte after every step.
+
+    Returns ``(pre, W, probe, records, losses, d1)``: the pretrained model's probe values, the unembedding of
+    the SFT model (:meth:`_Engine.unembedding`, the start of DPO), the probe, its records (steps 0 …
+    dpo_steps), the DPO losses and the change of the next-byte log-probs after the first DPO step.
+    """
+    pair = {k: pb[k] for k in PAIR_FIELDS}
+    sft = {"ids": pb["chosen_ids"], "mask": pb["chosen_mask"], "attention_mask": pb["chosen_attention_mask"]}
+    st = eng.state(eng.params0, eng.tx_sft, reference=False)
+    pre = displacement_probe(pb, position="divergence").evaluate(eng.graphdef, st)
+    for _ in range(cfg["sft_steps"]):
+        st, _ = eng.run(eng.sft_step, st, sft)
+    st = eng.state(st.params, eng.tx_dpo, reference=True)
+    probe = displacement_probe(pb, k=5, position="divergence")
+    recs, losses = [probe(0, eng.graphdef, st)], []
+    W = eng.unembedding(st.params)
+    for t in range(1, cfg["dpo_steps"] + 1):
+        st, loss = eng.run(eng.dpo_step, st, pair)
+        losses.append(loss)
+        recs.append(probe(t, eng.graphdef, st))
+        if t == 1:
+            d1 = probe.evaluate(eng.graphdef, st)["next"][0] - probe.start["next"][0]
+    return pre, W, probe, recs, losses, d1
+
+
+def _theorem5(W: np.ndarray, pb: dict, probe, d1) -> dict:
+    """Theorem 5 at the first differing byte, on the SFT model's unembedding ``W``: the bytes a, b of y+ and y−
+    there, the norms of W+ − W− parallel / orthogonal to W+, and the Spearman correlation of ⟨W_z, W+ − W−⟩
+    with the change ``d1`` of ln π(z) after the first DPO step (over the other byte tokens z)."""
+    tp = int(probe.positions[0])
+    a, b = int(pb["chosen_ids"][0, tp + 1]), int(pb["rejected_ids"][0, tp + 1])
+    par, orth = (float(v) for v in difference_components(W[a], W[b]))
+    th5 = np.asarray(theorem5_scores(W, a, b))
+    others = np.array([z for z in range(len(th5)) if z not in (a, b)])
+    return {"a": a, "b": b, "parallel": par, "orthogonal": orth, "spearman": spearman(th5[others], d1[others])}
+
+
+def _mass_flow(cand_lp: np.ndarray, s: int, t: int, yw: str, yl: str) -> dict:
+    """Where the probability of y+ went between steps ``s`` and ``t``: the change of π(y+), π(y−), of the other
+    positive / negative label words, of y+'s bytes continued without EOS, and the rest (elsewhere)."""
+    nw = len(CANDIDATES)
+    iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
+    dp = np.exp(cand_lp[t]) - np.exp(cand_lp[s])
+    pos = [i for i, c in enumerate(CANDIDATES) if c in POSITIVE and i not in (iw_, il_)]
+    neg = [i for i, c in enumerate(CANDIDATES) if c not in POSITIVE and i not in (iw_, il_)]
+    cont = dp[nw + PREFIXES.index(yw)] - dp[iw_]
+    flow = {"chosen": float(dp[iw_]), "rejected": float(dp[il_]),
+            "positive_words": float(dp[pos].sum()), "negative_words": float(dp[neg].sum()),
+            "chosen_continued": float(cont)}
+    flow["elsewhere"] = float(-sum(flow.values()))
+    return flow
+
+
+def _single_token_run(eng: _Engine, cfg: dict, rec: dict, cands: list, seed: int) -> dict:
+    """One run of the persona experiment (one prompt, one pair y+ ≻ y−): SFT, DPO, probes, Theorem 5, the
+    largest drop of π(y+) and where its mass went."""
+    tok = eng.tok
+    yw, yl = rec["chosen"], rec["rejected"]
+    nw = len(CANDIDATES)
+    enc = eng.encode(rec)
+    pb = probe_batch([enc[0]], [enc[1]], [enc[2]], candidates=cands, pad_id=tok.pad_id,
+                     max_length=cfg["seq_len"])
+    pre, W, probe, recs, losses, d1 = _sft_then_dpo(eng, cfg, pb)
+    th5 = _theorem5(W, pb, probe, d1)
+    p_w = np.exp([r["chosen_logps"][0] for r in recs])
+    p_l = np.exp([r["rejected_logps"][0] for r in recs])
+    cand_lp = np.array([r["candidate_logps"][0] for r in recs])  # [steps+1, C]
+    drop_a, s_a, t_a = largest_drop(p_w)
+    drop, s, t = float(drop_a), int(s_a), int(t_a)
+    # the label words (other than y+ and y−) that gained most from the peak s to the trough t
+    gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3,
+                          exclude=[CANDIDATES.index(yw), CANDIDATES.index(yl)])
+    last = recs[-1]
+    return {
+        "seed": seed, "statement": rec["prompt"].split('"')[1],
+        "pretrained_chosen_prob": float(np.exp(pre["chosen"][0])),
+        "chosen_prob": p_w.tolist(), "rejected_prob": p_l.tolist(), "loss": losses,
+        "candidate_prob": np.exp(cand_lp).tolist(),
+        "largest_drop": drop, "drop_from_step": s, "drop_to_step": t,
+        "mass_flow_during_drop": _mass_flow(cand_lp, s, t, yw, yl),
+        "divergence_bytes": [tok.decode([th5["a"]]), tok.decode([th5["b"]])],
+        "w_diff_parallel": th5["parallel"], "w_diff_orthogonal": th5["orthogonal"],
+        "theorem5_spearman_first_step": th5["spearman"],
+        "gainers_during_drop": [CANDIDATES[i].strip() for i in np.asarray(gi)],
+        "gains_during_drop": np.asarray(gv, np.float64).tolist(),
+        "final_candidate_gainers": [_cand_name(i) for i in last["candidate_gainers"][0]],
+        "final_byte_gainers": [tok.decode([int(i)]) if int(i) < 256 else f"<{int(i)}>"
+                               for i in last["token_gainers"][0]],
+        "final_byte_gains": [float(v) for v in last["token_gains"][0]],
+    }
+
+
+def _pair_summary(yw: str, yl: str, runs: list[dict]) -> dict:
+    """The runs of one pair y+ ≻ y− and their means over prompts."""
+    drops = [r["largest_drop"] for r in runs]
+    return {
+        "chosen": yw.strip(), "rejected": yl.strip(), "runs": runs,
+        "mean_largest_drop": float(np.mean(drops)), "max_largest_drop": float(np.max(drops)),
+        "mean_start_prob": float(np.mean([r["chosen_prob"][0] for r in runs])),
+        "mean_final_prob": float(np.mean([r["chosen_prob"][-1] for r in runs])),
+        "mean_final_rejected_prob": float(np.mean([r["rejected_prob"][-1] for r in runs])),
+        "mean_theorem5_spearman": float(np.mean([r["theorem5_spearman_first_step"] for r in runs])),
+        "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
+                                       for k in FLOW},
+    }
+
+
 def _single_token(eng: _Engine, cfg: dict) -> dict:
+    """The persona experiment: for each pair of :data:`PAIRS`, one run per seed (prompt), summarised."""
     persona = builtin.load("persona_yesno")
     tok = eng.tok
     cands = [tok.encode(c, add_eos=True) for c in CANDIDATES] + [tok.encode(c) for c in PREFIXES]
-    nw = len(CANDIDATES)
     out = {}
     for yw, yl in PAIRS:
         endorsed = yw != " No"
         prompts = [r["prompt"] for r in persona if r["meta"]["endorsed"] == endorsed]
-        runs = []
-        for seed in range(cfg["seeds"]):
-            rec = {"prompt": prompts[seed], "chosen": yw, "rejected": yl}
-            enc = eng.encode(rec)
-            pb = probe_batch([enc[0]], [enc[1]], [enc[2]], candidates=cands, pad_id=tok.pad_id,
-                             max_length=cfg["seq_len"])
-            pair = {k: pb[k] for k in PAIR_FIELDS}
-            sft = {"ids": pb["chosen_ids"], "mask": pb["chosen_mask"], "attention_mask": pb["chosen_attention_mask"]}
-            st = eng.state(eng.params0, eng.tx_sft, reference=False)
-            pre = displacement_probe(pb, position="divergence").evaluate(eng.graphdef, st)
-            for _ in range(cfg["sft_steps"]):
-                st, _ = eng.run(eng.sft_step, st, sft)
-            st = eng.state(st.params, eng.tx_dpo, reference=True)
-            probe = displacement_probe(pb, k=5, position="divergence")
-            recs, losses = [probe(0, eng.graphdef, st)], []
-            # Theorem 5 at the first differing byte: W+ − W− and the order ⟨W_z, W+ − W−⟩, on the SFT model
-            W = eng.unembedding(st.params)
-            tp = int(probe.positions[0])
-            a, b = int(pb["chosen_ids"][0, tp + 1]), int(pb["rejected_ids"][0, tp + 1])
-            par, orth = (float(v) for v in difference_components(W[a], W[b]))
-            th5 = np.asarray(theorem5_scores(W, a, b))
-            for t in range(1, cfg["dpo_steps"] + 1):
-                st, loss = eng.run(eng.dpo_step, st, pair)
-                losses.append(loss)
-                recs.append(probe(t, eng.graphdef, st))
-                if t == 1:
-                    d1 = probe.evaluate(eng.graphdef, st)["next"][0] - probe.start["next"][0]
-            others = np.array([z for z in range(len(th5)) if z not in (a, b)])
-            rho5 = spearman(th5[others], d1[others])
-            p_w = np.exp([r["chosen_logps"][0] for r in recs])
-            p_l = np.exp([r["rejected_logps"][0] for r in recs])
-            cand_lp = np.array([r["candidate_logps"][0] for r in recs])  # [steps+1, C]
-            drop_a, s_a, t_a = largest_drop(p_w)
-            drop, s, t = float(drop_a), int(s_a), int(t_a)
-            # the label words (other than y+ and y−) that gained most from the peak s to the trough t
-            iw_, il_ = CANDIDATES.index(yw), CANDIDATES.index(yl)
-            gi, gv = mass_gainers(cand_lp[s, :nw], cand_lp[t, :nw], 3, exclude=[iw_, il_])
-            # where the dropped mass went (bookkeeping of probability changes from s to t)
-            dp = np.exp(cand_lp[t]) - np.exp(cand_lp[s])
-            pos = [i for i, c in enumerate(CANDIDATES) if c in POSITIVE and i not in (iw_, il_)]
-            neg = [i for i, c in enumerate(CANDIDATES) if c not in POSITIVE and i not in (iw_, il_)]
-            cont = dp[nw + PREFIXES.index(yw)] - dp[iw_]
-            flow = {"chosen": float(dp[iw_]), "rejected": float(dp[il_]),
-                    "positive_words": float(dp[pos].sum()), "negative_words": float(dp[neg].sum()),
-                    "chosen_continued": float(cont)}
-            flow["elsewhere"] = float(-sum(flow.values()))
-            last = recs[-1]
-            runs.append({
-                "seed": seed, "statement": rec["prompt"].split('"')[1],
-                "pretrained_chosen_prob": float(np.exp(pre["chosen"][0])),
-                "chosen_prob": p_w.tolist(), "rejected_prob": p_l.tolist(), "loss": losses,
-                "candidate_prob": np.exp(cand_lp).tolist(),
-                "largest_drop": drop, "drop_from_step": s, "drop_to_step": t,
-                "mass_flow_during_drop": flow,
-                "divergence_bytes": [tok.decode([a]), tok.decode([b])],
-                "w_diff_parallel": par, "w_diff_orthogonal": orth, "theorem5_spearman_first_step": rho5,
-                "gainers_during_drop": [CANDIDATES[i].strip() for i in np.asarray(gi)],
-                "gains_during_drop": np.asarray(gv, np.float64).tolist(),
-                "final_candidate_gainers": [_cand_name(i) for i in last["candidate_gainers"][0]],
-                "final_byte_gainers": [tok.decode([int(i)]) if int(i) < 256 else f"<{int(i)}>"
-                                       for i in last["token_gainers"][0]],
-                "final_byte_gains": [float(v) for v in last["token_gains"][0]],
-            })
-        drops = [r["largest_drop"] for r in runs]
-        out[f"{yw.strip()}>{yl.strip()}"] = {
-            "chosen": yw.strip(), "rejected": yl.strip(), "runs": runs,
-            "mean_largest_drop": float(np.mean(drops)), "max_largest_drop": float(np.max(drops)),
-            "mean_start_prob": float(np.mean([r["chosen_prob"][0] for r in runs])),
-            "mean_final_prob": float(np.mean([r["chosen_prob"][-1] for r in runs])),
-            "mean_final_rejected_prob": float(np.mean([r["rejected_prob"][-1] for r in runs])),
-            "mean_theorem5_spearman": float(np.mean([r["theorem5_spearman_first_step"] for r in runs])),
-            "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
-                                           for k in FLOW},
-        }
+        runs = [_single_token_run(eng, cfg, {"prompt": prompts[seed], "chosen": yw, "rejected": yl}, cands, seed)
+                for seed in range(cfg["seeds"])]
+        out[f"{yw.strip()}>{yl.strip()}"] = _pair_summary(yw, yl, runs)
     return out
 
 
@@ -361,8 +400,8 @@ def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
 # claims
 
 
-def _claims(res: dict) -> list[dict]:
-    st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
+def _displacement_claims(st: dict) -> list[dict]:
+    """Persona experiment: π(y+) drops under DPO on a single pair, and where its mass goes (No ≻ Never)."""
     claims = []
     parts = [f"{k}: mean largest drop {v['mean_largest_drop']:.2f} (max {v['max_largest_drop']:.2f}; π(y+) "
              f"{v['mean_start_prob']:.2f} → {v['mean_final_prob']:.2f} at the end)" for k, v in st.items()]
@@ -389,6 +428,12 @@ def _claims(res: dict) -> list[dict]:
             f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note,
         "status": "holds" if share["positive_words"] >= 0.5 else "does not hold",
     })
+    return claims
+
+
+def _theorem5_claims(st: dict) -> list[dict]:
+    """Persona experiment: Theorem 5's ordering of the gaining tokens, and the orthogonal part of W+ − W−."""
+    claims = []
     runs = [r for v in st.values() for r in v["runs"]]
     r5 = [r["theorem5_spearman_first_step"] for r in runs]
     claims.append({
@@ -410,6 +455,12 @@ def _claims(res: dict) -> list[dict]:
             for k, v in st.items()) + ")",
         "status": "holds" if n_orth == len(runs) else "does not hold",
     })
+    return claims
+
+
+def _identification_claims(ident: dict) -> list[dict]:
+    """Sample identification: CHES orders the drop of the preferred log-prob; the other scores do not."""
+    claims = []
     rho = {k: ident[k]["spearman"] for k in SCORES}
     txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)
     ches_perfect = rho["ches"] <= -0.999
@@ -422,6 +473,12 @@ def _claims(res: dict) -> list[dict]:
                     f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}",
         "status": "holds" if ches_perfect and others_not else "does not hold",
     })
+    return claims
+
+
+def _mitigation_claims(mit: dict) -> list[dict]:
+    """Mitigation: DPO + SFT and CHES filtering against DPO on all pairs (and a random subset)."""
+    claims = []
     d, s, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
     claims.append({
         "paper": PAPER,
@@ -444,6 +501,15 @@ def _claims(res: dict) -> list[dict]:
         "status": "holds" if f["chosen_change_train"] > max(d["chosen_change_train"], r["chosen_change_train"])
         else "does not hold",
     })
+    return claims
+
+
+def _claims(res: dict) -> list[dict]:
+    """Every claim of the paper checked here, in order: displacement, Theorem 5, identification, mitigation,
+    and the billion-parameter unalignment result (not reproducible here)."""
+    st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
+    claims = (_displacement_claims(st) + _theorem5_claims(st) + _identification_claims(ident)
+              + _mitigation_claims(mit))
     claims.append({
         "paper": PAPER,
         "claim": "Unalignment: DPO on refusal data lowers refusal rates (Gemma-2B-IT 80.5%→54.8%, Llama-3-8B-"
@@ -459,13 +525,11 @@ def _claims(res: dict) -> list[dict]:
 # figures
 
 
-@styled
-def _figures(out: Path) -> None:
+def _plot_single_token(res: dict):
+    """Persona experiment: π(y+), π(y−) and the other label words along DPO per pair, and where y+'s mass went."""
     import matplotlib.pyplot as plt
 
-    res = json.loads((out / "results.json").read_text())
-    st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
-
+    st = res["single_token"]
     fig, axes = plt.subplots(1, len(st) + 1, figsize=(4.2 * (len(st) + 1), 3.8))
     for ax, (k, v) in zip(axes, st.items(), strict=False):
         for i, r in enumerate(v["runs"]):
@@ -490,8 +554,14 @@ def _figures(out: Path) -> None:
     ax.set(ylabel="mean Δπ over the largest drop", title="where the mass of y+ goes")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "ches_single_token")
+    return fig
 
+
+def _plot_identification_mitigation(res: dict):
+    """Δ log π(y+) against the percentile of each similarity score, and the mitigation runs."""
+    import matplotlib.pyplot as plt
+
+    ident, mit = res["identification"], res["mitigation"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
     for k in SCORES:
@@ -510,13 +580,16 @@ def _figures(out: Path) -> None:
     ax.set(ylabel="mean change", title="mitigation")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "ches_identification_mitigation")
+    return fig
+
+
+FIGURES = (("ches_single_token", _plot_single_token),
+           ("ches_identification_mitigation", _plot_identification_mitigation))
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
     """Run the three experiments, write ``out/results.json`` and the figures, return the results."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     t0 = time.time()
     cfg = settings(quick)
     eng = _Engine(cfg)
@@ -526,12 +599,9 @@ def run(out: Path, *, quick: bool = True) -> dict:
     res["identification"], res["mitigation"] = _sets(eng, cfg)
     print(f"ches: sample identification and mitigation done after {time.time() - t0:.0f} s", flush=True)
     res["claims"] = _claims(res)
-    res["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    _figures(out)
-    return res
+    return finish(out, res, plot_from_results, t0=t0)
 
 
-def plot_from_results(out: Path) -> None:
+def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
-    _figures(Path(out))
+    return draw_figures(Path(out), read_results(out), FIGURES)

@@ -19,12 +19,11 @@ them (means and 95% confidence intervals over seeds) and draws the figures from 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from pathlib import Path
 
-from jalign.plotting import savefig, styled
+from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "copg-bandit"
 DESCRIPTION = "CoPG vs IPO vs off-policy PG on the 3-armed bandit of Flet-Berliac et al. (2024), and beyond"
@@ -131,6 +130,170 @@ def _population(cfg, methods, bandit, mu1s, mu2s, betas):
     return f(_ids(methods), bandit, mu1s, mu2s, betas)
 
 
+def _paper_run(cfg, methods, bandit, mu1, mu2, key) -> dict:
+    """(1) The paper's experiment (a settings axis of size 1): regret curves ``[M, S, E+1]`` and final
+    policies ``[M, S, K]`` (float64 numpy)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    keys = jax.random.split(key, cfg["seeds"])
+    main = _stochastic(cfg, methods, keys, bandit, mu1[None], mu2[None], jnp.array([BETA]), epochs=cfg["epochs"])
+    return {"regret": np.asarray(main["regret"][0], np.float64),
+            "policy": np.exp(np.asarray(main["logps"][0, :, :, -1], np.float64))}
+
+
+def _fixed_points(cfg, methods, bandit, mu1, mu2) -> dict:
+    """(2) Exact fixed points in the paper setting (regret curves ``[M, 11]``, final policies) and IPO's analytic
+    solution: at τ = β, against the configured τ values, and its minimum over a fine τ grid."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jalign import envs
+
+    pop = _population(cfg, methods, bandit, mu1[None], mu2[None], jnp.array([BETA]))
+    ipo_at = lambda t: bandit.regret(envs.ipo_fixed_point(bandit, mu1, mu2, t), BETA)
+    tau_fine = jnp.exp(jnp.linspace(jnp.log(0.01), jnp.log(100.0), 401))
+    return {"regret": np.asarray(pop["regret"][0], np.float64),
+            "policy": np.exp(np.asarray(pop["logps"][0, :, -1], np.float64)),
+            "ipo": envs.ipo_fixed_point(bandit, mu1, mu2, BETA),
+            "ipo_tau_regret": jax.vmap(ipo_at)(jnp.array(cfg["ipo_taus"])),
+            "tau_fine": tau_fine,
+            "ipo_best": jax.vmap(ipo_at)(tau_fine)}
+
+
+def _beta_sweep(cfg, methods, bandit, mu1, mu2, keys) -> dict:
+    """(3) The β sweep: final regret after the paper's epochs ``[B, M, S]``, the initial regret ``[B]`` and the
+    exact fixed points' regret ``[B, M]``."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    betas = jnp.array(cfg["betas"])
+    nb = len(cfg["betas"])
+    mu1s, mu2s = jnp.tile(mu1, (nb, 1)), jnp.tile(mu2, (nb, 1))
+    sw = _stochastic(cfg, methods, keys, bandit, mu1s, mu2s, betas, epochs=cfg["epochs"])
+    pop = _population(cfg, methods, bandit, mu1s, mu2s, betas)
+    return {"final": np.asarray(sw["regret"][:, :, :, -1], np.float64),
+            "initial": np.asarray(sw["regret"][:, 0, 0, 0], np.float64),
+            "population_final": np.asarray(pop["regret"][:, :, -1], np.float64)}
+
+
+def _overlap_sweep(cfg, methods, bandit, mu1, mu2, star, keys) -> dict:
+    """(4) The overlap sweep μ_i(t) = (1 − t)·μ_i + t·π* (t = 1: on-policy at the optimum): the overlap ``[T]``,
+    final regret ``[T, M, S]`` and the exact fixed points' regret ``[T, M]``."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jalign import envs
+
+    ts = jnp.array(cfg["overlap_t"])
+    pstar = jnp.exp(star)
+    mu1s = (1 - ts)[:, None] * mu1 + ts[:, None] * pstar
+    mu2s = (1 - ts)[:, None] * mu2 + ts[:, None] * pstar
+    nt = len(cfg["overlap_t"])
+    ow = _stochastic(cfg, methods, keys, bandit, mu1s, mu2s, jnp.full((nt,), BETA), epochs=cfg["epochs"])
+    pop = _population(cfg, methods, bandit, mu1s, mu2s, jnp.full((nt,), BETA))
+    return {"overlap": envs.overlap(0.5 * (mu1s + mu2s), pstar),
+            "final": np.asarray(ow["regret"][:, :, :, -1], np.float64),
+            "population_final": np.asarray(pop["regret"][:, :, -1], np.float64)}
+
+
+def _long_run(cfg, methods, bandit, mu1, mu2, key):
+    """(5) The paper setting for ``long_epochs`` epochs: regret curves ``[M, S, E+1]``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    keys = jax.random.split(key, cfg["long_seeds"])
+    lr_ = _stochastic(cfg, methods, keys, bandit, mu1[None], mu2[None], jnp.array([BETA]), epochs=cfg["long_epochs"])
+    return np.asarray(lr_["regret"][0], np.float64)
+
+
+def _curve(x) -> list[float]:
+    return [float(v) for v in x]
+
+
+def _config(cfg: dict, quick: bool) -> dict:
+    """The run settings plus the fixed problem and the choices the paper leaves open (stored in results.json)."""
+    return {
+        **{k: v for k, v in cfg.items()},
+        "quick": quick,
+        "rewards": list(REWARDS),
+        "mu1": list(MU1),
+        "mu2": list(MU2),
+        "pi_ref": [1 / 3] * 3,
+        "steps_per_epoch": math.ceil(cfg["n_pairs"] / cfg["batch_size"]),
+        "init": "softmax logits at ln π_ref (uniform)",
+        "shuffling": "fresh permutation per epoch; last batch holds the remaining 272 pairs",
+        "pg_samples": "both y ~ μ1 and y' ~ μ2 of each pair are PG samples",
+        "ipo": "IPO loss (h − 1/(2τ))² on Bradley–Terry labels P(y ≻ y') = σ(R(y) − R(y')), τ = β",
+    }
+
+
+def _method_entry(m, i, main, pop, long_reg) -> dict:
+    """Summary of method ``m`` (index ``i``): paper run (means, 95% CIs), exact fixed point, long run."""
+    reg = main["regret"]
+    return {
+        "label": LABELS[m],
+        "final_policy": _curve(main["policy"][i].mean(0)),
+        "final_regret": float(reg[i, :, -1].mean()),
+        "regret_curve": _curve(reg[i].mean(0)),
+        "regret_curve_ci95": _curve(_ci95(reg[i])),
+        "final_regret_ci95": float(_ci95(reg[i, :, -1])),
+        "final_regret_std": float(reg[i, :, -1].std(ddof=1)),
+        "min_regret_over_curve": float(reg[i].mean(0).min()),
+        "population_fixed_point_regret": float(pop["regret"][i, -1]),
+        "population_fixed_point_policy": _curve(pop["policy"][i]),
+        "population_regret_curve": _curve(pop["regret"][i]),
+        "long_run_final_regret": float(long_reg[i, :, -1].mean()),
+        "long_run_final_regret_ci95": float(_ci95(long_reg[i, :, -1])),
+    }
+
+
+def _sweep_methods(methods, final, population_final) -> dict:
+    """Per method: mean final regret and its 95% CI over seeds, and the exact fixed point, along a sweep."""
+    return {
+        m: {
+            "final_regret": _curve(final[:, i].mean(1)),
+            "final_regret_ci95": _curve(_ci95(final[:, i], axis=1)),
+            "population_fixed_point_regret": _curve(population_final[:, i]),
+        }
+        for i, m in enumerate(methods)
+    }
+
+
+def _ipo_tau_summary(cfg, pop) -> dict:
+    """IPO's analytic fixed point against τ: its regret at the configured τ values, the minimum over τ and where."""
+    import jax.numpy as jnp
+
+    return {
+        "tau": cfg["ipo_taus"],
+        "analytic_fixed_point_regret": _curve(pop["ipo_tau_regret"]),
+        "min_regret_over_tau": float(pop["ipo_best"].min()),
+        "argmin_tau": float(pop["tau_fine"][int(jnp.argmin(pop["ipo_best"]))]),
+    }
+
+
+def _long_run_summary(cfg, methods, long_reg, pop) -> dict:
+    """The long run's curves (at most ~200 points), final regret and the exact fixed points, per method."""
+    stride = max(1, cfg["long_epochs"] // 200)
+    return {
+        "epochs": cfg["long_epochs"],
+        "seeds": cfg["long_seeds"],
+        "curve_epochs": list(range(0, cfg["long_epochs"] + 1, stride)),
+        "methods": {
+            m: {
+                "regret_curve": _curve(long_reg[i].mean(0)[::stride]),
+                "regret_curve_ci95": _curve(_ci95(long_reg[i])[::stride]),
+                "final_regret": float(long_reg[i, :, -1].mean()),
+                "population_fixed_point_regret": float(pop["regret"][i, -1]),
+            }
+            for i, m in enumerate(methods)
+        },
+    }
+
+
 def compute(quick: bool = True) -> dict:
     """Run every experiment and return the JSON-serialisable results (no files written)."""
     import jax
@@ -145,76 +308,21 @@ def compute(quick: bool = True) -> dict:
     mu1, mu2 = jnp.array(MU1), jnp.array(MU2)
     methods = PAPER_METHODS + EXTRA_METHODS
     star = bandit.optimal_logps(BETA)
-    steps_per_epoch = math.ceil(cfg["n_pairs"] / cfg["batch_size"])
-    root = jax.random.key(0)
-    k_main, k_sweep, k_long = jax.random.split(root, 3)
+    k_main, k_sweep, k_long = jax.random.split(jax.random.key(0), 3)
 
-    # 1. The paper's experiment: settings axis of size 1.
-    keys = jax.random.split(k_main, cfg["seeds"])
-    main = _stochastic(cfg, methods, keys, bandit, mu1[None], mu2[None], jnp.array([BETA]), epochs=cfg["epochs"])
-    reg = np.asarray(main["regret"][0], np.float64)  # [M, S, E+1]
-    pol = np.exp(np.asarray(main["logps"][0, :, :, -1], np.float64))  # [M, S, K]
+    main = _paper_run(cfg, methods, bandit, mu1, mu2, k_main)
     t_main = time.time() - t0
-
-    # 2. Exact fixed points (paper setting) and IPO's analytic solution against τ.
-    pop = _population(cfg, methods, bandit, mu1[None], mu2[None], jnp.array([BETA]))
-    pop_regret = np.asarray(pop["regret"][0], np.float64)  # [M, 11]
-    pop_policy = np.exp(np.asarray(pop["logps"][0, :, -1], np.float64))
-    ipo_fp = envs.ipo_fixed_point(bandit, mu1, mu2, BETA)
-    taus = jnp.array(cfg["ipo_taus"])
-    ipo_tau_regret = jax.vmap(lambda t: bandit.regret(envs.ipo_fixed_point(bandit, mu1, mu2, t), BETA))(taus)
-    tau_fine = jnp.exp(jnp.linspace(jnp.log(0.01), jnp.log(100.0), 401))
-    ipo_best = jax.vmap(lambda t: bandit.regret(envs.ipo_fixed_point(bandit, mu1, mu2, t), BETA))(tau_fine)
-
-    # 3. β sweep (stochastic at 100 epochs + exact fixed points).
-    betas = jnp.array(cfg["betas"])
-    nb = len(cfg["betas"])
-    bk = jax.random.split(k_sweep, cfg["sweep_seeds"])
-    sw = _stochastic(cfg, methods, bk, bandit, jnp.tile(mu1, (nb, 1)), jnp.tile(mu2, (nb, 1)), betas,
-                     epochs=cfg["epochs"])
-    sw_final = np.asarray(sw["regret"][:, :, :, -1], np.float64)  # [B, M, S]
-    sw_init = np.asarray(sw["regret"][:, 0, 0, 0], np.float64)
-    sw_pop = _population(cfg, methods, bandit, jnp.tile(mu1, (nb, 1)), jnp.tile(mu2, (nb, 1)), betas)
-    sw_pop_final = np.asarray(sw_pop["regret"][:, :, -1], np.float64)  # [B, M]
-
-    # 4. Overlap sweep: μ_i(t) = (1 − t)·μ_i + t·π* (t = 1: on-policy at the optimum).
-    ts = jnp.array(cfg["overlap_t"])
-    pstar = jnp.exp(star)
-    mu1s = (1 - ts)[:, None] * mu1 + ts[:, None] * pstar
-    mu2s = (1 - ts)[:, None] * mu2 + ts[:, None] * pstar
-    ov = envs.overlap(0.5 * (mu1s + mu2s), pstar)
-    nt = len(cfg["overlap_t"])
-    ow = _stochastic(cfg, methods, bk, bandit, mu1s, mu2s, jnp.full((nt,), BETA), epochs=cfg["epochs"])
-    ow_final = np.asarray(ow["regret"][:, :, :, -1], np.float64)
-    ow_pop = _population(cfg, methods, bandit, mu1s, mu2s, jnp.full((nt,), BETA))
-    ow_pop_final = np.asarray(ow_pop["regret"][:, :, -1], np.float64)
-
-    # 5. Long run (paper setting, many more epochs).
-    lk = jax.random.split(k_long, cfg["long_seeds"])
-    lr_ = _stochastic(cfg, methods, lk, bandit, mu1[None], mu2[None], jnp.array([BETA]), epochs=cfg["long_epochs"])
-    long_reg = np.asarray(lr_["regret"][0], np.float64)  # [M, S, E+1]
-    stride = max(1, cfg["long_epochs"] // 200)
-
-    def curve(x):
-        return [float(v) for v in x]
+    pop = _fixed_points(cfg, methods, bandit, mu1, mu2)
+    sweep_keys = jax.random.split(k_sweep, cfg["sweep_seeds"])  # the β and the overlap sweep share the seeds
+    sw = _beta_sweep(cfg, methods, bandit, mu1, mu2, sweep_keys)
+    ow = _overlap_sweep(cfg, methods, bandit, mu1, mu2, star, sweep_keys)
+    long_reg = _long_run(cfg, methods, bandit, mu1, mu2, k_long)
 
     out: dict = {
         "paper": PAPER,
-        "pi_star": curve(np.exp(np.asarray(star, np.float64))),
-        "config": {
-            **{k: v for k, v in cfg.items()},
-            "quick": quick,
-            "rewards": list(REWARDS),
-            "mu1": list(MU1),
-            "mu2": list(MU2),
-            "pi_ref": [1 / 3] * 3,
-            "steps_per_epoch": steps_per_epoch,
-            "init": "softmax logits at ln π_ref (uniform)",
-            "shuffling": "fresh permutation per epoch; last batch holds the remaining 272 pairs",
-            "pg_samples": "both y ~ μ1 and y' ~ μ2 of each pair are PG samples",
-            "ipo": "IPO loss (h − 1/(2τ))² on Bradley–Terry labels P(y ≻ y') = σ(R(y) − R(y')), τ = β",
-        },
-        "initial_regret": float(reg[0, 0, 0]),
+        "pi_star": _curve(np.exp(np.asarray(star, np.float64))),
+        "config": _config(cfg, quick),
+        "initial_regret": float(main["regret"][0, 0, 0]),
         "optimal_value": float(bandit.optimal_value(BETA)),
         "regret_curve_epochs": list(range(cfg["epochs"] + 1)),
         "methods": {},
@@ -222,71 +330,24 @@ def compute(quick: bool = True) -> dict:
         "seconds": {},
     }
     for i, m in enumerate(methods):
-        entry = {
-            "label": LABELS[m],
-            "final_policy": curve(pol[i].mean(0)),
-            "final_regret": float(reg[i, :, -1].mean()),
-            "regret_curve": curve(reg[i].mean(0)),
-            "regret_curve_ci95": curve(_ci95(reg[i])),
-            "final_regret_ci95": float(_ci95(reg[i, :, -1])),
-            "final_regret_std": float(reg[i, :, -1].std(ddof=1)),
-            "min_regret_over_curve": float(reg[i].mean(0).min()),
-            "population_fixed_point_regret": float(pop_regret[i, -1]),
-            "population_fixed_point_policy": curve(pop_policy[i]),
-            "population_regret_curve": curve(pop_regret[i]),
-            "long_run_final_regret": float(long_reg[i, :, -1].mean()),
-            "long_run_final_regret_ci95": float(_ci95(long_reg[i, :, -1])),
-        }
-        (out["methods"] if m in PAPER_METHODS else out["extra_methods"])[m] = entry
-    out["methods"]["ipo"]["analytic_fixed_point_policy"] = curve(np.exp(np.asarray(ipo_fp, np.float64)))
-    out["methods"]["ipo"]["analytic_fixed_point_regret"] = float(bandit.regret(ipo_fp, BETA))
-    out["ipo_tau_sweep"] = {
-        "tau": cfg["ipo_taus"],
-        "analytic_fixed_point_regret": curve(ipo_tau_regret),
-        "min_regret_over_tau": float(ipo_best.min()),
-        "argmin_tau": float(tau_fine[int(jnp.argmin(ipo_best))]),
-    }
+        (out["methods"] if m in PAPER_METHODS else out["extra_methods"])[m] = _method_entry(m, i, main, pop, long_reg)
+    out["methods"]["ipo"]["analytic_fixed_point_policy"] = _curve(np.exp(np.asarray(pop["ipo"], np.float64)))
+    out["methods"]["ipo"]["analytic_fixed_point_regret"] = float(bandit.regret(pop["ipo"], BETA))
+    out["ipo_tau_sweep"] = _ipo_tau_summary(cfg, pop)
     out["beta_sweep"] = {
         "beta": cfg["betas"],
-        "initial_regret": curve(sw_init),
+        "initial_regret": _curve(sw["initial"]),
         "seeds": cfg["sweep_seeds"],
-        "methods": {
-            m: {
-                "final_regret": curve(sw_final[:, i].mean(1)),
-                "final_regret_ci95": curve(_ci95(sw_final[:, i], axis=1)),
-                "population_fixed_point_regret": curve(sw_pop_final[:, i]),
-            }
-            for i, m in enumerate(methods)
-        },
+        "methods": _sweep_methods(methods, sw["final"], sw["population_final"]),
     }
     out["overlap_sweep"] = {
         "t": cfg["overlap_t"],
         "definition": "μ_i(t) = (1 − t)·μ_i + t·π*; overlap = Σ_y min((μ1 + μ2)/2, π*)",
-        "overlap": curve(ov),
+        "overlap": _curve(ow["overlap"]),
         "seeds": cfg["sweep_seeds"],
-        "methods": {
-            m: {
-                "final_regret": curve(ow_final[:, i].mean(1)),
-                "final_regret_ci95": curve(_ci95(ow_final[:, i], axis=1)),
-                "population_fixed_point_regret": curve(ow_pop_final[:, i]),
-            }
-            for i, m in enumerate(methods)
-        },
+        "methods": _sweep_methods(methods, ow["final"], ow["population_final"]),
     }
-    out["long_run"] = {
-        "epochs": cfg["long_epochs"],
-        "seeds": cfg["long_seeds"],
-        "curve_epochs": list(range(0, cfg["long_epochs"] + 1, stride)),
-        "methods": {
-            m: {
-                "regret_curve": curve(long_reg[i].mean(0)[::stride]),
-                "regret_curve_ci95": curve(_ci95(long_reg[i])[::stride]),
-                "final_regret": float(long_reg[i, :, -1].mean()),
-                "population_fixed_point_regret": float(pop_regret[i, -1]),
-            }
-            for i, m in enumerate(methods)
-        },
-    }
+    out["long_run"] = _long_run_summary(cfg, methods, long_reg, pop)
     out["seconds"] = {"paper_run": round(t_main, 1), "total": round(time.time() - t0, 1)}
     out["claims"] = claims(out)
     return out
@@ -342,30 +403,22 @@ def claims(res: dict) -> list[dict]:
 FLOOR = 1e-7  # log-scale plots draw values below this (float32 round-off) at the floor
 
 
-@styled
-def plot(res: dict, out: Path) -> list[str]:
-    """Draw every figure from the saved results (PNG + PDF)."""
-    import matplotlib
+def _linestyle(res: dict, m: str) -> str:
+    """Dashed for the extra (non-paper) methods, solid for the paper's."""
+    return "--" if m in res["extra_methods"] else "-"
 
-    matplotlib.use("Agg")
+
+def _plot_regret(res: dict):
+    """Figure 1: regret curves with 95% CI bands, and the final policies next to π*."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    written = []
-
-    def save(fig, name):
-        written.extend(p.name for p in savefig(fig, out, name))
-
     allm = {**res["methods"], **res["extra_methods"]}
-    spe = res["config"]["steps_per_epoch"]
-
-    # Figure 1: regret curves with 95% CI bands + final policies.
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
-    x = np.asarray(res["regret_curve_epochs"]) * spe
+    x = np.asarray(res["regret_curve_epochs"]) * res["config"]["steps_per_epoch"]
     for m, e in allm.items():
         mu, ci = np.asarray(e["regret_curve"]), np.asarray(e["regret_curve_ci95"])
-        ls = "--" if m in res["extra_methods"] else "-"
-        ax.plot(x, mu, ls, color=COLORS[m], label=LABELS[m])
+        ax.plot(x, mu, _linestyle(res, m), color=COLORS[m], label=LABELS[m])
         ax.fill_between(x, mu - ci, mu + ci, color=COLORS[m], alpha=0.25)
     ax.set_xlabel("Adam steps (batch 512)")
     ax.set_ylabel("regret J(π*) − J(π)")
@@ -380,48 +433,58 @@ def plot(res: dict, out: Path) -> list[str]:
     ax2.set_xticks(arms, [f"arm {a + 1}\nR={r}" for a, r in enumerate(res["config"]["rewards"])])
     ax2.set_ylabel("π̂ after 100 epochs (mean over seeds)")
     ax2.legend(fontsize=8)
-    save(fig, "copg_bandit_regret")
+    return fig
 
-    # Figure 2: regret against β.
+
+def _plot_sweep(res: dict, sweep: str, x, xlabel: str, *, initial=None):
+    """Final regret (95% CI) after 100 epochs and the exact fixed points along a sweep, per method (log regret);
+    with ``initial`` (the β sweep) also the initial regret, on a log x axis."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    b = np.asarray(res["beta_sweep"]["beta"])
-    for m, e in res["beta_sweep"]["methods"].items():
-        ls = "--" if m in res["extra_methods"] else "-"
-        mu = np.maximum(np.asarray(e["final_regret"]), FLOOR)
-        ax.errorbar(b, mu, yerr=e["final_regret_ci95"], fmt="o" + ls, color=COLORS[m], label=LABELS[m], ms=4)
-        ax.plot(b, np.maximum(e["population_fixed_point_regret"], FLOOR), ":", color=COLORS[m])
-    ax.plot(b, res["beta_sweep"]["initial_regret"], "k-", lw=0.8, label="initial (π_ref)")
-    ax.set_xscale("log")
+    for m, e in res[sweep]["methods"].items():
+        ax.errorbar(x, np.maximum(e["final_regret"], FLOOR), yerr=e["final_regret_ci95"],
+                    fmt="o" + _linestyle(res, m), color=COLORS[m], label=LABELS[m], ms=4)
+        ax.plot(x, np.maximum(e["population_fixed_point_regret"], FLOOR), ":", color=COLORS[m])
+    if initial is not None:
+        ax.plot(x, initial, "k-", lw=0.8, label="initial (π_ref)")
+        ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("β")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"regret (< {FLOOR:g} drawn at {FLOOR:g})")
     ax.set_title("after 100 epochs (solid) and exact fixed point (dotted)")
     ax.legend(fontsize=7)
-    save(fig, "copg_bandit_beta")
+    return fig
 
-    # Figure 3: regret against overlap.
-    fig, ax = plt.subplots(figsize=(6, 4))
-    o = np.asarray(res["overlap_sweep"]["overlap"])
-    for m, e in res["overlap_sweep"]["methods"].items():
-        ls = "--" if m in res["extra_methods"] else "-"
-        ax.errorbar(o, np.maximum(e["final_regret"], FLOOR), yerr=e["final_regret_ci95"], fmt="o" + ls,
-                    color=COLORS[m], label=LABELS[m], ms=4)
-        ax.plot(o, np.maximum(e["population_fixed_point_regret"], FLOOR), ":", color=COLORS[m])
-    ax.set_yscale("log")
-    ax.set_xlabel("overlap Σ min((μ1 + μ2)/2, π*)   [μ_i ← (1 − t)μ_i + tπ*]")
-    ax.set_ylabel(f"regret (< {FLOOR:g} drawn at {FLOOR:g})")
-    ax.set_title("after 100 epochs (solid) and exact fixed point (dotted)")
-    ax.legend(fontsize=7)
-    save(fig, "copg_bandit_overlap")
 
-    # Figure 4: long run against the exact fixed points.
+def _plot_beta(res: dict):
+    """Figure 2: final regret against β (after 100 epochs, and the exact fixed points)."""
+    import numpy as np
+
+    sw = res["beta_sweep"]
+    return _plot_sweep(res, "beta_sweep", np.asarray(sw["beta"]), "β", initial=sw["initial_regret"])
+
+
+def _plot_overlap(res: dict):
+    """Figure 3: final regret against the overlap of the data distributions with π*."""
+    import numpy as np
+
+    return _plot_sweep(res, "overlap_sweep", np.asarray(res["overlap_sweep"]["overlap"]),
+                       "overlap Σ min((μ1 + μ2)/2, π*)   [μ_i ← (1 − t)μ_i + tπ*]")
+
+
+def _plot_long_run(res: dict):
+    """Figure 4: the long run's regret curves against the exact fixed points."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(7, 4))
     lr = res["long_run"]
-    x = np.asarray(lr["curve_epochs"]) * spe
+    x = np.asarray(lr["curve_epochs"]) * res["config"]["steps_per_epoch"]
     for m, e in lr["methods"].items():
-        ls = "--" if m in res["extra_methods"] else "-"
         mu, ci = np.maximum(np.asarray(e["regret_curve"]), FLOOR), np.asarray(e["regret_curve_ci95"])
-        ax.plot(x, mu, ls, color=COLORS[m], label=LABELS[m])
+        ax.plot(x, mu, _linestyle(res, m), color=COLORS[m], label=LABELS[m])
         ax.fill_between(x, np.maximum(mu - ci, FLOOR), mu + ci, color=COLORS[m], alpha=0.2)
         if e["population_fixed_point_regret"] > FLOOR:
             ax.axhline(e["population_fixed_point_regret"], color=COLORS[m], ls=":", lw=1)
@@ -430,9 +493,13 @@ def plot(res: dict, out: Path) -> list[str]:
     ax.set_ylabel(f"regret (< {FLOOR:g} drawn at {FLOOR:g})")
     ax.set_title(f"long run ({lr['epochs']} epochs, {lr['seeds']} seeds); dotted: exact fixed points")
     ax.legend(fontsize=7)
-    save(fig, "copg_bandit_long_run")
+    return fig
 
-    # Figure 5: IPO's analytic fixed point against τ.
+
+def _plot_ipo_tau(res: dict):
+    """Figure 5: the regret of IPO's analytic fixed point against τ."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ts = res["ipo_tau_sweep"]
     ax.plot(ts["tau"], ts["analytic_fixed_point_regret"], "o-", color=COLORS["ipo"])
@@ -441,24 +508,26 @@ def plot(res: dict, out: Path) -> list[str]:
     ax.set_xlabel("IPO τ")
     ax.set_ylabel("regret of IPO's fixed point (β = 0.5)")
     ax.set_title(f"min over τ: {ts['min_regret_over_tau']:.3f} (never 0)")
-    save(fig, "copg_bandit_ipo_tau")
-    return written
+    return fig
+
+
+FIGURES = (("copg_bandit_regret", _plot_regret), ("copg_bandit_beta", _plot_beta),
+           ("copg_bandit_overlap", _plot_overlap), ("copg_bandit_long_run", _plot_long_run),
+           ("copg_bandit_ipo_tau", _plot_ipo_tau))
+
+
+def plot(res: dict, out: Path) -> list[str]:
+    """Draw every figure from the saved results (PNG + PDF); return the names of the files written."""
+    return draw_figures(out, res, FIGURES)
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
     """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    res = compute(quick)
-    path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=2))
-    tmp.replace(path)
-    res["figures"] = plot(json.loads(path.read_text()), out)
-    return res
+    out = output_dir(out)
+    return finish(out, compute(quick), plot_from_results, indent=2)
 
 
 def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
     out = Path(out)
-    return plot(json.loads((out / "results.json").read_text()), out)
+    return plot(read_results(out), out)

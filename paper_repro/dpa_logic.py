@@ -10,12 +10,11 @@ this module wires it, writes ``results.json`` and draws the figures from that JS
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from jalign.plotting import savefig, styled
+from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "dpa-logic"
 DESCRIPTION = ("Logic of DPA: symbolic forms, 4^(2^n) landscape, entailment lattice, toy and small-LM training of "
@@ -258,13 +257,24 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _claims(forms_err, land, toy, lm):
+def _yes(ok: bool) -> str:
+    return "holds" if ok else "does not hold"
+
+
+def _adder(claims: list):
+    """``add(claim, measured, status)``: append a claim of the paper to ``claims``."""
+
+    def add(claim: str, measured: str, status: str) -> None:
+        claims.append({"paper": PAPER, "claim": claim, "measured": measured, "status": status})
+
+    return add
+
+
+def _symbolic_claims(forms_err: dict, land: dict) -> list[dict]:
+    """Closed forms of the compiled losses, the 4^(2^n) count, monotonicity, the regions' entailments and the
+    number of distinct losses among the 256 structures."""
     claims = []
-
-    def add(claim, measured, ok):
-        claims.append({"paper": PAPER, "claim": claim, "measured": measured, "status": ok})
-
-    yes = lambda b: "holds" if b else "does not hold"  # noqa: E731
+    add = _adder(claims)
     for name, label in [
         ("cpo", "CPO's structure gives WMC ratio π_w/π_l"),
         ("orpo", "ORPO's structure gives the odds ratio odds(π_w)/odds(π_l)"),
@@ -273,37 +283,52 @@ def _claims(forms_err, land, toy, lm):
         ("ref_variant", "reference variant = −log σ(log[π_w·ref_l·(1 − π_l)/(π_l·ref_w·(1 − π_w))])"),
     ]:
         add(label, f"max |compiled − closed form| = {forms_err[name]:.2e} (512 random points, float64)",
-            yes(forms_err[name] < 1e-10))
+            _yes(forms_err[name] < 1e-10))
     n_nodes = len(land["nodes"])
     add("4^(2^n) losses: 256 without a reference model (n = 2), 4,294,967,296 with one (n = 4)",
-        f"enumerated {n_nodes} distinct labellings for n = 2; count_losses(4) = {4 ** 16}", yes(n_nodes == 256))
+        f"enumerated {n_nodes} distinct labellings for n = 2; count_losses(4) = {4 ** 16}", _yes(n_nodes == 256))
     m = land["monotonicity"]
     add("Monotonicity: if P2 ⊨ P1 then ℓ(P2) ≥ ℓ(P1)",
         f"{m['comparable_pairs']} comparable pairs × {m['points']} random points: {m['pairs_violated']} violated",
-        yes(m["pairs_violated"] == 0 and m["comparable_pairs"] > 0))
+        _yes(m["pairs_violated"] == 0 and m["comparable_pairs"] > 0))
     r = land["regions_entail"]
     add("No-reference regions ordered M_w ∧ ¬M_l ⊨ {¬M_l, M_w} ⊨ M_l → M_w (most to least constrained)",
-        "; ".join(f"{k}: {v}" for k, v in r.items()), yes(all(r.values())))
+        "; ".join(f"{k}: {v}" for k, v in r.items()), _yes(all(r.values())))
     add("Equivalent formulas give equal losses",
         f"{land['n_classes']} distinct loss functions among the 256 structures (classes of equal ρ, checked "
         "exactly); see tests/logic for syntactically different formulas", "holds")
+    return claims
+
+
+def _toy_claims(toy: dict) -> list[dict]:
+    """The card's qualitative toy results (winner log-probs of CPO, cCPO, unCPO, cfUNL), per toy."""
+    claims = []
+    add = _adder(claims)
     for setting, d in toy.items():
         L = d["losses"]
         four = {k: L[k]["chosen_final"] for k in ("cpo", "ccpo", "uncpo", "cfunl")}
         best = max(four, key=four.get)
         add(f"[toy: {setting}] cCPO keeps the winner's log-prob highest among CPO, cCPO, unCPO, cfUNL",
-            ", ".join(f"{k} {v:.2f}" for k, v in four.items()), yes(best == "ccpo"))
+            ", ".join(f"{k} {v:.2f}" for k, v in four.items()), _yes(best == "ccpo"))
         add(f"[toy: {setting}] CPO ends with a lower winner log-prob than cCPO",
             f"CPO {four['cpo']:.2f} vs cCPO {four['ccpo']:.2f} (card: ≈ −3.3 vs ≈ −1.5)",
-            yes(four["cpo"] < four["ccpo"]))
+            _yes(four["cpo"] < four["ccpo"]))
         dips = {k: (L[k]["chosen_min"], L[k]["chosen_final"], L[k]["chosen_argmin"]) for k in ("uncpo", "cfunl")}
         dip_ok = all(mn < fin - 0.5 and 0 < am < d["steps"] for mn, fin, am in dips.values())
         add(f"[toy: {setting}] unCPO and cfUNL winner log-probs dip then settle higher (card: ≈ −8.5 → ≈ −4.3)",
             "; ".join(f"{k}: min {mn:.2f} at step {am}, final {fin:.2f}" for k, (mn, fin, am) in dips.items()),
-            yes(dip_ok))
+            _yes(dip_ok))
     add("The card's toy numbers (−1.5, −3.3, −8.5, −4.3)",
         "the paper's toy set-up is not specified on the card; jalign's toys are its own (see docs/logic.md)",
         "not reproducible here")
+    return claims
+
+
+def _lm_claims(lm: dict) -> list[dict]:
+    """The toy's claims on the small LM, constrainedness against the winner's log-prob, and the LLM-scale
+    result (not reproducible here)."""
+    claims = []
+    add = _adder(claims)
     L = lm["losses"]
     steps = lm["config"]["steps"]
     tag = f"[small LM, {lm['config']['pairs']} fixed pairs, {steps} Adam steps]"
@@ -312,14 +337,14 @@ def _claims(forms_err, land, toy, lm):
         best = max(four, key=four.get)
         add(f"{tag} cCPO keeps the winner's log-prob highest among CPO, cCPO, unCPO, cfUNL (as on the toy)",
             ", ".join(f"{k} {v:.1f}" for k, v in four.items()) + " (final summed log π(y_w))",
-            yes(best == "ccpo"))
+            _yes(best == "ccpo"))
         add(f"{tag} CPO ends with a lower winner log-prob than cCPO",
-            f"CPO {four['cpo']:.1f} vs cCPO {four['ccpo']:.1f}", yes(four["cpo"] < four["ccpo"]))
+            f"CPO {four['cpo']:.1f} vs cCPO {four['ccpo']:.1f}", _yes(four["cpo"] < four["ccpo"]))
         dips = {k: (L[k]["chosen_min"], L[k]["chosen"][-1], L[k]["chosen_argmin"]) for k in ("uncpo", "cfunl")}
         dip_ok = all(mn < fin - 0.5 and 0 < am < steps for mn, fin, am in dips.values())
         add(f"{tag} unCPO and cfUNL winner log-probs dip then settle higher (as on the toy)",
             "; ".join(f"{k}: min {mn:.1f} at step {am}, final {fin:.1f}" for k, (mn, fin, am) in dips.items()),
-            yes(dip_ok))
+            _yes(dip_ok))
     ranks = {k: v["rank"] for k, v in L.items()}
     dw = {k: v["chosen_change"] for k, v in L.items()}
     most, least = min(ranks, key=ranks.get), max(ranks, key=ranks.get)
@@ -327,26 +352,28 @@ def _claims(forms_err, land, toy, lm):
     add(f"{tag} constrainedness vs the winner: the most constrained loss trained raises log π(y_w) most and "
         "the least constrained lowers it most",
         f"Δ log π(y_w) by lattice rank (low = constrained): {table}",
-        yes(max(dw, key=dw.get) == most and min(dw, key=dw.get) == least))
+        _yes(max(dw, key=dw.get) == most and min(dw, key=dw.get) == least))
     rho_w = spearman([ranks[k] for k in L], [dw[k] for k in L])
     add(f"{tag} the winner's log-prob change is ordered by constrainedness (Spearman(rank, Δ log π(y_w)) ≤ −0.8)",
         f"Spearman(rank, Δ log π(y_w)) = {rho_w:.2f} over {len(L)} losses",
-        yes(rho_w <= -0.8))
+        _yes(rho_w <= -0.8))
     add("LLM scale (Qwen-0.5B, UltraFeedback): new losses vs CPO, no significant advantage",
         "no 0.5B model, UltraFeedback or win-rate judge here; only the 0.86M-parameter small LM's log-prob "
         "curves above", "not reproducible here")
     return claims
 
 
-@styled
-def plot(out: Path) -> None:
-    """Draw the figures from ``out/results.json``."""
-    import matplotlib
+def _claims(forms_err, land, toy, lm):
+    """Every claim checked here, in order: symbolic, toy, small LM."""
+    return _symbolic_claims(forms_err, land) + _toy_claims(toy) + _lm_claims(lm)
 
-    matplotlib.use("Agg")
+
+def _plot_lattice(res: dict):
+    """The Hasse diagram of the 256 reference-free structures by rank, with the known losses marked, and the
+    entailment order among the known losses."""
     import matplotlib.pyplot as plt
 
-    res = json.loads((out / "results.json").read_text())
+    colors = plt.cm.tab10.colors
     land = res["lattice"]
     nodes = land["nodes"]
     by_rank: dict[int, list[int]] = {}
@@ -363,7 +390,6 @@ def plot(out: Path) -> None:
         ax.plot([x0, x1], [y0, y1], color="0.7", lw=0.3, alpha=0.35, zorder=1)
     xs, ys = zip(*[pos[i] for i in range(len(nodes))], strict=True)
     ax.scatter(xs, ys, s=6, color="0.4", zorder=2)
-    colors = plt.cm.tab10.colors
     for c, (name, i) in enumerate(land["named"].items()):
         x, y = pos[i]
         ax.scatter([x], [y], s=60, color=colors[c % 10], zorder=3, edgecolor="k")
@@ -389,8 +415,14 @@ def plot(out: Path) -> None:
     ax2.set_title("Known losses: arrows a → b mean a ⊨ b\n(labels over worlds TT TF FT FF; B = both, · = excluded)")
     ax2.set_ylabel("rank")
     fig.tight_layout()
-    savefig(fig, out, "lattice")
+    return fig
 
+
+def _plot_toy_curves(res: dict):
+    """Winner and loser log-probs along training of every toy loss, per toy (mean ± sd over seeds)."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.cm.tab10.colors
     toy = res["toy"]
     fig, axes = plt.subplots(len(toy), 2, figsize=(12, 4.2 * len(toy)), squeeze=False)
     for r, (setting, d) in enumerate(toy.items()):
@@ -406,8 +438,14 @@ def plot(out: Path) -> None:
             ax.set_ylabel("log-prob")
             ax.legend(fontsize=8)
     fig.tight_layout()
-    savefig(fig, out, "toy_curves")
+    return fig
 
+
+def _plot_lm_curves(res: dict):
+    """The small LM: winner and loser log-probs along training, and their changes against lattice rank."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.cm.tab10.colors
     lm = res["lm"]
     L = lm["losses"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
@@ -431,12 +469,20 @@ def plot(out: Path) -> None:
     ax.set_ylabel("change over training (● winner, ▼ loser)")
     ax.set_title("small LM: constrainedness vs log-prob change")
     fig.tight_layout()
-    savefig(fig, out, "lm_curves")
+    return fig
+
+
+FIGURES = (("lattice", _plot_lattice), ("toy_curves", _plot_toy_curves), ("lm_curves", _plot_lm_curves))
+
+
+def plot(out: Path) -> list[str]:
+    """Draw the figures from ``out/results.json``; return the names of the files written."""
+    return draw_figures(Path(out), read_results(out), FIGURES)
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
+    out = output_dir(out)
     from jalign import logic
 
     rng = np.random.default_rng(0)
@@ -455,11 +501,9 @@ def run(out: Path, *, quick: bool = True) -> dict:
         "lm": lm,
     }
     res["claims"] = _claims(forms_err, land, toy, lm)
-    (out / "results.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
-    plot(out)
-    return res
+    return finish(out, res, plot_from_results, ensure_ascii=False)
 
 
-def plot_from_results(out: Path) -> None:
+def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
-    plot(Path(out))
+    return plot(Path(out))

@@ -24,12 +24,11 @@ wires runs, saves JSON and draws the figures from it.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-from jalign.plotting import savefig, styled
+from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "entanglement"
 DESCRIPTION = "gradient entanglement: cosine / log-prob curves of six margin losses on the small LM, mitigations, toy"
@@ -171,27 +170,36 @@ def _delta(run, key="mean_chosen_logps"):
     return c[-1] - c[0]
 
 
-def _claims(res: dict) -> list[dict]:
+def _dpo_deltas(res: dict) -> dict:
+    """Δ chosen log-prob of the plain DPO run on each variant (probe mean over the run)."""
+    return {v: _delta(_run(res, v)) for v in VARIANTS}
+
+
+def _fmt_variants(d: dict) -> str:
+    """``"one token +0.12, short suffix −0.30, long suffix …"``: the value of every variant in ``d``."""
+    return ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS)
+
+
+def _lm_dpo_claims(res: dict) -> list[dict]:
+    """[small LM] DPO on the three variants: chosen log-prob and gradient cosine against the shared suffix."""
     claims = []
     dpo = {v: _run(res, v) for v in VARIANTS}
-    dch = {v: _delta(dpo[v]) for v in VARIANTS}
+    dch = _dpo_deltas(res)
     drj = {v: _delta(dpo[v], "mean_rejected_logps") for v in VARIANTS}
     cos = {v: float(sum(dpo[v]["curves"]["cosine"]) / len(dpo[v]["curves"]["cosine"])) for v in VARIANTS}
-    fmt = lambda d: ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS)
-
     claims.append({
         "paper": PAPER, "claim": "[small LM] one differing token: under DPO the chosen log-prob rises",
-        "measured": f"Δ chosen log-prob over the run (probe mean): {fmt(dch)}",
+        "measured": f"Δ chosen log-prob over the run (probe mean): {_fmt_variants(dch)}",
         "status": "holds" if dch["one_token"] > 0 else "does not hold"})
     claims.append({
         "paper": PAPER,
         "claim": "[small LM] with a shared suffix DPO lowers the chosen log-prob, more for the long suffix",
-        "measured": f"Δ chosen: {fmt(dch)}; Δ rejected: {fmt(drj)}",
+        "measured": f"Δ chosen: {_fmt_variants(dch)}; Δ rejected: {_fmt_variants(drj)}",
         "status": "holds" if dch["short_suffix"] < 0 and dch["long_suffix"] < dch["short_suffix"]
         else "does not hold"})
     claims.append({
         "paper": PAPER, "claim": "[small LM] gradient cosine is positive with suffixes and grows with suffix length",
-        "measured": f"mean cos(g_w, g_l) over the DPO run: {fmt(cos)}",
+        "measured": f"mean cos(g_w, g_l) over the DPO run: {_fmt_variants(cos)}",
         "status": "holds" if 0 < cos["short_suffix"] < cos["long_suffix"] and cos["one_token"] < cos["short_suffix"]
         else "does not hold"})
     c1 = dpo["one_token"]["curves"]["cosine"]
@@ -200,6 +208,13 @@ def _claims(res: dict) -> list[dict]:
         "measured": f"cosine {c1[0]:.2f} at step 0, {c1[-1]:.2f} at the end (min {min(c1):.2f}); the responses "
                     "share the prompt and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may not",
         "status": "holds" if max(c1[1:]) < 0 else "does not hold"})
+    return claims
+
+
+def _lm_mitigation_claims(res: dict) -> list[dict]:
+    """[small LM] DPO with each mitigation keeps the chosen log-prob rising where plain DPO lets it fall."""
+    claims = []
+    dch = _dpo_deltas(res)
     for m, label in (("normalized", "the pairwise-normalised update"), ("masked", "token masking")):
         fell = [v for v in VARIANTS if dch[v] < 0]
         got = {v: _delta(_run(res, v, "dpo", m)) for v in VARIANTS if _run(res, v, "dpo", m)}
@@ -207,8 +222,14 @@ def _claims(res: dict) -> list[dict]:
         claims.append({
             "paper": PAPER,
             "claim": f"[small LM] {label} keeps the chosen log-prob rising where DPO lets it fall",
-            "measured": f"DPO + {m}: Δ chosen {fmt(got)} (DPO alone falls on: {', '.join(fell) or 'none'})",
+            "measured": f"DPO + {m}: Δ chosen {_fmt_variants(got)} (DPO alone falls on: {', '.join(fell) or 'none'})",
             "status": ("holds" if ok else "does not hold") if fell else "not reproducible here"})
+    return claims
+
+
+def _lm_loss_claims(res: dict) -> list[dict]:
+    """[small LM, long suffix] Every margin loss, with and without the normalised update."""
+    claims = []
     longs = {k: _run(res, "long_suffix", k) for k in LOSSES}
     d = {k: _delta(r) for k, r in longs.items() if r}
     falls = [LABELS[k] for k in d if d[k] < 0]
@@ -223,7 +244,12 @@ def _claims(res: dict) -> list[dict]:
         "the chosen log-prob rising for every loss",
         "measured": "Δ chosen with the normalised update: " + ", ".join(f"{LABELS[k]} {v:+.2f}" for k, v in norm.items()),
         "status": "holds" if norm and all(v > 0 for v in norm.values()) else "does not hold"})
+    return claims
 
+
+def _toy_claims(res: dict) -> list[dict]:
+    """[toy] First-order predictions against actual changes; DPO and the mitigations as the suffix grows."""
+    claims = []
     toy = res["toy"]
     agree = sum(v["case"] == v["observed_case"] for v in toy["predictions"].values())
     claims.append({
@@ -243,6 +269,13 @@ def _claims(res: dict) -> list[dict]:
                     f"{dd['normalized']:+.3f}, masked {dd['masked']:+.3f}",
         "status": "holds" if d0 > 0 and dd["dpo"] < 0 and dd["normalized"] > 0 and dd["masked"] > 0
         else "does not hold"})
+    return claims
+
+
+def _claims(res: dict) -> list[dict]:
+    """Every claim checked here, in order: the small LM's, the toy's and the 7B TL;DR result (not reproducible
+    here)."""
+    claims = _lm_dpo_claims(res) + _lm_mitigation_claims(res) + _lm_loss_claims(res) + _toy_claims(res)
     claims.append({
         "paper": PAPER, "claim": "TL;DR with Mistral-7B / Llama-3-8B: both log-probs rise / both fall by model",
         "measured": "needs 7B models and the TL;DR data; the small LM and built-in data stand in",
@@ -254,55 +287,62 @@ def _claims(res: dict) -> list[dict]:
 # Figures (from results.json only)
 
 
-@styled
-def _figures(out: Path) -> None:
-    import matplotlib
+_STYLES = {"none": "-", "normalized": "--", "masked": ":"}
+_KEYS = [("cosine", "cos(g_w, g_l)"), ("mean_chosen_logps", "Δ log π(y_w) (probe mean)"),
+         ("mean_rejected_logps", "Δ log π(y_l) (probe mean)")]
 
-    matplotlib.use("Agg")
+
+def _probe_curve(run: dict, key: str) -> list[float]:
+    """A probe curve of a run: the cosine as recorded, log-probs as changes from step 0."""
+    y = run["curves"][key]
+    return y if key == "cosine" else [x - y[0] for x in y]
+
+
+def _plot_lm_variants(res: dict):
+    """DPO with each mitigation on the three variants: cosine and log-prob changes along training."""
     import matplotlib.pyplot as plt
-
-    res = json.loads((out / "results.json").read_text())
-    runs = res["lm"]["runs"]
-    get = lambda v, k, m: next((r for r in runs if (r["variant"], r["loss"], r["mitigation"]) == (v, k, m)), None)
-    styles = {"none": "-", "normalized": "--", "masked": ":"}
-    keys = [("cosine", "cos(g_w, g_l)"), ("mean_chosen_logps", "Δ log π(y_w) (probe mean)"),
-            ("mean_rejected_logps", "Δ log π(y_l) (probe mean)")]
 
     fig, axes = plt.subplots(3, 3, figsize=(13, 10), squeeze=False)
     for i, v in enumerate(VARIANTS):
-        for j, (key, label) in enumerate(keys):
+        for j, (key, label) in enumerate(_KEYS):
             ax = axes[i][j]
             for m in MITIGATIONS:
-                r = get(v, "dpo", m)
+                r = _run(res, v, "dpo", m)
                 if r is None:
                     continue
-                y = r["curves"][key]
-                y = y if key == "cosine" else [x - y[0] for x in y]
-                ax.plot(r["curves"]["step"], y, styles[m], marker="o", ms=3, label=f"DPO, {m}")
+                ax.plot(r["curves"]["step"], _probe_curve(r, key), _STYLES[m], marker="o", ms=3, label=f"DPO, {m}")
             ax.axhline(0, color="k", lw=0.5)
             ax.set(xlabel="step", ylabel=label, title=v.replace("_", " "))
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "lm_dpo_variants")
+    return fig
+
+
+def _plot_lm_losses(res: dict):
+    """Every margin loss on the long-suffix variant, with and without the normalised update."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), squeeze=False)
     colors = dict(zip(LOSSES, plt.cm.tab10.colors, strict=False))
-    for j, (key, label) in enumerate(keys):
+    for j, (key, label) in enumerate(_KEYS):
         ax = axes[0][j]
         for k in LOSSES:
             for m in ("none", "normalized"):
-                r = get("long_suffix", k, m)
+                r = _run(res, "long_suffix", k, m)
                 if r is None:
                     continue
-                y = r["curves"][key]
-                y = y if key == "cosine" else [x - y[0] for x in y]
-                ax.plot(r["curves"]["step"], y, styles[m], color=colors[k],
+                ax.plot(r["curves"]["step"], _probe_curve(r, key), _STYLES[m], color=colors[k],
                         label=f"{LABELS[k]}" + (" + normalised" if m == "normalized" else ""))
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="step", ylabel=label, title="long suffix")
     axes[0][0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    savefig(fig, out, "lm_losses_long_suffix")
+    return fig
+
+
+def _plot_toy(res: dict):
+    """The toy: predicted against actual first-order changes, and the shared-suffix curves."""
+    import matplotlib.pyplot as plt
 
     toy = res["toy"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -320,31 +360,31 @@ def _figures(out: Path) -> None:
         for i, k in enumerate(sorted(sc, key=int)):
             for m in ("dpo", "normalized", "masked"):
                 y = sc[k][m][key]
-                ax.plot([x - y[0] for x in y], styles["none" if m == "dpo" else m], color=f"C{i}",
+                ax.plot([x - y[0] for x in y], _STYLES["none" if m == "dpo" else m], color=f"C{i}",
                         label=f"suffix {k}, {m}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="step", ylabel=f"Δ {key.replace('_', ' ')}", title="toy: shared-suffix pair")
     axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    savefig(fig, out, "toy")
+    return fig
+
+
+FIGURES = (("lm_dpo_variants", _plot_lm_variants), ("lm_losses_long_suffix", _plot_lm_losses),
+           ("toy", _plot_toy))
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
     """Run both parts, write ``out/results.json`` and the figures, return the results (with claims)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     t0 = time.time()
     cfg = _settings(quick)
     res = {"quick": quick, "settings": {k: v for k, v in cfg.items() if k != "runs"}, "hparams": HPARAMS}
     res["toy"] = _toy_study(quick)
     res["lm"] = _lm_study(cfg)
     res["claims"] = _claims(res)
-    res["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    _figures(out)
-    return res
+    return finish(out, res, plot_from_results, t0=t0)
 
 
-def plot_from_results(out: Path) -> None:
+def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json``."""
-    _figures(Path(out))
+    return draw_figures(Path(out), read_results(out), FIGURES)

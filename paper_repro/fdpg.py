@@ -20,7 +20,6 @@ and the gradient estimator's relative variance are recorded along training
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from jalign.fdpg import loop as L
 from jalign.fdpg import metrics as M
 from jalign.fdpg import targets as TG
 from jalign.fdpg import toy as T
-from jalign.plotting import savefig, styled
+from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "fdpg"
 DESCRIPTION = ("f-DPG: alignment vs diversity of every f-divergence on an exact bimodal toy and on the small LM "
@@ -49,21 +48,22 @@ def _metrics(toy, log_pi) -> dict:
     return {k: float(v) for k, v in m.items()}
 
 
-def _run_experiment(quick: bool) -> dict:
-    toy = T.bimodal_toy()
-    fam = T.GaussianFamily(toy.x)
-    p0 = fam.init(12.0, 8.0)  # π_0 = a exactly
-    exact_steps, exact_lr = 3000, 0.05
-    seeds = [0] if quick else [0, 1, 2, 3, 4]
-    fdpg_steps = 1200 if quick else 4000
-    batch = 64 if quick else 256
-    res: dict = {
+def _toy_settings(quick: bool) -> dict:
+    """Run sizes of the toy: exact descent, the multi-start inits, sampled f-DPG (steps, batch, seeds)."""
+    return {"exact_steps": 3000, "exact_lr": 0.05, "seeds": [0] if quick else [0, 1, 2, 3, 4],
+            "fdpg_steps": 1200 if quick else 4000, "batch": 64 if quick else 256, "fdpg_lr": 0.02}
+
+
+def _toy_header(toy, s: dict) -> dict:
+    """The results' setup, target p and base a entries, and the empty sections the experiments fill."""
+    return {
         "setup": {
             "K": toy.K, "beta": toy.beta, "base": "discretised N(12, 8²)", "modes": [[5, 11], [26, 32]],
             "policy_family": "discretised Gaussian (μ, log σ), π_0 = a",
-            "exact": {"optimizer": "adam", "lr": exact_lr, "steps": exact_steps},
-            "fdpg": {"optimizer": "adam", "lr": 0.02, "steps": fdpg_steps, "batch": batch, "seeds": seeds,
-                     "baseline": "self-normalised IS estimate of E_π[-f']", "log_z": "running IS estimate"},
+            "exact": {"optimizer": "adam", "lr": s["exact_lr"], "steps": s["exact_steps"]},
+            "fdpg": {"optimizer": "adam", "lr": s["fdpg_lr"], "steps": s["fdpg_steps"], "batch": s["batch"],
+                     "seeds": s["seeds"], "baseline": "self-normalised IS estimate of E_π[-f']",
+                     "log_z": "running IS estimate"},
             "alpha": 0.5,
         },
         "target": {
@@ -76,9 +76,13 @@ def _run_experiment(quick: bool) -> dict:
         "exact": {}, "sampled": {}, "off_policy": {}, "variance": {}, "softmax_control": {},
     }
 
-    # (a) Exact descent from π_0 = a, and a multi-start check of the family optimum.
-    inits = [(m, s) for m in (4.0, 10.0, 17.0, 24.0, 32.0) for s in (2.0, 9.0)]
-    checkpoints = []
+
+def _exact(toy, fam, p0, s: dict) -> tuple[dict, list]:
+    """(a) Exact descent on D_f(π_θ‖p) from π_0 = a for every divergence, and a multi-start check that it
+    reaches the family optimum. Returns the per-divergence results and checkpoints of all trajectories."""
+    exact_steps, exact_lr = s["exact_steps"], s["exact_lr"]
+    inits = [(m, sd) for m in (4.0, 10.0, 17.0, 24.0, 32.0) for sd in (2.0, 9.0)]
+    out, checkpoints = {}, []
     for name in DIVERGENCES:
         params, traj = L.train_exact(p0, log_prob_all=fam.log_probs, log_p=toy.log_p, divergence=name,
                                      steps=exact_steps, learning_rate=exact_lr, record_every=100)
@@ -89,7 +93,7 @@ def _run_experiment(quick: bool) -> dict:
         vals = np.asarray(jax.vmap(lambda th, name=name: D.divergence(name, fam.log_probs(th), toy.log_p))(pb))
         best = float(np.min(np.where(np.isfinite(vals), vals, np.inf)))
         d_final = float(D.divergence(name, lpi, toy.log_p))
-        res["exact"][name] = {
+        out[name] = {
             **_metrics(toy, lpi),
             "divergence": d_final,
             "family_optimum": best,
@@ -101,10 +105,14 @@ def _run_experiment(quick: bool) -> dict:
                                float(M.entropy(fam.log_probs(t))) for t in traj] for k in ("expected_b", "entropy")},
         }
         checkpoints += [traj[i] for i in range(0, traj.shape[0], 3)]
+    return out, checkpoints
 
-    # (b) Exact variance of the one-sample on-policy estimator, at the same policies for every divergence
-    # (checkpoints of all exact trajectories), with the exact baseline B = E_π[-f'] and without. Float64:
-    # on collapsed policies p/π reaches e^100 and its square overflows float32.
+
+def _variance(toy, fam, p0, checkpoints: list) -> dict:
+    """(b) Exact variance of the one-sample on-policy estimator, at the same policies for every divergence
+    (``checkpoints`` of all exact trajectories), with the exact baseline B = E_π[-f'] and without. Float64: on
+    collapsed policies p/π reaches e^100 and its square overflows float32."""
+    out = {}
     with jax.enable_x64():
         log_p64 = jnp.asarray(toy.log_p, jnp.float64)
         thetas = [jnp.asarray(th, jnp.float64) for th in checkpoints]
@@ -123,7 +131,7 @@ def _run_experiment(quick: bool) -> dict:
 
             rel, rel0 = (np.asarray(v) for v in zip(*[rel_var(th) for th in thetas], strict=True))
             _, at_init = rel_var(jnp.asarray(p0, jnp.float64))
-            res["variance"][name] = {
+            out[name] = {
                 "median_relative_variance": float(np.median(rel)),
                 "median_relative_variance_no_baseline": float(np.median(rel0)),
                 "max_relative_variance": float(np.max(rel)),
@@ -131,74 +139,119 @@ def _run_experiment(quick: bool) -> dict:
                 "n_policies": int(len(rel)),
                 "n_non_finite": int((~np.isfinite(rel)).sum()),
             }
+    return out
 
-    # (c) Sampled on-policy f-DPG from π_0 = a (target unnormalised; log Z estimated on the fly).
-    sample_fn, log_prob_fn = L.categorical_sampler(fam.log_probs)
-    log_P = jnp.asarray(toy.log_P, jnp.float32)
 
-    def eval_fn(params):
-        lpi = fam.log_probs(params)
-        return {"expected_b": M.expectation(lpi, toy.b), "entropy": M.entropy(lpi),
-                "kl_p_pi": D.divergence("forward_kl", lpi, toy.log_p)}
+class _Sampled:
+    """What every sampled f-DPG run of the toy shares: the policy family's sampler, the unnormalised target
+    log P, π_0 and the exact metrics evaluated along training."""
 
+    def __init__(self, toy, fam, p0, s: dict):
+        self.toy, self.fam, self.p0, self.s = toy, fam, p0, s
+        self.sample_fn, self.log_prob_fn = L.categorical_sampler(fam.log_probs)
+        self.log_P = jnp.asarray(toy.log_P, jnp.float32)
+
+    def eval_fn(self, params):
+        lpi = self.fam.log_probs(params)
+        return {"expected_b": M.expectation(lpi, self.toy.b), "entropy": M.entropy(lpi),
+                "kl_p_pi": D.divergence("forward_kl", lpi, self.toy.log_p)}
+
+    def train(self, key, *, evaluate: bool = True, **config):
+        """One f-DPG run from π_0 (``config``: :class:`jalign.fdpg.loop.FDPGConfig` fields beyond steps,
+        batch size and learning rate); returns ``(params, history)``."""
+        cfg = L.FDPGConfig(steps=self.s["fdpg_steps"], batch_size=self.s["batch"], learning_rate=self.s["fdpg_lr"],
+                           eval_every=100, **config)
+        return L.train(self.p0, sample_fn=self.sample_fn, log_prob_fn=self.log_prob_fn,
+                       target_log_prob_fn=lambda x: self.log_P[x], config=cfg, key=key,
+                       **({"eval_fn": self.eval_fn} if evaluate else {}))
+
+    def metrics(self, params) -> dict:
+        return _metrics(self.toy, self.fam.log_probs(params))
+
+
+def _sampled(sp: _Sampled) -> dict:
+    """(c) Sampled on-policy f-DPG from π_0 = a (target unnormalised; log Z estimated on the fly), every
+    divergence and seed."""
+    out = {}
     for name in DIVERGENCES:
         runs = []
-        for seed in seeds:
-            cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
-                               eval_every=100)
-            params, hist = L.train(p0, sample_fn=sample_fn, log_prob_fn=log_prob_fn,
-                                   target_log_prob_fn=lambda x: log_P[x], config=cfg,
-                                   key=jax.random.key(seed), eval_fn=eval_fn)
-            runs.append({**_metrics(toy, fam.log_probs(params)), "history": hist,
-                         "final_log_z_error": abs(hist["log_z"][-1] - toy.log_z),
-                         "light_mode_mass": float(np.exp(np.asarray(fam.log_probs(params)))[26:32].sum())})
-        res["sampled"][name] = {
+        for seed in sp.s["seeds"]:
+            params, hist = sp.train(jax.random.key(seed), divergence=name)
+            runs.append({**sp.metrics(params), "history": hist,
+                         "final_log_z_error": abs(hist["log_z"][-1] - sp.toy.log_z),
+                         "light_mode_mass": float(np.exp(np.asarray(sp.fam.log_probs(params)))[26:32].sum())})
+        out[name] = {
             "runs": runs,
             "mean": {k: float(np.mean([r[k] for r in runs])) for k in ("expected_b", "entropy", "kl_p_pi",
                                                                        "kl_pi_p", "js", "tv")},
             "std": {k: float(np.std([r[k] for r in runs])) for k in ("expected_b", "entropy")},
         }
+    return out
 
-    # (c') The same with the true log Z, for the divergences whose pseudo-reward is most sensitive to it.
-    res["sampled_known_log_z"] = {}
+
+def _sampled_known_log_z(sp: _Sampled) -> dict:
+    """(c') The same with the true log Z, for the divergences whose pseudo-reward is most sensitive to it."""
+    out = {}
     for name in ("tv", "js"):
-        cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
-                           eval_every=100, log_z=toy.log_z)
-        params, hist = L.train(p0, sample_fn=sample_fn, log_prob_fn=log_prob_fn,
-                               target_log_prob_fn=lambda x: log_P[x], config=cfg, key=jax.random.key(seeds[0]))
-        res["sampled_known_log_z"][name] = _metrics(toy, fam.log_probs(params))
+        params, _ = sp.train(jax.random.key(sp.s["seeds"][0]), evaluate=False, divergence=name,
+                             log_z=sp.toy.log_z)
+        out[name] = sp.metrics(params)
+    return out
 
-    # (c'') Why TV misses with the running estimate: log Z from samples of the *base model* instead (weights
-    # P/a = e^{b/β} ≤ e^4 are bounded, so the estimate is accurate), and where the running estimate goes.
+
+def _sampled_base_log_z(sp: _Sampled, sampled: dict) -> dict:
+    """(c'') Why TV misses with the running estimate: log Z from samples of the *base model* instead (weights
+    P/a = e^{b/β} ≤ e^4 are bounded, so the estimate is accurate), and where the running estimate goes."""
+    toy = sp.toy
     xa = jax.random.categorical(jax.random.key(99), jnp.asarray(toy.log_a, jnp.float32), shape=(4096,))
-    log_z_a = float(M.is_log_z(log_P[xa], jnp.asarray(toy.log_a, jnp.float32)[xa]))
-    res["sampled_base_log_z"] = {"log_z_from_a": log_z_a, "n_samples": 4096, "true_log_z": toy.log_z}
+    log_z_a = float(M.is_log_z(sp.log_P[xa], jnp.asarray(toy.log_a, jnp.float32)[xa]))
+    out = {"log_z_from_a": log_z_a, "n_samples": 4096, "true_log_z": toy.log_z}
     light = np.zeros(toy.K, bool)
     light[26:32] = True
     for name in ("tv", "js"):
-        cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
-                           eval_every=100, log_z=log_z_a)
-        params, hist = L.train(p0, sample_fn=sample_fn, log_prob_fn=log_prob_fn,
-                               target_log_prob_fn=lambda x: log_P[x], config=cfg, key=jax.random.key(seeds[0]))
-        res["sampled_base_log_z"][name] = _metrics(toy, fam.log_probs(params))
-    res["sampled_base_log_z"]["tv_running_log_z"] = res["sampled"]["tv"]["runs"][0]["history"]["log_z"]
-    res["sampled_base_log_z"]["light_mode_mass_p"] = float(np.exp(toy.log_p)[light].sum())
+        params, _ = sp.train(jax.random.key(sp.s["seeds"][0]), evaluate=False, divergence=name, log_z=log_z_a)
+        out[name] = sp.metrics(params)
+    out["tv_running_log_z"] = sampled["tv"]["runs"][0]["history"]["log_z"]
+    out["light_mode_mass_p"] = float(np.exp(toy.log_p)[light].sum())
+    return out
 
-    # (d) Off-policy (DPG offline mode: q replaced when the IS estimate of KL(p‖π) improves).
+
+def _off_policy(sp: _Sampled) -> dict:
+    """(d) Off-policy (DPG offline mode: q replaced when the IS estimate of KL(p‖π) improves)."""
+    out = {}
     for name in ("forward_kl", "js"):
-        cfg = L.FDPGConfig(divergence=name, steps=fdpg_steps, batch_size=batch, learning_rate=0.02,
-                           proposal="off_policy", replace_every=10, eval_every=100)
-        params, hist = L.train(p0, sample_fn=sample_fn, log_prob_fn=log_prob_fn,
-                               target_log_prob_fn=lambda x: log_P[x], config=cfg, key=jax.random.key(10),
-                               eval_fn=eval_fn)
-        res["off_policy"][name] = {**_metrics(toy, fam.log_probs(params)), "history": hist}
+        params, hist = sp.train(jax.random.key(10), divergence=name, proposal="off_policy", replace_every=10)
+        out[name] = {**sp.metrics(params), "history": hist}
+    return out
 
-    # (e) Control: a full softmax can represent p, so every divergence should reach it.
+
+def _softmax_control(toy, s: dict) -> dict:
+    """(e) Control: a full softmax can represent p, so every divergence should reach it."""
     sm = T.SoftmaxFamily(toy.K)
+    out = {}
     for name in DIVERGENCES:
         params, _ = L.train_exact(sm.init(toy.log_a), log_prob_all=sm.log_probs, log_p=toy.log_p,
-                                  divergence=name, steps=exact_steps, learning_rate=0.05, record_every=exact_steps)
-        res["softmax_control"][name] = _metrics(toy, sm.log_probs(params))
+                                  divergence=name, steps=s["exact_steps"], learning_rate=0.05,
+                                  record_every=s["exact_steps"])
+        out[name] = _metrics(toy, sm.log_probs(params))
+    return out
+
+
+def _run_experiment(quick: bool) -> dict:
+    """Part (1): every experiment on the exact bimodal toy (sections (a)–(e) of the results)."""
+    toy = T.bimodal_toy()
+    fam = T.GaussianFamily(toy.x)
+    p0 = fam.init(12.0, 8.0)  # π_0 = a exactly
+    s = _toy_settings(quick)
+    res = _toy_header(toy, s)
+    res["exact"], checkpoints = _exact(toy, fam, p0, s)
+    res["variance"] = _variance(toy, fam, p0, checkpoints)
+    sp = _Sampled(toy, fam, p0, s)
+    res["sampled"] = _sampled(sp)
+    res["sampled_known_log_z"] = _sampled_known_log_z(sp)
+    res["sampled_base_log_z"] = _sampled_base_log_z(sp, res["sampled"])
+    res["off_policy"] = _off_policy(sp)
+    res["softmax_control"] = _softmax_control(toy, s)
     return res
 
 
@@ -324,14 +377,18 @@ def _lm_claims(lm: dict) -> list[dict]:
     return claims
 
 
-def _claims(res: dict) -> list[dict]:
-    ex, var, smp = res["exact"], res["variance"], res["sampled"]
-    H = {k: ex[k]["entropy"] for k in ex}
-    Eb = {k: ex[k]["expected_b"] for k in ex}
-    Hp = res["target"]["entropy"]
+def _toy_optima(res: dict) -> tuple[dict, dict, float]:
+    """Entropy H(π) and alignment E_π[b] of every divergence's exact optimum, and the target's entropy H(p)."""
+    ex = res["exact"]
+    return {k: ex[k]["entropy"] for k in ex}, {k: ex[k]["expected_b"] for k in ex}, res["target"]["entropy"]
+
+
+def _toy_mode_claims(res: dict) -> list[dict]:
+    """[toy] Reverse KL seeks a mode, forward KL covers the mass, JS lies between them."""
+    ex = res["exact"]
+    H, Eb, Hp = _toy_optima(res)
     four = PAPER_FOUR
     claims = []
-
     rkl_lowest = min(four, key=H.get) == "reverse_kl"
     claims.append({
         "paper": PAPER, "claim": "Reverse KL is mode-seeking: high alignment and collapsed entropy",
@@ -360,6 +417,14 @@ def _claims(res: dict) -> list[dict]:
                      f"in entropy (close to the mode-seeking end here)"),
         "status": "holds" if between and not dominated and Eb["js"] > Eb["forward_kl"] else "does not hold",
     })
+    return claims
+
+
+def _toy_variance_claims(res: dict) -> list[dict]:
+    """[toy] The exact variance of the one-sample gradient estimator is highest for forward KL."""
+    var = res["variance"]
+    four = PAPER_FOUR
+    claims = []
     rv = {k: var[k]["median_relative_variance"] for k in four}
     fkl_highest = all(np.isfinite(list(rv.values()))) and max(rv, key=rv.get) == "forward_kl"
     claims.append({
@@ -369,6 +434,14 @@ def _claims(res: dict) -> list[dict]:
                      + f"; forward KL highest: {fkl_highest}"),
         "status": "holds" if fkl_highest else "does not hold",
     })
+    return claims
+
+
+def _toy_tradeoff_claims(res: dict) -> list[dict]:
+    """[toy] Alignment and diversity trade off across divergences; a full softmax reaches p for every f."""
+    ex = res["exact"]
+    H, Eb, _ = _toy_optima(res)
+    claims = []
     names = list(ex)
     rho = _spearman([Eb[k] for k in names], [H[k] for k in names])
     claims.append({
@@ -384,6 +457,14 @@ def _claims(res: dict) -> list[dict]:
         "measured": f"full softmax, max over divergences of KL(p‖π) after exact descent = {worst:.2g}",
         "status": "holds" if worst < 1e-2 else "does not hold",
     })
+    return claims
+
+
+def _toy_sampled_claims(res: dict) -> list[dict]:
+    """[toy] Sampled f-DPG reaches the exact optimum (with the running, the true and a base-sample log Z)."""
+    smp = res["sampled"]
+    H, Eb, _ = _toy_optima(res)
+    claims = []
     gaps = {k: abs(smp[k]["mean"]["expected_b"] - Eb[k]) for k in smp}
     gapsH = {k: abs(smp[k]["mean"]["entropy"] - H[k]) for k in smp}
     ok = max(gaps.values()) < 0.05 and max(gapsH.values()) < 0.1
@@ -403,6 +484,14 @@ def _claims(res: dict) -> list[dict]:
                      f"TV {abs(res['sampled_base_log_z']['tv']['expected_b'] - Eb['tv']):.3f}"),
         "status": "holds" if ok else "does not hold",
     })
+    return claims
+
+
+def _claims(res: dict) -> list[dict]:
+    """Every claim checked here, in order: the toy's, the small LM's and the model-size claim (not
+    reproducible here)."""
+    claims = (_toy_mode_claims(res) + _toy_variance_claims(res) + _toy_tradeoff_claims(res)
+              + _toy_sampled_claims(res))
     claims += _lm_claims(res["lm"])
     claims.append({
         "paper": PAPER,
@@ -414,18 +503,20 @@ def _claims(res: dict) -> list[dict]:
     return claims
 
 
-@styled
-def _figures(out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _colors(res: dict) -> dict:
+    """One colour per divergence (in the order of the exact results), shared by every figure."""
     import matplotlib.pyplot as plt
 
-    res = json.loads((out / "results.json").read_text())
+    return dict(zip(list(res["exact"]), plt.cm.tab10.colors, strict=False))
+
+
+def _plot_toy(res: dict):
+    """The toy: exact optima against p and a, alignment against diversity, gradient-estimator variance."""
+    import matplotlib.pyplot as plt
+
     ex, smp, var = res["exact"], res["sampled"], res["variance"]
     names = list(ex)
-    colors = dict(zip(names, plt.cm.tab10.colors, strict=False))
-
+    colors = _colors(res)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
     xs = np.arange(len(res["target"]["p"]))
@@ -457,8 +548,14 @@ def _figures(out: Path) -> None:
     ax.set(ylabel="tr Cov / ‖E g‖² (one sample)", title="gradient-estimator variance (median over policies)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "fdpg_toy")
+    return fig
 
+
+def _plot_training(res: dict):
+    """The toy: alignment and entropy along sampled f-DPG (seed 0), on- and off-policy."""
+    import matplotlib.pyplot as plt
+
+    smp, names, colors = res["sampled"], list(res["exact"]), _colors(res)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in names:
         h = smp[k]["runs"][0]["history"]
@@ -472,14 +569,14 @@ def _figures(out: Path) -> None:
     axes[1].axhline(res["target"]["entropy"], color="k", ls=":", lw=1)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "fdpg_training")
-    if "lm" in res:
-        _lm_figure(res["lm"], out, colors)
+    return fig
 
 
-def _lm_figure(lm: dict, out: Path, colors: dict) -> None:
+def _plot_lm(res: dict):
+    """The small LM, per target: alignment against diversity along training, lexical diversity, KL(p‖π)."""
     import matplotlib.pyplot as plt
 
+    lm, colors = res["lm"], _colors(res)
     tnames = list(lm["targets"])
     fig, axes = plt.subplots(len(tnames), 3, figsize=(16, 4.2 * len(tnames)), squeeze=False)
     base = lm["base"]
@@ -516,24 +613,27 @@ def _lm_figure(lm: dict, out: Path, colors: dict) -> None:
         ax.set(ylabel="nats (IS on samples of a)", title=f"{tname}: KL(p‖π) after training")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, out, "fdpg_lm")
+    return fig
+
+
+def _figures(res: dict) -> list:
+    """The ``(name, draw)`` figures of these results (the LM figure when they have the LM part)."""
+    figures = [("fdpg_toy", _plot_toy), ("fdpg_training", _plot_training)]
+    return figures + ([("fdpg_lm", _plot_lm)] if "lm" in res else [])
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
-    """Run the toy and the small-LM reproduction, write ``out/results.json`` and the figures, return the claims."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run the toy and the small-LM reproduction, write ``out/results.json`` and the figures, return the results."""
+    out = output_dir(out)
     t0 = time.time()
     res = _run_experiment(quick)
     res["lm"] = _run_lm(quick)
     res["claims"] = _claims(res)
     res["quick"] = quick
-    res["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    _figures(out)
-    return res
+    return finish(out, res, plot_from_results, t0=t0)
 
 
-def plot_from_results(out: Path) -> None:
+def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json`` (the figures are never edited by hand)."""
-    _figures(Path(out))
+    res = read_results(out)
+    return draw_figures(Path(out), res, _figures(res))

@@ -15,11 +15,11 @@ Everything is a pure function of arrays (no Python state), so ``jax.vmap`` over 
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jalign.losses import pytree_dataclass
 
 
 def _check_beta(fn: str, beta) -> None:
@@ -87,13 +87,7 @@ def overlap(probs_a, probs_b):
     return jnp.sum(jnp.minimum(_f32(probs_a), _f32(probs_b)), axis=-1)
 
 
-def _pytree_dataclass(cls):
-    cls = dataclasses.dataclass(frozen=True)(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]
-    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
-
-
-@_pytree_dataclass
+@pytree_dataclass
 class Bandit:
     """A K-armed bandit with known rewards and a reference policy (a pytree: vmap over stacks of bandits).
 
@@ -122,7 +116,7 @@ class Bandit:
         return regret(logps_K, self.rewards, self.ref_logps, beta)
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class ContextualBandit:
     """A contextual bandit: contexts x ~ ρ, rewards R(x, y), reference π_ref(y | x).
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jalign.losses._types import _pytree_dataclass
+from jalign.losses import pytree_dataclass
 
 
 def on_policy(policy_logps):
@@ -21,7 +21,7 @@ def on_policy(policy_logps):
     return jax.lax.stop_gradient(policy_logps)
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class ProposalState:
     """An off-policy proposal: its parameters and the last estimate of KL(p‖q).
 

@@ -10,7 +10,8 @@ ICML 2025 (arXiv 2412.17696). See docs/logic.md.
 256
 
 Training with a compiled loss: ``jalign.train.train(cfg, loss=logic.as_loss("ccpo"))`` or, in a config,
-``loss.name = "logic:ccpo"`` (see :mod:`jalign.logic.loss`).
+``loss.name = "logic:ccpo"`` (names starting with :data:`LOGIC_PREFIX`; :func:`is_logic_name`, :func:`from_name`,
+see :mod:`jalign.logic.loss`).
 """
 
 from jalign.logic.compile import DEFAULT_FIELDS, F_FORMULAS, compile, compile_rho, log1mexp, log_wmc, rho_many
@@ -29,7 +30,7 @@ from jalign.logic.landscape import (
     same_rho,
     wmc_polynomial,
 )
-from jalign.logic.loss import LogicLoss, as_loss
+from jalign.logic.loss import LOGIC_PREFIX, LogicLoss, as_loss, from_name, is_logic_name
 from jalign.logic.structure import (
     LABEL_TEXT,
     M_l,
@@ -48,6 +49,7 @@ __all__ = [
     "F_FORMULAS",
     "KNOWN",
     "LABEL_TEXT",
+    "LOGIC_PREFIX",
     "KnownLoss",
     "LogicLoss",
     "M_l",
@@ -66,7 +68,9 @@ __all__ = [
     "equivalence_classes",
     "equivalent",
     "from_labels",
+    "from_name",
     "hasse_edges",
+    "is_logic_name",
     "known",
     "label_string",
     "lift",

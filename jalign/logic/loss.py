@@ -36,7 +36,7 @@ from jalign.logic.decompile import known
 from jalign.logic.structure import PreferenceStructure
 from jalign.losses import LossSpec, register_resolver
 
-PREFIX = "logic:"
+LOGIC_PREFIX = "logic:"  # config loss names "logic:<name>[:<f>]" (the one definition; jalign.logic exports it)
 _LENGTH_FIELD = {"M_w": "chosen_lengths", "Ref_w": "chosen_lengths",
                  "M_l": "rejected_lengths", "Ref_l": "rejected_lengths"}
 PAPER = ("Richardson, Srikumar & Sabharwal, Understanding the Logic of Direct Preference Alignment through "
@@ -191,10 +191,10 @@ def as_loss(structure_or_name: PreferenceStructure | str, f: str | None = None, 
     if isinstance(structure_or_name, str):
         k = known(structure_or_name)
         structure, f = k.structure, (k.f if f is None else f)
-        default_name = f"{PREFIX}{structure_or_name}"
+        default_name = f"{LOGIC_PREFIX}{structure_or_name}"
     elif isinstance(structure_or_name, PreferenceStructure):
         structure, f = structure_or_name, ("logistic" if f is None else f)
-        default_name = f"{PREFIX}{structure.name or 'structure'}"
+        default_name = f"{LOGIC_PREFIX}{structure.name or 'structure'}"
     else:
         raise TypeError(f"structure_or_name must be a PreferenceStructure or a loss name, got "
                         f"{type(structure_or_name).__name__}")
@@ -204,7 +204,7 @@ def as_loss(structure_or_name: PreferenceStructure | str, f: str | None = None, 
 
 def is_logic_name(name: Any) -> bool:
     """Whether ``name`` is a ``"logic:..."`` loss name (config ``loss.name``)."""
-    return isinstance(name, str) and name.startswith(PREFIX)
+    return isinstance(name, str) and name.startswith(LOGIC_PREFIX)
 
 
 def from_name(name: str, **kw) -> LogicLoss:
@@ -217,8 +217,8 @@ def from_name(name: str, **kw) -> LogicLoss:
     ('squared', 'hinge')
     """
     if not is_logic_name(name):
-        raise ValueError(f"a logic loss name starts with {PREFIX!r}, got {name!r}")
-    parts = name[len(PREFIX):].split(":")
+        raise ValueError(f"a logic loss name starts with {LOGIC_PREFIX!r}, got {name!r}")
+    parts = name[len(LOGIC_PREFIX):].split(":")
     if len(parts) not in (1, 2) or not all(parts):
         raise ValueError(f"logic loss name {name!r} must be 'logic:<name>' or 'logic:<name>:<f>' "
                          f"(f one of {', '.join(F_FORMULAS)})")
@@ -229,4 +229,4 @@ def from_name(name: str, **kw) -> LogicLoss:
 
 
 # ``jalign.losses.bind("logic:<name>[:<f>]")`` (and config ``loss.name``) resolve through from_name.
-register_resolver(PREFIX, from_name)
+register_resolver(LOGIC_PREFIX, from_name)

@@ -2,9 +2,10 @@
 
 Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`bind`, :func:`names`, :func:`sequence_logps`,
 :func:`preference_metrics`; plus :class:`UnpairedLogps`, :class:`ListwiseLogps`, :func:`spec`,
-:func:`register`. The on-line RLHF mathematics (PPO/GRPO clipped objectives, group advantages, GAE, the
-reward-model loss) is in :mod:`jalign.losses.rl`, re-exported here: :func:`policy_clip`,
-:func:`group_advantages`, :func:`gae`, :func:`reward_model_loss`.
+:func:`register`, :class:`LossSpec` and :func:`pytree_dataclass` (the decorator of the batch containers).
+The on-line RLHF mathematics (PPO/GRPO clipped objectives, group advantages, GAE, the reward-model loss) is in
+:mod:`jalign.losses.rl`, re-exported here: :func:`policy_clip`, :func:`group_advantages`, :func:`gae`,
+:func:`reward_model_loss`.
 
 >>> from jalign import losses
 >>> "dpo" in losses.names()
@@ -18,6 +19,7 @@ from jalign.losses._types import (
     SampledLogps,
     ScoredLogps,
     UnpairedLogps,
+    pytree_dataclass,
 )
 from jalign.losses.metrics import preference_metrics
 from jalign.losses.rl import gae, group_advantages, policy_clip, reward_model_loss
@@ -52,6 +54,7 @@ __all__ = [
     "off_policy_pg",
     "policy_clip",
     "preference_metrics",
+    "pytree_dataclass",
     "register",
     "register_resolver",
     "reward_model_loss",

@@ -10,13 +10,18 @@ import jax
 Array = Any  # jax.Array or np.ndarray
 
 
-def _pytree_dataclass(cls):
+def pytree_dataclass(cls):
+    """Class decorator: a frozen dataclass registered as a JAX pytree whose fields are all data (leaves).
+
+    The batch containers below are built this way, so they pass through ``jit``/``vmap``/``grad``; other
+    modules use it for their own containers (``from jalign.losses import pytree_dataclass``).
+    """
     cls = dataclasses.dataclass(frozen=True)(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class PairwiseLogps:
     """Sequence log-probabilities of a batch of preference pairs.
 
@@ -41,7 +46,7 @@ class PairwiseLogps:
     rejected_lengths: Array | None = None
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class UnpairedLogps:
     """Unpaired (KTO / BCO style) batch: one completion per example with a desirable/undesirable label.
 
@@ -62,7 +67,7 @@ class UnpairedLogps:
     ref_kl_logps: Array | None = None
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class ListwiseLogps:
     """Listwise batch: K responses per prompt, ``[B, K]`` arrays.
 
@@ -81,7 +86,7 @@ class ListwiseLogps:
     mask: Array | None = None
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class ScoredLogps:
     """K scored samples per prompt (policy-gradient family: CoPG, RLOO, off-policy PG), ``[B, K]`` arrays.
 
@@ -98,7 +103,7 @@ class ScoredLogps:
     mask: Array | None = None
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class SampledLogps:
     """Samples y ~ q from a proposal, scored under policy, target and proposal (f-DPG), ``[B]`` arrays.
 

@@ -85,7 +85,8 @@ _FOOTER = """\
 
 ## What is tested (tests/losses/)
 
-Every loss against a closed form written independently in float64 numpy inside the tests, at several β
+Every loss against a closed form written independently in float64 numpy (`bench/reference_numpy.py`, which
+`python -m bench.losses` also times as its baseline; it imports nothing from jalign), at several β
 and ε; gradients with `jax.test_util.check_grads` (float64) and, for the pairwise losses, w.r.t.
 `chosen_logps`/`rejected_logps` against hand-derived analytic derivatives; jit == eager; `vmap` over stacked
 batches == loop; per-example independence (and the coupling of the batch-coupled losses); sharded over 8

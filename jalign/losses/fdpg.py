@@ -33,7 +33,7 @@ import numpy as np
 
 from jalign import divergences as _div
 from jalign.losses._registry import register
-from jalign.losses._types import SampledLogps, _pytree_dataclass
+from jalign.losses._types import SampledLogps, pytree_dataclass
 
 _PAPER = (
     "Go et al., Aligning Language Models with Preferences through f-divergence Minimization, "
@@ -173,7 +173,7 @@ def baseline_estimate(policy_logps, target_logps, proposal_logps, *, divergence,
 # Running importance-sampling estimate of log Z, one per context.
 
 
-@_pytree_dataclass
+@pytree_dataclass
 class LogZState:
     """Running estimate of log Z = log E_q[P(x)/q(x)] per context.
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from bench import reference_numpy as ref
 from jalign import losses
 from jalign.losses import _validate
-from tests.losses import reference_numpy as ref
 from tests.losses.cases import HPARAMS, REFERENCE_FREE, jit_loss, pairwise_data, to_pairwise
 
 PAIRWISE = sorted(n for n in losses.names() if losses.spec(n).kind == "pairwise")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from bench import reference_numpy as ref
 from jalign import losses
 from jalign.losses import _validate
-from tests.losses import reference_numpy as ref
 from tests.losses.cases import jit_loss, listwise_data, to_listwise, to_unpaired, unpaired_data
 
 UNPAIRED_CASES = [

@@ -2,8 +2,9 @@
 
 ``PAIRWISE[name](d, **hp) -> (loss, dL/d lp_w, dL/d lp_l)`` for per-example losses, where ``d`` holds float64
 arrays ``lw, ll, rw, rl, nw, nl`` (policy/reference log-probs of chosen/rejected, lengths). The derivatives
-are derived by hand (None where not derived: the batch-coupled AOT losses). Also used by ``bench/losses.py``
-as the plain-numpy baseline.
+are derived by hand (None where not derived: the batch-coupled AOT losses). Two users: ``bench/losses.py``
+(the plain-numpy baseline it times) and the loss tests (``tests/losses``: the independent reference the JAX
+losses are checked against). It imports nothing from jalign.
 """
 
 from __future__ import annotations
