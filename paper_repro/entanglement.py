@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from jalign.diagnostics.entanglement import MITIGATIONS  # none, normalized, masked
 from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "entanglement"
@@ -37,7 +38,6 @@ PAPER = "Yuan et al., A Common Pitfall of Margin-based LM Alignment: Gradient En
 LOSSES = ("dpo", "ipo", "simpo", "rdpo", "dpop", "sppo_hard")
 LABELS = {"dpo": "DPO", "ipo": "IPO", "simpo": "SimPO", "rdpo": "R-DPO", "dpop": "DPOP", "sppo_hard": "SPPO"}
 VARIANTS = ("one_token", "short_suffix", "long_suffix")
-MITIGATIONS = ("none", "normalized", "masked")
 HPARAMS = {"dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 0.5},
            "rdpo": {"beta": 0.1, "alpha": 0.2}, "dpop": {"beta": 0.1, "lambda_": 50.0}, "sppo_hard": {"beta": 0.1}}
 
