@@ -145,3 +145,21 @@ def test_shipped_small_lm():
     ce = _np_mean_nll(model, batch)
     assert ce < 2.5 and abs(ce - curve["final_val_loss"]) < 0.25
     assert nnx.state(model, nnx.Param)  # a real parameter tree
+
+
+def test_retraining_with_the_trainer_reproduces_the_shipped_model():
+    """The recorded `jalign pretrain` run (the trainer recipe) matches the shipped model's held-out loss."""
+    rec = json.loads((checkpoints.SMALL_LM_DIR / "retrain_loss_curve.json").read_text())
+    cmp = rec["comparison"]
+    assert abs(cmp["retrained"] - cmp["shipped_small_lm"]) < 0.05
+    assert rec["config"]["data"]["name"] == "text_windows" and rec["config"]["train"]["steps"] == 1000
+    assert len(rec["train"]) == 1000 and rec["val"][-1] == [1000, rec["final_val_loss"]]
+    # the shipped model's number in the record is what it scores on those held-out batches now
+    from jalign.models import load_small_lm
+
+    src = plugins.make_data("text_windows", batch_size=16, seq_len=129, seed=0)
+    got = np.mean([_np_mean_nll(load_small_lm(), b["ids"]) for b in src.eval_batches(8)])
+    np.testing.assert_allclose(got, cmp["eval_batches_8"]["shipped_small_lm"], rtol=1e-4)
+    doc = (checkpoints.SMALL_LM_DIR.parents[2] / "docs" / "models.md").read_text()
+    for v in (cmp["retrained"], cmp["shipped_small_lm"], rec["final_val_loss"]):
+        assert f"{v:.3f}" in doc
