@@ -28,6 +28,7 @@ from jalign.train.plugins.models import is_causal_lm
 from jalign.train.probes import ProbeRunner, nll_probe
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
+from jalign.train.workdir import WorkdirLock
 
 
 class NonFiniteError(FloatingPointError):
@@ -60,10 +61,22 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     ``workdir/probes.jsonl``.
 
     Raises:
+      WorkdirBusyError: another live run holds ``cfg.workdir`` (its lock file ``.lock`` names pid and host).
       NonFiniteError: a non-finite loss or gradient norm (training stops; checkpoints stay as they were).
     """
     distributed.initialize(cfg.distributed.coordinator, cfg.distributed.num_processes,
                            cfg.distributed.process_id)
+    is_main = jax.process_index() == 0
+    # One run per workdir: process 0 holds workdir/.lock for the whole run (released on exit, also on a crash).
+    lock = WorkdirLock(cfg.workdir).acquire() if cfg.workdir and is_main else None
+    try:
+        return _train(cfg, model=model, source=source, reward_fn=reward_fn, loss=loss, probes=probes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     pi, pc = jax.process_index(), jax.process_count()
     is_main = pi == 0
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
