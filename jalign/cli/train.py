@@ -45,5 +45,7 @@ def run(args) -> int:
     except NonFiniteError as e:
         print(f"jalign train: {e}", file=sys.stderr)
         return 3
+    if result.message:
+        print(f"jalign train: {result.message}", file=sys.stderr)
     print(json.dumps({"start_step": result.start_step, "final_step": result.final_step, **summarize(result.history)}, indent=2))
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import ml_collections
 
 from jalign import losses
+from jalign.errors import UserError
 from jalign.train.objectives import MITIGATIONS, check_mitigation
 
 MODES = ("sft", "preference", "online")
@@ -29,8 +30,9 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 _FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration key or value."""
+class ConfigError(UserError):
+    """An invalid configuration key or value (a :class:`~jalign.errors.UserError`: the CLI prints it in one
+    line and exits 2)."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -89,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3  # keep the N most recent checkpoints
     c.checkpoint.async_save = True
     c.checkpoint.resume = True  # resume from the latest complete checkpoint in workdir
+    c.checkpoint.fresh = False  # start a new run in a used workdir: the old run is moved to workdir/archive/<run id>/
 
     c.online = ml_collections.ConfigDict()
     c.online.num_samples = 2  # K completions per prompt

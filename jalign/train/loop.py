@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,7 +29,9 @@ from jalign.train.plugins.models import is_causal_lm
 from jalign.train.probes import ProbeRunner, nll_probe
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
-from jalign.train.workdir import WorkdirLock
+from jalign.train.workdir import WorkdirLock, open_run, trim_jsonl
+
+log = logging.getLogger("jalign.train")
 
 
 class NonFiniteError(FloatingPointError):
@@ -51,6 +54,7 @@ class TrainResult:
     start_step: int
     final_step: int
     probes: list[dict] = dataclasses.field(default_factory=list)
+    message: str = ""  # e.g. why nothing was trained (a finished run)
 
 
 def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=None) -> TrainResult:
@@ -61,6 +65,9 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     ``workdir/probes.jsonl``.
 
     Raises:
+      ConfigError: resuming a workdir whose run was made with other defining keys (model, loss, data, seed,
+        optim, mode, online; listed with old → new values), or ``checkpoint.resume=False`` over a workdir
+        with checkpoints without ``checkpoint.fresh=True`` (docs/training.md, "The workdir lifecycle").
       WorkdirBusyError: another live run holds ``cfg.workdir`` (its lock file ``.lock`` names pid and host).
       NonFiniteError: a non-finite loss or gradient norm (training stops; checkpoints stay as they were).
     """
@@ -79,6 +86,10 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
 def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     pi, pc = jax.process_index(), jax.process_count()
     is_main = pi == 0
+    workdir = Path(cfg.workdir) if cfg.workdir else None
+    # Fresh, resume, finished or refused (a changed config, resume=False over a used workdir): decided before
+    # anything is built, so a refusal is immediate (jalign.train.workdir.open_run).
+    plan = open_run(cfg, workdir, is_main=is_main, sync=_barrier if pc > 1 else lambda name: None) if workdir else None
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
     bound = None if cfg.mode == "sft" else losses.bind(cfg.loss.name if loss is None else loss,
@@ -120,22 +131,29 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
         reward = reward_fn or plugins.get_reward(cfg.online.reward)
 
-    workdir = Path(cfg.workdir) if cfg.workdir else None
     ckpt = None
     start = 0
-    if workdir:
-        if is_main:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / "config.json").write_text(cfg.to_json(indent=2))
     if workdir and cfg.checkpoint.enabled:
         ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-        latest = ckpt.latest_step() if cfg.checkpoint.resume else None
-        if latest is not None:
-            state, data_state, _ = ckpt.restore(latest, like=state)
+        if plan.resume_steps:
+            state, data_state, _ = ckpt.restore(plan.resume_steps[0], like=state)
             source.set_state(data_state)
             start = int(state.step)
+    if workdir and start == cfg.train.steps:
+        ckpt.close()
+        msg = (f"workdir {workdir}: run {plan.run_id} is already finished at step {start} (train.steps="
+               f"{cfg.train.steps}); nothing was trained. Raise train.steps to continue it")
+        log.warning(msg)
+        return TrainResult(state=state, history=[], graphdef=graphdef, mesh=mesh, start_step=start,
+                           final_step=start, message=msg)
+    if workdir and is_main:
+        (workdir / "config.json").write_text(cfg.to_json(indent=2))
+        dropped = trim_jsonl(workdir / "metrics.jsonl", start)  # rows an interrupted run logged after `start`
+        if dropped:
+            log.info("workdir %s: dropped %d metrics rows after step %d (resumed from its checkpoint)",
+                     workdir, dropped, start)
     logger = MetricsLogger(workdir, tensorboard=cfg.train.tensorboard, is_main=is_main)
-    meta = {"config": json.loads(cfg.to_json()), "process_count": pc}
+    meta = {"config": json.loads(cfg.to_json()), "process_count": pc, "run_id": plan.run_id if plan else None}
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and is_main),
                dynamic_ncols=True, desc=f"{cfg.mode}")
     step = start
@@ -183,6 +201,12 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         export_model(graphdef, state, cfg.train.export, is_main=is_main, workdir=cfg.workdir or None)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
+
+
+def _barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):

@@ -15,6 +15,7 @@ Lifecycle: see docs/training.md ("The workdir lifecycle").
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import fcntl
@@ -195,3 +196,121 @@ def config_diff(old: dict, new: dict, *, keys: tuple[str, ...] = DEFINING) -> li
         if a != b:
             out.append((k, a, b))
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a run does with its workdir: start fresh, resume, or stop (finished / refused)
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """The decision :func:`open_run` takes for a workdir.
+
+    Attributes:
+      run_id: the id of the run this process continues or starts (stored in ``run.json`` and in every
+        checkpoint's metadata).
+      resume_steps: the run's finalised checkpoint steps, newest first (empty: a fresh start).
+      finished: the newest checkpoint is at ``train.steps`` already: nothing is trained.
+      fresh: a new run (``run.json`` to be written).
+    """
+
+    run_id: str
+    resume_steps: list[int]
+    finished: bool = False
+    fresh: bool = False
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """Finalised checkpoint steps in ``directory`` (orbax renames a save to ``<step>`` only when complete)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def checkpoint_meta(directory: Path, step: int) -> dict | None:
+    """The JSON metadata of checkpoint ``step`` (``{"step", "config", "run_id", ...}``); None if unreadable."""
+    try:
+        return json.loads((Path(directory) / str(int(step)) / "meta" / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt(v) -> str:
+    return json.dumps(v) if not isinstance(v, str) or v == "<absent>" else repr(v)
+
+
+def open_run(cfg, workdir: Path, *, is_main: bool = True, sync=lambda name: None) -> RunPlan:
+    """Decide what a run with ``cfg`` does in ``workdir`` (held under its lock); see docs/training.md.
+
+    * no checkpoints: a fresh run (a new run id; the files of an earlier run that never checkpointed are
+      moved to ``archive/<its id>/``);
+    * checkpoints and ``checkpoint.resume`` (default): resume the run, after checking that every key that
+      defines it (:data:`DEFINING`) is unchanged (``train.steps`` may grow); a run at ``train.steps``
+      already is finished;
+    * checkpoints and ``checkpoint.resume=False`` (or checkpoints disabled): refused unless
+      ``checkpoint.fresh=True``, which moves the earlier run to ``archive/<run id>/`` and starts a new one.
+
+    Only process 0 (``is_main``) changes files; ``sync(name)`` is a barrier between processes.
+
+    Raises:
+      ConfigError: changed defining keys (listed ``key: old → new``), ``train.steps`` below the checkpoint's
+        step, or ``resume=False`` in a workdir with checkpoints without ``checkpoint.fresh=True``.
+    """
+    from jalign.train.config import ConfigError
+
+    workdir = Path(workdir)
+    ck_dir = workdir / "checkpoints"
+    sync("jalign_open_run_read")
+    record = read_run(workdir)
+    steps = checkpoint_steps(ck_dir)
+    old_id = record.get("run_id") if record else None
+    label = f"run {old_id}" if old_id else "an earlier run"
+    archive = False
+    if steps and (cfg.checkpoint.fresh or not (cfg.checkpoint.resume and cfg.checkpoint.enabled)):
+        if not cfg.checkpoint.fresh:
+            why = "checkpoint.resume=False" if cfg.checkpoint.enabled else "checkpoint.enabled=False"
+            raise ConfigError(
+                f"workdir {workdir} holds the checkpoints of {label} (steps {steps[0]}..{steps[-1]}); {why} "
+                f"would start a new run over them. Set checkpoint.fresh=True to move that run to "
+                f"{workdir / 'archive' / (old_id or '<new id>')}/ and start afresh, resume it "
+                "(checkpoint.resume=True), or use another workdir")
+        archive = True
+    elif not steps and (workdir / "metrics.jsonl").exists() and (workdir / "metrics.jsonl").stat().st_size:
+        archive = True  # an earlier run that never saved a checkpoint: keep its files, start afresh
+    if archive or not steps:
+        sync("jalign_open_run_archive")
+        if is_main:
+            if archive:
+                dest = archive_run(workdir, old_id)
+                log.warning("workdir %s: %s (checkpoints: %s) was moved to %s; starting a new run", workdir,
+                            label, steps or "none", dest)
+        run_id = new_run_id()
+        if is_main:
+            write_run(workdir, run_id)
+        sync("jalign_open_run_archived")
+        return RunPlan(run_id=run_id, resume_steps=[], fresh=True)
+
+    run_id = old_id or new_run_id()  # checkpoints without run.json (written before run ids existed)
+    foreign = {s: m.get("run_id") for s in steps if (m := checkpoint_meta(ck_dir, s)) and m.get("run_id")
+               not in (None, run_id)}
+    if foreign:
+        raise ConfigError(f"workdir {workdir}: checkpoints {sorted(foreign)} belong to other runs "
+                          f"({sorted(set(foreign.values()))}) than {label}; move them away or use another workdir")
+    newest = steps[-1]
+    meta = next((m for s in reversed(steps) if (m := checkpoint_meta(ck_dir, s)) is not None), None)
+    if meta is not None and "config" in meta:
+        diff = config_diff(meta["config"], json.loads(cfg.to_json()))
+        if diff:
+            lines = "; ".join(f"{k}: {_fmt(a)} → {_fmt(b)}" for k, a, b in diff)
+            raise ConfigError(
+                f"workdir {workdir} holds {label} at step {meta.get('step', newest)} with a different "
+                f"configuration: {lines}. Resuming would continue its weights under other settings. Keep the "
+                "stored values (workdir/config.json), use another workdir, or start a new run here with "
+                "checkpoint.resume=False checkpoint.fresh=True (the old run is archived)")
+    if newest > cfg.train.steps:
+        raise ConfigError(f"config train.steps={cfg.train.steps} is below step {newest} of {label} in workdir "
+                          f"{workdir}; train.steps may only grow on resume")
+    if is_main and record is None:
+        write_run(workdir, run_id)
+    return RunPlan(run_id=run_id, resume_steps=sorted(steps, reverse=True), finished=newest == cfg.train.steps)
