@@ -508,6 +508,21 @@ def read(
     Raises:
       InvalidDataError: if any record is invalid and ``skip_invalid`` is False.
     """
+    pairs, report = read_checked(path, format=format, kind=kind, skip_invalid=skip_invalid,
+                                 max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars)
+    return [r for _, r in pairs], report
+
+
+def read_checked(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    kind: str | None = None,
+    skip_invalid: bool = False,
+    max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
+    max_response_chars: int | None = None,
+) -> tuple[list[tuple[int, dict]], ValidationReport]:
+    """:func:`read` keeping each record's line: ``([(line, record)], report)``."""
     pairs, report = read_with_lines(
         path,
         format=format,
@@ -520,4 +535,4 @@ def read(
             raise InvalidDataError(report.errors)
         shown = "\n  ".join(str(e) for e in report.errors[:20])
         log.warning("skipped %d invalid record(s) of %s:\n  %s", len(report.errors), path, shown)
-    return [r for _, r in pairs], report
+    return pairs, report

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from jalign.data import builtin, text
-from jalign.data.pipeline import make_dataset
+from jalign.data.pipeline import check_truncation, make_dataset
 from jalign.tokenizers import ByteTokenizer
 from jalign.train.batch import (
     check_sizes,
@@ -102,6 +102,15 @@ def pipeline_dataset(records, kind, tok, *, batch_size, seq_len, seed, process_i
                         num_epochs=None, shard_index=process_index, shard_count=process_count, **kw)
 
 
+def _checked(records, kind, tok, *, dataset, seq_len, max_prompt_len):
+    """Truncation of a built-in data set measured and logged before training (record i is "line" i + 1);
+    pairs it makes identical refuse the run (:func:`jalign.data.pipeline.check_truncation`)."""
+    kept, _ = check_truncation(list(enumerate(records, start=1)), kind=kind, tokenizer=tok,
+                               max_prompt_len=max_prompt_len, max_response_len=seq_len - max_prompt_len,
+                               path=f"builtin:{dataset}")
+    return kept
+
+
 def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index, process_count,
                     dataset, n, data_seed, max_prompt_len, reward="lexicon"):
     check_sizes(f"builtin_{adapt_name}", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
@@ -110,8 +119,9 @@ def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index
     if kind != "pairwise":
         raise ValueError(f"data.kwargs.dataset={dataset!r} is a {kind} data set; builtin_{adapt_name} needs a "
                          f"pairwise one: {[m for m in builtin.names() if builtin.card(m).kind == 'pairwise']}")
-    records = builtin.load(dataset, n=n, seed=data_seed)
     tok = ByteTokenizer()
+    records = _checked(builtin.load(dataset, n=n, seed=data_seed), "pairwise", tok, dataset=dataset, seq_len=seq_len,
+                       max_prompt_len=max_prompt_len)
     ds = pipeline_dataset(records, "pairwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                           process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len)
     adapt = {
@@ -162,7 +172,8 @@ def _builtin_unpaired(*, batch_size, seq_len, seed, process_index=0, process_cou
     if kind != "pairwise":
         raise ValueError(f"data.kwargs.dataset={dataset!r} is a {kind} data set; builtin_unpaired splits a "
                          f"pairwise one: {[m for m in builtin.names() if builtin.card(m).kind == 'pairwise']}")
-    records = pairwise_to_unpaired(builtin.load(dataset, n=n, seed=data_seed))
+    records = _checked(pairwise_to_unpaired(builtin.load(dataset, n=n, seed=data_seed)), "unpaired", ByteTokenizer(),
+                       dataset=dataset, seq_len=seq_len, max_prompt_len=max_prompt_len)
     ds = pipeline_dataset(records, "unpaired", ByteTokenizer(), batch_size=batch_size, seq_len=seq_len, seed=seed,
                           process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
                           kl_pairs=kl_pairs)

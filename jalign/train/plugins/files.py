@@ -19,9 +19,12 @@ The whole file is read and validated before the first batch, so a bad record fai
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from jalign.data import readers
+from jalign.data.pipeline import check_truncation
+from jalign.errors import UserError
 from jalign.tokenizers import ByteTokenizer, HFTokenizer
 from jalign.train.batch import check_sizes, pairwise, to_listwise, to_prompts, to_sft, to_unpaired
 from jalign.train.plugins.data import GrainBatchSource, pipeline_dataset
@@ -37,12 +40,28 @@ def _tokenizer(spec: str | Any):
 
 
 def _read(name, path, format, kind, skip_invalid):
+    """``[(line, record)]`` of ``path``, validated (:func:`jalign.data.readers.read_checked`)."""
     if not path:
-        raise ValueError(f"{name}: data.kwargs.path is required (a local data file)")
-    records, _ = readers.read(path, format=format, kind=kind, skip_invalid=skip_invalid)
+        raise UserError(f"{name}: data.kwargs.path is required (a local data file)")
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{name}: data.kwargs.path={str(path)!r}: no such file")
+    if p.is_dir():
+        raise UserError(f"{name}: data.kwargs.path={str(path)!r} is a directory, not a data file")
+    records, _ = readers.read_checked(path, format=format, kind=kind, skip_invalid=skip_invalid)
     if not records:
-        raise ValueError(f"{name}: {path} has no valid {kind} records")
+        raise UserError(f"{name}: {path} has no valid {kind} records")
     return records
+
+
+def _checked(name, records, kind, tok, *, seq_len, max_prompt_len, path, skip_invalid):
+    """Truncation measured and logged before training; records that it makes degenerate refused (or dropped
+    with ``skip_invalid``): :func:`jalign.data.pipeline.check_truncation`."""
+    kept, _ = check_truncation(records, kind=kind, tokenizer=tok, max_prompt_len=max_prompt_len,
+                               max_response_len=seq_len - max_prompt_len, path=str(path), skip_invalid=skip_invalid)
+    if not kept:
+        raise UserError(f"{name}: {path} has no {kind} records left after truncation")
+    return kept
 
 
 def _pairwise_file(adapt_name):
@@ -55,7 +74,8 @@ def _pairwise_file(adapt_name):
         check_sizes(name, batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                     process_count=process_count)
         tok = _tokenizer(tokenizer)
-        records = _read(name, path, format, "pairwise", skip_invalid)
+        records = _checked(name, _read(name, path, format, "pairwise", skip_invalid), "pairwise", tok,
+                           seq_len=seq_len, max_prompt_len=max_prompt_len, path=path, skip_invalid=skip_invalid)
         ds = pipeline_dataset(records, "pairwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                       process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len)
         adapt = {"pairwise": pairwise, "sft": to_sft,
@@ -75,8 +95,10 @@ def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=
                    skip_invalid: bool = False, kl_pairs: bool = True):
     check_sizes("file_unpaired", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
-    records = _read("file_unpaired", path, format, "unpaired", skip_invalid)
-    ds = pipeline_dataset(records, "unpaired", _tokenizer(tokenizer), batch_size=batch_size, seq_len=seq_len, seed=seed,
+    tok = _tokenizer(tokenizer)
+    records = _checked("file_unpaired", _read("file_unpaired", path, format, "unpaired", skip_invalid), "unpaired",
+                       tok, seq_len=seq_len, max_prompt_len=max_prompt_len, path=path, skip_invalid=skip_invalid)
+    ds = pipeline_dataset(records, "unpaired", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                   process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
                   kl_pairs=kl_pairs)
     return GrainBatchSource(ds, to_unpaired)
@@ -88,12 +110,14 @@ def _file_listwise(*, batch_size, seq_len, seed, process_index=0, process_count=
                    skip_invalid: bool = False, max_responses: int | None = None):
     check_sizes("file_listwise", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
-    records = _read("file_listwise", path, format, "listwise", skip_invalid)
+    tok = _tokenizer(tokenizer)
+    records = _checked("file_listwise", _read("file_listwise", path, format, "listwise", skip_invalid), "listwise",
+                       tok, seq_len=seq_len, max_prompt_len=max_prompt_len, path=path, skip_invalid=skip_invalid)
     k = max(len(r["completions"]) for r in records)
     if max_responses is not None and max_responses < k:
-        raise ValueError(f"file_listwise: data.kwargs.max_responses={max_responses} is smaller than the longest "
+        raise UserError(f"file_listwise: data.kwargs.max_responses={max_responses} is smaller than the longest "
                          f"list in {path} ({k} responses)")
-    ds = pipeline_dataset(records, "listwise", _tokenizer(tokenizer), batch_size=batch_size, seq_len=seq_len, seed=seed,
+    ds = pipeline_dataset(records, "listwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                   process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
                   max_responses=max_responses or k)
     return GrainBatchSource(ds, to_listwise)
