@@ -26,3 +26,7 @@ class BadArgumentsError(UserError, TypeError):
 
 class WorkdirBusyError(UserError):
     """The workdir is locked by another live run."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file named by the user does not exist (also a ``FileNotFoundError``)."""

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jalign import losses
+from jalign.errors import UserError
 from jalign.train import distributed, online, plugins
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
@@ -91,6 +92,10 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     # anything is built, so a refusal is immediate (jalign.train.workdir.open_run).
     plan = open_run(cfg, workdir, is_main=is_main, sync=_barrier if pc > 1 else lambda name: None) if workdir else None
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.data.batch_size % ways or (cfg.data.batch_size // pc) % max(1, ways // pc):
+        raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch-parallel devices "
+                        f"mesh.data*mesh.fsdp={ways} ({pc} process(es)); change data.batch_size or the mesh")
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
     bound = None if cfg.mode == "sft" else losses.bind(cfg.loss.name if loss is None else loss,
                                                        **dict(cfg.loss.hparams))
@@ -103,13 +108,13 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
         if not is_causal_lm(model):
-            raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+            raise UserError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
                             f"{type(model).__name__}")
         check_export_target(Path(cfg.train.export), cfg.workdir or None)
     probes = list(probes or [])
     if cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
         if not hasattr(source, "eval_batches"):
-            raise ValueError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
+            raise UserError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
                              "(eval_batches); set eval.every=0")
         probes.append(nll_probe(source.eval_batches(cfg.eval.batches), every=cfg.eval.every, name="eval"))
     objective = make_objective(cfg.mode, bound, mitigation=cfg.loss.mitigation, reference=cfg.loss.reference)
@@ -118,7 +123,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
     if cfg.mode != "sft" and cfg.loss.reference == "cached" and spec.needs_reference:
         if not hasattr(source, "add_fields"):
-            raise ValueError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
+            raise UserError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
                              "source cannot add them (precompute with jalign.train.reference) — or use 'frozen'")
         source.add_fields(make_reference_fn(graphdef, state.params, state.model_state, spec.kind))
     rules = dict(cfg.mesh.rules)

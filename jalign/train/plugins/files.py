@@ -11,7 +11,7 @@ Registered names (``data.name``; ``data.kwargs`` below):
   (``list_mask`` marks the real entries).
 
 kwargs of the ``file_*`` sources: ``path`` (required), ``format`` (None = detect), ``tokenizer`` (``"byte"`` or
-the path of a Hugging Face ``tokenizer.json``), ``max_prompt_len`` (tokens; the response budget is
+the path of a Hugging Face ``tokenizer.json``), ``max_prompt_len`` (tokens, default 64 or half of ``seq_len`` if shorter; the response budget is
 ``seq_len - max_prompt_len``), ``skip_invalid`` (False: an invalid record stops the run with its file, line and
 field; True: skipped and reported), ``max_responses`` (listwise K, default: the longest list in the file).
 The whole file is read and validated before the first batch, so a bad record fails the run before any step.
@@ -35,8 +35,15 @@ def _tokenizer(spec: str | Any):
     if spec == "byte":
         return ByteTokenizer()
     if isinstance(spec, str):
+        if not Path(spec).is_file():
+            raise UserError(f"data.kwargs.tokenizer={spec!r}: neither 'byte' nor an existing tokenizer.json file")
         return HFTokenizer(spec)
     return spec
+
+
+def _prompt_budget(max_prompt_len, seq_len):
+    """``data.kwargs.max_prompt_len``; default 64 tokens, or half of ``data.seq_len`` when that is shorter."""
+    return min(64, seq_len // 2) if max_prompt_len is None else max_prompt_len
 
 
 def _read(name, path, format, kind, skip_invalid):
@@ -69,8 +76,9 @@ def _pairwise_file(adapt_name):
 
     @register_data(name)
     def factory(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
-                format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
                 skip_invalid: bool = False):
+        max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
         check_sizes(name, batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                     process_count=process_count)
         tok = _tokenizer(tokenizer)
@@ -91,8 +99,9 @@ for _n in ("pairwise", "sft", "prompts"):
 
 @register_data("file_unpaired")
 def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
-                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
                    skip_invalid: bool = False, kl_pairs: bool = True):
+    max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
     check_sizes("file_unpaired", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
     tok = _tokenizer(tokenizer)
@@ -106,8 +115,9 @@ def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=
 
 @register_data("file_listwise")
 def _file_listwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
-                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int = 64,
+                   format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
                    skip_invalid: bool = False, max_responses: int | None = None):
+    max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
     check_sizes("file_listwise", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
     tok = _tokenizer(tokenizer)
