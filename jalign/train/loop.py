@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     if workdir and cfg.checkpoint.enabled:
         ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         if plan.resume_steps:
-            state, data_state, _ = ckpt.restore(plan.resume_steps[0], like=state)
+            state, data_state = _restore_newest_intact(ckpt, plan, state, workdir, is_main)
             source.set_state(data_state)
             start = int(state.step)
     if workdir and start == cfg.train.steps:
@@ -206,6 +207,35 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         export_model(graphdef, state, cfg.train.export, is_main=is_main, workdir=cfg.workdir or None)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
+
+
+def _restore_newest_intact(ckpt, plan, like, workdir, is_main):
+    """Restore the newest checkpoint of ``plan.resume_steps`` that restores; damaged newer ones (a restore
+    that raises: truncated or missing files) are named in a warning and moved to
+    ``workdir/archive/<run id>/damaged/<step>`` so that the run can save those steps again."""
+    damaged = []
+    for s in plan.resume_steps:
+        try:
+            state, data_state, _ = ckpt.restore(s, like=like)
+        except Exception as e:  # noqa: BLE001 — the files on disk are outside our control; any failure = damaged
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            log.warning("workdir %s: checkpoint step %d in %s is damaged and cannot be restored (%s: %s); "
+                        "falling back to the previous checkpoint", workdir, s, ckpt.directory, type(e).__name__,
+                        first)
+            damaged.append(s)
+            continue
+        if damaged:
+            if is_main:
+                dest = workdir / "archive" / plan.run_id / "damaged"
+                dest.mkdir(parents=True, exist_ok=True)
+                for d in damaged:
+                    shutil.move(str(ckpt.directory / str(d)), str(dest / str(d)))
+                log.warning("workdir %s: resuming from step %d; damaged checkpoint(s) %s moved to %s", workdir, s,
+                            damaged, dest)
+            ckpt.reload()
+        return state, data_state
+    raise UserError(f"workdir {workdir}: every checkpoint of run {plan.run_id} is damaged (steps {damaged} in "
+                    f"{ckpt.directory}); start a new run with checkpoint.resume=False checkpoint.fresh=True")
 
 
 def _barrier(name: str) -> None:
