@@ -1,7 +1,7 @@
 """``jalign data``: inspect / validate local preference files, list and generate built-in data sets, build TFDS.
 
 Exit status: 0 when every record is valid, 1 when any record is invalid (the report names file, line and
-field), 2 for usage errors (unknown format, missing file).
+field) or there is no record at all, 2 for usage errors (unknown format, missing file).
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def run_inspect(args) -> int:
             print(f"  ... {s['invalid'] - 50} more (use --json)")
     if s["invalid"]:
         print(f"{s['invalid']} invalid record(s) in {s['path']}", file=sys.stderr)
+        return 1
+    if not s["records"]:
+        print(f"{s['path']}: no records (an empty file?)", file=sys.stderr)
         return 1
     return 0
 

@@ -87,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.enabled = True  # write checkpoints to workdir/checkpoints (needs workdir)
-    c.checkpoint.every = 0  # save every N steps (0: only at the end); needs workdir
+    c.checkpoint.every = 0  # save every N steps (0: only at the end); > 0 needs a workdir (else ConfigError)
     c.checkpoint.keep = 3  # keep the N most recent checkpoints
     c.checkpoint.async_save = True
     c.checkpoint.resume = True  # resume from the latest complete checkpoint in workdir
@@ -258,6 +258,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.train.log_every >= 1, "train.log_every", ">= 1")
     need(c.checkpoint.every >= 0, "checkpoint.every", ">= 0")
     need(c.checkpoint.keep >= 1, "checkpoint.keep", ">= 1")
+    if c.checkpoint.every and c.checkpoint.enabled and not c.workdir:
+        raise ConfigError(f"config checkpoint.every={c.checkpoint.every} needs a workdir (checkpoints go to "
+                          "workdir/checkpoints); set workdir=DIR, or checkpoint.every=0")
     need(c.online.num_samples >= 1, "online.num_samples", ">= 1")
     need(c.online.max_new_tokens >= 1, "online.max_new_tokens", ">= 1")
     need(c.online.temperature > 0, "online.temperature", "> 0")

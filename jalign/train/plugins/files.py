@@ -13,7 +13,8 @@ Registered names (``data.name``; ``data.kwargs`` below):
 kwargs of the ``file_*`` sources: ``path`` (required), ``format`` (None = detect), ``tokenizer`` (``"byte"`` or
 the path of a Hugging Face ``tokenizer.json``), ``max_prompt_len`` (tokens, default 64 or half of ``seq_len`` if shorter; the response budget is
 ``seq_len - max_prompt_len``), ``skip_invalid`` (False: an invalid record stops the run with its file, line and
-field; True: skipped and reported), ``max_responses`` (listwise K, default: the longest list in the file).
+field; True: skipped and reported), ``max_responses`` (listwise K, default: the longest list in the file), ``allow_repeat`` (fewer records than
+``data.batch_size`` is an error unless True: then a warning).
 The whole file is read and validated before the first batch, so a bad record fails the run before any step.
 """
 
@@ -77,7 +78,7 @@ def _pairwise_file(adapt_name):
     @register_data(name)
     def factory(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
                 format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
-                skip_invalid: bool = False):
+                skip_invalid: bool = False, allow_repeat: bool = False):
         max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
         check_sizes(name, batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                     process_count=process_count)
@@ -85,7 +86,8 @@ def _pairwise_file(adapt_name):
         records = _checked(name, _read(name, path, format, "pairwise", skip_invalid), "pairwise", tok,
                            seq_len=seq_len, max_prompt_len=max_prompt_len, path=path, skip_invalid=skip_invalid)
         ds = pipeline_dataset(records, "pairwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
-                      process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len)
+                      process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
+                      where=str(path), allow_repeat=allow_repeat)
         adapt = {"pairwise": pairwise, "sft": to_sft,
                  "prompts": lambda b: to_prompts(b, max_prompt_len, tok.pad_id)}[adapt_name]
         return GrainBatchSource(ds, adapt)
@@ -100,7 +102,7 @@ for _n in ("pairwise", "sft", "prompts"):
 @register_data("file_unpaired")
 def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
                    format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
-                   skip_invalid: bool = False, kl_pairs: bool = True):
+                   skip_invalid: bool = False, allow_repeat: bool = False, kl_pairs: bool = True):
     max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
     check_sizes("file_unpaired", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
@@ -109,14 +111,14 @@ def _file_unpaired(*, batch_size, seq_len, seed, process_index=0, process_count=
                        tok, seq_len=seq_len, max_prompt_len=max_prompt_len, path=path, skip_invalid=skip_invalid)
     ds = pipeline_dataset(records, "unpaired", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                   process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
-                  kl_pairs=kl_pairs)
+                  kl_pairs=kl_pairs, where=str(path), allow_repeat=allow_repeat)
     return GrainBatchSource(ds, to_unpaired)
 
 
 @register_data("file_listwise")
 def _file_listwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, path: str = "",
                    format: str | None = None, tokenizer: str = "byte", max_prompt_len: int | None = None,
-                   skip_invalid: bool = False, max_responses: int | None = None):
+                   skip_invalid: bool = False, allow_repeat: bool = False, max_responses: int | None = None):
     max_prompt_len = _prompt_budget(max_prompt_len, seq_len)
     check_sizes("file_listwise", batch_size=batch_size, seq_len=seq_len, max_prompt_len=max_prompt_len,
                 process_count=process_count)
@@ -129,5 +131,5 @@ def _file_listwise(*, batch_size, seq_len, seed, process_index=0, process_count=
                          f"list in {path} ({k} responses)")
     ds = pipeline_dataset(records, "listwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
                   process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
-                  max_responses=max_responses or k)
+                  max_responses=max_responses or k, where=str(path), allow_repeat=allow_repeat)
     return GrainBatchSource(ds, to_listwise)
