@@ -35,8 +35,8 @@ def test_checkpoint_every_without_workdir_is_a_config_error():
     with pytest.raises(ConfigError, match=r"checkpoint.every=5 needs a workdir"):
         load_config(ROOT / "experiments" / "dpo_tiny.py", ["checkpoint.every=5"])
     load_config(ROOT / "experiments" / "dpo_tiny.py", ["checkpoint.every=5", "workdir=/tmp/x"])
-    load_config(ROOT / "experiments" / "dpo_tiny.py")  # the shipped configs run without a workdir
-    load_config(ROOT / "experiments" / "dpo_small_lm.py")
+    for name in ("dpo_tiny", "sft_tiny", "dpo_small_lm", "sft_small_lm", "rloo_small_lm", "copg_small_lm"):
+        assert load_config(ROOT / "experiments" / f"{name}.py").checkpoint.every == 0  # run without a workdir
 
 
 def test_empty_file_is_not_a_success(tmp_path, capsys):
