@@ -28,6 +28,6 @@ def get_config():
     c.train.steps = 60
     c.train.log_every = 1
     c.mesh.data = 1
-    c.checkpoint.every = 30
+    c.checkpoint.every = 0  # with a workdir, e.g. checkpoint.every=30 (without one it is a ConfigError)
     c.checkpoint.keep = 1
     return c

@@ -21,6 +21,6 @@ def get_config():
     c.optim.grad_clip = 1.0
     c.train.steps = 60
     c.train.log_every = 5
-    c.checkpoint.every = 20
+    c.checkpoint.every = 0  # with a workdir, e.g. checkpoint.every=20 (without one it is a ConfigError)
     c.checkpoint.keep = 2
     return c

@@ -26,6 +26,6 @@ def get_config():
     c.train.steps = 200
     c.train.log_every = 5
     c.mesh.data = 1
-    c.checkpoint.every = 100
+    c.checkpoint.every = 0  # with a workdir, e.g. checkpoint.every=100 (without one it is a ConfigError)
     c.checkpoint.keep = 1
     return c

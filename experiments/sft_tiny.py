@@ -12,5 +12,5 @@ def get_config():
     c.optim.warmup_steps = 5
     c.train.steps = 60
     c.train.log_every = 5
-    c.checkpoint.every = 20
+    c.checkpoint.every = 0  # with a workdir, e.g. checkpoint.every=20 (without one it is a ConfigError)
     return c

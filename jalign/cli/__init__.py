@@ -3,6 +3,11 @@
 Subcommands live one per module in this package; a module defines ``register(subparsers)`` which adds its
 parser and sets ``func`` (``func(args) -> int``). Modules are discovered automatically, so a new subcommand
 is one new file.
+
+One error path: a :class:`jalign.errors.UserError` (a bad config key or value, a missing or invalid data file,
+a busy workdir, an unknown registry name, a mesh that does not fit the devices, ...) escaping a subcommand is
+printed as one line ``jalign COMMAND: error: MESSAGE`` and the exit status is 2. Any other exception is an
+internal error: it keeps its traceback, with a note saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import pkgutil
 import sys
 
 import jalign
+from jalign.errors import UserError
 from jalign.runtime import tune_host_allocator
 
 
@@ -47,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except UserError as e:
+        print(f"jalign {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        e.add_note(f"jalign {args.command}: internal error (not a problem with the input); please report it "
+                   "with this traceback")
+        raise
 
 
 if __name__ == "__main__":

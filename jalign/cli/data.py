@@ -1,7 +1,7 @@
 """``jalign data``: inspect / validate local preference files, list and generate built-in data sets, build TFDS.
 
 Exit status: 0 when every record is valid, 1 when any record is invalid (the report names file, line and
-field), 2 for usage errors (unknown format, missing file).
+field) or there is no record at all, 2 for usage errors (unknown format, missing file).
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def register(sub) -> None:
         help="prompts longer than this are invalid (default 100000)",
     )
     ins.add_argument("--max-response-chars", type=int, default=None)
+    ins.add_argument("--seq-len", type=int, default=None,
+                     help="token budget per sequence (data.seq_len): measure truncation as training does")
+    ins.add_argument("--max-prompt-len", type=int, default=None,
+                     help="prompt token budget (data.kwargs.max_prompt_len; default 64 as the file_* sources)")
+    ins.add_argument("--tokenizer", default="byte", help="'byte' or a Hugging Face tokenizer.json (with --seq-len)")
     ins.add_argument("--json", action="store_true", help="print the full report as JSON")
     ins.set_defaults(func=run_inspect)
 
@@ -74,10 +79,16 @@ def run_inspect(args) -> int:
     from jalign.data.summary import inspect_file
 
     try:
+        tok = None
+        if args.seq_len is not None and args.tokenizer != "byte":
+            from jalign.tokenizers import HFTokenizer
+
+            tok = HFTokenizer(args.tokenizer)
         s = inspect_file(
             args.path, format=args.format, kind=args.kind,
             max_prompt_chars=args.max_prompt_chars or DEFAULT_MAX_PROMPT_CHARS,
-            max_response_chars=args.max_response_chars,
+            max_response_chars=args.max_response_chars, seq_len=args.seq_len,
+            max_prompt_len=64 if args.max_prompt_len is None else args.max_prompt_len, tokenizer=tok,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -99,12 +110,19 @@ def run_inspect(args) -> int:
                 print(f"  {k}: {s[k]}")
         for k, v in s["validation"]["notes"].items():
             print(f"  note {k}: {v}")
-        for e in s["validation"]["errors"][:50]:
+        errors = s["validation"]["errors"]
+        if "truncation" in s:
+            print(f"  {s['truncation']['summary']}")
+            errors = sorted(errors + s["truncation"]["errors"], key=lambda e: e["line"])
+        for e in errors[:50]:
             print(f"  INVALID {e['path']}:{e['line']}: field '{e['field']}': {e['message']}")
         if s["invalid"] > 50:
             print(f"  ... {s['invalid'] - 50} more (use --json)")
     if s["invalid"]:
         print(f"{s['invalid']} invalid record(s) in {s['path']}", file=sys.stderr)
+        return 1
+    if not s["records"]:
+        print(f"{s['path']}: no records (an empty file?)", file=sys.stderr)
         return 1
     return 0
 

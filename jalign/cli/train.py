@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from jalign.train.config import ConfigError, load_config
+    from jalign.train.config import load_config
 
     overrides = list(args.overrides)
     if args.workdir:
@@ -30,11 +30,7 @@ def run(args) -> int:
         overrides.append(f"distributed.num_processes={args.num_processes}")
     if args.process_id is not None:
         overrides.append(f"distributed.process_id={args.process_id}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"jalign train: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)  # a UserError (ConfigError) exits 2 in one line (jalign.cli.main)
     if args.print_config:
         print(cfg.to_json(indent=2))
         return 0
@@ -45,5 +41,7 @@ def run(args) -> int:
     except NonFiniteError as e:
         print(f"jalign train: {e}", file=sys.stderr)
         return 3
+    if result.message:
+        print(f"jalign train: {result.message}", file=sys.stderr)
     print(json.dumps({"start_step": result.start_step, "final_step": result.final_step, **summarize(result.history)}, indent=2))
     return 0

@@ -64,7 +64,7 @@ import grain
 import numpy as np
 
 from jalign.data.io import atomic_write
-from jalign.data.schema import KINDS
+from jalign.data.schema import KINDS, InvalidDataError, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class Tokenized:
     response: list[int]
     prompt_truncated: bool
     response_truncated: bool
+    prompt_tokens: int = 0  # before truncation
+    response_tokens: int = 0  # before truncation
 
 
 def tokenize_pair(
@@ -101,6 +103,7 @@ def tokenize_pair(
     if mask[n_prompt:].count(1) != len(mask) - n_prompt:
         raise ValueError("tokenizer.encode_pair must return a response mask of the form [0]*P + [1]*R")
     p, r = list(ids[:n_prompt]), list(ids[n_prompt:])
+    n_p, n_r = len(p), len(r)
     p_trunc = len(p) > max_prompt_len
     if p_trunc:
         bos = getattr(tok, "bos_id", None)
@@ -111,7 +114,121 @@ def tokenize_pair(
     r_trunc = len(r) > max_response_len
     if r_trunc:
         r = r[:max_response_len]
-    return Tokenized(p, r, p_trunc, r_trunc)
+    return Tokenized(p, r, p_trunc, r_trunc, n_p, n_r)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Truncation measured before training
+
+
+def _responses(kind: str, rec: dict) -> list[tuple[str, str]]:
+    if kind == "pairwise":
+        return [("chosen", _text(rec["chosen"])), ("rejected", _text(rec["rejected"]))]
+    if kind in ("unpaired", "scored"):
+        return [("completion", _text(rec["completion"]))]
+    return [(f"completions[{i}]", _text(c)) for i, c in enumerate(rec["completions"])]
+
+
+def measure_truncation(
+    records: Sequence[tuple[int, dict]],
+    *,
+    kind: str,
+    tokenizer: Any,
+    max_prompt_len: int,
+    max_response_len: int,
+    path: str = "<records>",
+) -> dict[str, Any]:
+    """What the truncation policy (module docstring) does to ``records``, measured before any batch.
+
+    Args:
+      records: ``(line, record)`` pairs (:func:`jalign.data.readers.read_with_lines`; line = 1-based line or
+        row, or the record's position for in-memory data).
+      kind, tokenizer, max_prompt_len, max_response_len: as for :func:`make_dataset`.
+      path: the file named in the errors.
+
+    Returns:
+      A JSON-serialisable dict: ``examples``, ``responses`` (counted over every response of every record),
+      ``responses_truncated``, ``response_tokens_cut`` (``total``, ``max``: tokens past the budget),
+      ``prompts_truncated``, ``prompt_tokens_cut``, the budgets, and ``errors``: a
+      :class:`~jalign.data.schema.RecordError` dict for every record whose responses become identical after
+      truncation (pairwise chosen == rejected, two listwise completions equal): training on it would give no
+      signal (the DPO loss stays at log 2 with zero gradient).
+    """
+    n_resp = n_rtrunc = cut_total = cut_max = n_ptrunc = p_cut_total = 0
+    errors: list[RecordError] = []
+    for line, rec in records:
+        prompt = _text(rec["prompt"])
+        toks = [(name, tokenize_pair(tokenizer, prompt, resp, max_prompt_len, max_response_len))
+                for name, resp in _responses(kind, rec)]
+        n_ptrunc += toks[0][1].prompt_truncated
+        p_cut_total += max(0, toks[0][1].prompt_tokens - len(toks[0][1].prompt))
+        for _, t in toks:
+            n_resp += 1
+            cut = t.response_tokens - len(t.response)
+            if cut > 0:
+                n_rtrunc += 1
+                cut_total += cut
+                cut_max = max(cut_max, cut)
+        seen: dict[tuple, str] = {}
+        for name, t in toks:
+            key = (tuple(t.prompt), tuple(t.response))
+            if key in seen and len(toks) > 1:
+                errors.append(RecordError(
+                    str(path), int(line), name,
+                    f"identical to {seen[key]!r} after truncation to {max_response_len} response tokens (the "
+                    f"responses differ only after token {len(t.response)}; raise data.seq_len or lower "
+                    f"max_prompt_len={max_prompt_len})"))
+                break
+            seen[key] = name
+    return {"path": str(path), "max_prompt_len": int(max_prompt_len), "max_response_len": int(max_response_len),
+            "examples": len(records), "responses": n_resp, "responses_truncated": n_rtrunc,
+            "response_tokens_cut": {"total": cut_total, "max": cut_max}, "prompts_truncated": n_ptrunc,
+            "prompt_tokens_cut": {"total": p_cut_total}, "errors": [e.to_dict() for e in errors]}
+
+
+def truncation_summary(m: dict[str, Any]) -> str:
+    """One line for :func:`measure_truncation`'s result."""
+    rc, n = m["responses_truncated"], m["responses"]
+    line = (f"{m['path']}: truncation: {rc} of {n} responses ({100.0 * rc / max(n, 1):.1f}%) cut to "
+            f"{m['max_response_len']} tokens")
+    if rc:
+        line += (f" (by {m['response_tokens_cut']['total'] / rc:.1f} tokens on average, at most "
+                 f"{m['response_tokens_cut']['max']})")
+    line += f"; {m['prompts_truncated']} of {m['examples']} prompts cut to {m['max_prompt_len']} tokens (from the left)"
+    if m["errors"]:
+        line += f"; {len(m['errors'])} record(s) with responses identical after truncation"
+    return line
+
+
+def check_truncation(
+    records: Sequence[tuple[int, dict]],
+    *,
+    kind: str,
+    tokenizer: Any,
+    max_prompt_len: int,
+    max_response_len: int,
+    path: str = "<records>",
+    skip_invalid: bool = False,
+) -> tuple[list[dict], dict[str, Any]]:
+    """:func:`measure_truncation`, logged in one line; records that truncation makes degenerate are refused.
+
+    Returns ``(records to train on, measurement)``.
+
+    Raises:
+      InvalidDataError: a record whose responses become identical after truncation (file:line, field), unless
+        ``skip_invalid`` (then it is dropped and counted in the log).
+    """
+    m = measure_truncation(records, kind=kind, tokenizer=tokenizer, max_prompt_len=max_prompt_len,
+                           max_response_len=max_response_len, path=path)
+    (log.warning if m["responses_truncated"] or m["errors"] else log.info)("%s", truncation_summary(m))
+    bad = {e["line"] for e in m["errors"]}
+    if bad and not skip_invalid:
+        raise InvalidDataError([RecordError(**e) for e in m["errors"]])
+    if bad:
+        shown = "\n  ".join(str(RecordError(**e)) for e in m["errors"][:20])
+        log.warning("dropped %d record(s) of %s whose responses are identical after truncation:\n  %s",
+                    len(bad), path, shown)
+    return [r for line, r in records if line not in bad], m
 
 
 def _rows(

@@ -48,6 +48,7 @@ from jalign.data.schema import (
     ValidationReport,
     validate_record,
 )
+from jalign.errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such data file: {path}")
+        raise MissingFileError(f"no such data file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -277,7 +278,7 @@ ALIASES = {
 def canonical_format(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in FORMATS:
-        raise ValueError(f"unknown format {name!r}; valid: {sorted([*FORMATS, *ALIASES])}")
+        raise UserError(f"unknown format {name!r}; valid: {sorted([*FORMATS, *ALIASES])}")
     return name
 
 
@@ -295,7 +296,7 @@ def detect_format_from_keys(keys: set[str], sample: dict | None = None) -> str:
         return "unpaired"
     if "completion" in keys and "reward" in keys:
         return "scored"
-    raise ValueError(
+    raise UserError(
         f"cannot detect the data format from fields {sorted(keys)}; pass format= (valid: {sorted(FORMATS)})"
     )
 
@@ -307,7 +308,7 @@ def detect_format(path: str | Path, *, probe: int = 5) -> str:
             return detect_format_from_keys(set(obj), obj)
         if n >= probe:
             break
-    raise ValueError(f"{path}: no parseable record among the first {probe} lines; pass format=")
+    raise UserError(f"{path}: no parseable record among the first {probe} lines; pass format=")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -465,7 +466,7 @@ def read_with_lines(
     if kind is None:
         kind = fkind
     elif kind != fkind and not (fmt == "oasst" and kind == "pairwise"):
-        raise ValueError(f"{path}: format {fmt!r} gives {fkind} records, not {kind}")
+        raise UserError(f"{path}: format {fmt!r} gives {fkind} records, not {kind}")
     report = ValidationReport(path=str(path), format=fmt, kind=kind)
     vkw = {"max_prompt_chars": max_prompt_chars, "max_response_chars": max_response_chars}
     if fmt == "oasst":
@@ -508,6 +509,21 @@ def read(
     Raises:
       InvalidDataError: if any record is invalid and ``skip_invalid`` is False.
     """
+    pairs, report = read_checked(path, format=format, kind=kind, skip_invalid=skip_invalid,
+                                 max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars)
+    return [r for _, r in pairs], report
+
+
+def read_checked(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    kind: str | None = None,
+    skip_invalid: bool = False,
+    max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
+    max_response_chars: int | None = None,
+) -> tuple[list[tuple[int, dict]], ValidationReport]:
+    """:func:`read` keeping each record's line: ``([(line, record)], report)``."""
     pairs, report = read_with_lines(
         path,
         format=format,
@@ -520,4 +536,4 @@ def read(
             raise InvalidDataError(report.errors)
         shown = "\n  ".join(str(e) for e in report.errors[:20])
         log.warning("skipped %d invalid record(s) of %s:\n  %s", len(report.errors), path, shown)
-    return [r for _, r in pairs], report
+    return pairs, report

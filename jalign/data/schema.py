@@ -31,6 +31,8 @@ import dataclasses
 import math
 from typing import Any
 
+from jalign.errors import UserError
+
 KINDS = ("pairwise", "unpaired", "listwise", "scored")
 
 #: Default cap on prompt length in characters (a guard against garbage such as a whole file on one line).
@@ -53,8 +55,9 @@ class RecordError:
         return dataclasses.asdict(self)
 
 
-class InvalidDataError(ValueError):
-    """Raised when a file holds invalid records (and ``skip_invalid`` was not requested)."""
+class InvalidDataError(UserError):
+    """Raised when a file holds invalid records (and ``skip_invalid`` was not requested); a
+    :class:`~jalign.errors.UserError` (and so a ``ValueError``)."""
 
     def __init__(self, errors: list[RecordError], *, limit: int = 20):
         self.errors = list(errors)

@@ -41,8 +41,16 @@ def inspect_file(
     kind: str | None = None,
     max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
     max_response_chars: int | None = None,
+    seq_len: int | None = None,
+    max_prompt_len: int | None = None,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Read ``path`` (without raising on bad records) and summarise it.
+
+    With ``seq_len`` and ``max_prompt_len`` (token budgets, as the trainer's ``data.seq_len`` and
+    ``data.kwargs.max_prompt_len``; ``tokenizer`` default: the byte tokenizer) it also measures truncation the
+    way training does (:func:`jalign.data.pipeline.measure_truncation`): ``truncation`` holds the counts, and
+    records whose responses become identical after truncation count as invalid.
 
     Returns a JSON-serialisable dict: ``validation`` (the report: counts and every error with line and
     field), ``lengths`` (character-length histograms per text field), ``duplicates`` (records identical to
@@ -89,12 +97,24 @@ def inspect_file(
         extra["score_chosen_below_rejected"] = sum(
             1 for r in scored if r["score_chosen"] < r["score_rejected"]
         )
+    invalid = report.n_invalid
+    if seq_len is not None:
+        from jalign.data.pipeline import measure_truncation, truncation_summary
+        from jalign.tokenizers import ByteTokenizer
+
+        if max_prompt_len is None or not 1 <= max_prompt_len < seq_len:
+            raise ValueError(f"max_prompt_len={max_prompt_len} must be in [1, seq_len={seq_len})")
+        m = measure_truncation(pairs, kind=report.kind, tokenizer=tokenizer or ByteTokenizer(),
+                               max_prompt_len=max_prompt_len, max_response_len=seq_len - max_prompt_len,
+                               path=str(path))
+        extra["truncation"] = {**m, "summary": truncation_summary(m)}
+        invalid += len(m["errors"])
     return {
         "path": str(path),
         "format": report.format,
         "kind": report.kind,
         "records": report.n_records,
-        "invalid": report.n_invalid,
+        "invalid": invalid,
         "lengths": {k: length_histogram(v) for k, v in lengths.items()},
         "duplicates": {
             "records": len(dup_records),

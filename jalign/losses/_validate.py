@@ -169,6 +169,10 @@ def check_batch(spec: Any, batch: Any, hparams: dict[str, Any] | None = None) ->
                 f"loss {spec.name!r}: batch field {f.name!r} has shape {s} but {first!r} has shape {shape}"
             )
 
+    if shape is not None and shape[0] == 0:
+        raise ValueError(f"loss {spec.name!r}: empty batch (0 examples); the mean of its per-example losses "
+                         "would be NaN")
+
     valid = None
     mask = getattr(batch, "mask", None)
     if mask is not None and _is_concrete(mask):

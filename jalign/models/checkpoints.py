@@ -256,28 +256,50 @@ def _refuse_pickle(path: Path) -> None:
     )
 
 
+def _load_finite(file: Path) -> dict[str, np.ndarray]:
+    """:func:`safetensors_io.load_file`, refusing a floating-point tensor with NaN values (named with its file)."""
+    out = safetensors_io.load_file(file)
+    for name, a in out.items():
+        a = np.asarray(a)
+        if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
+            if np.isnan(a.astype(np.float32, copy=False)).any():
+                raise ValueError(f"{file}: tensor {name!r} holds NaN values ({int(np.isnan(a.astype(np.float32)).sum())} "
+                                 f"of {a.size}); refusing to load a damaged checkpoint")
+    return out
+
+
 def read_hf_tensors(path: str | Path) -> dict[str, np.ndarray]:
     """Tensors of ``model.safetensors`` or of the shards listed in ``model.safetensors.index.json``."""
     path = Path(path)
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
             _refuse_pickle(path)
-        return safetensors_io.load_file(path)
+        return _load_finite(path)
     index = path / "model.safetensors.index.json"
     single = path / "model.safetensors"
     if single.exists():
-        return safetensors_io.load_file(single)
+        return _load_finite(single)
     if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{index}: not a safetensors index (JSON with a 'weight_map'): {e}") from None
+        files = sorted(set(weight_map.values()))
+        root = path.resolve()
+        for f in files:
+            p = Path(f)
+            if p.is_absolute() or ".." in p.parts or not (path / p).resolve().is_relative_to(root):
+                raise ValueError(f"{index}: weight_map entry {f!r} points outside the model directory {path}; "
+                                 "refusing to read weights from elsewhere")
         out = {}
         for f in files:
-            out.update(safetensors_io.load_file(path / f))
+            out.update(_load_finite(path / f))
         return out
     shards = sorted(path.glob("*.safetensors"))
     if shards:
         out = {}
         for f in shards:
-            out.update(safetensors_io.load_file(f))
+            out.update(_load_finite(f))
         return out
     pickles = [f for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
     if pickles:

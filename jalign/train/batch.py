@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jalign.diagnostics import entanglement as ent
+from jalign.errors import UserError
 
 SEQ = ("ids", "mask", "attention_mask")
 SIDES = ("chosen", "rejected")
@@ -24,9 +25,9 @@ PAIRWISE_FIELDS = tuple(f"{s}_{f}" for s in SIDES for f in SEQ)
 def check_sizes(name: str, *, batch_size: int, seq_len: int, max_prompt_len: int, process_count: int = 1) -> None:
     """The checks every data source makes on its sizes; ``ValueError`` naming the config key and value."""
     if batch_size % process_count:
-        raise ValueError(f"{name}: data.batch_size={batch_size} is not divisible by process_count={process_count}")
+        raise UserError(f"{name}: data.batch_size={batch_size} is not divisible by process_count={process_count}")
     if not 1 <= max_prompt_len < seq_len:
-        raise ValueError(f"{name}: data.kwargs.max_prompt_len={max_prompt_len} must be in [1, data.seq_len="
+        raise UserError(f"{name}: data.kwargs.max_prompt_len={max_prompt_len} must be in [1, data.seq_len="
                          f"{seq_len})")
 
 

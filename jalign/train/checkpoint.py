@@ -133,6 +133,10 @@ class Checkpointer:
             data = json.loads(self._data_file(step).read_text())
         return from_nested_dict(r.state, like), data, dict(r.meta or {})
 
+    def reload(self) -> None:
+        """Re-read the directory (after checkpoints were moved away by hand or by the trainer)."""
+        self._mngr.reload()
+
     def wait(self) -> None:
         self._mngr.wait_until_finished()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import ml_collections
 
 from jalign import losses
+from jalign.errors import UserError
 from jalign.train.objectives import MITIGATIONS, check_mitigation
 
 MODES = ("sft", "preference", "online")
@@ -29,8 +30,9 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 _FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration key or value."""
+class ConfigError(UserError):
+    """An invalid configuration key or value (a :class:`~jalign.errors.UserError`: the CLI prints it in one
+    line and exits 2)."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -85,10 +87,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.enabled = True  # write checkpoints to workdir/checkpoints (needs workdir)
-    c.checkpoint.every = 0  # save every N steps (0: only at the end); needs workdir
+    c.checkpoint.every = 0  # save every N steps (0: only at the end); > 0 needs a workdir (else ConfigError)
     c.checkpoint.keep = 3  # keep the N most recent checkpoints
     c.checkpoint.async_save = True
     c.checkpoint.resume = True  # resume from the latest complete checkpoint in workdir
+    c.checkpoint.fresh = False  # start a new run in a used workdir: the old run is moved to workdir/archive/<run id>/
 
     c.online = ml_collections.ConfigDict()
     c.online.num_samples = 2  # K completions per prompt
@@ -255,6 +258,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.train.log_every >= 1, "train.log_every", ">= 1")
     need(c.checkpoint.every >= 0, "checkpoint.every", ">= 0")
     need(c.checkpoint.keep >= 1, "checkpoint.keep", ">= 1")
+    if c.checkpoint.every and c.checkpoint.enabled and not c.workdir:
+        raise ConfigError(f"config checkpoint.every={c.checkpoint.every} needs a workdir (checkpoints go to "
+                          "workdir/checkpoints); set workdir=DIR, or checkpoint.every=0")
     need(c.online.num_samples >= 1, "online.num_samples", ">= 1")
     need(c.online.max_new_tokens >= 1, "online.max_new_tokens", ">= 1")
     need(c.online.temperature > 0, "online.temperature", "> 0")

@@ -14,6 +14,8 @@ import os
 import jax
 import numpy as np
 
+from jalign.errors import UserError
+
 
 def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> bool:
     """Initialise ``jax.distributed``; returns False (and does nothing) for a single-process run."""
@@ -23,10 +25,10 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
         process_id = int(os.environ.get("JALIGN_PROCESS_ID", "-1") or -1)
     if not coordinator:
         if num_processes > 1:
-            raise ValueError("distributed: num_processes > 1 needs a coordinator address (host:port)")
+            raise UserError("distributed: num_processes > 1 needs a coordinator address (host:port)")
         return False
     if num_processes < 1 or not 0 <= process_id < num_processes:
-        raise ValueError(f"distributed: need num_processes >= 1 and 0 <= process_id < num_processes, got "
+        raise UserError(f"distributed: need num_processes >= 1 and 0 <= process_id < num_processes, got "
                          f"num_processes={num_processes}, process_id={process_id}")
     platforms = os.environ.get("JAX_PLATFORMS", "") or str(jax.config.jax_platforms or "")
     if platforms in ("", "cpu"):

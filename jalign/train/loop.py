@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jalign import losses
+from jalign.errors import UserError
 from jalign.train import distributed, online, plugins
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
@@ -28,6 +31,9 @@ from jalign.train.plugins.models import is_causal_lm
 from jalign.train.probes import ProbeRunner, nll_probe
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
+from jalign.train.workdir import WorkdirLock, open_run, trim_jsonl
+
+log = logging.getLogger("jalign.train")
 
 
 class NonFiniteError(FloatingPointError):
@@ -50,6 +56,7 @@ class TrainResult:
     start_step: int
     final_step: int
     probes: list[dict] = dataclasses.field(default_factory=list)
+    message: str = ""  # e.g. why nothing was trained (a finished run)
 
 
 def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=None) -> TrainResult:
@@ -60,13 +67,36 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     ``workdir/probes.jsonl``.
 
     Raises:
+      ConfigError: resuming a workdir whose run was made with other defining keys (model, loss, data, seed,
+        optim, mode, online; listed with old → new values), or ``checkpoint.resume=False`` over a workdir
+        with checkpoints without ``checkpoint.fresh=True`` (docs/training.md, "The workdir lifecycle").
+      WorkdirBusyError: another live run holds ``cfg.workdir`` (its lock file ``.lock`` names pid and host).
       NonFiniteError: a non-finite loss or gradient norm (training stops; checkpoints stay as they were).
     """
     distributed.initialize(cfg.distributed.coordinator, cfg.distributed.num_processes,
                            cfg.distributed.process_id)
+    is_main = jax.process_index() == 0
+    # One run per workdir: process 0 holds workdir/.lock for the whole run (released on exit, also on a crash).
+    lock = WorkdirLock(cfg.workdir).acquire() if cfg.workdir and is_main else None
+    try:
+        return _train(cfg, model=model, source=source, reward_fn=reward_fn, loss=loss, probes=probes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     pi, pc = jax.process_index(), jax.process_count()
     is_main = pi == 0
+    workdir = Path(cfg.workdir) if cfg.workdir else None
+    # Fresh, resume, finished or refused (a changed config, resume=False over a used workdir): decided before
+    # anything is built, so a refusal is immediate (jalign.train.workdir.open_run).
+    plan = open_run(cfg, workdir, is_main=is_main, sync=_barrier if pc > 1 else lambda name: None) if workdir else None
     mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.data.batch_size % ways or (cfg.data.batch_size // pc) % max(1, ways // pc):
+        raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch-parallel devices "
+                        f"mesh.data*mesh.fsdp={ways} ({pc} process(es)); change data.batch_size or the mesh")
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
     bound = None if cfg.mode == "sft" else losses.bind(cfg.loss.name if loss is None else loss,
                                                        **dict(cfg.loss.hparams))
@@ -79,13 +109,13 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
         if not is_causal_lm(model):
-            raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+            raise UserError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
                             f"{type(model).__name__}")
         check_export_target(Path(cfg.train.export), cfg.workdir or None)
     probes = list(probes or [])
     if cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
         if not hasattr(source, "eval_batches"):
-            raise ValueError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
+            raise UserError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
                              "(eval_batches); set eval.every=0")
         probes.append(nll_probe(source.eval_batches(cfg.eval.batches), every=cfg.eval.every, name="eval"))
     objective = make_objective(cfg.mode, bound, mitigation=cfg.loss.mitigation, reference=cfg.loss.reference)
@@ -94,7 +124,7 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
     if cfg.mode != "sft" and cfg.loss.reference == "cached" and spec.needs_reference:
         if not hasattr(source, "add_fields"):
-            raise ValueError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
+            raise UserError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
                              "source cannot add them (precompute with jalign.train.reference) — or use 'frozen'")
         source.add_fields(make_reference_fn(graphdef, state.params, state.model_state, spec.kind))
     rules = dict(cfg.mesh.rules)
@@ -107,22 +137,29 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
         reward = reward_fn or plugins.get_reward(cfg.online.reward)
 
-    workdir = Path(cfg.workdir) if cfg.workdir else None
     ckpt = None
     start = 0
-    if workdir:
-        if is_main:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / "config.json").write_text(cfg.to_json(indent=2))
     if workdir and cfg.checkpoint.enabled:
         ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-        latest = ckpt.latest_step() if cfg.checkpoint.resume else None
-        if latest is not None:
-            state, data_state, _ = ckpt.restore(latest, like=state)
+        if plan.resume_steps:
+            state, data_state = _restore_newest_intact(ckpt, plan, state, workdir, is_main)
             source.set_state(data_state)
             start = int(state.step)
+    if workdir and start == cfg.train.steps:
+        ckpt.close()
+        msg = (f"workdir {workdir}: run {plan.run_id} is already finished at step {start} (train.steps="
+               f"{cfg.train.steps}); nothing was trained. Raise train.steps to continue it")
+        log.warning(msg)
+        return TrainResult(state=state, history=[], graphdef=graphdef, mesh=mesh, start_step=start,
+                           final_step=start, message=msg)
+    if workdir and is_main:
+        (workdir / "config.json").write_text(cfg.to_json(indent=2))
+        dropped = trim_jsonl(workdir / "metrics.jsonl", start)  # rows an interrupted run logged after `start`
+        if dropped:
+            log.info("workdir %s: dropped %d metrics rows after step %d (resumed from its checkpoint)",
+                     workdir, dropped, start)
     logger = MetricsLogger(workdir, tensorboard=cfg.train.tensorboard, is_main=is_main)
-    meta = {"config": json.loads(cfg.to_json()), "process_count": pc}
+    meta = {"config": json.loads(cfg.to_json()), "process_count": pc, "run_id": plan.run_id if plan else None}
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and is_main),
                dynamic_ncols=True, desc=f"{cfg.mode}")
     step = start
@@ -170,6 +207,41 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
         export_model(graphdef, state, cfg.train.export, is_main=is_main, workdir=cfg.workdir or None)
     return TrainResult(state=state, history=logger.history, graphdef=graphdef, mesh=mesh, start_step=start,
                        final_step=int(state.step), probes=runner.records)
+
+
+def _restore_newest_intact(ckpt, plan, like, workdir, is_main):
+    """Restore the newest checkpoint of ``plan.resume_steps`` that restores; damaged newer ones (a restore
+    that raises: truncated or missing files) are named in a warning and moved to
+    ``workdir/archive/<run id>/damaged/<step>`` so that the run can save those steps again."""
+    damaged = []
+    for s in plan.resume_steps:
+        try:
+            state, data_state, _ = ckpt.restore(s, like=like)
+        except Exception as e:  # noqa: BLE001 — the files on disk are outside our control; any failure = damaged
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            log.warning("workdir %s: checkpoint step %d in %s is damaged and cannot be restored (%s: %s); "
+                        "falling back to the previous checkpoint", workdir, s, ckpt.directory, type(e).__name__,
+                        first)
+            damaged.append(s)
+            continue
+        if damaged:
+            if is_main:
+                dest = workdir / "archive" / plan.run_id / "damaged"
+                dest.mkdir(parents=True, exist_ok=True)
+                for d in damaged:
+                    shutil.move(str(ckpt.directory / str(d)), str(dest / str(d)))
+                log.warning("workdir %s: resuming from step %d; damaged checkpoint(s) %s moved to %s", workdir, s,
+                            damaged, dest)
+            ckpt.reload()
+        return state, data_state
+    raise UserError(f"workdir {workdir}: every checkpoint of run {plan.run_id} is damaged (steps {damaged} in "
+                    f"{ckpt.directory}); start a new run with checkpoint.resume=False checkpoint.fresh=True")
+
+
+def _barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):

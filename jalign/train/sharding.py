@@ -16,6 +16,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jalign.errors import UserError
+
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -29,15 +31,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> j
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
     if fsdp < 1 or tensor < 1:
-        raise ValueError(f"mesh fsdp={fsdp} and tensor={tensor} must be >= 1")
+        raise UserError(f"mesh.fsdp={fsdp} and mesh.tensor={tensor} must be >= 1")
     if data == -1:
         if n % (fsdp * tensor):
-            raise ValueError(f"{n} devices are not divisible by fsdp*tensor={fsdp * tensor}")
+            raise UserError(f"{n} devices are not divisible by mesh.fsdp*mesh.tensor={fsdp * tensor}")
         data = n // (fsdp * tensor)
     if data * fsdp * tensor < n and jax.process_count() == 1:
         devices, n = devices[: data * fsdp * tensor], data * fsdp * tensor  # a sub-mesh (single process)
     if data * fsdp * tensor != n:
-        raise ValueError(f"mesh data*fsdp*tensor={data}*{fsdp}*{tensor}={data * fsdp * tensor} != {n} devices")
+        raise UserError(f"mesh.data*mesh.fsdp*mesh.tensor={data}*{fsdp}*{tensor}={data * fsdp * tensor} != {n} devices "
+                        f"({jax.default_backend()}); the mesh must fit the devices")
     dev = np.asarray(devices, dtype=object).reshape(data, fsdp, tensor)
     return jax.sharding.Mesh(dev, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
 

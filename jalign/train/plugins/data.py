@@ -34,12 +34,14 @@ Users' own files: :mod:`jalign.train.plugins.files`; the tiny test data: :mod:`j
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from jalign.data import builtin, text
-from jalign.data.pipeline import make_dataset
+from jalign.data.pipeline import check_truncation, make_dataset
+from jalign.errors import UserError
 from jalign.tokenizers import ByteTokenizer
 from jalign.train.batch import (
     check_sizes,
@@ -51,6 +53,8 @@ from jalign.train.batch import (
     to_unpaired,
 )
 from jalign.train.plugins.registry import get_reward, register_data
+
+log = logging.getLogger(__name__)
 
 
 class GrainBatchSource:
@@ -93,13 +97,31 @@ class GrainBatchSource:
 
 
 def pipeline_dataset(records, kind, tok, *, batch_size, seq_len, seed, process_index, process_count,
-                     max_prompt_len, **kw):
+                     max_prompt_len, where="data", allow_repeat=False, **kw):
     """The grain pipeline of ``records`` for one process: process-local batches of a global ``batch_size``,
     prompts of at most ``max_prompt_len`` tokens, responses of at most ``seq_len - max_prompt_len``, shuffled
-    with ``seed``, repeated without end (:func:`jalign.data.pipeline.make_dataset`)."""
+    with ``seed``, repeated without end (:func:`jalign.data.pipeline.make_dataset`).
+
+    Fewer records than one batch (each batch would repeat records) is a :class:`~jalign.errors.UserError`
+    naming ``where`` and the counts, unless ``allow_repeat`` (then a warning)."""
+    if len(records) < batch_size:
+        msg = (f"{where}: {len(records)} {kind} record(s) cannot fill one batch of data.batch_size={batch_size}; "
+               "every batch would repeat records")
+        if not allow_repeat:
+            raise UserError(f"{msg}. Use more data or a smaller data.batch_size (or data.kwargs.allow_repeat=True)")
+        log.warning("%s (data.kwargs.allow_repeat=True)", msg)
     return make_dataset(records, kind=kind, tokenizer=tok, batch_size=batch_size // process_count,
                         max_prompt_len=max_prompt_len, max_response_len=seq_len - max_prompt_len, seed=seed,
                         num_epochs=None, shard_index=process_index, shard_count=process_count, **kw)
+
+
+def _checked(records, kind, tok, *, dataset, seq_len, max_prompt_len):
+    """Truncation of a built-in data set measured and logged before training (record i is "line" i + 1);
+    pairs it makes identical refuse the run (:func:`jalign.data.pipeline.check_truncation`)."""
+    kept, _ = check_truncation(list(enumerate(records, start=1)), kind=kind, tokenizer=tok,
+                               max_prompt_len=max_prompt_len, max_response_len=seq_len - max_prompt_len,
+                               path=f"builtin:{dataset}")
+    return kept
 
 
 def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index, process_count,
@@ -110,10 +132,12 @@ def _builtin_source(adapt_name: str, *, batch_size, seq_len, seed, process_index
     if kind != "pairwise":
         raise ValueError(f"data.kwargs.dataset={dataset!r} is a {kind} data set; builtin_{adapt_name} needs a "
                          f"pairwise one: {[m for m in builtin.names() if builtin.card(m).kind == 'pairwise']}")
-    records = builtin.load(dataset, n=n, seed=data_seed)
     tok = ByteTokenizer()
+    records = _checked(builtin.load(dataset, n=n, seed=data_seed), "pairwise", tok, dataset=dataset, seq_len=seq_len,
+                       max_prompt_len=max_prompt_len)
     ds = pipeline_dataset(records, "pairwise", tok, batch_size=batch_size, seq_len=seq_len, seed=seed,
-                          process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len)
+                          process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
+                          where=f"builtin:{dataset}")
     adapt = {
         "pairwise": pairwise,
         "sft": to_sft,
@@ -162,10 +186,11 @@ def _builtin_unpaired(*, batch_size, seq_len, seed, process_index=0, process_cou
     if kind != "pairwise":
         raise ValueError(f"data.kwargs.dataset={dataset!r} is a {kind} data set; builtin_unpaired splits a "
                          f"pairwise one: {[m for m in builtin.names() if builtin.card(m).kind == 'pairwise']}")
-    records = pairwise_to_unpaired(builtin.load(dataset, n=n, seed=data_seed))
+    records = _checked(pairwise_to_unpaired(builtin.load(dataset, n=n, seed=data_seed)), "unpaired", ByteTokenizer(),
+                       dataset=dataset, seq_len=seq_len, max_prompt_len=max_prompt_len)
     ds = pipeline_dataset(records, "unpaired", ByteTokenizer(), batch_size=batch_size, seq_len=seq_len, seed=seed,
                           process_index=process_index, process_count=process_count, max_prompt_len=max_prompt_len,
-                          kl_pairs=kl_pairs)
+                          kl_pairs=kl_pairs, where=f"builtin:{dataset}")
     return GrainBatchSource(ds, to_unpaired)
 
 

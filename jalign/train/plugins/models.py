@@ -12,6 +12,9 @@ The test model ``tiny`` is in :mod:`jalign.train.plugins.tiny`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from jalign.errors import UserError
 from jalign.models import CausalLM, ModelConfig, create_model, load_pretrained, load_small_lm
 from jalign.train.plugins.registry import register_model
 
@@ -25,12 +28,19 @@ def _small_lm(*, seed: int, **overrides):
 @register_model("pretrained")
 def _pretrained(*, seed: int, path: str, **overrides):
     del seed
+    if not Path(path).is_dir():
+        raise UserError(f"model 'pretrained': model.kwargs.path={str(path)!r} is not a directory (a Hugging Face "
+                        "checkpoint directory with config.json and model.safetensors)")
     return load_pretrained(path, **overrides)
 
 
 @register_model("causal_lm")
 def _causal_lm(*, seed: int, **config):
-    return create_model(ModelConfig(**config), seed=seed)
+    try:
+        mc = ModelConfig(**config)  # validates the fields
+    except (TypeError, ValueError) as e:
+        raise UserError(f"model 'causal_lm': model.kwargs: {e}") from None
+    return create_model(mc, seed=seed)
 
 
 def is_causal_lm(model) -> bool:

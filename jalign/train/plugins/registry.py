@@ -25,6 +25,8 @@ import difflib
 import inspect
 from collections.abc import Callable
 
+from jalign.errors import BadArgumentsError, UnknownNameError
+
 MODELS: dict[str, Callable] = {}
 DATA: dict[str, Callable] = {}
 REWARDS: dict[str, Callable] = {}
@@ -56,16 +58,23 @@ def _lookup(table: dict, what: str, name: str) -> Callable:
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown {what} {name!r}.{hint} Registered: {', '.join(sorted(table))}")
+        raise UnknownNameError(f"unknown {what} {name!r}.{hint} Registered: {', '.join(sorted(table))}")
     return table[name]
 
 
 def _call(fn: Callable, what: str, name: str, kwargs: dict):
-    params = inspect.signature(fn).parameters
+    """``fn(**kwargs)`` after checking the arguments against its signature (unknown or missing ones are a
+    :class:`~jalign.errors.BadArgumentsError`, a user error naming them)."""
+    sig = inspect.signature(fn)
+    params = sig.parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         bad = sorted(set(kwargs) - set(params))
         if bad:
-            raise TypeError(f"{what} {name!r} got unknown argument(s) {bad}; valid: {sorted(params)}")
+            raise BadArgumentsError(f"{what} {name!r} got unknown argument(s) {bad}; valid: {sorted(params)}")
+    missing = sorted(k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
+                     and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    if missing:
+        raise BadArgumentsError(f"{what} {name!r} needs argument(s) {missing} (model.kwargs / data.kwargs)")
     return fn(**kwargs)
 
 
