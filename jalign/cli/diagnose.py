@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (default 16)")
     p.add_argument("--entanglement-pairs", type=int, default=16,
                    help="pairs sampled for the gradient-entanglement statistics (default 16; 0 = off)")
+    p.add_argument("--entanglement-losses",
+                   help="comma-separated pairwise margin losses for the entanglement conditions, or 'all' "
+                        "(default: dpo,ipo,simpo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the entanglement sample")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -52,7 +55,8 @@ def run(args) -> int:
     try:
         res = diagnose(args.policy, args.data, reference=args.reference, beta=args.beta, max_pairs=args.max_pairs,
                        tokenizer=args.tokenizer, format=args.format, batch_size=args.batch_size,
-                       entanglement_pairs=args.entanglement_pairs, seed=args.seed, skip_invalid=args.skip_invalid,
+                       entanglement_pairs=args.entanglement_pairs,
+                       entanglement_loss_names=args.entanglement_losses, seed=args.seed, skip_invalid=args.skip_invalid,
                        progress=not args.no_progress)
     except DiagnoseError as e:
         print(f"jalign diagnose: {e}", file=sys.stderr)

@@ -49,7 +49,7 @@ from jalign.data.schema import RecordError
 from jalign.train.batch import SEQ, SIDES
 from jalign.train.step import ExampleLogp, make_logps_fn, split_model
 
-__all__ = ["DEFAULT_ENTANGLEMENT_LOSSES", "DiagnoseError", "diagnose", "encode_pairs", "load_model", "load_pairs",
+__all__ = ["DEFAULT_ENTANGLEMENT_LOSSES", "DiagnoseError", "diagnose", "encode_pairs", "entanglement_losses", "load_model", "load_pairs",
            "write_outputs"]
 
 #: The margin losses always reported first in the entanglement table (all registered ones follow).
@@ -294,10 +294,36 @@ def sequence_stats(model, batch: dict[str, np.ndarray], *, batch_size: int = 16,
     return res
 
 
+def entanglement_losses(spec: str | None) -> list[str]:
+    """Canonical loss names from ``None`` (:data:`DEFAULT_ENTANGLEMENT_LOSSES`), ``"all"`` (every registered
+    pairwise margin loss) or a comma-separated list of names / aliases."""
+    if spec is None:
+        return list(DEFAULT_ENTANGLEMENT_LOSSES)
+    margin = dg.pairwise_margin_losses()
+    if spec.strip() == "all":
+        return [n for n in DEFAULT_ENTANGLEMENT_LOSSES if n in margin] + [
+            n for n in margin if n not in DEFAULT_ENTANGLEMENT_LOSSES]
+    out = []
+    for name in (x.strip() for x in spec.split(",") if x.strip()):
+        try:
+            canon = losses.spec(name).name
+        except KeyError as e:
+            raise DiagnoseError(f"--entanglement-losses: {e.args[0]}") from None
+        if canon not in margin:
+            raise DiagnoseError(f"--entanglement-losses: {name!r} is not a pairwise margin loss; valid: "
+                                f"{', '.join(margin)} (or 'all')")
+        if canon not in out:
+            out.append(canon)
+    if not out:
+        raise DiagnoseError(f"--entanglement-losses: no loss named in {spec!r}")
+    return out
+
+
 def entanglement(model, batch: dict[str, np.ndarray], idx: np.ndarray, ref: dict[str, np.ndarray], *, beta: float,
-                 chunk: int = 4) -> dict[str, Any]:
-    """Gradient entanglement at the policy on the pairs ``idx``: per-pair statistics and, for every registered
-    pairwise margin loss, a, b, the condition and the case labels (``--beta`` for losses with a reference)."""
+                 loss_names: list[str] | None = None, chunk: int = 4) -> dict[str, Any]:
+    """Gradient entanglement at the policy on the pairs ``idx``: per-pair statistics and, for each loss of
+    ``loss_names`` (default :data:`DEFAULT_ENTANGLEMENT_LOSSES`), a, b, the condition and the case labels
+    (``beta`` replaces β of the losses that use a reference)."""
     graphdef, params, rest = split_model(model)
     lm = ExampleLogp(graphdef, rest)
     T = int(max(batch[f"{s}_attention_mask"][idx].sum(-1).max() for s in SIDES))
@@ -311,11 +337,8 @@ def entanglement(model, batch: dict[str, np.ndarray], idx: np.ndarray, ref: dict
                               jnp.asarray(ref["chosen_logps"][idx], jnp.float32),
                               jnp.asarray(ref["rejected_logps"][idx], jnp.float32),
                               jnp.asarray(lengths["chosen"]), jnp.asarray(lengths["rejected"]))
-    names = dg.pairwise_margin_losses()
-    order = [n for n in DEFAULT_ENTANGLEMENT_LOSSES if n in names] + [n for n in names
-                                                                      if n not in DEFAULT_ENTANGLEMENT_LOSSES]
     per_loss, skipped = {}, {}
-    for name in order:
+    for name in loss_names or DEFAULT_ENTANGLEMENT_LOSSES:
         spec = losses.spec(name)
         hp = {"beta": beta} if spec.needs_reference and "beta" in spec.hparams else {}
         try:
@@ -364,8 +387,8 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float | None:
 
 def diagnose(policy: str, data: str | Path, *, reference: str | None = None, beta: float = 0.1,
              max_pairs: int | None = None, tokenizer: str | None = None, format: str | None = None,
-             batch_size: int = 16, entanglement_pairs: int = 16, seed: int = 0, skip_invalid: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             batch_size: int = 16, entanglement_pairs: int = 16, entanglement_loss_names: str | None = None,
+             seed: int = 0, skip_invalid: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every diagnostic (module docstring) and return the results (numpy arrays in ``pairs`` and
     ``entanglement``; :func:`write_outputs` turns them into files).
 
@@ -381,6 +404,7 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
         raise DiagnoseError(f"--batch-size must be >= 1, got {batch_size}")
     if entanglement_pairs < 0:
         raise DiagnoseError(f"--entanglement-pairs must be >= 0, got {entanglement_pairs}")
+    loss_names = entanglement_losses(entanglement_loss_names)
     notes: list[str] = []
     pol, pol_src = load_model(policy)
     if reference is None:
@@ -477,7 +501,7 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
     if k > 0:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(n, size=k, replace=False))
-        ent = entanglement(pol, batch, idx, ref_st, beta=beta)
+        ent = entanglement(pol, batch, idx, ref_st, beta=beta, loss_names=loss_names)
 
     per_pair = {"line": np.array([pr["line"] for pr in pairs]), "chosen_logps": w, "rejected_logps": l_,
                 "ref_chosen_logps": rw, "ref_rejected_logps": rl, "chosen_lengths": nw, "rejected_lengths": nl,
