@@ -158,7 +158,7 @@ def test_reference_equals_policy(setup, tmp_path):
 
 def test_perturbed_policy(setup, tmp_path):
     rc, res = _run(setup, tmp_path / "p", "--policy", str(setup["pert"]), "--reference", str(setup["base"]),
-                   "--entanglement-pairs", "3", "--seed", "0")
+                   "--entanglement-pairs", "5", "--seed", "0")  # two gradient chunks (4 + 1)
     assert rc == 0
     pol, ref = _direct(setup["pert"]), _direct(setup["base"])
     pp = res["pairs"]
@@ -180,7 +180,7 @@ def test_perturbed_policy(setup, tmp_path):
 
     # entanglement on the sampled pairs: cosines from per-example gradients taken here
     ent = res["entanglement"]
-    idx = np.sort(np.random.default_rng(0).choice(len(RECORDS), size=3, replace=False))
+    idx = np.sort(np.random.default_rng(0).choice(len(RECORDS), size=5, replace=False))
     assert ent["pairs"] == list(idx)
     model = load_pretrained(setup["pert"])
     gd, params, rest = nnx.split(model, nnx.Param, ...)

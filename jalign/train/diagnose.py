@@ -320,17 +320,28 @@ def entanglement_losses(spec: str | None) -> list[str]:
 
 
 def entanglement(model, batch: dict[str, np.ndarray], idx: np.ndarray, ref: dict[str, np.ndarray], *, beta: float,
-                 loss_names: list[str] | None = None, chunk: int = 4) -> dict[str, Any]:
+                 loss_names: list[str] | None = None, chunk: int = 4, progress: bool = False) -> dict[str, Any]:
     """Gradient entanglement at the policy on the pairs ``idx``: per-pair statistics and, for each loss of
     ``loss_names`` (default :data:`DEFAULT_ENTANGLEMENT_LOSSES`), a, b, the condition and the case labels
-    (``beta`` replaces β of the losses that use a reference)."""
+    (``beta`` replaces β of the losses that use a reference). Gradients are taken ``chunk`` pairs at a time
+    (peak memory ≈ 2·chunk gradient copies), under a progress bar with ``progress``."""
+    from tqdm.auto import tqdm
+
     graphdef, params, rest = split_model(model)
     lm = ExampleLogp(graphdef, rest)
     T = int(max(batch[f"{s}_attention_mask"][idx].sum(-1).max() for s in SIDES))
-    side = {s: {f: jnp.asarray(batch[f"{s}_{f}"][idx, :T]) for f in SEQ} for s in SIDES}
-    stats = dg.pairwise_gradient_stats(lm.logp, params, side["chosen"], side["rejected"],
-                                       batch_size=min(chunk, len(idx)))
-    st = {k: np.asarray(v, np.float64) for k, v in stats.as_dict().items()}
+    k = max(1, min(chunk, len(idx)))
+    parts = []
+    starts = range(0, len(idx), k)
+    for s0 in tqdm(starts, desc="entanglement", total=len(starts), disable=not progress, leave=False):
+        rows = idx[s0:s0 + k]
+        n_real = len(rows)
+        rows = np.concatenate([rows, np.full(k - n_real, rows[0])])  # same shape every chunk: one compilation
+        side = {s: {f: jnp.asarray(batch[f"{s}_{f}"][rows, :T]) for f in SEQ} for s in SIDES}
+        part = dg.pairwise_gradient_stats(lm.logp, params, side["chosen"], side["rejected"])
+        parts.append(jax.tree.map(lambda x, n_real=n_real: x[:n_real], part))
+    stats = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    st = {k_: np.asarray(v, np.float64) for k_, v in stats.as_dict().items()}
     lengths = {s: np.asarray(batch[f"{s}_mask"][idx, 1:].sum(-1), np.float32) for s in SIDES}
     pb = losses.PairwiseLogps(jnp.asarray(st["chosen_logps"], jnp.float32),
                               jnp.asarray(st["rejected_logps"], jnp.float32),
@@ -501,7 +512,7 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
     if k > 0:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(n, size=k, replace=False))
-        ent = entanglement(pol, batch, idx, ref_st, beta=beta, loss_names=loss_names)
+        ent = entanglement(pol, batch, idx, ref_st, beta=beta, loss_names=loss_names, progress=progress)
 
     per_pair = {"line": np.array([pr["line"] for pr in pairs]), "chosen_logps": w, "rejected_logps": l_,
                 "ref_chosen_logps": rw, "ref_rejected_logps": rl, "chosen_lengths": nw, "rejected_lengths": nl,
