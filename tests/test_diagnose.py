@@ -222,13 +222,18 @@ def test_perturbed_policy(setup, tmp_path):
 
 
 def test_listwise_file_gives_every_ordered_pair(setup, tmp_path):
-    data = _write_jsonl(tmp_path / "lw.jsonl", [{"prompt": "x", "completions": [" a", " bb", " c"],
-                                                 "scores": [3.0, 1.0, 2.0]}])
+    data = _write_jsonl(tmp_path / "lw.jsonl", [
+        {"prompt": "x", "completions": [" a", " bb", " c"], "scores": [3.0, 1.0, 2.0]},
+        {"prompt": "y", "completions": [" d", " e"], "ranks": [2, 1]},  # ranks alone: no preference probability
+    ])
     rc = main(["diagnose", "--policy", str(setup["base"]), "--data", str(data), "--out", str(tmp_path / "o"),
                "--entanglement-pairs", "0", "--no-progress"])
     res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert rc == 0 and res["n_pairs"] == 3 and res["pairs"]["line"] == [1, 1, 1]
-    assert res["ranking"]["idealized"]["p_from"] == ["scores"]
+    assert rc == 0 and res["n_pairs"] == 4 and res["pairs"]["line"] == [1, 1, 1, 2]
+    # pairs (a ≻ bb), (a ≻ c), (c ≻ bb): score differences 2, 1, 1 → p = σ(difference)
+    np.testing.assert_allclose(res["pairs"]["pref_prob"][:3], 1 / (1 + np.exp(-np.array([2.0, 1.0, 1.0]))))
+    assert res["pairs"]["pref_prob"][3] is None
+    assert res["ranking"]["idealized"]["pairs"] == 3 and res["ranking"]["idealized"]["p_from"] == ["scores"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ raises :class:`DiagnoseError`, a ``ValueError`` whose message is one line naming
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import html
 import json
@@ -184,7 +183,12 @@ def load_pairs(path: str | Path, *, format: str | None = None, max_pairs: int | 
     pairs: list[dict] = []
     for line, rec in recs:
         sub = readers.listwise_to_pairwise([rec]) if kind == "listwise" and fmt != "oasst" else [rec]
+        # Ranks alone (OpenAssistant trees, listwise records without scores) give no preference probability.
+        ranks_only = fmt == "oasst" or (kind == "listwise" and not (isinstance(raw.get(line), dict)
+                                                                    and raw[line].get("scores") is not None))
         for r in sub:
+            if ranks_only:
+                r = {k: v for k, v in r.items() if k not in ("score_chosen", "score_rejected")}
             p, src = _pref_prob(raw.get(line) if fmt != "oasst" else None, r, f"{path}:{line}")
             pairs.append({"line": line, "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
                           "pref_prob": p, "pref_source": src})
@@ -713,7 +717,7 @@ def write_outputs(res: dict, out: str | Path) -> list[Path]:
     """Write ``results.json``, ``report.md``, ``report.html`` and the PNG plots into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = _jsonable(dataclasses.asdict(res) if dataclasses.is_dataclass(res) else res)
+    data = _jsonable(res)
     paths = [out / "results.json", out / "report.md", out / "report.html"]
     paths[0].write_text(json.dumps(data, indent=1) + "\n")
     paths[1].write_text(render_markdown(res))
