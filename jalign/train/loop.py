@@ -76,6 +76,8 @@ def train(cfg, *, model=None, source=None, reward_fn=None, loss=None, probes=Non
     distributed.initialize(cfg.distributed.coordinator, cfg.distributed.num_processes,
                            cfg.distributed.process_id)
     is_main = jax.process_index() == 0
+    if cfg.train.export:  # the export target is checked before anything is written (the workdir included)
+        check_export_target(Path(cfg.train.export), cfg.workdir or None)
     # One run per workdir: process 0 holds workdir/.lock for the whole run (released on exit, also on a crash).
     lock = WorkdirLock(cfg.workdir).acquire() if cfg.workdir and is_main else None
     try:
@@ -111,7 +113,6 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         if not is_causal_lm(model):
             raise UserError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
                             f"{type(model).__name__}")
-        check_export_target(Path(cfg.train.export), cfg.workdir or None)
     probes = list(probes or [])
     if cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
         if not hasattr(source, "eval_batches"):

@@ -75,7 +75,7 @@ def test_mesh_shapes_and_default_rule(mesh8):
     assert tuple(leaf_spec((3, 5), m)) == (None, None)
     assert tuple(leaf_spec((), m)) == ()
     assert dict(make_mesh(-1, 4, 1).shape)["data"] == 2
-    with pytest.raises(ValueError, match="not divisible by fsdp"):
+    with pytest.raises(ValueError, match=r"not divisible by mesh.fsdp\*mesh.tensor=3"):
         make_mesh(-1, 3, 1)
     with pytest.raises(ValueError, match="!= 8 devices"):
         make_mesh(4, 4, 1)

@@ -11,6 +11,7 @@ from flax import nnx
 
 from jalign.data import builtin
 from jalign.data.readers import InvalidDataError
+from jalign.errors import UserError
 from jalign.tokenizers import ByteTokenizer
 from jalign.train import base_config, plugins, train
 from jalign.train.step import logits_fn
@@ -174,7 +175,7 @@ def test_export_then_continue_from_the_exported_policy(tmp_path):
     for k in trained:
         np.testing.assert_array_equal(got[k], trained[k], err_msg=str(k))
     assert not list(tmp_path.glob(".export.tmp-export*"))
-    with pytest.raises(TypeError, match="only jalign.models.CausalLM"):
+    with pytest.raises(UserError, match="only jalign.models.CausalLM"):
         c = base_config()
         c.train.steps, c.train.progress, c.mesh.data, c.train.export = 1, False, 1, str(tmp_path / "x")
         train(c)
