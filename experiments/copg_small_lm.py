@@ -1,6 +1,6 @@
 """Offline CoPG from the pretrained small LM on the built-in sentiment pairs, each response scored by the lexicon.
 
-    python -m jalign.cli train --config experiments/copg_small_lm.py workdir=/tmp/copg_small_lm
+    python -m jalign.cli train --config experiments/copg_small_lm.py workdir=runs/copg_small_lm
 
 Same model, data, batch size, optimiser and steps as experiments/dpo_small_lm.py, but the data source is
 ``builtin_scored``: every pair of ``sentiment_pairs`` becomes K = 2 unranked samples of one prompt with their
@@ -8,8 +8,8 @@ scripted rewards R = ``jalign.data.builtin.lexicon_reward(response)``, and the l
 kind ``scored``): ``(1/(2β))·(R(y_a) − R(y_b) − β·[ln π/π_ref(y_a) − ln π/π_ref(y_b)])²`` (Flet-Berliac et al.,
 2024). DPO and IPO on the same pairs:
 
-    python -m jalign.cli train --config experiments/dpo_small_lm.py workdir=/tmp/dpo
-    python -m jalign.cli train --config experiments/dpo_small_lm.py loss.name=ipo workdir=/tmp/ipo
+    python -m jalign.cli train --config experiments/dpo_small_lm.py workdir=runs/dpo
+    python -m jalign.cli train --config experiments/dpo_small_lm.py loss.name=ipo workdir=runs/ipo
 
 A β sweep of the three methods: ``python -m experiments.sweep_copg_dpo_ipo`` (see its docstring).
 Defaults run on 2 CPU cores in about a minute.

@@ -1,6 +1,6 @@
 """DPO from the pretrained small LM (jalign.models.load_small_lm) on the built-in sentiment pairs.
 
-    python -m jalign.cli train --config experiments/dpo_small_lm.py workdir=/tmp/dpo_small_lm
+    python -m jalign.cli train --config experiments/dpo_small_lm.py workdir=runs/dpo_small_lm
 
 Real model + real data: the 0.86M-parameter byte-level GPT-2 of jalign/assets/small_lm, the
 ``sentiment_pairs`` built-in data set through the grain pipeline (byte tokenizer, right padding, prompts

@@ -1,6 +1,6 @@
 """DPO on the tiny causal LM and synthetic sentiment pairs; runs on CPU in seconds.
 
-    python -m jalign.cli train --config experiments/dpo_tiny.py workdir=/tmp/dpo_tiny
+    python -m jalign.cli train --config experiments/dpo_tiny.py workdir=runs/dpo_tiny
 """
 
 from jalign.train.config import base_config

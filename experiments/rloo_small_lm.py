@@ -1,6 +1,6 @@
 """Online RLOO from the pretrained small LM with the built-in sentiment lexicon as a scripted reward.
 
-    python -m jalign.cli train --config experiments/rloo_small_lm.py workdir=/tmp/rloo_small_lm
+    python -m jalign.cli train --config experiments/rloo_small_lm.py workdir=runs/rloo_small_lm
 
 Each step samples ``online.num_samples`` completions of ``online.max_new_tokens`` bytes per prompt of the
 ``sentiment_pairs`` data set with the KV-cache sampler of jalign.models, scores them with
@@ -10,9 +10,9 @@ Each step samples ``online.num_samples`` completions of ``online.max_new_tokens`
 Start from an SFT policy (the pretrained small LM almost never writes a lexicon word, so from it nearly every
 reward is 0 and nothing is learned)::
 
-    python -m jalign.cli train --config experiments/sft_small_lm.py workdir=/tmp/sft train.export=/tmp/sft/export
-    python -m jalign.cli train --config experiments/rloo_small_lm.py workdir=/tmp/rloo train.steps=60 \
-        model.name=pretrained model.kwargs.path=/tmp/sft/export
+    python -m jalign.cli train --config experiments/sft_small_lm.py workdir=runs/sft train.export=runs/sft/export
+    python -m jalign.cli train --config experiments/rloo_small_lm.py workdir=runs/rloo train.steps=60 \
+        model.name=pretrained model.kwargs.path=runs/sft/export
 
 Measured (docs/training.md): mean lexicon reward 0.22 → 0.93 in 60 steps — by reward hacking: with no KL term
 the policy collapses onto ' warm warm warm …' (every lexicon hit counts), the textbook failure that

@@ -1,6 +1,6 @@
 """SFT of the pretrained small LM on the chosen (positive) reviews of the built-in sentiment pairs.
 
-    python -m jalign.cli train --config experiments/sft_small_lm.py workdir=/tmp/sft_small_lm \
+    python -m jalign.cli train --config experiments/sft_small_lm.py workdir=runs/sft_small_lm \
         train.export=/tmp/sft_small_lm/export
 
 ``train.export`` writes the final policy in the Hugging Face layout; online RL then starts from it with

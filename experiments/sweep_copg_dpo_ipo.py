@@ -8,10 +8,10 @@ model, pairs, batch order, optimiser and steps; only the loss (and CoPG's use of
 the chosen/rejected label) differ. Equivalent shell loop::
 
     for b in 0.05 0.1 0.5; do
-      python -m jalign.cli train --config experiments/copg_small_lm.py loss.hparams.beta=$b workdir=/tmp/copg_$b
-      python -m jalign.cli train --config experiments/dpo_small_lm.py loss.hparams.beta=$b workdir=/tmp/dpo_$b
+      python -m jalign.cli train --config experiments/copg_small_lm.py loss.hparams.beta=$b workdir=runs/copg_$b
+      python -m jalign.cli train --config experiments/dpo_small_lm.py loss.hparams.beta=$b workdir=runs/dpo_$b
       python -m jalign.cli train --config experiments/dpo_small_lm.py loss.name=ipo loss.hparams.beta=$b \
-          workdir=/tmp/ipo_$b
+          workdir=runs/ipo_$b
     done
 
 Evaluation after training (``evaluate``), on held-out pairs (``sentiment_pairs`` with ``data_seed=1``):
