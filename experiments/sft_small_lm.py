@@ -1,10 +1,10 @@
 """SFT of the pretrained small LM on the chosen (positive) reviews of the built-in sentiment pairs.
 
     python -m jalign.cli train --config experiments/sft_small_lm.py workdir=runs/sft_small_lm \
-        train.export=/tmp/sft_small_lm/export
+        train.export=runs/sft_small_lm/export
 
 ``train.export`` writes the final policy in the Hugging Face layout; online RL then starts from it with
-``model.name=pretrained model.kwargs.path=/tmp/sft_small_lm/export`` (see experiments/rloo_small_lm.py).
+``model.name=pretrained model.kwargs.path=runs/sft_small_lm/export`` (see experiments/rloo_small_lm.py).
 Measured (docs/training.md): 200 steps, NLL 0.27 nats/byte at the end; ~94% of samples then contain a
 lexicon word (the pretrained small LM: almost none).
 """

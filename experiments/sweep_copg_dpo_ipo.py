@@ -1,6 +1,6 @@
 """CoPG vs DPO vs IPO from the pretrained small LM on the built-in sentiment pairs, with a β sweep.
 
-    python -m experiments.sweep_copg_dpo_ipo --betas 0.1 --steps 30 --out /tmp/sweep.json
+    python -m experiments.sweep_copg_dpo_ipo --betas 0.1 --steps 30 --out runs/sweep.json
 
 For each β and method, trains with ``jalign.train.train`` from the experiment configs (CoPG:
 experiments/copg_small_lm.py; DPO / IPO: experiments/dpo_small_lm.py with ``loss.name=ipo``), i.e. the same
