@@ -173,10 +173,9 @@ def test_bad_input_raises_naming_the_argument():
     cfg.loss.hparams.gamma = 1.0
     with pytest.raises(ConfigError, match="gamma"):
         validate(cfg)
-    # an invalid β from the config fails when the step is built, before any update
-    g, st, step = _sgd_setup(logic.as_loss("cpo"), {"beta": -1.0})
-    with pytest.raises(ValueError, match="beta"):
-        step(st, b)
+    # an invalid β from the config fails when the objective is built (losses.bind), before any step
+    with pytest.raises(ValueError, match=r"hyperparameter beta=-1.0 must be > 0"):
+        _sgd_setup(logic.as_loss("cpo"), {"beta": -1.0})
 
 
 def test_train_structures_one_compiled_loop_equals_per_loss_training():
