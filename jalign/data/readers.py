@@ -85,6 +85,10 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
     ``line`` is the 1-based line number (JSONL) or element/row number (JSON array, Parquet). Lines that
     cannot be decoded or parsed yield a :class:`RecordError` instead of an object. Blank JSONL lines are
     not records and are not yielded.
+
+    Raises:
+      MissingFileError: no such file.
+      UserError: the file is empty (no bytes but whitespace, or a Parquet file without rows).
     """
     path = Path(path)
     if not path.exists():
@@ -107,8 +111,12 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
                             str(path), row, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})"
                         ),
                     )
+        if row == 0:
+            raise UserError(f"{path}: empty data file (no records)")
         return
     data = path.read_bytes()
+    if not data.strip():
+        raise UserError(f"{path}: empty data file (no records)")
     if suffix == ".json":
         try:
             arr = json.loads(data.decode("utf-8"))
@@ -461,6 +469,9 @@ def read_with_lines(
       max_response_chars: responses longer than this are invalid (None = no limit).
     """
     path = Path(path)
+    for name, v in (("max_prompt_chars", max_prompt_chars), ("max_response_chars", max_response_chars)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise UserError(f"{name}={v!r} must be None (no limit) or an integer >= 1")
     fmt = canonical_format(format) if format else detect_format(path)
     fkind, conv = FORMATS[fmt]
     if kind is None:
