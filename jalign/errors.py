@@ -30,3 +30,9 @@ class WorkdirBusyError(UserError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file named by the user does not exist (also a ``FileNotFoundError``)."""
+
+
+class FileFormatError(UserError):
+    """A file named by the user cannot be read at all: empty, compressed, truncated, not the JSON layout
+    expected, or damaged model weights. The message names the file (and the line, column or tensor where
+    one is known)."""

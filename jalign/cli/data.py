@@ -1,13 +1,25 @@
 """``jalign data``: inspect / validate local preference files, list and generate built-in data sets, build TFDS.
 
 Exit status: 0 when every record is valid, 1 when any record is invalid (the report names file, line and
-field) or there is no record at all, 2 for usage errors (unknown format, missing file).
+field) or no record is left, 2 for usage errors (unknown format, missing or empty file, a limit below 1).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or a negative limit is a usage error, never "use the default")."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
 
 
 def register(sub) -> None:
@@ -30,14 +42,15 @@ def register(sub) -> None:
     )
     ins.add_argument(
         "--max-prompt-chars",
-        type=int,
+        type=_positive_int,
         default=None,
         help="prompts longer than this are invalid (default 100000)",
     )
-    ins.add_argument("--max-response-chars", type=int, default=None)
-    ins.add_argument("--seq-len", type=int, default=None,
+    ins.add_argument("--max-response-chars", type=_positive_int, default=None,
+                     help="responses longer than this are invalid (default: no limit)")
+    ins.add_argument("--seq-len", type=_positive_int, default=None,
                      help="token budget per sequence (data.seq_len): measure truncation as training does")
-    ins.add_argument("--max-prompt-len", type=int, default=None,
+    ins.add_argument("--max-prompt-len", type=_positive_int, default=None,
                      help="prompt token budget (data.kwargs.max_prompt_len; default 64 as the file_* sources)")
     ins.add_argument("--tokenizer", default="byte", help="'byte' or a Hugging Face tokenizer.json (with --seq-len)")
     ins.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -86,7 +99,7 @@ def run_inspect(args) -> int:
             tok = HFTokenizer(args.tokenizer)
         s = inspect_file(
             args.path, format=args.format, kind=args.kind,
-            max_prompt_chars=args.max_prompt_chars or DEFAULT_MAX_PROMPT_CHARS,
+            max_prompt_chars=DEFAULT_MAX_PROMPT_CHARS if args.max_prompt_chars is None else args.max_prompt_chars,
             max_response_chars=args.max_response_chars, seq_len=args.seq_len,
             max_prompt_len=64 if args.max_prompt_len is None else args.max_prompt_len, tokenizer=tok,
         )  # fmt: skip

@@ -25,6 +25,11 @@ yields the same prompt convention: ``"\\n\\nHuman: {user}\\n\\nAssistant: {reply
 the prompt and ``" " + reply`` as the response.
 
 Auto-detection (:func:`detect_format`) looks at the keys of the first parsed record; ``format=`` overrides it.
+``chosen``/``rejected`` strings without ``prompt`` are ``hh`` only if ``chosen`` holds an Assistant turn;
+otherwise the error names the missing ``prompt`` and the layouts tried.
+
+A file that cannot be read as records at all (empty, compressed, a ``.json`` that is truncated, malformed or
+not a list) raises :class:`~jalign.errors.FileFormatError` naming the file.
 
 Bad input never disappears silently: every malformed line, non-UTF-8 line, missing/empty/non-finite field,
 identical pair or over-long prompt is a :class:`~jalign.data.schema.RecordError` with file, line and field.
@@ -48,7 +53,7 @@ from jalign.data.schema import (
     ValidationReport,
     validate_record,
 )
-from jalign.errors import MissingFileError, UserError
+from jalign.errors import FileFormatError, MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +84,88 @@ def _decode_bytes_fields(obj: Any) -> Any:
     return obj
 
 
+#: Leading bytes of compressed files (a JSON text starts with ``{``, ``[`` or whitespace; Parquet with ``PAR1``).
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+                     b"PK\x03\x04": "zip"}
+_COMPRESSED_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+_DECOMPRESS = {"gzip": "gunzip -k", "bzip2": "bunzip2 -k", "xz": "unxz -k", "zstd": "unzstd", "zip": "unzip"}
+_NESTED = "JSON nested too deeply to parse (arrays/objects inside each other beyond Python's recursion limit)"
+
+
+def _check_not_compressed(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(8)
+    kind = next((k for magic, k in _COMPRESSED_MAGIC.items() if head.startswith(magic)), None)
+    kind = kind or _COMPRESSED_SUFFIX.get(path.suffix.lower())
+    if kind:
+        raise FileFormatError(f"{path}: a {kind}-compressed file; jalign reads uncompressed .jsonl, .json and "
+                              f".parquet files: decompress it first (`{_DECOMPRESS[kind]} {path}`)")
+
+
+def _json_array(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
+    """The elements of a ``.json`` file holding one list; anything else is a :class:`FileFormatError`."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield 1, RecordError(str(path), 1, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})")
+        return
+    try:
+        arr = json.loads(text)
+    except RecursionError:
+        raise FileFormatError(f"{path}: {_NESTED}") from None
+    except json.JSONDecodeError as e:
+        if e.pos >= len(text.rstrip()):
+            raise FileFormatError(f"{path}: truncated JSON: the file ends inside a value (at line {e.lineno}, "
+                                  f"column {e.colno}); was it cut short?") from None
+        hint = ""
+        if e.msg == "Extra data":
+            first = text.lstrip().split("\n", 1)[0]
+            try:
+                one_per_line = isinstance(json.loads(first), dict)
+            except (ValueError, RecursionError):
+                one_per_line = False
+            if one_per_line:
+                hint = "; the file holds one JSON object per line (JSON Lines): name it .jsonl"
+        raise FileFormatError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}{hint}") from None
+    if not isinstance(arr, list):
+        what = f"an object with keys {sorted(arr)}" if isinstance(arr, dict) else f"a JSON {type(arr).__name__}"
+        hint = ""
+        if isinstance(arr, dict):
+            lists = [k for k, v in arr.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+            if lists:
+                hint = f" (the records may be the list under {lists[0]!r}: save that list as the file)"
+            else:
+                hint = " (it looks like one record: write it as a list [{...}] or as one line of a .jsonl file)"
+        raise FileFormatError(f"{path}: a .json data file must hold a JSON list of records; this one holds "
+                              f"{what}{hint}")
+    yield from enumerate(arr, start=1)
+
+
 def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, object)`` for each record of a ``.jsonl``/``.json``/``.parquet`` file.
 
     ``line`` is the 1-based line number (JSONL) or element/row number (JSON array, Parquet). Lines that
-    cannot be decoded or parsed yield a :class:`RecordError` instead of an object. Blank JSONL lines are
-    not records and are not yielded.
+    cannot be decoded or parsed (malformed, non-UTF-8, nested too deeply) yield a :class:`RecordError`
+    instead of an object. Blank JSONL lines are not records and are not yielded.
+
+    Raises:
+      MissingFileError: no such file.
+      FileFormatError: the file as a whole cannot be read: empty (nothing but whitespace, or a Parquet file
+        without rows), compressed (gzip, bzip2, xz, zstd, zip: by suffix or leading bytes), a ``.json`` file
+        that is malformed, truncated or nested too deeply or does not hold a list, an unreadable Parquet file.
     """
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no such data file: {path}")
+    _check_not_compressed(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow.ArrowInvalid for a damaged or foreign file
+            raise FileFormatError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
         row = 0
         for batch in pf.iter_batches(batch_size=1024):
             for obj in batch.to_pylist():
@@ -107,26 +179,17 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
                             str(path), row, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})"
                         ),
                     )
+        if row == 0:
+            raise FileFormatError(f"{path}: empty data file (no records)")
         return
     data = path.read_bytes()
+    if not data.strip():
+        raise FileFormatError(f"{path}: empty data file (no records)")
     if suffix == ".json":
-        try:
-            arr = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            yield 1, RecordError(str(path), 1, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})")
-            return
-        except json.JSONDecodeError as e:
-            yield (
-                e.lineno,
-                RecordError(str(path), e.lineno, "<json>", f"malformed JSON: {e.msg} (column {e.colno})"),
-            )
-            return
-        if not isinstance(arr, list):
-            yield 1, RecordError(str(path), 1, "<json>", "a .json data file must hold a list of records")
-            return
-        yield from enumerate(arr, start=1)
+        yield from _json_array(path, data)
         return
-    for i, raw in enumerate(data.split(b"\n"), start=1):
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
@@ -135,9 +198,15 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
             yield i, RecordError(str(path), i, "<bytes>", f"non-UTF-8 bytes ({e.reason} at byte {e.start})")
             continue
         try:
-            yield i, json.loads(text)
+            obj = json.loads(text)
+        except RecursionError:
+            yield i, RecordError(str(path), i, "<json>", _NESTED)
+            continue
         except json.JSONDecodeError as e:
-            yield i, RecordError(str(path), i, "<json>", f"malformed JSON: {e.msg} (column {e.colno})")
+            cut = " (the last line, without a newline: the file may be truncated)" if i == len(lines) else ""
+            yield i, RecordError(str(path), i, "<json>", f"malformed JSON: {e.msg} (column {e.colno}){cut}")
+            continue
+        yield i, obj
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -282,33 +351,68 @@ def canonical_format(name: str) -> str:
     return name
 
 
+#: What auto-detection looks for, in the order it tries (format: fields), for its error message.
+LAYOUTS = (
+    ("oasst", "message_id, parent_id, role, text, rank"),
+    ("pairwise", "prompt, chosen, rejected"),
+    ("hh", "chosen, rejected: whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts"),
+    ("ultrafeedback", "chosen, rejected: lists of {role, content} messages"),
+    ("listwise", "prompt, completions or responses, ranks and/or scores"),
+    ("unpaired", "prompt, completion, label"),
+    ("scored", "prompt, completion, reward"),
+)
+
+
+def _undetected(keys: set[str], reason: str) -> UserError:
+    tried = "; ".join(f"{f} ({fields})" for f, fields in LAYOUTS)
+    return UserError(f"cannot detect the data format from fields {sorted(keys)}: {reason}; layouts tried: "
+                     f"{tried}. Rename the fields, or pass format=")
+
+
 def detect_format_from_keys(keys: set[str], sample: dict | None = None) -> str:
-    """The format implied by a record's keys (see module docstring); raises ValueError if none fits."""
+    """The format implied by a record's keys (see module docstring); raises UserError if none fits.
+
+    ``chosen``/``rejected`` strings without a ``prompt`` are HH-RLHF transcripts only when ``sample``'s
+    ``chosen`` has an ``"\\n\\nAssistant:"`` turn; otherwise the error says that the prompt field is missing.
+    """
     if {"message_id", "parent_id"} <= keys:
         return "oasst"
     if {"chosen", "rejected"} <= keys:
         if sample is not None and isinstance(sample.get("chosen"), list):
             return "ultrafeedback"
-        return "pairwise" if "prompt" in keys else "hh"
+        if "prompt" in keys:
+            return "pairwise"
+        if sample is not None and isinstance(sample.get("chosen"), str) and ASSISTANT not in sample["chosen"]:
+            others = sorted(keys - {"chosen", "rejected"})
+            raise _undetected(keys, "'chosen' and 'rejected' are there but no 'prompt' field"
+                              + (f" (other fields: {others})" if others else "")
+                              + ", and they are not HH-RLHF transcripts (no '\\n\\nAssistant:' turn in 'chosen')")
+        return "hh"
     if "completions" in keys or "responses" in keys:
         return "listwise"
     if "completion" in keys and "label" in keys:
         return "unpaired"
     if "completion" in keys and "reward" in keys:
         return "scored"
-    raise UserError(
-        f"cannot detect the data format from fields {sorted(keys)}; pass format= (valid: {sorted(FORMATS)})"
-    )
+    raise _undetected(keys, "no layout's fields are all there")
 
 
 def detect_format(path: str | Path, *, probe: int = 5) -> str:
-    """Detect the format of a file from the keys of its first parsed records."""
-    for n, (_, obj) in enumerate(iter_raw(path)):
+    """Detect the format of a file from the keys of its first parsed record (among the first ``probe``)."""
+    first: str | None = None
+    n = 0
+    for n, (line, obj) in enumerate(iter_raw(path), start=1):
         if isinstance(obj, dict):
-            return detect_format_from_keys(set(obj), obj)
+            try:
+                return detect_format_from_keys(set(obj), obj)
+            except UserError as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+        if first is None:
+            first = (f"line {line}: {obj.message}" if isinstance(obj, RecordError)
+                     else f"line {line}: a JSON {type(obj).__name__}, not an object")
         if n >= probe:
             break
-    raise UserError(f"{path}: no parseable record among the first {probe} lines; pass format=")
+    raise UserError(f"{path}: no parseable record among the first {n} lines ({first}); pass format=")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -461,6 +565,9 @@ def read_with_lines(
       max_response_chars: responses longer than this are invalid (None = no limit).
     """
     path = Path(path)
+    for name, v in (("max_prompt_chars", max_prompt_chars), ("max_response_chars", max_response_chars)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise UserError(f"{name}={v!r} must be None (no limit) or an integer >= 1")
     fmt = canonical_format(format) if format else detect_format(path)
     fkind, conv = FORMATS[fmt]
     if kind is None:

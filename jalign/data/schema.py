@@ -20,7 +20,8 @@ scored        ``prompt: str``, ``completion: str``, ``reward: float`` (finite)
 Records may carry an extra ``meta`` dict (built-in data sets use it); it is ignored by the validator.
 
 Validation rules (each violation is a :class:`RecordError` naming file, line and field):
-text fields are ``str``, responses are non-empty (after stripping whitespace), chosen != rejected, listwise
+text fields are ``str`` encodable as UTF-8 (no lone surrogate escapes such as ``"\\ud800"``), responses
+are non-empty (after stripping whitespace), chosen != rejected, listwise
 completions are pairwise distinct, numbers are finite, the prompt is at most ``max_prompt_chars``
 characters (and each response at most ``max_response_chars`` when set).
 """
@@ -111,6 +112,21 @@ class FieldError(ValueError):
         super().__init__(f"field '{field}': {message}")
 
 
+def check_utf8(field: str, v: str) -> str:
+    """``v`` unchanged if it can be encoded as UTF-8; :class:`FieldError` naming the first lone surrogate.
+
+    JSON allows escapes such as ``"\\ud800"`` (half of a surrogate pair) that decode to a Python string no
+    tokenizer can encode; they are invalid text, reported like any other bad field.
+    """
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FieldError(
+            field, f"lone surrogate U+{ord(v[e.start]):04X} at character {e.start} (not encodable as UTF-8)"
+        ) from None
+    return v
+
+
 def _text(rec: dict, field: str, *, allow_empty: bool) -> str:
     if field not in rec:
         raise FieldError(field, "missing")
@@ -119,7 +135,7 @@ def _text(rec: dict, field: str, *, allow_empty: bool) -> str:
         raise FieldError(field, f"expected a string, got {type(v).__name__}")
     if not allow_empty and not v.strip():
         raise FieldError(field, "empty")
-    return v
+    return check_utf8(field, v)
 
 
 def _number(rec: dict, field: str) -> float:
@@ -213,6 +229,7 @@ def validate_record(
                 raise FieldError(f"completions[{k}]", f"expected a string, got {type(c).__name__}")
             if not c.strip():
                 raise FieldError(f"completions[{k}]", "empty")
+            check_utf8(f"completions[{k}]", c)
             response("completions", c, label=f"completions[{k}]")
         seen: dict[str, int] = {}
         for k, c in enumerate(comps):

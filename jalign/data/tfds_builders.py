@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from jalign.data.io import atomic_write
 from jalign.data.readers import canonical_format, detect_format, read_with_lines
 from jalign.data.schema import DEFAULT_MAX_PROMPT_CHARS, InvalidDataError
+from jalign.errors import UserError
 
 _T = tfds.features.Text
 log = logging.getLogger(__name__)
@@ -180,6 +181,9 @@ class _LocalPreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
                     raise InvalidDataError(report.errors)
                 shown = "\n  ".join(str(e) for e in report.errors[:20])
                 log.warning("skipped %d invalid record(s) of %s:\n  %s", len(report.errors), p, shown)
+            if not pairs:
+                raise UserError(f"{p}: no valid {report.kind} records ({len(report.errors)} invalid skipped); "
+                                "nothing to build")
             records[split] = pairs
             self.reports[split] = report.to_dict()
         self._records = records

@@ -59,11 +59,14 @@ def ches_scores(
       length_normalized: Definition 3 (cross term / (|y+||y−|), self term / |y+|²).
 
     Returns:
-      ``[B]`` scores.
+      ``[B]`` scores. A pair whose chosen or rejected mask selects no position has no score: called on
+      concrete arrays this raises (below); under tracing (``jax.jit``, ``jax.vmap``, ``jax.grad``), where
+      values cannot be inspected, that row is NaN (whatever ``length_normalized``), the other rows are
+      unaffected, and the NaN row's gradient is zero.
 
     Raises:
-      ValueError: bad shapes; (outside jit) an empty response mask or a non-finite score, naming the field
-        and the example.
+      ValueError: bad shapes; (on concrete arrays, not under tracing) an empty response mask or a
+        non-finite score, naming the field and the example.
 
     References:
       Razin et al., ICLR 2025 (arXiv 2410.08847), Definitions 2–3.
@@ -91,7 +94,12 @@ def ches_scores(
     sl = jnp.sum(jnp.where(ml.astype(bool)[..., None], hl.astype(dt), 0.0), axis=1)
     cross = jnp.sum(sw * sl, axis=-1)
     self_ = jnp.sum(sw * sw, axis=-1)
-    out = cross / (nw * nl) - self_ / (nw * nw) if length_normalized else cross - self_
+    # A row with an empty mask has no score: NaN (traced calls cannot raise). Safe denominators keep the
+    # unselected branch finite, so gradients of the other rows (and of the empty row: zero) stay finite.
+    valid = (nw > 0) & (nl > 0)
+    nw_s, nl_s = jnp.where(valid, nw, 1.0), jnp.where(valid, nl, 1.0)
+    out = cross / (nw_s * nl_s) - self_ / (nw_s * nw_s) if length_normalized else cross - self_
+    out = jnp.where(valid, out, jnp.nan)
     if _concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
         i = int(np.argmax(~np.isfinite(np.asarray(out))))
         raise ValueError(f"ches_scores: non-finite score at example {i} (non-finite hidden states?)")

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jalign.errors import FileFormatError, MissingFileError
 from jalign.models import safetensors_io
 from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
 from jalign.models.transformer import CausalLM
@@ -33,8 +34,34 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
 
 # ----------------------------------------------------------------------------------------------------- configs
-def config_from_hf(d: dict[str, Any], **overrides) -> ModelConfig:
-    """ModelConfig from a Hugging Face ``config.json`` dict (``overrides`` e.g. dtype/param_dtype/remat)."""
+def read_config_json(file: str | Path) -> dict[str, Any]:
+    """A model directory's ``config.json`` as a dict; :class:`FileFormatError` naming the file otherwise."""
+    file = Path(file)
+    try:
+        d = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise FileFormatError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{file}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise FileFormatError(f"{file}: JSON nested too deeply") from None
+    if not isinstance(d, dict):
+        raise FileFormatError(f"{file}: expected a JSON object, got {type(d).__name__}")
+    return d
+
+
+def config_from_hf(d: dict[str, Any], *, where: str = "config.json", **overrides) -> ModelConfig:
+    """ModelConfig from a Hugging Face ``config.json`` dict (``overrides`` e.g. dtype/param_dtype/remat).
+
+    A key the architecture needs that is missing is a :class:`FileFormatError` naming ``where`` (the file).
+    """
+    try:
+        return _config_from_hf(d, **overrides)
+    except KeyError as e:
+        raise FileFormatError(f"{where}: missing key {e.args[0]!r} (model_type={d.get('model_type')!r})") from None
+
+
+def _config_from_hf(d: dict[str, Any], **overrides) -> ModelConfig:
     mt = d.get("model_type")
     if mt not in SUPPORTED_ARCHS:
         archs = d.get("architectures")
@@ -244,12 +271,12 @@ def _check_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str,
     if problems:
         head = "\n  ".join(problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-        raise ValueError(f"{where}: checkpoint does not match its config ({len(problems)} problems):\n  {head}{more}")
+        raise FileFormatError(f"{where}: checkpoint does not match its config ({len(problems)} problems):\n  {head}{more}")
     return got
 
 
 def _refuse_pickle(path: Path) -> None:
-    raise ValueError(
+    raise FileFormatError(
         f"{path}: refusing to load a pickle-based checkpoint ({path.suffix}); unpickling can execute arbitrary "
         "code. Convert it to safetensors first (e.g. with transformers: model.save_pretrained(dir, "
         "safe_serialization=True))."
@@ -263,7 +290,7 @@ def _load_finite(file: Path) -> dict[str, np.ndarray]:
         a = np.asarray(a)
         if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
             if np.isnan(a.astype(np.float32, copy=False)).any():
-                raise ValueError(f"{file}: tensor {name!r} holds NaN values ({int(np.isnan(a.astype(np.float32)).sum())} "
+                raise FileFormatError(f"{file}: tensor {name!r} holds NaN values ({int(np.isnan(a.astype(np.float32)).sum())} "
                                  f"of {a.size}); refusing to load a damaged checkpoint")
     return out
 
@@ -283,13 +310,13 @@ def read_hf_tensors(path: str | Path) -> dict[str, np.ndarray]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{index}: not a safetensors index (JSON with a 'weight_map'): {e}") from None
+            raise FileFormatError(f"{index}: not a safetensors index (JSON with a 'weight_map'): {e}") from None
         files = sorted(set(weight_map.values()))
         root = path.resolve()
         for f in files:
             p = Path(f)
             if p.is_absolute() or ".." in p.parts or not (path / p).resolve().is_relative_to(root):
-                raise ValueError(f"{index}: weight_map entry {f!r} points outside the model directory {path}; "
+                raise FileFormatError(f"{index}: weight_map entry {f!r} points outside the model directory {path}; "
                                  "refusing to read weights from elsewhere")
         out = {}
         for f in files:
@@ -304,7 +331,7 @@ def read_hf_tensors(path: str | Path) -> dict[str, np.ndarray]:
     pickles = [f for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
     if pickles:
         _refuse_pickle(pickles[0])
-    raise FileNotFoundError(f"{path}: no model.safetensors (or safetensors shards) found")
+    raise MissingFileError(f"{path}: no model.safetensors (or safetensors shards) found")
 
 
 def build_model(cfg: ModelConfig, params: dict[str, Any], shardings: dict[str, Any] | None = None) -> CausalLM:
@@ -339,14 +366,18 @@ def load_pretrained(path: str | Path, *, mesh=None, rules=None, **overrides) -> 
 
     Raises:
       ValueError: pickle checkpoints, unsupported architecture, tensor names/shapes that do not match config.
+      FileFormatError: (a ``ValueError`` and a :class:`~jalign.errors.UserError`) a ``config.json`` that is
+        not JSON, not an object or lacks a key (named with its path); truncated or damaged safetensors (the
+        file, and the first incomplete tensor); NaN weights; names/shapes that do not match the config.
+      MissingFileError: no ``config.json`` or no safetensors file.
     """
     path = Path(path)
     if path.is_file() and path.suffix in PICKLE_SUFFIXES:
         _refuse_pickle(path)
     cfg_file = path / "config.json"
     if not cfg_file.exists():
-        raise FileNotFoundError(f"{path}: config.json not found")
-    cfg = config_from_hf(json.loads(cfg_file.read_text()), **overrides)
+        raise MissingFileError(f"{path}: config.json not found")
+    cfg = config_from_hf(read_config_json(cfg_file), where=str(cfg_file), **overrides)
     tensors = _check_tensors(cfg, read_hf_tensors(path), str(path))
     params = from_hf_tensors(cfg, tensors)
     shardings = None

@@ -5,8 +5,9 @@ Format (what the library reads and writes): an 8-byte little-endian header lengt
 tensor bytes. The dtype names (``"F32"``, ``"BF16"``, ...) are those of the specification, which Hugging Face
 ``transformers`` reads. bfloat16 tensors load as ``ml_dtypes.bfloat16`` numpy arrays.
 
-Errors for a damaged or foreign file are ``ValueError`` naming the file (and the tensor when the failure is
-specific to one tensor).
+Errors for a damaged, truncated or foreign file are :class:`~jalign.errors.FileFormatError` (a ``ValueError``)
+naming the file (and the tensor when the failure is specific to one tensor, or the first tensor a truncation
+cut).
 """
 
 from __future__ import annotations
@@ -20,13 +21,41 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
+from jalign.errors import FileFormatError
+
+
+def _truncation(path: Path) -> str | None:
+    """Why ``path`` looks cut short (naming the first incomplete tensor), or None if it does not."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"truncated safetensors file: {size} bytes, less than the 8-byte header length"
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100_000_000:  # not a header length: a foreign file
+            return None
+        if 8 + n > size:
+            return f"truncated safetensors file: {size} bytes, the header alone needs {8 + n}"
+        try:
+            header = json.loads(f.read(n))
+            spans = sorted((int(v["data_offsets"][0]), int(v["data_offsets"][1]), k)
+                           for k, v in header.items() if k != "__metadata__")
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return None
+    have, need = size - 8 - n, max((e for _, e, _ in spans), default=0)
+    cut = [k for _, e, k in spans if e > have]
+    if not cut:
+        return None
+    return (f"truncated safetensors file: {have} of {need} bytes of tensor data; tensor {cut[0]!r} is incomplete "
+            f"({len(cut)} tensor(s) cut); copy or download it again")
+
 
 def _open(path: Path):
     """``safe_open`` in numpy mode; the library validates the header (JSON, dtypes, shapes against offsets)."""
     try:
         return safe_open(path, framework="numpy")
     except SafetensorError as e:
-        raise ValueError(f"{path}: damaged or not a safetensors file (safetensors: {e})") from None
+        why = _truncation(path) or f"damaged or not a safetensors file (safetensors: {e})"
+        raise FileFormatError(f"{path}: {why}") from None
 
 
 def read_header(path: str | Path) -> tuple[dict, int]:
@@ -37,7 +66,8 @@ def read_header(path: str | Path) -> tuple[dict, int]:
       (offsets relative to ``data_start``) and ``"__metadata__"`` (when present) to the string metadata.
 
     Raises:
-      ValueError: the file is damaged or not a safetensors file (validated by the library; no tensor is read).
+      FileFormatError: the file is damaged, truncated or not a safetensors file (validated by the library;
+        no tensor is read).
     """
     path = Path(path)
     with _open(path):
@@ -51,7 +81,8 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays, read one tensor at a time through ``safe_open``.
 
     Raises:
-      ValueError: the file is damaged or not a safetensors file, or a tensor cannot be read (named).
+      FileFormatError: the file is damaged, truncated or not a safetensors file, or a tensor cannot be read
+        (named).
     """
     path = Path(path)
     out = {}
@@ -60,7 +91,7 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
             try:
                 out[name] = f.get_tensor(name)
             except Exception as e:  # e.g. a dtype numpy cannot represent
-                raise ValueError(f"{path}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
+                raise FileFormatError(f"{path}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
     return out
 
 

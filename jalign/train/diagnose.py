@@ -45,6 +45,7 @@ from jalign import diagnostics as dg
 from jalign import losses
 from jalign.data import readers
 from jalign.data.schema import RecordError
+from jalign.errors import UserError
 from jalign.train.batch import SEQ, SIDES
 from jalign.train.step import ExampleLogp, make_logps_fn, split_model
 
@@ -160,6 +161,8 @@ def load_pairs(path: str | Path, *, format: str | None = None, max_pairs: int | 
     try:
         for line, obj in readers.iter_raw(path):
             raw[line] = obj
+    except UserError as e:  # an empty file, say: the message names the file
+        raise DiagnoseError(str(e).splitlines()[0]) from None
     except Exception as e:  # an unreadable Parquet file, say
         raise DiagnoseError(f"{path}: cannot read the data file: {str(e).splitlines()[0]}") from None
     if not raw:

@@ -145,7 +145,7 @@ def test_oasst_unknown_parent_reported(tmp_path):
 @pytest.mark.parametrize(
     "row,fmt",
     [
-        ({"chosen": "a", "rejected": "b"}, "hh"),
+        ({"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}, "hh"),
         ({"prompt": "p", "chosen": "a", "rejected": "b"}, "pairwise"),
         ({"chosen": [{"role": "assistant", "content": "a"}], "rejected": []}, "ultrafeedback"),
         ({"prompt": "p", "completion": "c", "label": True}, "unpaired"),

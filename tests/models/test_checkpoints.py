@@ -169,7 +169,13 @@ def test_safetensors_files_follow_the_specification(tmp_path):
 def test_safetensors_errors_name_the_file_and_tensor(tmp_path):
     f = tmp_path / "model.safetensors"
     safetensors_io.save_file({"a": np.ones((2, 3), np.float32)}, f)
-    f.write_bytes(f.read_bytes()[:-4])  # truncated data
+    data = f.read_bytes()
+    f.write_bytes(data[:-4])  # truncated data: 24 bytes of float32 [2, 3], 4 of them cut
+    for read in (safetensors_io.load_file, safetensors_io.read_header):
+        with pytest.raises(ValueError, match=re.escape(f"{f}: truncated safetensors file: 20 of 24 bytes of "
+                                                       "tensor data; tensor 'a' is incomplete (1 tensor(s) cut)")):
+            read(f)
+    f.write_bytes(b"not a safetensors file at all")  # a foreign file: no plausible header length
     for read in (safetensors_io.load_file, safetensors_io.read_header):
         with pytest.raises(ValueError, match=re.escape(f"{f}: damaged or not a safetensors file")):
             read(f)

@@ -39,8 +39,48 @@ def test_checkpoint_every_without_workdir_is_a_config_error():
         assert load_config(ROOT / "experiments" / f"{name}.py").checkpoint.every == 0  # run without a workdir
 
 
-def test_empty_file_is_not_a_success(tmp_path, capsys):
-    path = tmp_path / "empty.jsonl"
-    path.write_text("")
-    assert main(["data", "inspect", str(path), "--format", "pairwise"]) == 1
-    assert f"{path}: no records" in capsys.readouterr().err
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_empty_file_is_an_error_naming_the_file(tmp_path, capsys, content, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_text(content)
+    for fmt in (["--format", "pairwise"], []):
+        assert main(["data", "inspect", str(path), *fmt]) == 2
+        out, err = capsys.readouterr()
+        assert f"{path}: empty data file (no records)" in err and "0 valid, 0 invalid" not in out, (out, err)
+    assert main(["data", "build", "pairwise", str(path), "--format", "pairwise",
+                 "--data-dir", str(tmp_path / "tfds")]) == 2
+    assert f"{path}: empty data file (no records)" in capsys.readouterr().err
+    with pytest.raises(UserError, match=rf"^{path}: empty data file \(no records\)$"):
+        train(_cfg(path, format="pairwise"))
+
+
+def test_all_records_skipped_is_not_a_build(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "Q:", "chosen": " same", "rejected": " same"}) + "\n")
+    assert main(["data", "build", "pairwise", str(path), "--skip-invalid", "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: no valid pairwise records (1 invalid skipped); nothing to build" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--max-prompt-chars", "--max-response-chars", "--seq-len", "--max-prompt-len"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_char_and_token_limits_below_one_are_usage_errors(tmp_path, capsys, flag, value):
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps({"prompt": "Q:", "chosen": " yes.", "rejected": " no."}) + "\n")
+    with pytest.raises(SystemExit) as ei:
+        main(["data", "inspect", str(path), flag, value])
+    assert ei.value.code == 2
+    assert f"argument {flag}: expected an integer >= 1, got {value!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arg", ["max_prompt_chars", "max_response_chars"])
+def test_reader_limits_below_one_are_refused(tmp_path, arg):
+    from jalign.data import readers
+
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps({"prompt": "Q:", "chosen": " yes.", "rejected": " no."}) + "\n")
+    with pytest.raises(UserError, match=rf"^{arg}=0 must be None \(no limit\) or an integer >= 1$"):
+        readers.read(path, **{arg: 0})
+    assert len(readers.read(path, **{arg: 5})[0]) == 1  # " yes." is 5 characters, "Q:" 2
