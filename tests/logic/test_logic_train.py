@@ -146,7 +146,6 @@ def test_length_normalised_and_ipo_values_match_closed_forms():
 
 
 def test_bad_input_raises_naming_the_argument():
-    b = _batch()
     with pytest.raises(ValueError, match="beta"):
         logic.as_loss("cpo", beta=0.0)
     with pytest.raises(ValueError, match="beta"):
