@@ -47,6 +47,8 @@ def mesh8():
 # is made of short files and the two workers finish together. Ordering only; which tests run is unchanged.
 LONG_FILES = [
     "tests/test_packaging.py",
+    "tests/reliability/test_soak.py",
+    "tests/train/test_train_multiprocess.py",
     "tests/train/test_train_entanglement.py",
     "tests/train/test_train_step.py",
     "tests/train/test_train_integration.py",
