@@ -214,10 +214,11 @@ def copg_ksample(logps_BxK, ref_logps_BxK, rewards_BxK, *, beta, mask_BxK=None):
     r_beta = jax.lax.stop_gradient(_f32(rewards_BxK)) - beta * (lp - _f32(ref_logps_BxK))
     r_beta = jnp.where(m > 0, r_beta, 0.0)
     k = m.sum(-1)
-    # Σ_{i<j} m_i m_j (a_i − a_j)² = k·Σ m a² − (Σ m a)²  (a masked to 0 where m = 0).
-    s1 = (m * r_beta).sum(-1)
-    s2 = (m * r_beta**2).sum(-1)
-    pair_sq = k * s2 - s1**2
+    # Σ_{i<j} m_i m_j (a_i − a_j)² = k·Σ_i m_i (a_i − ā)², ā = Σ m a / k: the mean is subtracted before
+    # squaring, so a common offset of the rewards (e.g. 300) does not cancel the float32 sum away.
+    mean = (m * r_beta).sum(-1, keepdims=True) / jnp.maximum(k, 1.0)[..., None]
+    centred = jnp.where(m > 0, r_beta - mean, 0.0)
+    pair_sq = k * (m * centred**2).sum(-1)
     return jnp.where(k >= 2, pair_sq / (2.0 * beta * jnp.maximum(k - 1, 1)), 0.0)
 
 

@@ -229,3 +229,21 @@ def test_bandit_ipo_is_registered_ipo_on_summed_logratios(rng):
     registered = losses.get("ipo")(batch, beta=0.5, ipo_average=False)
     np.testing.assert_allclose(ipo_pair_loss(h, 0.5), registered, rtol=1e-5)
     np.testing.assert_allclose(ipo_pair_loss(h, 0.5), (h.astype(np.float64) - 1.0) ** 2, rtol=1e-5)
+
+
+def test_copg_ksample_is_invariant_to_a_common_reward_offset_in_float32():
+    """Σ_{i<j}(a_i − a_j)² computed with the mean subtracted first: a reward offset of 300 changes nothing
+    (the form k·Σa² − (Σa)² cancels to 0 in float32 there)."""
+    r = np.random.default_rng(3)
+    lp = jnp.asarray(r.normal(-5, 1, (4, 3)), jnp.float32)
+    ref = jnp.asarray(r.normal(-5, 1, (4, 3)), jnp.float32)
+    rw = r.normal(0, 0.1, (4, 3))
+    m = jnp.asarray([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], jnp.float32)
+    beta = 0.5
+    a = rw - beta * (np.asarray(lp, np.float64) - np.asarray(ref, np.float64))
+    want = np.array([sum((a[b, i] - a[b, j]) ** 2 for i in range(3) for j in range(i + 1, 3)
+                         if m[b, i] and m[b, j]) / (2 * beta * max(float(m[b].sum()) - 1, 1)) for b in range(4)])
+    for offset in (0.0, 300.0):
+        got = losses.copg_ksample(lp, ref, jnp.asarray(rw + offset, jnp.float32), beta=beta, mask_BxK=m)
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
+    assert float(want[0]) > 1e-2  # the value the cancelling form lost
