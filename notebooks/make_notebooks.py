@@ -103,6 +103,20 @@ PAPERS = (
         "the 0/25/50/75/100th-percentile subsets of CHES, length-normalised CHES, edit distance and "
         "last-hidden inner product; (3) mitigation — lowest-CHES filtering against DPO + SFT.",
     ),
+    Paper(
+        stem="rankings",
+        name="rankings",
+        title="Ranking accuracy and the idealised ranking accuracy of DPO",
+        citation="Chen et al., *Preference Learning Algorithms Do Not Learn Preference Rankings*, NeurIPS 2024 "
+        "(arXiv 2405.19534).",
+        about="The ranking accuracy of a policy is the fraction of preference pairs it ranks right; the idealised "
+        "ranking accuracy is that of DPO's exact optimum π* ∝ π_ref·exp(r/β) under a Bradley–Terry truth. The "
+        "reproduction works exactly on random contextual bandits (float64, several bandits as seeds): DPO "
+        "driven to the optimum of its population loss against the idealised formula; exact gradient descent "
+        "for a range of step budgets (ranking accuracy against steps, which misranked pairs flip by reference "
+        "margin, and the AUC of the per-pair DPO loss at the flip as a predictor). Claims carry seeds, 95% "
+        "t-intervals and their pass rules. The paper's LM experiments are not part of it.",
+    ),
 )
 
 

@@ -83,8 +83,11 @@ from jalign.diagnostics.rankings import (  # noqa: E402
     dpo_loss_at_flip,
     idealized_ranking_accuracy,
     ranking_accuracy,
+    roc_auc,
+    roc_curve,
     topk_entropy,
     topk_mass,
 )
 
-__all__ += ["dpo_loss_at_flip", "idealized_ranking_accuracy", "ranking_accuracy", "topk_entropy", "topk_mass"]
+__all__ += ["dpo_loss_at_flip", "idealized_ranking_accuracy", "ranking_accuracy", "roc_auc", "roc_curve",
+            "topk_entropy", "topk_mass"]

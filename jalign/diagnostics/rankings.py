@@ -30,6 +30,8 @@ __all__ = [
     "dpo_loss_at_flip",
     "idealized_ranking_accuracy",
     "ranking_accuracy",
+    "roc_auc",
+    "roc_curve",
     "topk_entropy",
     "topk_mass",
 ]
@@ -170,6 +172,74 @@ def dpo_loss_at_flip(ref_chosen_logps, ref_rejected_logps, beta):
     rw = jnp.asarray(ref_chosen_logps).astype(dtype)
     rl = jnp.asarray(ref_rejected_logps).astype(dtype)
     return -jax.nn.log_sigmoid(jnp.asarray(beta, dtype) * (rl - rw))
+
+
+def roc_auc(scores, labels, mask=None):
+    """Area under the ROC curve: P(s₊ > s₋) + ½·P(s₊ = s₋) over all (positive, negative) pairs (Mann–Whitney).
+
+    Computed from mid-ranks in O(n log n): AUC = (Σ_{i positive} rank_i − n₊(n₊ + 1)/2)/(n₊·n₋), where rank_i is
+    the (1-based) mid-rank of s_i among the entries in ``mask``. Used to ask how well a per-pair score (e.g.
+    :func:`dpo_loss_at_flip`) predicts a binary outcome (e.g. "the pair has flipped").
+
+    Args:
+      scores: finite scores ``[n]`` (a higher score predicts a positive).
+      labels: booleans ``[n]`` (True = positive).
+      mask: optional booleans ``[n]``: only these entries count (default: all).
+
+    Returns:
+      The scalar AUC in [0, 1]; nan when the masked entries lack a positive or a negative.
+
+    References:
+      Hanley & McNeil, The meaning and use of the area under a ROC curve, Radiology 1982.
+
+    >>> import jax.numpy as jnp
+    >>> float(roc_auc(jnp.array([0.9, 0.1, 0.5, 0.5]), jnp.array([True, False, True, False])))
+    0.875
+    """
+    fn = "roc_auc"
+    s = jnp.asarray(scores)
+    s = s.astype(float_dtype(s))
+    lab = jnp.asarray(labels).astype(bool)
+    m = jnp.ones(s.shape, bool) if mask is None else jnp.asarray(mask).astype(bool)
+    _same_shape(fn, ("scores", "labels", "mask"), (s, lab, m))
+    if s.ndim != 1:
+        raise ValueError(f"{fn}: argument scores must be 1-D, got shape {tuple(s.shape)}")
+    if is_concrete(scores) and not np.all(np.isfinite(np.asarray(s))):
+        raise ValueError(f"{fn}: argument scores must be finite")
+    srt = jnp.sort(jnp.where(m, s, jnp.inf))
+    lo = jnp.searchsorted(srt, s, side="left").astype(s.dtype)
+    hi = jnp.searchsorted(srt, s, side="right").astype(s.dtype)
+    rank = 0.5 * (lo + hi + 1.0)
+    pos, neg = m & lab, m & ~lab
+    n_pos, n_neg = jnp.sum(pos).astype(s.dtype), jnp.sum(neg).astype(s.dtype)
+    u = jnp.sum(jnp.where(pos, rank, 0.0)) - n_pos * (n_pos + 1.0) / 2.0
+    den = n_pos * n_neg
+    return jnp.where(den > 0, u / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+def roc_curve(scores, labels):
+    """The ROC curve (false- and true-positive rates at every threshold), NumPy (not jit-able).
+
+    Args:
+      scores: ``[n]`` scores (higher predicts positive).
+      labels: ``[n]`` booleans, with at least one positive and one negative.
+
+    Returns:
+      ``(fpr, tpr)``, float64 arrays from (0, 0) to (1, 1), one point per distinct score (ties move both).
+    """
+    s = np.asarray(scores, np.float64)
+    lab = np.asarray(labels).astype(bool)
+    if s.shape != lab.shape or s.ndim != 1:
+        raise ValueError(f"roc_curve: arguments scores {s.shape} and labels {lab.shape} must be equal 1-D shapes")
+    n_pos, n_neg = int(lab.sum()), int((~lab).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"roc_curve: argument labels needs a positive and a negative, got {n_pos} and {n_neg}")
+    order = np.argsort(-s, kind="stable")
+    s, lab = s[order], lab[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each run of equal scores
+    tp = np.cumsum(lab)[last]
+    fp = np.cumsum(~lab)[last]
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
 
 
 def _topk_logits(fn: str, logits, k):
