@@ -12,6 +12,9 @@
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
 * :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
+* :mod:`jalign.envs.rl_lab` — the KL-estimator lab: exact expected gradients of PPO with the KL penalty in
+  the reward and of the k1/k2/k3 estimators in the loss (GRPO), their fixed points, jitted training; the
+  per-token weights of the GRPO aggregations (length bias).
 
 All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and hyperparameters.
 """
@@ -59,14 +62,25 @@ from jalign.envs.preferences import (
     preference_prob,
     sample_preferences,
 )
+from jalign.envs.rl_lab import (
+    KL_LAB_VARIANTS,
+    aggregation_token_weights,
+    kl_fixed_point,
+    kl_lab_gradient,
+    kl_lab_surrogate,
+    kl_lab_variant_index,
+    train_kl_lab,
+)
 
 __all__ = [
     "BTMixture",
+    "KL_LAB_VARIANTS",
     "Bandit",
     "ContextualBandit",
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "aggregation_token_weights",
     "best_of_n",
     "calibrated_rewards",
     "expected_gradient",
@@ -76,6 +90,10 @@ __all__ = [
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
+    "kl_fixed_point",
+    "kl_lab_gradient",
+    "kl_lab_surrogate",
+    "kl_lab_variant_index",
     "kl",
     "linear_init",
     "linear_logps",
@@ -100,6 +118,7 @@ __all__ = [
     "tabular_init",
     "tabular_logps",
     "train",
+    "train_kl_lab",
     "train_population",
     "win_rate",
 ]
