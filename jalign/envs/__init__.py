@@ -9,6 +9,9 @@
   exact expected gradients, IPO's analytic fixed point, jitted training (vmap over seeds and methods).
 * :mod:`jalign.envs.games` — preference games (the Nash equilibrium of the τ-regularised game) and the
   InfAlign calculus (exact best-of-n, win rate, calibrated reward).
+* :mod:`jalign.envs.game_lab` — the preference-game lab: exact expected updates of Nash-MD, online IPO, IPO-MD,
+  online DPO / SLiC and offline IPO, preference models (Bradley–Terry, Thurstone, cyclic), jitted training
+  (vmap over initialisations and step sizes), distance to the regularised Nash equilibrium.
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
 * :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
@@ -35,6 +38,21 @@ from jalign.envs.bandit import (
     regularised_rewards,
 )
 from jalign.envs.data import sample_contextual_pairs, sample_labelled_pairs, sample_pairs
+from jalign.envs.game_lab import (
+    GAME_METHODS,
+    antisymmetric_pref,
+    bradley_terry_pref,
+    game_gradient,
+    game_loss,
+    game_method_index,
+    game_step,
+    nash_gap,
+    nash_residual,
+    pref_from_logits,
+    rock_paper_scissors_pref,
+    thurstone_pref,
+    train_game,
+)
 from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
 from jalign.envs.maxmin import maxmin_policy
 from jalign.envs.mixtures import BTMixture, fit_bt_mixture
@@ -77,16 +95,23 @@ __all__ = [
     "KL_LAB_VARIANTS",
     "Bandit",
     "ContextualBandit",
+    "GAME_METHODS",
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
     "aggregation_token_weights",
+    "antisymmetric_pref",
     "best_of_n",
+    "bradley_terry_pref",
     "calibrated_rewards",
     "expected_gradient",
     "expected_loss",
     "expected_reward",
     "fit_bt_mixture",
+    "game_gradient",
+    "game_loss",
+    "game_method_index",
+    "game_step",
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
@@ -99,26 +124,32 @@ __all__ = [
     "linear_logps",
     "maxmin_policy",
     "method_index",
+    "nash_gap",
+    "nash_residual",
     "objective",
     "one_hot_features",
     "optimal_logps",
     "optimal_value",
     "overlap",
+    "pref_from_logits",
     "preference_matrix",
     "preference_prob",
     "random_bandit",
     "random_contextual_bandit",
     "regret",
-    "regularized_nash",
     "regularised_rewards",
+    "regularized_nash",
+    "rock_paper_scissors_pref",
     "sample_contextual_pairs",
     "sample_labelled_pairs",
     "sample_pairs",
     "sample_preferences",
     "tabular_init",
     "tabular_logps",
+    "thurstone_pref",
     "train",
     "train_kl_lab",
+    "train_game",
     "train_population",
     "win_rate",
 ]
