@@ -164,8 +164,13 @@ def _left_pad(prompts, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _indicators(graphdef, ks, params, model_state, ids, attention_mask, mask):
-    """Token-weighted means over the positions predicting a sampled token: M_k, H_k (k in ``ks``), H."""
+def sample_indicators(graphdef, ks, params, model_state, ids, attention_mask, mask):
+    """Token-weighted means of the top-k indicators along sampled completions (jitted; ``graphdef``, ``ks`` static).
+
+    Over the positions t with ``mask[t + 1] = 1`` (those predicting a sampled token), with p_t the softmax of
+    the model's logits: ``mass_top{k}`` = mean M_k(p_t), ``entropy_top{k}`` = mean renormalised H_k(p_t) for
+    each k of ``ks``, ``entropy`` = mean H(p_t), and ``tokens`` = the number of such positions.
+    """
     logits = logits_fn(graphdef, params, model_state, ids, attention_mask)[:, :-1].astype(jnp.float32)
     w = mask[:, 1:].astype(jnp.float32)
     n = jnp.maximum(w.sum(), 1.0)
@@ -252,7 +257,7 @@ class topk_probe:  # noqa: N801 - used like a function, as jalign.train.probes.l
         if self.ks[-1] > V:
             raise ValueError(f"topk_probe {self.name!r}: k={self.ks[-1]} exceeds the vocabulary size V={V}")
         s = self.sample(graphdef, state)
-        out = host_value(_indicators(graphdef, self.ks, state.params, state.model_state, s["ids"],
+        out = host_value(sample_indicators(graphdef, self.ks, state.params, state.model_state, s["ids"],
                                      s["attention_mask"], s["mask"]))
         res = {k_: float(v) for k_, v in out.items()}
         res["tokens"] = int(res["tokens"])
