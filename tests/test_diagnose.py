@@ -327,6 +327,10 @@ def test_where_the_lost_mass_went(setup, tmp_path):
     lm = res["lost_mass"]
     assert lm["pairs"] == list(rows)
     gain = _first_position_probs(setup["pert"])[rows] - _first_position_probs(setup["base"])[rows]  # [R, V]
+    first = [_encode(RECORDS[i]["prompt"], RECORDS[i]["chosen"])[0][_encode(RECORDS[i]["prompt"], "")[1]]
+             for i in rows]
+    first_change = np.mean([gain[j, t] for j, t in enumerate(first)])
+    gain[np.arange(len(rows)), first] = 0.0  # the chosen first token itself is left out
     mean_gain = gain.mean(0)
     top = lm["top_tokens"]
     assert len(top) == 10
@@ -339,11 +343,8 @@ def test_where_the_lost_mass_went(setup, tmp_path):
         want = {256: "<pad>", 257: "<bos>", 258: "<eos>"}.get(i, repr(bytes([i]))[2:-1] if i < 256 else None)
         assert t["text"] == want
     np.testing.assert_allclose(np.asarray(lm["token_gains"]), -np.sort(-gain, axis=-1)[:, :5], rtol=1e-3, atol=1e-6)
-    first = [_encode(RECORDS[i]["prompt"], RECORDS[i]["chosen"])[0][_encode(RECORDS[i]["prompt"], "")[1]]
-             for i in rows]
     assert lm["first_chosen_token"] == first
-    assert lm["mean_first_chosen_token_prob_change"] == pytest.approx(
-        np.mean([gain[j, t] for j, t in enumerate(first)]), rel=1e-3, abs=1e-6)
+    assert lm["mean_first_chosen_token_prob_change"] == pytest.approx(first_change, rel=1e-3, abs=1e-6)
     md = (tmp_path / "m" / "report.md").read_text()
     assert "## Where the lost mass went" in md and f"| 1 | {top[0]['token']} |" in md
     # roles swapped, no chosen log-prob falls; without a reference nothing changes: the section is omitted

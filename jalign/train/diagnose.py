@@ -366,20 +366,24 @@ def lost_mass(policy, reference, batch: dict[str, np.ndarray], chosen_change: np
     position, per pair the ``k`` tokens with the largest gain π(z) − π_ref(z)
     (:func:`jalign.diagnostics.mass_gainers`), and over those pairs the ``top`` tokens with the largest mean gain
     mean_i π_i(z) − mean_i π_ref,i(z) (``mass_gainers`` of the mean distributions), with the number of pairs
-    having each among their own top k. ``None`` when no pair lost chosen mass."""
+    having each among their own top k. The pair's own chosen first token is left out of the gainers (its gain
+    counts as 0); the change of its probability is reported apart. ``None`` when no pair lost chosen mass."""
     rows = np.flatnonzero(chosen_change < 0)
     if rows.size == 0:
         return None
     lp_ref = first_position_logps(reference, batch, rows, batch_size=batch_size)
     lp_pol = first_position_logps(policy, batch, rows, batch_size=batch_size)
     V = lp_ref.shape[-1]
+    first = batch["chosen_ids"][rows, batch["prompt_lengths"][rows]]
+    at = (np.arange(len(rows)), first)
+    p_first_ref = np.exp(lp_ref[at].astype(np.float64))
+    p_first_pol = np.exp(lp_pol[at].astype(np.float64))
+    lp_pol = lp_pol.copy()
+    lp_pol[at] = lp_ref[at]  # the chosen first token itself is left out (gain 0; its change is reported apart)
     toks, gains = (np.asarray(x) for x in dg.mass_gainers(lp_ref, lp_pol, min(k, V)))
     mean_ref = np.log(np.exp(lp_ref.astype(np.float64)).mean(0))
     mean_pol = np.log(np.exp(lp_pol.astype(np.float64)).mean(0))
     agg_tok, agg_gain = (np.asarray(x) for x in dg.mass_gainers(mean_ref, mean_pol, min(top, V)))
-    first = batch["chosen_ids"][rows, batch["prompt_lengths"][rows]]
-    p_first_ref = np.exp(lp_ref[np.arange(len(rows)), first].astype(np.float64))
-    p_first_pol = np.exp(lp_pol[np.arange(len(rows)), first].astype(np.float64))
     tokens = [{"token": int(t), "text": token_text(tokenizer, int(t)), "mean_gain": float(g),
                "pairs_in_top_k": int((toks == t).any(-1).sum())} for t, g in zip(agg_tok, agg_gain, strict=True)]
     return {"pairs": rows, "k": int(min(k, V)), "token_gainers": toks, "token_gains": gains,
@@ -782,9 +786,10 @@ def _sections(res: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     lm = res.get("lost_mass")
     if lm is not None:
         out.append(("Where the lost mass went", f"For the {len(lm['pairs'])} pairs whose chosen log-prob fell: the "
-                    "tokens whose probability at the chosen response's first position grew most, reference → "
-                    "policy (mean over those pairs of π(z) − π_ref(z)), and in how many of the pairs each is among "
-                    f"the pair's own {lm['k']} largest gainers. Mean change of the probability of the chosen first "
+                    "tokens other than the chosen response's own first token whose probability at the chosen "
+                    "response's first position grew most, reference → policy (mean over those pairs of "
+                    "π(z) − π_ref(z)), and in how many of the pairs each is among the pair's own "
+                    f"{lm['k']} largest gainers. Mean change of the probability of the chosen first "
                     f"token there: {_fmt(lm['mean_first_chosen_token_prob_change'])}.",
                     ["rank", "token id", "token", "mean gain", f"pairs with it in their top {lm['k']}"],
                     [[str(r + 1), str(t["token"]), repr(t["text"]), _fmt(t["mean_gain"]), str(t["pairs_in_top_k"])]
