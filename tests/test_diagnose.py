@@ -278,3 +278,205 @@ def test_invalid_record_and_missing_model(setup, capsys, tmp_path):
     err = _err(capsys, ["diagnose", "--policy", str(tmp_path / "nope"), "--data", str(setup["data"]),
                         "--out", str(tmp_path)])
     assert f"{tmp_path / 'nope'}: no such model directory" in err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where the lost mass went; top-k indicators; --run.
+
+
+def _probs(logits):
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(-1, keepdims=True)
+
+
+_FORWARD = {}
+
+
+def _forward(model_dir):
+    """``ids -> logits [len(ids), V]`` (float64): one jitted forward of the sequence right-padded with token 0
+    to the context, no attention mask (causal: the padding after a position does not change it)."""
+    if str(model_dir) not in _FORWARD:
+        model = load_pretrained(model_dir)
+        fwd = jax.jit(lambda x: model(x).logits[0])
+
+        def f(ids):
+            return np.asarray(fwd(jnp.asarray([list(ids) + [0] * (L - len(ids))], jnp.int32)), np.float64)[:len(ids)]
+
+        _FORWARD[str(model_dir)] = f
+    return _FORWARD[str(model_dir)]
+
+
+def _first_position_probs(model_dir):
+    """softmax of the logits at the last prompt token of each chosen sequence (predicting its first token)."""
+    out = []
+    for r in RECORDS:
+        ids, plen = _encode(r["prompt"], r["chosen"])
+        out.append(_probs(_forward(model_dir)(ids)[plen - 1]))
+    return np.stack(out)
+
+
+def test_where_the_lost_mass_went(setup, tmp_path):
+    rc, res = _run(setup, tmp_path / "m", "--policy", str(setup["pert"]), "--reference", str(setup["base"]),
+                   "--entanglement-pairs", "0", "--sample-prompts", "0")
+    assert rc == 0 and res["topk"] is None
+    dw = _direct(setup["pert"])["w"] - _direct(setup["base"])["w"]
+    rows = np.flatnonzero(dw < 0)
+    assert len(rows) > 0
+    lm = res["lost_mass"]
+    assert lm["pairs"] == list(rows)
+    gain = _first_position_probs(setup["pert"])[rows] - _first_position_probs(setup["base"])[rows]  # [R, V]
+    first = [_encode(RECORDS[i]["prompt"], RECORDS[i]["chosen"])[0][_encode(RECORDS[i]["prompt"], "")[1]]
+             for i in rows]
+    first_change = np.mean([gain[j, t] for j, t in enumerate(first)])
+    gain[np.arange(len(rows)), first] = 0.0  # the chosen first token itself is left out
+    mean_gain = gain.mean(0)
+    top = lm["top_tokens"]
+    assert len(top) == 10
+    np.testing.assert_allclose([t["mean_gain"] for t in top], np.sort(mean_gain)[::-1][:10], rtol=1e-3, atol=1e-6)
+    for t in top:
+        assert t["mean_gain"] == pytest.approx(mean_gain[t["token"]], rel=1e-3, abs=1e-6)
+        # pairs whose own 5 largest gains include the token
+        assert t["pairs_in_top_k"] == int(sum(t["token"] in np.argsort(-g)[:5] for g in gain))
+        i = t["token"]
+        want = {256: "<pad>", 257: "<bos>", 258: "<eos>"}.get(i, repr(bytes([i]))[2:-1] if i < 256 else None)
+        assert t["text"] == want
+    np.testing.assert_allclose(np.asarray(lm["token_gains"]), -np.sort(-gain, axis=-1)[:, :5], rtol=1e-3, atol=1e-6)
+    assert lm["first_chosen_token"] == first
+    assert lm["mean_first_chosen_token_prob_change"] == pytest.approx(first_change, rel=1e-3, abs=1e-6)
+    md = (tmp_path / "m" / "report.md").read_text()
+    assert "## Where the lost mass went" in md and f"| 1 | {top[0]['token']} |" in md
+    # roles swapped, no chosen log-prob falls; without a reference nothing changes: the section is omitted
+    rc, res0 = _run(setup, tmp_path / "n", "--policy", str(setup["base"]), "--reference", str(setup["pert"]),
+                    "--entanglement-pairs", "0", "--sample-prompts", "0")
+    assert rc == 0 and res0["displacement"]["chosen_down"] == 0 and res0["lost_mass"] is None
+    assert "Where the lost mass went" not in (tmp_path / "n" / "report.md").read_text()
+    rc, res0 = _run(setup, tmp_path / "n2", "--policy", str(setup["base"]), "--entanglement-pairs", "0",
+                    "--sample-prompts", "0")
+    assert rc == 0 and res0["lost_mass"] is None
+
+
+def _np_topk(model, prompt_ids, completion):
+    """M_k, H_k (k = 1, 5, 10; renormalised), H at the positions predicting the completion's tokens (sums, count)."""
+    ids = list(prompt_ids) + list(completion)
+    p = _probs(model(ids))[len(prompt_ids) - 1:len(ids) - 1]
+    ps = -np.sort(-p, axis=-1)
+    out = {"entropy": -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1).sum()}
+    for k in (1, 5, 10):
+        m = ps[:, :k].sum(-1)
+        q = ps[:, :k] / m[:, None]
+        out[f"mass_top{k}"], out[f"entropy_top{k}"] = m.sum(), -(q * np.log(q)).sum(-1).sum()
+    return out, len(completion)
+
+
+def _np_greedy(model, prompt_ids, n):
+    ids = list(prompt_ids)
+    for _ in range(n):
+        t = int(np.argmax(model(ids)[-1]))
+        ids.append(t)
+        if t == EOS:
+            break
+    return ids[len(prompt_ids):]
+
+
+def test_topk_indicators(setup, tmp_path):
+    new = 5
+    rc, res = _run(setup, tmp_path / "t", "--policy", str(setup["pert"]), "--reference", str(setup["base"]),
+                   "--entanglement-pairs", "0", "--sample-prompts", "3", "--max-new-tokens", str(new))
+    assert rc == 0
+    tk = res["topk"]
+    assert tk["prompts"] == [r["prompt"] for r in RECORDS[:3]] and tk["max_new_tokens"] == new
+    for label, d in (("policy", setup["pert"]), ("reference", setup["base"])):
+        model = _forward(d)
+        for decoding in ("greedy", "sampled"):
+            rep = tk["models"][label][decoding]
+            sums, count = {}, 0
+            for i, prompt in enumerate(tk["prompts"]):
+                pids = [BOS] + list(prompt.encode())
+                comp = rep["completions"][i]
+                if decoding == "greedy":
+                    assert comp == _np_greedy(model, pids, new), (label, i)
+                assert 1 <= len(comp) <= new and (len(comp) == new or comp[-1] == EOS)
+                s, c = _np_topk(model, pids, comp)
+                for k_, v in s.items():
+                    sums[k_] = sums.get(k_, 0.0) + v
+                count += c
+            assert rep["tokens"] == count and rep["mean_length"] == pytest.approx(count / 3)
+            for k_, v in sums.items():
+                assert rep[k_] == pytest.approx(v / count, rel=1e-4, abs=1e-5), (label, decoding, k_)
+    md = (tmp_path / "t" / "report.md").read_text()
+    assert "## Top-k indicators on the models' own completions" in md
+    assert md.count("| policy | greedy |") == 1 and md.count("| reference | sampled |") == 1
+    rc = main(["diagnose", "--policy", str(setup["base"]), "--data", str(setup["data"]), "--out",
+               str(tmp_path / "x"), "--max-new-tokens", "0", "--no-progress"])
+    assert rc == 2
+
+
+def test_run_over_checkpoints(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "train"))
+    from _train_helpers import np_seq_logps, small_cfg
+
+    from jalign.train import plugins, train
+    from jalign.train.step import logits_fn
+
+    def cfg(steps, workdir=""):
+        c = small_cfg(train__steps=steps, loss__name="dpo")
+        c.workdir = workdir
+        c.checkpoint.every = 2 if workdir else 0
+        c.checkpoint.async_save = False
+        return c
+
+    wd = tmp_path / "run"
+    full = train(cfg(4, str(wd)))
+    half = train(cfg(2))  # the same run stopped at step 2 (deterministic), independent of the checkpoints
+    c = cfg(4)
+    src = plugins.make_data(c.data.name, batch_size=c.data.batch_size, seq_len=c.data.seq_len, seed=c.seed,
+                            **dict(c.data.kwargs))
+    batches = [next(src) for _ in range(2)]
+    batch = {k: np.concatenate([np.asarray(b[k]) for b in batches])[:12] for k in batches[0]}
+    init = plugins.make_model(c.model.name, seed=c.seed, **dict(c.model.kwargs))
+    gd0, p0, r0 = nnx.split(init, nnx.Param, ...)
+
+    def lps(gd, params, rest):
+        return [np_seq_logps(np.asarray(logits_fn(gd, params, rest, batch[f"{s}_ids"], batch[f"{s}_attention_mask"])),
+                             batch[f"{s}_ids"], batch[f"{s}_mask"]) for s in ("chosen", "rejected")]
+
+    want = {0: lps(gd0, p0, r0), 2: lps(half.graphdef, half.state.params, half.state.model_state),
+            4: lps(full.graphdef, full.state.params, full.state.model_state)}
+    nw, nl = batch["chosen_mask"][:, 1:].sum(-1), batch["rejected_mask"][:, 1:].sum(-1)
+
+    out = tmp_path / "o"
+    rc = main(["diagnose", "--run", str(wd), "--out", str(out), "--max-pairs", "12", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["run"]["steps"] == [0, 2, 4] and res["run"]["pairs"] == 12
+    w0, l0 = want[0]
+    for row in res["over_training"]:
+        w, l_ = want[row["step"]]
+        assert np.min(np.abs(w - l_)) > 1e-3
+        assert row["accuracy"] == pytest.approx(np.mean(w > l_))
+        assert row["accuracy_normalized"] == pytest.approx(np.mean(w / nw > l_ / nl))
+        assert row["mean_chosen_change"] == pytest.approx(np.mean(w - w0), abs=1e-4)
+        assert row["mean_rejected_change"] == pytest.approx(np.mean(l_ - l0), abs=1e-4)
+        assert row["mean_margin"] == pytest.approx(np.mean(w - l_), rel=1e-4, abs=1e-4)
+        if row["step"]:
+            assert np.min(np.abs(w - w0)) > 1e-4
+        assert row["frac_chosen_down"] == pytest.approx(np.mean(w - w0 < 0))
+    assert (out / "diagnostics_over_training.png").stat().st_size > 0
+    assert "| 4 |" in (out / "report.md").read_text()
+    # the same on a preference file of the user's
+    data = _write_jsonl(tmp_path / "p.jsonl", RECORDS)
+    rc = main(["diagnose", "--run", str(wd), "--data", str(data), "--out", str(tmp_path / "f"), "--no-progress"])
+    assert rc == 0
+    resf = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert resf["run"]["pairs"] == len(RECORDS) and resf["over_training"][0]["mean_chosen_change"] == 0.0
+    # errors: not a workdir; a workdir without checkpoints
+    assert main(["diagnose", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text((wd / "config.json").read_text())
+    assert main(["diagnose", "--run", str(tmp_path / "bare"), "--out", str(tmp_path / "e")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

@@ -18,12 +18,17 @@ accepts, :func:`diagnose` computes per pair
   many pairs lost chosen mass);
 * CHES and length-normalised CHES of the pair under the reference (:func:`jalign.diagnostics.ches_scores`,
   Razin et al., 2025) and the ranking of the pairs by them;
+* for the pairs whose chosen log-prob fell, where the mass went: the tokens gaining most probability at the
+  chosen response's first position (:func:`jalign.diagnostics.mass_gainers`; :func:`lost_mass`);
+* the top-k over-optimisation indicators (Shi et al., 2024) of each model on its own greedy and sampled
+  completions of the first prompts (:func:`topk_indicators`);
 * on a sample of pairs, the gradient-entanglement statistics at the policy
   (:func:`jalign.diagnostics.pairwise_gradient_stats`) and, for every registered pairwise margin loss, the
   weights a, b (:func:`jalign.diagnostics.loss_weights`) and the condition and case labels
   (:func:`jalign.diagnostics.entanglement_condition`; Yuan et al., 2025).
 
-:func:`write_outputs` writes ``results.json``, ``report.md``, ``report.html`` and two PNG plots. Bad input
+:func:`diagnose_run` computes the headline diagnostics of a jalign training run at each of its checkpoints
+(:func:`write_run_outputs` plots them over training). :func:`write_outputs` writes ``results.json``, ``report.md``, ``report.html`` and two PNG plots. Bad input
 raises :class:`DiagnoseError`, a ``ValueError`` whose message is one line naming the file (and line).
 """
 
@@ -46,17 +51,25 @@ from jalign import losses
 from jalign.data import readers
 from jalign.data.schema import RecordError
 from jalign.errors import UserError
-from jalign.train.batch import SEQ, SIDES
+from jalign.tokenizers import ByteTokenizer
+from jalign.train.batch import PAIRWISE_FIELDS, SEQ, SIDES
+from jalign.train.online import make_kv_sampler, make_sampler
+from jalign.train.plugins.models import is_causal_lm
+from jalign.train.probes.rankings import sample_indicators
 from jalign.train.step import ExampleLogp, make_logps_fn, split_model
+from jalign.train.step import logits_fn as trainer_logits_fn
 
-__all__ = ["DEFAULT_ENTANGLEMENT_LOSSES", "DiagnoseError", "diagnose", "encode_pairs", "entanglement_losses", "load_model", "load_pairs",
-           "write_outputs"]
+__all__ = ["DEFAULT_ENTANGLEMENT_LOSSES", "DiagnoseError", "diagnose", "diagnose_run", "encode_pairs",
+           "entanglement_losses", "load_model", "load_pairs", "lost_mass", "topk_indicators", "write_outputs",
+           "write_run_outputs"]
 
 #: The margin losses always reported first in the entanglement table (all registered ones follow).
 DEFAULT_ENTANGLEMENT_LOSSES = ("sigmoid", "ipo", "simpo")
 #: p is clipped into [P_CLIP, 1 − P_CLIP] (a unanimous or saturated p would make logit(p) infinite).
 P_CLIP = 1e-6
 SMALL_LM = "small_lm"
+#: The k of the top-k indicators.
+TOPK_KS = (1, 5, 10)
 
 
 class DiagnoseError(ValueError):
@@ -277,9 +290,15 @@ def sequence_stats(model, batch: dict[str, np.ndarray], *, batch_size: int = 16,
     Batches of ``batch_size`` (the last one padded with copies of its first row, then trimmed: one
     compilation), under a tqdm progress bar.
     """
+    graphdef, params, rest = split_model(model)
+    return _sequence_stats_split(graphdef, params, rest, batch, batch_size=batch_size, with_hidden=with_hidden,
+                                 progress=progress, desc=desc)
+
+
+def _sequence_stats_split(graphdef, params, rest, batch, *, batch_size: int = 16, with_hidden: bool = False,
+                          progress: bool = True, desc: str = "log-probs") -> dict[str, np.ndarray]:
     from tqdm.auto import tqdm
 
-    graphdef, params, rest = split_model(model)
     fields = [f"{s}_{f}" for s in SIDES for f in SEQ]
     n = batch["chosen_ids"].shape[0]
     bs = max(1, min(batch_size, n))
@@ -299,6 +318,143 @@ def sequence_stats(model, batch: dict[str, np.ndarray], *, batch_size: int = 16,
         if bad.any():
             raise DiagnoseError(f"non-finite {k.split('_')[0]} log-prob at pair {int(np.argmax(bad))} ({desc})")
     return res
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _next_token_logps(graphdef, params, model_state, ids, att, pos):
+    """log softmax of the logits at position ``pos[i]`` of row i, ``[N, V]`` float32."""
+    logits = trainer_logits_fn(graphdef, params, model_state, ids, att)
+    z = jnp.take_along_axis(logits, pos[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+    return jax.nn.log_softmax(z, axis=-1)
+
+
+def first_position_logps(model, batch: dict[str, np.ndarray], rows: np.ndarray, *,
+                         batch_size: int = 16) -> np.ndarray:
+    """The next-token log-distribution at the chosen response's first position (the prompt's last token, which
+    predicts the first response token) of the pairs ``rows``: ``[len(rows), V]`` float32 numpy."""
+    graphdef, params, rest = split_model(model)
+    bs = max(1, min(batch_size, len(rows)))
+    out = []
+    for s0 in range(0, len(rows), bs):
+        r = rows[s0:s0 + bs]
+        k = len(r)
+        r = np.concatenate([r, np.full(bs - k, r[0])])
+        pos = np.maximum(batch["prompt_lengths"][r] - 1, 0).astype(np.int32)
+        lp = _next_token_logps(graphdef, params, rest, jnp.asarray(batch["chosen_ids"][r]),
+                               jnp.asarray(batch["chosen_attention_mask"][r]), jnp.asarray(pos))
+        out.append(np.asarray(lp)[:k])
+    return np.concatenate(out)
+
+
+def token_text(tokenizer, i: int) -> str:
+    """A readable form of token ``i``: the byte (escaped) for the byte tokenizer, ``<bos>``/``<eos>``/``<pad>``
+    for special ids, else the tokenizer's decoding."""
+    for name in ("bos", "eos", "pad"):
+        if getattr(tokenizer, f"{name}_id", None) == i:
+            return f"<{name}>"
+    if isinstance(tokenizer, ByteTokenizer):
+        return repr(bytes([i]))[2:-1] if 0 <= i < 256 else f"<{i}>"
+    try:
+        return tokenizer.decode([i])
+    except Exception:  # noqa: BLE001 - an undecodable id is shown as its number
+        return f"<{i}>"
+
+
+def lost_mass(policy, reference, batch: dict[str, np.ndarray], chosen_change: np.ndarray, tokenizer, *,
+              k: int = 5, top: int = 10, batch_size: int = 16) -> dict[str, Any] | None:
+    """Where the mass went for the pairs whose chosen log-prob fell (Δ chosen < 0): at the chosen response's first
+    position, per pair the ``k`` tokens with the largest gain π(z) − π_ref(z)
+    (:func:`jalign.diagnostics.mass_gainers`), and over those pairs the ``top`` tokens with the largest mean gain
+    mean_i π_i(z) − mean_i π_ref,i(z) (``mass_gainers`` of the mean distributions), with the number of pairs
+    having each among their own top k. The pair's own chosen first token is left out of the gainers (its gain
+    counts as 0); the change of its probability is reported apart. ``None`` when no pair lost chosen mass."""
+    rows = np.flatnonzero(chosen_change < 0)
+    if rows.size == 0:
+        return None
+    lp_ref = first_position_logps(reference, batch, rows, batch_size=batch_size)
+    lp_pol = first_position_logps(policy, batch, rows, batch_size=batch_size)
+    V = lp_ref.shape[-1]
+    first = batch["chosen_ids"][rows, batch["prompt_lengths"][rows]]
+    at = (np.arange(len(rows)), first)
+    p_first_ref = np.exp(lp_ref[at].astype(np.float64))
+    p_first_pol = np.exp(lp_pol[at].astype(np.float64))
+    lp_pol = lp_pol.copy()
+    lp_pol[at] = lp_ref[at]  # the chosen first token itself is left out (gain 0; its change is reported apart)
+    toks, gains = (np.asarray(x) for x in dg.mass_gainers(lp_ref, lp_pol, min(k, V)))
+    mean_ref = np.log(np.exp(lp_ref.astype(np.float64)).mean(0))
+    mean_pol = np.log(np.exp(lp_pol.astype(np.float64)).mean(0))
+    agg_tok, agg_gain = (np.asarray(x) for x in dg.mass_gainers(mean_ref, mean_pol, min(top, V)))
+    tokens = [{"token": int(t), "text": token_text(tokenizer, int(t)), "mean_gain": float(g),
+               "pairs_in_top_k": int((toks == t).any(-1).sum())} for t, g in zip(agg_tok, agg_gain, strict=True)]
+    return {"pairs": rows, "k": int(min(k, V)), "token_gainers": toks, "token_gains": gains,
+            "top_tokens": tokens, "first_chosen_token": first, "first_chosen_token_prob_ref": p_first_ref,
+            "first_chosen_token_prob_policy": p_first_pol,
+            "mean_first_chosen_token_prob_change": float(np.mean(p_first_pol - p_first_ref))}
+
+
+def _prompt_batch(pairs: list[dict], tokenizer, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The first ``n`` distinct prompts of the pairs, tokenised as the trainer does and left-padded."""
+    prompts, seqs = [], []
+    for pr in pairs:
+        if len(prompts) == n:
+            break
+        if pr["prompt"] in prompts:
+            continue
+        ids, mask = tokenizer.encode_pair(pr["prompt"], "")
+        plen = mask.index(1) if 1 in mask else len(mask)
+        if plen == 0:
+            continue
+        prompts.append(pr["prompt"])
+        seqs.append(ids[:plen])
+    P = max((len(x) for x in seqs), default=0)
+    pad = int(getattr(tokenizer, "pad_id", 0) or 0)
+    ids_a = np.full((len(seqs), P), pad, np.int32)
+    m_a = np.zeros((len(seqs), P), np.int32)
+    for i, x in enumerate(seqs):
+        ids_a[i, P - len(x):], m_a[i, P - len(x):] = x, 1
+    return prompts, ids_a, m_a
+
+
+def topk_indicators(models: dict[str, Any], pairs: list[dict], tokenizer, *, n_prompts: int = 8,
+                    max_new_tokens: int = 32, context: int, seed: int = 0, ks=TOPK_KS) -> dict[str, Any] | None:
+    """Top-k over-optimisation indicators (Shi et al., 2024) of each model on its own completions of the first
+    ``n_prompts`` distinct prompts: greedy and sampled (temperature 1, key ``seed``) with the trainer's samplers,
+    then the token-weighted means of M_k, H_k and H along them
+    (:func:`jalign.train.probes.rankings.sample_indicators`). ``None`` when there is no prompt or no room in the
+    context."""
+    prompts, ids, mask = _prompt_batch(pairs, tokenizer, n_prompts)
+    if not prompts:
+        return None
+    new = min(max_new_tokens, context - ids.shape[1])
+    if new < 1:
+        return None
+    eos, pad = tokenizer.eos_id, int(getattr(tokenizer, "pad_id", 0) or 0)
+    out: dict[str, Any] = {"prompts": prompts, "max_new_tokens": int(new), "seed": seed, "ks": list(ks),
+                           "models": {}}
+    for label, model in models.items():
+        graphdef, params, rest = split_model(model)
+        make = make_kv_sampler if is_causal_lm(model) else make_sampler
+        res = {}
+        for decoding, greedy in (("greedy", True), ("sampled", False)):
+            sampler = make(graphdef, max_new_tokens=new, greedy=greedy, eos_id=eos, pad_id=pad)
+            smp = sampler(params, rest, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed))
+            ind = {k_: float(v) for k_, v in sample_indicators(graphdef, tuple(ks), params, rest, smp["ids"],
+                                                               smp["attention_mask"], smp["mask"]).items()}
+            s_ids, s_mask = np.asarray(smp["ids"]), np.asarray(smp["mask"])
+            comp = [[int(t) for t, m in zip(s_ids[i], s_mask[i], strict=True) if m] for i in range(len(prompts))]
+            ind["tokens"] = int(ind["tokens"])
+            res[decoding] = {**ind, "mean_length": float(s_mask.sum() / len(prompts)), "completions": comp,
+                             "texts": [_decode(tokenizer, c) for c in comp]}
+        out["models"][label] = res
+    return out
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    keep = [i for i in ids if i not in (getattr(tokenizer, "eos_id", None), getattr(tokenizer, "pad_id", None))]
+    try:
+        return tokenizer.decode(keep)
+    except Exception:  # noqa: BLE001
+        return " ".join(map(str, keep))
 
 
 def entanglement_losses(spec: str | None) -> list[str]:
@@ -406,7 +562,8 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float | None:
 def diagnose(policy: str, data: str | Path, *, reference: str | None = None, beta: float = 0.1,
              max_pairs: int | None = None, tokenizer: str | None = None, format: str | None = None,
              batch_size: int = 16, entanglement_pairs: int = 16, entanglement_loss_names: str | None = None,
-             seed: int = 0, skip_invalid: bool = False, progress: bool = True) -> dict[str, Any]:
+             seed: int = 0, skip_invalid: bool = False, progress: bool = True, sample_prompts: int = 8,
+             max_new_tokens: int = 32) -> dict[str, Any]:
     """Run every diagnostic (module docstring) and return the results (numpy arrays in ``pairs`` and
     ``entanglement``; :func:`write_outputs` turns them into files).
 
@@ -422,6 +579,10 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
         raise DiagnoseError(f"--batch-size must be >= 1, got {batch_size}")
     if entanglement_pairs < 0:
         raise DiagnoseError(f"--entanglement-pairs must be >= 0, got {entanglement_pairs}")
+    if sample_prompts < 0:
+        raise DiagnoseError(f"--sample-prompts must be >= 0, got {sample_prompts}")
+    if max_new_tokens < 1:
+        raise DiagnoseError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     loss_names = entanglement_losses(entanglement_loss_names)
     notes: list[str] = []
     pol, pol_src = load_model(policy)
@@ -507,6 +668,19 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
             "rejected_down": int((dl < 0).sum()), "both_down": int(((dw < 0) & (dl < 0)).sum()),
             "margin_up": int((dw - dl > 0).sum())}
 
+    lost = None
+    if reference is not None:
+        lost = lost_mass(pol, ref_model, batch, dw, tok, batch_size=batch_size)
+    topk = None
+    if sample_prompts > 0:
+        models = {"policy": pol} if reference is None else {"policy": pol, "reference": ref_model}
+        topk = topk_indicators(models, pairs, tok, n_prompts=sample_prompts, max_new_tokens=max_new_tokens,
+                               context=context, seed=seed)
+        if topk is None:
+            notes.append("Top-k indicators omitted: no prompt leaves room for a completion in the context.")
+        elif topk["max_new_tokens"] < max_new_tokens:
+            notes.append(f"Completions shortened to {topk['max_new_tokens']} tokens (the model's context).")
+
     ches = None
     if "ches" in ref_st:
         c, cln = ref_st["ches"], ref_st["ches_ln"]
@@ -533,7 +707,7 @@ def diagnose(policy: str, data: str | Path, *, reference: str | None = None, bet
                    "reference_is_policy": reference is None, "tokenizer": tok_desc, "beta": beta,
                    "context": context, "vocab_size": V, "seed": seed, **{f"data_{k_}": v for k_, v in info.items()}},
         "n_pairs": n, "ranking": ranking, "misranked": mis, "displacement": disp, "ches": ches,
-        "entanglement": ent, "pairs": per_pair, "notes": notes,
+        "entanglement": ent, "lost_mass": lost, "topk": topk, "pairs": per_pair, "notes": notes,
     }
 
 
@@ -609,6 +783,33 @@ def _sections(res: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                 [[_fmt(disp["mean_chosen_change"]), _fmt(disp["mean_rejected_change"]),
                   _fmt(disp["mean_margin_change"]), str(disp["chosen_down"]), _fmt(disp["frac_chosen_down"]),
                   str(disp["rejected_down"]), str(disp["both_down"]), str(disp["margin_up"])]]))
+    lm = res.get("lost_mass")
+    if lm is not None:
+        out.append(("Where the lost mass went", f"For the {len(lm['pairs'])} pairs whose chosen log-prob fell: the "
+                    "tokens other than the chosen response's own first token whose probability at the chosen "
+                    "response's first position grew most, reference → policy (mean over those pairs of "
+                    "π(z) − π_ref(z)), and in how many of the pairs each is among the pair's own "
+                    f"{lm['k']} largest gainers. Mean change of the probability of the chosen first "
+                    f"token there: {_fmt(lm['mean_first_chosen_token_prob_change'])}.",
+                    ["rank", "token id", "token", "mean gain", f"pairs with it in their top {lm['k']}"],
+                    [[str(r + 1), str(t["token"]), repr(t["text"]), _fmt(t["mean_gain"]), str(t["pairs_in_top_k"])]
+                     for r, t in enumerate(lm["top_tokens"])]))
+    tk = res.get("topk")
+    if tk is not None:
+        ks = tk["ks"]
+        rows = []
+        for label, per in tk["models"].items():
+            for decoding, r in per.items():
+                rows.append([label, decoding, _fmt(r["mean_length"], 3)] + [_fmt(r[f"mass_top{k}"]) for k in ks]
+                            + [_fmt(r[f"entropy_top{k}"]) for k in ks] + [_fmt(r["entropy"])])
+        out.append(("Top-k indicators on the models' own completions", f"Each model completes the first "
+                    f"{len(tk['prompts'])} distinct prompts ({tk['max_new_tokens']} new tokens at most; greedy, and "
+                    f"sampled at temperature 1 with seed {tk['seed']}); along its completions, the mean top-k "
+                    "mass M_k, renormalised top-k entropy H_k and entropy H of its next-token distributions "
+                    "(Shi et al., 2024: falling M_k / rising H_k on the model's own generations indicate "
+                    "over-optimisation).",
+                    ["model", "decoding", "mean length", *[f"M_{k}" for k in ks], *[f"H_{k}" for k in ks], "H"],
+                    rows))
     ch = res["ches"]
     if ch is not None:
         top = np.asarray(ch["order"])[:10]
@@ -726,3 +927,181 @@ def write_outputs(res: dict, out: str | Path) -> list[Path]:
     paths[1].write_text(render_markdown(res))
     paths[2].write_text(render_html(res))
     return paths + _plots(res, out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A jalign training run over its checkpoints (``jalign diagnose --run WORKDIR``).
+
+
+def _run_state_like(cfg):
+    """``(model, graphdef, like)``: the run's model as built at step 0 and a TrainState of the checkpoints'
+    structure (with a frozen reference copy exactly when the trainer keeps one)."""
+    from jalign.train import plugins
+    from jalign.train.step import init_state, make_optimizer
+
+    model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    frozen = False
+    if cfg.mode != "sft" and cfg.loss.reference == "frozen":
+        frozen = losses.bind(cfg.loss.name, **dict(cfg.loss.hparams)).spec.needs_reference
+    tx, _ = make_optimizer(cfg.optim, cfg.train.steps)
+    graphdef, like = init_state(model, tx, seed=cfg.seed, reference=frozen)
+    return model, graphdef, like
+
+
+def _run_pairs(cfg, workdir: Path, max_pairs: int) -> dict[str, np.ndarray]:
+    """The first ``max_pairs`` pairs of the run's own data source (its first batches, seed ``cfg.seed``)."""
+    from jalign.train import plugins
+
+    src = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len, seed=cfg.seed,
+                            **dict(cfg.data.kwargs))
+    parts, n = [], 0
+    for b in src:
+        if "chosen_ids" not in b:
+            raise DiagnoseError(f"{workdir / 'config.json'}: data source {cfg.data.name!r} gives no preference "
+                                "pairs; pass --data FILE")
+        parts.append({k: np.asarray(v) for k, v in b.items() if k in PAIRWISE_FIELDS})
+        n += parts[-1]["chosen_ids"].shape[0]
+        if n >= max_pairs:
+            break
+    if not parts:
+        raise DiagnoseError(f"{workdir / 'config.json'}: data source {cfg.data.name!r} gave no batches")
+    return {k: np.concatenate([p[k] for p in parts])[:max_pairs] for k in parts[0]}
+
+
+def diagnose_run(workdir: str | Path, *, data: str | Path | None = None, max_pairs: int = 64,
+                 tokenizer: str | None = None, format: str | None = None, batch_size: int = 16,
+                 skip_invalid: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The headline diagnostics of a jalign training run at each saved checkpoint.
+
+    The model is rebuilt from ``workdir/config.json`` (``jalign.train.plugins.make_model`` with the run's seed:
+    the initial model, step 0) and each checkpoint's parameters are restored
+    (:class:`jalign.train.checkpoint.Checkpointer`). On the pairs of ``data`` (any preference file
+    :func:`load_pairs` reads; default: the first ``max_pairs`` pairs of the run's own data source), per step:
+    the ranking accuracy, summed and length-normalised; the mean change of ln π(y_w) and ln π(y_l) since the
+    initial model; the fraction of pairs whose chosen log-prob fell; the mean margin.
+
+    Raises:
+      DiagnoseError: no ``config.json`` or no checkpoint in ``workdir``, a data source without pairs, bad data.
+    """
+    import ml_collections
+
+    from jalign.train.checkpoint import Checkpointer
+
+    workdir = Path(workdir)
+    conf = workdir / "config.json"
+    if not conf.is_file():
+        raise DiagnoseError(f"{conf}: no such file (is {workdir} a jalign training run's workdir?)")
+    if max_pairs < 1:
+        raise DiagnoseError(f"--max-pairs must be >= 1, got {max_pairs}")
+    try:
+        cfg = ml_collections.ConfigDict(json.loads(conf.read_text()))
+    except json.JSONDecodeError as e:
+        raise DiagnoseError(f"{conf}:{e.lineno}: invalid JSON ({e.msg})") from None
+    model, graphdef, like = _run_state_like(cfg)
+    ckdir = workdir / "checkpoints"
+    ckpt = Checkpointer(ckdir, async_save=False) if ckdir.is_dir() else None
+    steps = ckpt.all_steps() if ckpt else []
+    if not steps:
+        raise DiagnoseError(f"{workdir}: no checkpoint in {ckdir} (train with a workdir and checkpoint.enabled)")
+    if data is not None:
+        tok, _ = resolve_tokenizer(tokenizer or "byte", SMALL_LM)
+        pairs, info = load_pairs(data, format=format, max_pairs=max_pairs, skip_invalid=skip_invalid)
+        mcfg = getattr(model, "cfg", None)
+        context = int(getattr(mcfg, "max_seq_len", 1 << 30))
+        V = int(getattr(mcfg, "vocab_size", getattr(model, "vocab_size", 1 << 30)))
+        batch = encode_pairs(pairs, tok, context=context, vocab_size=V, path=info["path"])
+        source = info["path"]
+    else:
+        batch = _run_pairs(cfg, workdir, max_pairs)
+        source = f"the run's data source {cfg.data.name!r}"
+    n = int(batch["chosen_ids"].shape[0])
+    rows = []
+    base = None
+    try:
+        for step in [0, *[s for s in steps if s != 0]]:
+            if step == 0:
+                params, rest = like.params, like.model_state
+            else:
+                state, _, _ = ckpt.restore(step, like)
+                params, rest = state.params, state.model_state
+            st = _sequence_stats_split(graphdef, params, rest, batch, batch_size=batch_size, progress=progress,
+                                       desc=f"step {step}")
+            w, l_, nw, nl = st["chosen_logps"], st["rejected_logps"], st["chosen_lengths"], st["rejected_lengths"]
+            if base is None:
+                base = (w, l_)
+            dw, dl = w - base[0], l_ - base[1]
+            rows.append({"step": int(step),
+                         "accuracy": float(dg.ranking_accuracy(w, l_)),
+                         "accuracy_normalized": float(dg.ranking_accuracy(
+                             w, l_, chosen_lengths=np.maximum(nw, 1), rejected_lengths=np.maximum(nl, 1))),
+                         "mean_chosen_logps": float(w.mean()), "mean_rejected_logps": float(l_.mean()),
+                         "mean_chosen_change": float(dw.mean()), "mean_rejected_change": float(dl.mean()),
+                         "mean_margin": float((w - l_).mean()), "frac_chosen_down": float((dw < 0).mean())})
+    finally:
+        ckpt.close()
+    return {"run": {"workdir": str(workdir), "model": cfg.model.name, "loss": cfg.loss.name, "mode": cfg.mode,
+                    "steps": [r["step"] for r in rows], "data": source, "pairs": n,
+                    "baseline": "the initial model (step 0, rebuilt from config.json)"},
+            "over_training": rows}
+
+
+RUN_PLOT = "diagnostics_over_training.png"
+RUN_FIELDS = ("step", "accuracy", "accuracy_normalized", "mean_chosen_change", "mean_rejected_change",
+              "mean_margin", "frac_chosen_down")
+
+
+def _run_table(res: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["step", "ranking accuracy", "length-normalised", "mean Δ chosen", "mean Δ rejected", "mean margin",
+              "fraction chosen down"]
+    return header, [[_fmt(r[f]) for f in RUN_FIELDS] for r in res["over_training"]]
+
+
+def write_run_outputs(res: dict, out: str | Path) -> list[Path]:
+    """``results.json``, ``report.md``, ``report.html`` and :data:`RUN_PLOT` of :func:`diagnose_run`."""
+    from jalign.plotting import plt, style
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = res["run"]
+    header, rows = _run_table(res)
+    text = (f"Run {run['workdir']} (model {run['model']}, loss {run['loss']}); {run['pairs']} pairs of "
+            f"{run['data']}; changes are relative to {run['baseline']}.")
+    md = ["# jalign diagnose: diagnostics over training", "", text, "", "| " + " | ".join(header) + " |",
+          "|" + "|".join("---" for _ in header) + "|", *["| " + " | ".join(r) + " |" for r in rows], "",
+          f"![diagnostics over training]({RUN_PLOT})", ""]
+    e = html.escape
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>jalign diagnose --run</title></head><body>"
+            f"<h1>jalign diagnose: diagnostics over training</h1><p>{e(text)}</p><table border='1'><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+            + f"</table><p><img src='{RUN_PLOT}' alt='{RUN_PLOT}'></p></body></html>")
+    paths = [out / "results.json", out / "report.md", out / "report.html", out / RUN_PLOT]
+    paths[0].write_text(json.dumps(_jsonable(res), indent=1) + "\n")
+    paths[1].write_text("\n".join(md))
+    paths[2].write_text(page)
+    ot = res["over_training"]
+    x = [r["step"] for r in ot]
+    with style():
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        a1.plot(x, [r["accuracy"] for r in ot], "o-", label="summed")
+        a1.plot(x, [r["accuracy_normalized"] for r in ot], "s--", label="length-normalised")
+        a1.set_xlabel("step")
+        a1.set_ylabel("ranking accuracy")
+        a1.set_ylim(-0.02, 1.02)
+        a1.legend()
+        a2.plot(x, [r["mean_chosen_change"] for r in ot], "o-", label="mean Δ ln π(y_w)")
+        a2.plot(x, [r["mean_rejected_change"] for r in ot], "s-", label="mean Δ ln π(y_l)")
+        a2.axhline(0.0, color="k", lw=0.8)
+        a2.set_xlabel("step")
+        a2.set_ylabel("log-prob change since step 0 (nats)")
+        b2 = a2.twinx()
+        b2.plot(x, [r["frac_chosen_down"] for r in ot], "^:", color="0.4", label="fraction chosen down")
+        b2.set_ylim(-0.02, 1.02)
+        b2.set_ylabel("fraction of pairs with chosen down")
+        h1, l1 = a2.get_legend_handles_labels()
+        h2, l2 = b2.get_legend_handles_labels()
+        a2.legend(h1 + h2, l1 + l2, fontsize="small")
+        fig.tight_layout()
+        fig.savefig(paths[3], metadata={"Software": None})
+        plt.close(fig)
+    return paths

@@ -4,7 +4,9 @@
   and :class:`ProbeRunner`, which the training loop calls;
 * :class:`logps_probe`, :class:`nll_probe` — summed log-probs of fixed pairs; held-out next-token loss;
 * :class:`entanglement_probe` — gradient entanglement of a margin loss (Yuan et al., 2025);
-* :class:`displacement_probe` — likelihood displacement (Razin et al., 2025).
+* :class:`displacement_probe` — likelihood displacement (Razin et al., 2025);
+* :class:`ranking_probe` — ranking accuracy, idealised ranking accuracy and the alignment gap (Chen et al., 2024);
+* :class:`topk_probe` — top-k mass / entropy and entropy on the policy's own samples (Shi et al., 2024).
 
 Pass them as ``jalign.train.train(cfg, probes=[...])``.
 """
@@ -12,7 +14,8 @@ Pass them as ``jalign.train.train(cfg, probes=[...])``.
 from jalign.train.probes.displacement import displacement_probe
 from jalign.train.probes.entanglement import entanglement_probe
 from jalign.train.probes.logps import logps_probe, nll_probe
+from jalign.train.probes.rankings import ranking_probe, topk_probe
 from jalign.train.probes.runner import Probe, ProbeRunner, due, scalars
 
 __all__ = ["Probe", "ProbeRunner", "displacement_probe", "due", "entanglement_probe", "logps_probe",
-           "nll_probe", "scalars"]
+           "nll_probe", "ranking_probe", "scalars", "topk_probe"]
