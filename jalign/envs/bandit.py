@@ -20,19 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jalign.losses import pytree_dataclass
+from jalign.numerics import as_float, check_positive
 
 
 def _check_beta(fn: str, beta) -> None:
-    if isinstance(beta, jax.core.Tracer):
-        return
-    v = np.asarray(beta)
-    if np.issubdtype(v.dtype, np.number) and not (np.all(np.isfinite(v)) and np.all(v > 0)):
-        raise ValueError(f"{fn}: argument beta={beta!r} must be finite and > 0")
+    check_positive(fn, "beta", beta)
 
 
-def _f32(x):
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+_f32 = as_float
 
 
 def _plogp_ratio(logps, ref_logps):

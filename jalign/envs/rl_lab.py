@@ -42,6 +42,7 @@ from jalign import losses
 from jalign.divergences import kl_estimate
 from jalign.envs.bandit import Bandit, check_probs, regret
 from jalign.envs.policies import tabular_logps
+from jalign.numerics import as_float, check_positive
 
 KL_LAB_VARIANTS = ("reward_penalty", "k1", "k2", "k3")
 
@@ -55,17 +56,8 @@ def kl_lab_variant_index(variant) -> int | jax.Array:
     return variant
 
 
-def _check_positive(fn, name, v):
-    if isinstance(v, jax.core.Tracer):
-        return
-    x = np.asarray(v)
-    if np.issubdtype(x.dtype, np.number) and not (np.all(np.isfinite(x)) and np.all(x > 0)):
-        raise ValueError(f"{fn}: argument {name}={v!r} must be finite and > 0")
-
-
-def _f32(x):
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+_check_positive = check_positive
+_f32 = as_float
 
 
 def _surrogate(variant, logits_K, rewards_K, ref_logps_K, beta):
