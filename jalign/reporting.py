@@ -1,29 +1,173 @@
-"""The claims report of `jalign reproduce all`: Markdown and HTML from the run summary (JSON)."""
+"""The claims report of `jalign reproduce all`: claims with their evidence, rendered as Markdown and HTML.
+
+A claim is a dict::
+
+    {"paper": str, "claim": str, "measured": str, "status": STATUS, "source": "paper" | "reconstruction",
+     "evidence": {"kind": KIND, "seeds": int, "estimate": float | None, "interval": [lo, hi] | None,
+                  "rule": str}}
+
+* ``status`` ∈ :data:`STATUSES`. "by construction" is for rows that cannot fail (the code makes them true);
+  such rows never count as "holds". "inconclusive" is a seeded claim whose interval straddles the rule's
+  threshold (or one with too few seeds for an interval).
+* ``evidence["kind"]`` ∈ :data:`KINDS`: "exact" (closed forms, exact optima; decided with a tolerance),
+  "seeds" (a statistic over ≥ :data:`MIN_SEEDS` seeds with a 95% interval), "construction" (true by
+  construction), "none" (nothing measured, e.g. not reproducible here).
+* ``rule`` is the pass rule, written in the reproduction's code before the run.
+* ``source``: "paper" when the row tests the paper's own statement in the paper's own setting;
+  "reconstruction" when the setting, loss or construction is the project's (the row then says what is ours).
+
+:func:`t_interval`, :func:`interval_status`, :func:`evidence` and :func:`make_claim` build such rows;
+:func:`check_claim` validates one (the report refuses malformed rows).
+"""
 
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("holds", "does not hold", "not reproducible here")
-_ICON = {"holds": "✅ holds", "does not hold": "❌ does not hold", "not reproducible here": "⚪ not reproducible here"}
+STATUSES = ("holds", "does not hold", "inconclusive", "by construction", "not reproducible here")
+KINDS = ("exact", "seeds", "construction", "none")
+SOURCES = ("paper", "reconstruction")
+MIN_SEEDS = 3
+_ICON = {"holds": "✅ holds", "does not hold": "❌ does not hold", "inconclusive": "❔ inconclusive",
+         "by construction": "🔧 by construction", "not reproducible here": "⚪ not reproducible here"}
+
+
+def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval of the finite values of ``x``: ``(mean, lo, hi)``.
+
+    mean ± t_{(1+c)/2, n−1} · s/√n with s the unbiased standard deviation (mean subtracted first). With fewer
+    than two finite values the interval is ``(nan, nan)``.
+    """
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(x, np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    sd = float(np.sqrt(np.sum((x - mean) ** 2) / (x.size - 1)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * sd / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def interval_status(lo: float, hi: float, threshold: float, *, above: bool) -> str:
+    """The status of a seeded claim "the quantity is above (``above=True``) / below ``threshold``".
+
+    "holds" when the whole interval ``[lo, hi]`` lies strictly on the claimed side, "does not hold" when it lies
+    strictly on the other side, "inconclusive" when it touches or straddles the threshold or is not finite.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if (lo > threshold) if above else (hi < threshold):
+        return "holds"
+    if (hi < threshold) if above else (lo > threshold):
+        return "does not hold"
+    return "inconclusive"
+
+
+def evidence(kind: str, *, rule: str, seeds: int = 1, estimate: float | None = None,
+             interval: tuple[float, float] | list[float] | None = None) -> dict[str, Any]:
+    """An evidence object (see the module docstring); floats are made JSON-safe (non-finite → ``None``)."""
+    if kind not in KINDS:
+        raise ValueError(f"evidence kind {kind!r} not in {KINDS}")
+
+    def num(v):
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    iv = None
+    if interval is not None:
+        lo, hi = (num(v) for v in interval)
+        iv = None if lo is None or hi is None else [lo, hi]
+    return {"kind": kind, "seeds": int(seeds), "estimate": num(estimate), "interval": iv, "rule": str(rule)}
+
+
+def check_claim(c: dict[str, Any], where: str = "claim") -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``c`` is a well-formed claim row.
+
+    Besides the fields: "by construction" ⇔ evidence kind "construction"; a "holds" / "does not hold" row with
+    kind "seeds" has ≥ :data:`MIN_SEEDS` seeds and an interval.
+    """
+    for key in ("paper", "claim", "measured", "status", "evidence"):
+        if key not in c:
+            raise ValueError(f"{where}: missing key {key!r}")
+    st, ev = c["status"], c["evidence"]
+    if st not in STATUSES:
+        raise ValueError(f"{where}: status {st!r} not in {STATUSES}")
+    if c.get("source", "paper") not in SOURCES:
+        raise ValueError(f"{where}: source {c.get('source')!r} not in {SOURCES}")
+    if not isinstance(ev, dict) or ev.get("kind") not in KINDS:
+        raise ValueError(f"{where}: evidence {ev!r} has no kind in {KINDS}")
+    for key in ("seeds", "estimate", "interval", "rule"):
+        if key not in ev:
+            raise ValueError(f"{where}: evidence lacks {key!r}")
+    if (st == "by construction") != (ev["kind"] == "construction"):
+        raise ValueError(f"{where}: status {st!r} with evidence kind {ev['kind']!r} (by construction ⇔ construction)")
+    if ev["kind"] == "seeds" and st in ("holds", "does not hold"):
+        if int(ev["seeds"]) < MIN_SEEDS or ev["interval"] is None:
+            raise ValueError(f"{where}: a seeded {st!r} needs ≥ {MIN_SEEDS} seeds and an interval, got "
+                             f"seeds={ev['seeds']} interval={ev['interval']}")
+
+
+def make_claim(*, paper: str, claim: str, measured: str, status: str, evidence: dict[str, Any],
+               source: str = "paper") -> dict[str, Any]:
+    """A claim row, validated by :func:`check_claim`."""
+    c = {"paper": paper, "claim": claim, "measured": measured, "status": status, "source": source,
+         "evidence": evidence}
+    check_claim(c)
+    return c
+
+
+def _evidence_text(ev: dict[str, Any] | None) -> str:
+    if not ev:
+        return "—"
+    parts = [ev["kind"]]
+    if ev["kind"] == "seeds":
+        parts.append(f"{ev['seeds']} seeds")
+    if ev.get("estimate") is not None:
+        est = f"{ev['estimate']:.4g}"
+        if ev.get("interval"):
+            est += f" [{ev['interval'][0]:.4g}, {ev['interval'][1]:.4g}]"
+        parts.append(est)
+    if ev.get("rule"):
+        parts.append("rule: " + ev["rule"])
+    return "; ".join(parts)
 
 
 def claim_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per claim of every reproduction in ``summary`` (a failed reproduction gives one row)."""
     rows = []
     for name, rep in sorted(summary.get("reproductions", {}).items()):
         if rep.get("status") != "ok":
-            rows.append({"reproduction": name, "paper": "", "claim": "(reproduction failed)",
-                         "measured": rep.get("error", ""), "status": "not reproducible here"})
+            rows.append({"reproduction": name, "paper": "", "claim": "(reproduction failed)", "source": "",
+                         "measured": rep.get("error", ""), "evidence": "—", "status": "not reproducible here"})
             continue
-        for c in rep.get("claims", []):
+        for i, c in enumerate(rep.get("claims", [])):
+            where = f"reproduction {name!r}, claim {i}"
             status = str(c.get("status", ""))
             if status not in STATUSES:
-                raise ValueError(f"reproduction {name!r}: claim status {status!r} not in {STATUSES}")
+                raise ValueError(f"{where}: claim status {status!r} not in {STATUSES}")
+            if "evidence" in c:
+                check_claim(c, where)
             rows.append({"reproduction": name, "paper": str(c.get("paper", "")), "claim": str(c.get("claim", "")),
-                         "measured": str(c.get("measured", "")), "status": status})
+                         "source": str(c.get("source", "paper")), "measured": str(c.get("measured", "")),
+                         "evidence": _evidence_text(c.get("evidence")), "status": status})
     return rows
+
+
+def status_counts(rows: list[dict[str, str]]) -> dict[str, int]:
+    """How many rows have each status (every status of :data:`STATUSES`, zeros included)."""
+    return {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+
+
+def _summary_line(rows) -> str:
+    counts = status_counts(rows)
+    return f"{len(rows)} claims: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."
 
 
 def _figures(out: Path, name: str) -> list[str]:
@@ -31,13 +175,23 @@ def _figures(out: Path, name: str) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in d.rglob("*.png")) if d.exists() else []
 
 
+_LEGEND = ("Status: a seeded claim holds only when its 95% interval over seeds lies on the claimed side of the "
+           "rule's threshold, does not hold when it lies on the other side, and is inconclusive otherwise; exact "
+           "claims use tolerances; rows true by construction say so and are not counted as holds. Source: "
+           "*paper* = the paper's statement in its setting; *reconstruction* = the setting, loss or construction "
+           "is the project's own.")
+
+
 def render_markdown(summary: dict[str, Any], out: Path) -> str:
-    lines = ["# jalign reproduction report", "",
-             f"Settings: {'quick (CPU defaults)' if summary.get('quick', True) else 'full (paper-sized)'}.", ""]
     rows = claim_rows(summary)
-    lines += ["| reproduction | paper | claim | measured | status |", "|---|---|---|---|---|"]
+    lines = ["# jalign reproduction report", "",
+             f"Settings: {summary.get('settings_label') or ('quick (CPU defaults)' if summary.get('quick', True) else 'full (paper-sized)')}.",
+             "", _summary_line(rows), "", _LEGEND, ""]
+    lines += ["| reproduction | paper | claim | source | measured | evidence | status |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [r["reproduction"], r["paper"], r["claim"], r["measured"], _ICON[r["status"]]]
+        cells = [r["reproduction"], r["paper"], r["claim"], r["source"], r["measured"], r["evidence"],
+                 _ICON[r["status"]]]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     if summary.get("missing"):
         lines += ["", "Not implemented yet: " + ", ".join(sorted(summary["missing"])) + "."]
@@ -50,10 +204,12 @@ def render_markdown(summary: dict[str, Any], out: Path) -> str:
 
 def render_html(summary: dict[str, Any], out: Path) -> str:
     e = html.escape
+    rows_ = claim_rows(summary)
     rows = "".join(
         f"<tr><td>{e(r['reproduction'])}</td><td>{e(r['paper'])}</td><td>{e(r['claim'])}</td>"
-        f"<td>{e(r['measured'])}</td><td class='{e(r['status'].replace(' ', '-'))}'>{e(_ICON[r['status']])}</td></tr>"
-        for r in claim_rows(summary)
+        f"<td>{e(r['source'])}</td><td>{e(r['measured'])}</td><td>{e(r['evidence'])}</td>"
+        f"<td class='{e(r['status'].replace(' ', '-'))}'>{e(_ICON[r['status']])}</td></tr>"
+        for r in rows_
     )
     figs = "".join(
         f"<figure><img src='{e(f)}' width='480'><figcaption>{e(f)}</figcaption></figure>"
@@ -64,11 +220,14 @@ def render_html(summary: dict[str, Any], out: Path) -> str:
         missing = "<p>Not implemented yet: " + e(", ".join(sorted(summary["missing"]))) + ".</p>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>jalign reproduction report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}.holds{color:#2a7}"
-        ".does-not-hold{color:#c33}figure{display:inline-block;margin:8px}</style></head><body>"
-        "<h1>jalign reproduction report</h1><table><tr><th>reproduction</th><th>paper</th><th>claim</th>"
-        f"<th>measured</th><th>status</th></tr>{rows}</table>{missing}<h2>Figures</h2>{figs}</body></html>\n"
+        ".does-not-hold{color:#c33}.inconclusive{color:#b80}.by-construction{color:#777}"
+        "figure{display:inline-block;margin:8px}</style></head><body>"
+        f"<h1>jalign reproduction report</h1><p>{e(_summary_line(rows_))}</p><p>{e(_LEGEND)}</p>"
+        "<table><tr><th>reproduction</th><th>paper</th><th>claim</th><th>source</th>"
+        f"<th>measured</th><th>evidence</th><th>status</th></tr>{rows}</table>{missing}<h2>Figures</h2>{figs}"
+        "</body></html>\n"
     )
 
 

@@ -40,9 +40,10 @@ def test_report_renders_claims_table(tmp_path):
         "missing": {"x": "later"},
     }
     md = render_markdown(summary, tmp_path)
-    assert "| toy | P | a \\| b | 0.1 | ✅ holds |" in md
-    assert "| toy | P | c | 2 | ❌ does not hold |" in md
-    assert "| bad |  | (reproduction failed) | boom | ⚪ not reproducible here |" in md
+    assert "| toy | P | a \\| b | paper | 0.1 | — | ✅ holds |" in md
+    assert "| toy | P | c | paper | 2 | — | ❌ does not hold |" in md
+    assert "| bad |  | (reproduction failed) |  | boom | — | ⚪ not reproducible here |" in md
+    assert "3 claims: 1 holds, 1 does not hold, 0 inconclusive, 0 by construction, 1 not reproducible here." in md
     assert "Not implemented yet: x." in md
     paths = write_report(summary, tmp_path)
     assert sorted(p.name for p in paths) == ["report.html", "report.md"]
@@ -67,7 +68,7 @@ def test_report_only_rebuilds_the_report_from_saved_results(tmp_path, capsys):
     (tmp_path / "fdpg" / "results.json").write_text(json.dumps({"quick": True, "claims": [claim]}))
     assert main(["reproduce", "fdpg", "--out", str(tmp_path), "--report-only"]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "| fdpg | Go et al. | JS balances \\| both | x = 1 | ✅ holds |" in md
+    assert "| fdpg | Go et al. | JS balances \\| both | paper | x = 1 | — | ✅ holds |" in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fdpg", "report.html", "report.md"]  # nothing run
     # a reproduction without saved results is reported as such, with a non-zero exit
     assert main(["reproduce", "copg-bandit", "--out", str(tmp_path), "--report-only"]) == 1
