@@ -13,6 +13,8 @@ A raw sum Σ_i r_i lets one property be traded for another; the transformed sum 
 * :func:`log_sigmoid_transform` — u = log σ(r − r_ref), elementwise (stable for any float32 difference).
 * :func:`combine` — ``"sum"`` Σ_i w_i·r_i, ``"transformed_sum"`` Σ_i w_i·log σ(r_i − r_ref,i),
   ``"min"`` min_i w_i·r_i.
+* :func:`ensemble` — one reward from M reward models' scores: ``"mean"``, ``"min"``, ``"mean_minus_std"``
+  (r̄ − k·s, population or unbiased std).
 * :func:`reference_quantile` — r_ref(x) as the q-quantile of the rewards of S samples of the reference
   policy for each prompt (the paper uses a quantile of the base policy's rewards; q is a parameter).
 
@@ -249,7 +251,7 @@ def ensemble(member_rewards, mode="mean", *, k=1.0, ddof=0):
 
     The spread is computed from deviations to the mean (no cancellation). ``ddof=0`` (the default) is the
     population standard deviation (numpy's default); ``ddof=1`` the unbiased-variance one (torch's default),
-    which needs M ≥ 2.
+    which needs M ≥ 2. The gradient of ``"mean_minus_std"`` is undefined where all members agree (s = 0).
 
     Args:
       member_rewards: ``[M, ...]`` array or a sequence of M equally shaped arrays.
