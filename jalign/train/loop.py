@@ -268,8 +268,13 @@ def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
 
 
 def summarize(history: list[dict]) -> dict:
-    """First/last loss and step count of a history (for the CLI)."""
+    """First/last loss and step count of a history (for the CLI). A row without a loss (the probes' row at
+    the start, before any update) counts as logged; the losses are those of the first and last updates."""
     if not history:
         return {}
-    return {"steps_logged": len(history), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
-            "last": {k: v for k, v in history[-1].items() if isinstance(v, float) and np.isfinite(v)}}
+    trained = [h for h in history if "loss" in h]
+    out = {"steps_logged": len(history)}
+    if trained:
+        out |= {"first_loss": trained[0]["loss"], "last_loss": trained[-1]["loss"]}
+    out["last"] = {k: v for k, v in history[-1].items() if isinstance(v, float) and np.isfinite(v)}
+    return out

@@ -148,3 +148,11 @@ def test_reward_model_checkpoints_as_an_online_reward(tmp_path):
     np.testing.assert_allclose(fn(prompts, comps, cmask, path=dirs[0]), members[0], atol=1e-5)
     with pytest.raises(UserError, match="mode='median'"):
         fn(prompts, comps, cmask, path=dirs, mode="median")
+
+
+def test_summary_skips_the_probe_row_without_a_loss():
+    from jalign.train.loop import summarize
+
+    hist = [{"step": 0, "eval/accuracy": 0.5}, {"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6, "accuracy": 1.0}]
+    assert summarize(hist) == {"steps_logged": 3, "first_loss": 0.7, "last_loss": 0.6,
+                               "last": {"loss": 0.6, "accuracy": 1.0}}
