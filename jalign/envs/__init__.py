@@ -82,11 +82,14 @@ from jalign.envs.preferences import (
 )
 from jalign.envs.rl_lab import (
     KL_LAB_VARIANTS,
+    aggregation_lab_gradient,
+    aggregation_sequence_coefficients,
     aggregation_token_weights,
     kl_fixed_point,
     kl_lab_gradient,
     kl_lab_surrogate,
     kl_lab_variant_index,
+    train_aggregation_lab,
     train_kl_lab,
 )
 
@@ -99,6 +102,8 @@ __all__ = [
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "aggregation_lab_gradient",
+    "aggregation_sequence_coefficients",
     "aggregation_token_weights",
     "antisymmetric_pref",
     "best_of_n",
@@ -148,6 +153,7 @@ __all__ = [
     "tabular_logps",
     "thurstone_pref",
     "train",
+    "train_aggregation_lab",
     "train_kl_lab",
     "train_game",
     "train_population",
