@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                       "jalign.train.sharding", "jalign.train.step", "jalign.train.tensorboard",
                       "jalign.train.export")),
     ("trainer plug-ins and probes", ("jalign.train.plugins", "jalign.train.probes")),
-    ("trainer", ("jalign.train", "jalign.train.loop")),
+    ("trainer", ("jalign.train", "jalign.train.loop", "jalign.train.evaluate")),
     ("studies", ("jalign.studies",)),
     ("command line", ("jalign.cli",)),
 )
