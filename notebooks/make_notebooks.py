@@ -117,6 +117,22 @@ PAPERS = (
         "margin, and the AUC of the per-pair DPO loss at the flip as a predictor). Claims carry seeds, 95% "
         "t-intervals and their pass rules. The paper's LM experiments are not part of it.",
     ),
+    Paper(
+        stem="kl_estimators",
+        name="kl-estimators",
+        title="Where the KL term goes: PPO's KL penalty vs GRPO's k1/k2/k3 in the loss, on exact bandits",
+        citation="Schulman, *Approximating KL Divergence*, 2020; Shao et al., *DeepSeekMath* (GRPO), 2024 "
+        "(arXiv 2402.03300); Ahmadian et al., *Back to Basics* (RLOO), 2024 (arXiv 2402.14740); Liu et al., "
+        "*Understanding R1-Zero-Like Training* (Dr. GRPO), 2025 (arXiv 2503.20783).",
+        about="With the KL penalty in the reward (PPO) the policy converges to π* ∝ π_ref·exp(r/β). GRPO instead "
+        "adds a KL estimator to the loss and differentiates it through ln π with the samples held fixed; the "
+        "expected gradient then depends on the estimator: k1 gives 0 (the policy collapses onto the best arm), "
+        "k2 gives ∇KL(π‖π_ref) (fixed point π*), and k3 — TRL's default — gives ∇KL(π_ref‖π), whose fixed point "
+        "is π ∝ β·π_ref/(β − A). The reproduction shows all of this with exact expected gradients on tabular "
+        "bandits (the card's 3-armed bandit and random bandits as seeds), sweeps β, checks that GRPO's unscaled "
+        "advantage is (G−1)/G times RLOO's and shows the length bias of the 'grpo' aggregation that Dr. GRPO "
+        "removes on a two-length toy. The constructions are the project's own (source: reconstruction).",
+    ),
 )
 
 

@@ -430,8 +430,9 @@ def _plot(res: dict, out: Path) -> list[Path]:
         wins.append((f"best-of-{res['best_of_n']['N']}", res["best_of_n"]["win_rate"]))
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        edges = np.histogram_bin_edges(np.concatenate([np.ravel(m["scores"]) for _, m in models]), bins=20)
         for i, (name, m) in enumerate(models):
-            axes[0].hist(np.ravel(m["scores"]), bins=20, alpha=0.5, color=f"C{i}", label=name)
+            axes[0].hist(np.ravel(m["scores"]), bins=edges, alpha=0.45, color=f"C{i}", label=name)
         axes[0].set_xlabel("judge score")
         axes[0].set_ylabel("completions")
         axes[0].legend(fontsize=8)
