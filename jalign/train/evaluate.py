@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jalign.errors import MissingFileError, UserError
-from jalign.train.diagnose import DiagnoseError, check_vocabularies, load_model, resolve_tokenizer
+from jalign.train.diagnose import DiagnoseError, _json_key_line, load_model, resolve_tokenizer
 from jalign.train.online import make_kv_sampler, make_sampler
 from jalign.train.plugins.models import is_causal_lm
 from jalign.train.step import make_logps_fn, split_model
@@ -321,7 +321,11 @@ def evaluate(policy: str, baseline: str, judge: str, data: str | Path, *, n: int
     try:
         pol, pol_src = load_model(policy)
         base, base_src = load_model(baseline)
-        check_vocabularies(pol, pol_src, base, base_src)
+        if pol.cfg.vocab_size != base.cfg.vocab_size:
+            raise EvalError(
+                f"{base_src}:{_json_key_line(base_src, 'vocab_size')}: vocabulary mismatch: the baseline has "
+                f"vocab_size={base.cfg.vocab_size}, the policy ({pol_src}:{_json_key_line(pol_src, 'vocab_size')}) "
+                f"has vocab_size={pol.cfg.vocab_size}; policy and baseline must share one tokenizer")
         tok, tok_desc = resolve_tokenizer(tokenizer, policy)
     except DiagnoseError as e:
         raise EvalError(str(e)) from None
@@ -374,7 +378,7 @@ def evaluate(policy: str, baseline: str, judge: str, data: str | Path, *, n: int
         rows = (np.arange(P)[:, None] * n * best_of + np.arange(n)[None, :] * best_of + pick).reshape(-1)
         chosen = {k: v[rows] for k, v in smp_n.items()}
         s_best = np.take_along_axis(grid, pick[..., None], -1)[..., 0]
-        res["best_of_n"] = {"N": best_of, "win_rate": win_rate(s_best, s_b),
+        res["best_of_n"] = {"N": best_of, "win_rate": win_rate(s_best, s_b), "candidate_scores": grid.tolist(),
                             **_model_summary(s_best, chosen, tok, **summ),
                             "kl_bound": math.log(best_of) - (best_of - 1) / best_of}
     res["timings"] = {**timings, "total_s": round(time.time() - t0, 2)}

@@ -155,7 +155,7 @@ def test_user_errors(tmp_path, prompts):
     other = tmp_path / "other"
     save_pretrained(create_model(ModelConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2, max_seq_len=64)),
                     other)
-    with pytest.raises(E.EvalError, match=r"vocabulary mismatch: the reference has vocab_size=300.*vocab_size=259"):
+    with pytest.raises(E.EvalError, match=r"other/config.json:\d+: vocabulary mismatch: the baseline has vocab_size=300.*vocab_size=259"):
         E.evaluate("small_lm", str(other), "lexicon", prompts)
     with pytest.raises(E.EvalError, match="'lexicn'.*Did you mean: lexicon"):
         E.evaluate("small_lm", "small_lm", "lexicn", prompts)
@@ -216,8 +216,12 @@ def test_cli_small_lm_against_itself(tmp_path, prompts, capsys):
     assert 0 < res["policy"]["distinct_2"] <= 1
     b = res["best_of_n"]
     assert b["N"] == 2 and b["kl_bound"] == pytest.approx(math.log(2) - 0.5)
-    # best-of-2 under the judge: each kept score is the larger of two policy draws
-    assert np.array(b["scores"]).shape == (8, 4)
+    # best-of-2 under the judge: each kept score is the larger of its two policy draws
+    cand = np.array(b["candidate_scores"])
+    assert cand.shape == (8, 4, 2)
+    np.testing.assert_array_equal(np.array(b["scores"]), cand.max(-1))
+    assert b["reward_mean"] == pytest.approx(cand.max(-1).mean(), abs=1e-12) and b["reward_mean"] >= cand.mean()
+    assert b["win_rate"]["win_rate"] == pytest.approx(E.win_rate(cand.max(-1), sb)["win_rate"], abs=1e-12)
     assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "eval.png", "eval.pdf"}
     assert "win rate" in capsys.readouterr().out
     assert "| policy |" in (out / "report.md").read_text()
