@@ -12,6 +12,8 @@
 * :mod:`jalign.envs.game_lab` — the preference-game lab: exact expected updates of Nash-MD, online IPO, IPO-MD,
   online DPO / SLiC and offline IPO, preference models (Bradley–Terry, Thurstone, cyclic), jitted training
   (vmap over initialisations and step sizes), distance to the regularised Nash equilibrium.
+* :mod:`jalign.envs.infalign` — the InfAlign lab: inference-time (best-of-n / worst-of-n) win rates, CTRL's
+  transforms of the calibrated reward, tilted policies π ∝ μ·exp(λ·s) matched in KL (bisection).
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
 * :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
@@ -46,14 +48,28 @@ from jalign.envs.game_lab import (
     game_loss,
     game_method_index,
     game_step,
+    mixture_fixed_point,
     nash_gap,
     nash_residual,
+    offline_ipo_fixed_point,
     pref_from_logits,
     rock_paper_scissors_pref,
     thurstone_pref,
     train_game,
 )
 from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
+from jalign.envs.infalign import (
+    INFERENCE_PROCEDURES,
+    TRANSFORMS,
+    bon_kl_bound,
+    calibrated_transform,
+    inference_distribution,
+    inference_win_rate,
+    max_tilt_kl,
+    tilt_at_kl,
+    tilt_kl,
+    tilted_logps,
+)
 from jalign.envs.maxmin import maxmin_policy
 from jalign.envs.mixtures import BTMixture, fit_bt_mixture
 from jalign.envs.offline import (
@@ -96,14 +112,18 @@ __all__ = [
     "Bandit",
     "ContextualBandit",
     "GAME_METHODS",
+    "INFERENCE_PROCEDURES",
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "TRANSFORMS",
     "aggregation_token_weights",
     "antisymmetric_pref",
     "best_of_n",
+    "bon_kl_bound",
     "bradley_terry_pref",
     "calibrated_rewards",
+    "calibrated_transform",
     "expected_gradient",
     "expected_loss",
     "expected_reward",
@@ -112,6 +132,8 @@ __all__ = [
     "game_loss",
     "game_method_index",
     "game_step",
+    "inference_distribution",
+    "inference_win_rate",
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
@@ -122,11 +144,14 @@ __all__ = [
     "kl",
     "linear_init",
     "linear_logps",
+    "max_tilt_kl",
     "maxmin_policy",
+    "mixture_fixed_point",
     "method_index",
     "nash_gap",
     "nash_residual",
     "objective",
+    "offline_ipo_fixed_point",
     "one_hot_features",
     "optimal_logps",
     "optimal_value",
@@ -147,6 +172,9 @@ __all__ = [
     "tabular_init",
     "tabular_logps",
     "thurstone_pref",
+    "tilt_at_kl",
+    "tilt_kl",
+    "tilted_logps",
     "train",
     "train_kl_lab",
     "train_game",
