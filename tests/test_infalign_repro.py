@@ -107,6 +107,13 @@ def test_key_numbers_recomputed_with_numpy(res):
     lo = gain.mean(0) - half
     claim = IA.claims(res)[5]
     assert claim["evidence"]["interval"][0] == pytest.approx(lo.min(), rel=1e-9)
+    # the optimum is never beaten by a tilt at its KL, and the CTRL gap of the claim, recomputed
+    for proc, row in (("best_of_n", 10), ("worst_of_n", 11)):
+        win = a[f"optimum_{proc}/win"]
+        assert np.all(win >= np.maximum(a[f"optimum_{proc}/ctrl"], a[f"optimum_{proc}/raw"]) - 1e-9)
+        gap = (win - a[f"optimum_{proc}/ctrl"]).reshape(s, -1)
+        hi = gap.mean(0) + stats.t.ppf(0.975, s - 1) * gap.std(0, ddof=1) / np.sqrt(s)
+        assert IA.claims(res)[row]["evidence"]["interval"][1] == pytest.approx(hi.max(), rel=1e-9)
     # KL(BoN) below the bound on every bandit, and the uniform-μ numbers
     bound = np.log(cfg["bound_ns"]) - (np.asarray(cfg["bound_ns"]) - 1) / np.asarray(cfg["bound_ns"])
     np.testing.assert_allclose(res["bounds"]["bound"], bound, rtol=1e-12)
@@ -123,7 +130,7 @@ def test_key_numbers_recomputed_with_numpy(res):
 
 def test_claim_rules_on_synthetic_results(res):
     base = _statuses(res)
-    assert base == ["holds"] * 11 + ["not reproducible here"]
+    assert base == ["holds"] * 14 + ["not reproducible here"]
     bad = copy.deepcopy(res)
     ps = bad["per_seed"]
     ps["win_minus_ec"] = [1e-6] * len(ps["win_minus_ec"])
@@ -135,7 +142,13 @@ def test_claim_rules_on_synthetic_results(res):
         ps[f"identity/{proc}"] = (np.asarray(ps[f"identity/{proc}"]) + 0.5).tolist()
     ps["bon_kl"] = (np.asarray(ps["bon_kl"]) + 1.0).tolist()
     bad["bounds"]["win"][-1] = [w + 0.01 for w in bad["bounds"]["win"][-1]]
-    assert _statuses(bad) == ["does not hold"] * 11 + ["not reproducible here"]
+    for proc in ("best_of_n", "worst_of_n"):
+        ps[f"optimum_{proc}/residual"] = (np.asarray(ps[f"optimum_{proc}/residual"]) + 1e-6).tolist()  # not converged
+        ps[f"optimum_{proc}/win"] = (np.asarray(ps[f"optimum_{proc}/ctrl"]) + 0.05).tolist()  # CTRL far below
+    assert _statuses(bad) == ["does not hold"] * 14 + ["not reproducible here"]
+    beaten = copy.deepcopy(res)  # a tilted policy beating the "optimum" fails the theorem row
+    beaten["per_seed"]["optimum_best_of_n/raw"] = (np.asarray(beaten["per_seed"]["optimum_best_of_n/win"]) + 1e-6).tolist()
+    assert _statuses(beaten)[9] == "does not hold"
     # a gain whose interval straddles 0 is inconclusive
     mixed = copy.deepcopy(res)
     best = np.asarray(mixed["per_seed"]["exp/bon"]).max(1)

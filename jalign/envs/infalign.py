@@ -14,7 +14,9 @@ KL(π‖μ); its theorem says the optimum is KL-regularised RL on a transformed 
 * :func:`tilt_at_kl` — the λ ≥ 0 at which KL(π_λ‖μ) equals a target (bisection; KL(π_λ‖μ) increases with λ,
   d KL/dλ = λ·Var_{π_λ}(s)), so policies built from different scores are compared *at matched KL*;
 * :func:`max_tilt_kl` — sup_λ KL(π_λ‖μ) = −ln μ(arg max s), the largest KL a tilt reaches;
-* :func:`bon_kl_bound` — ln n − (n − 1)/n, the bound on KL(BoN_n(μ)‖μ) (Beirami et al., arXiv 2401.01879).
+* :func:`bon_kl_bound` — ln n − (n − 1)/n, the bound on KL(BoN_n(μ)‖μ) (Beirami et al., arXiv 2401.01879);
+* :func:`inference_optimum` — the exact IAPO optimum argmax_π W(T_n(π) ≻ T_n(μ)) − β·KL(π‖μ) (a damped
+  fixed-point iteration of its first-order condition), against which CTRL's transforms can be measured.
 
 Facts the lab makes checkable: W(π ≻ μ) = E_π[C] exactly; at every KL budget κ the tilt of C itself
 (Φ = identity) maximises the standard win rate W(π ≻ μ) over all π with KL(π‖μ) ≤ κ (a linear objective
@@ -26,6 +28,8 @@ float64 inputs under ``jax.enable_x64``) and is ``jax.jit``-able; arguments are 
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +44,7 @@ __all__ = [
     "bon_kl_bound",
     "calibrated_transform",
     "inference_distribution",
+    "inference_optimum",
     "inference_win_rate",
     "max_tilt_kl",
     "tilt_at_kl",
@@ -238,3 +243,79 @@ def bon_kl_bound(n):
     n = jnp.asarray(n)
     n = n.astype(float_dtype(n))
     return jnp.log(n) - (n - 1.0) / n
+
+
+def _sorted_inference_dist(p, order, n):
+    """T_n(p) for distinct rewards taken in ``order`` (ascending in the procedure's key): F^n − F⁻^n."""
+    cdf = jnp.cumsum(p[order])
+    lo = jnp.concatenate([jnp.zeros((1,), cdf.dtype), cdf[:-1]])
+    return jnp.zeros_like(p).at[order].set(cdf ** n - lo ** n)
+
+
+@functools.partial(jax.jit, static_argnames=("procedure", "iters"))
+def _solve_optimum(lmu, r, n, beta, damping, *, procedure, iters):
+    key = r if procedure == "best_of_n" else -r
+    order = jnp.argsort(key)
+    mu = jnp.exp(lmu)
+    if procedure == "sample":
+        c_ref = (r[:, None] > r[None, :]).astype(r.dtype) @ mu + 0.5 * mu
+        value = lambda p: p @ c_ref  # noqa: E731
+    else:
+        ref = _sorted_inference_dist(mu, order, n)
+        c_ref = (r[:, None] > r[None, :]).astype(r.dtype) @ ref + 0.5 * ref  # judged by r, distinct rewards
+        value = lambda p: _sorted_inference_dist(p, order, n) @ c_ref  # noqa: E731
+
+    def target(theta):
+        return lmu + jax.grad(value)(jax.nn.softmax(theta)) / beta
+
+    def body(theta, _):
+        new = (1.0 - damping) * theta + damping * target(theta)
+        return new - jnp.max(new), None
+
+    theta, _ = jax.lax.scan(body, lmu, None, length=iters)
+    residual = jnp.max(jnp.abs(jax.nn.softmax(theta) - jax.nn.softmax(target(theta))))
+    return jax.nn.log_softmax(theta), residual
+
+
+def inference_optimum(ref_logps, rewards, n, beta, procedure: str = "best_of_n", *, iters: int = 20000,
+                      damping=0.05):
+    """The IAPO optimum: ln π maximising W(T_n(π) ≻ T_n(μ)) − β·KL(π‖μ), and its fixed-point residual.
+
+    The objective's first-order condition is π ∝ μ·exp(g(π)/β) with g(y) = ∂W(T_n(π) ≻ T_n(μ))/∂π(y) (the
+    derivative of the win rate in the policy's probabilities); the solver iterates
+    θ ← (1 − α)·θ + α·(ln μ + g(softmax θ)/β) from θ = ln μ for ``iters`` steps (α = ``damping``) and returns
+    the residual max_y |π(y) − μ(y)·exp(g(y)/β)/Z| so the caller can check convergence (≤ 1e-12 in float64 for
+    the bandits of the infalign reproduction with α = 0.05, β ≥ 0.03 and 4000 steps). InfAlign's theorem says the optimum
+    is KL-regularised RL on a transform of the calibrated reward: ln π/μ is then a non-decreasing function of r.
+    Requires distinct rewards (so that T_n has the form F^n − F⁻^n); the stationary point found is the optimum
+    when the objective is concave along the path, which the reproduction checks against every tilted policy
+    at the same KL.
+
+    Args:
+      ref_logps: ln μ, ``[K]`` (finite).
+      rewards: r, ``[K]``, distinct.
+      n: samples of the procedure, ≥ 1.
+      beta: β > 0.
+      procedure: ``"sample"``, ``"best_of_n"`` or ``"worst_of_n"`` (static).
+      iters: iterations (static).
+      damping: α ∈ (0, 1].
+
+    Returns:
+      ``(ln π, residual)``.
+
+    References:
+      Balashankar et al., InfAlign: inference-aware language model alignment (arXiv 2412.19792).
+    """
+    fn = "inference_optimum"
+    _check_choice(fn, "procedure", procedure, INFERENCE_PROCEDURES)
+    r, lmu = _prepare(fn, rewards, ref_logps, n, beta, damping)
+    if is_concrete(rewards) and len(np.unique(np.asarray(r))) != r.shape[0]:
+        raise ValueError(f"{fn}: argument 'rewards' must be distinct (ties are not supported), got {np.asarray(r)}")
+    if is_concrete(beta) and not (np.ndim(beta) == 0 and np.isfinite(beta) and float(beta) > 0):
+        raise ValueError(f"{fn}: argument beta={beta!r} must be a finite scalar > 0")
+    if is_concrete(n) and not (np.ndim(n) == 0 and float(n) >= 1):
+        raise ValueError(f"{fn}: argument n={n!r} must be a scalar >= 1")
+    if is_concrete(damping) and not (np.ndim(damping) == 0 and 0 < float(damping) <= 1):
+        raise ValueError(f"{fn}: argument damping={damping!r} must be in (0, 1]")
+    return _solve_optimum(lmu, r, jnp.asarray(n, r.dtype), jnp.asarray(beta, r.dtype), jnp.asarray(damping, r.dtype),
+                          procedure=procedure, iters=int(iters))

@@ -148,3 +148,37 @@ def test_bon_kl_bound_and_best_of_n_kl():
             b = envs.best_of_n(mu, r, n)
             kl = float(envs.kl(jnp.log(b), jnp.log(mu)))
             assert kl < float(IA.bon_kl_bound(float(n))) < kl + 1e-2
+
+
+def test_inference_optimum_plain_sampling_is_the_tilt_of_c():
+    rng = np.random.default_rng(7)
+    lmu, r = np_log_softmax(rng.normal(size=8)), rng.normal(size=8)
+    with jax.enable_x64(True):
+        lp, resid = IA.inference_optimum(jnp.asarray(lmu), jnp.asarray(r), 1, 0.2, "sample", iters=3000)
+        c = envs.calibrated_rewards(jnp.exp(jnp.asarray(lmu)), jnp.asarray(r))
+        np.testing.assert_allclose(np.asarray(lp), np_log_softmax(lmu + np.asarray(c) / 0.2), atol=1e-12)
+    assert float(resid) < 1e-13
+
+
+@pytest.mark.parametrize("procedure", ["best_of_n", "worst_of_n"])
+def test_inference_optimum_against_scipy_maximisation(procedure):
+    """max_π W(T_n(π) ≻ T_n(μ)) − β·KL by SciPy's BFGS on the logits, W by enumeration of all sample tuples."""
+    rng = np.random.default_rng(11)
+    k, n, beta = 4, 3, 0.15
+    lmu, r = np_log_softmax(rng.normal(size=k)), rng.normal(size=k)
+    ref = np_procedure_probs(np.exp(lmu), r, n, procedure)
+
+    def neg(theta):
+        lp = np_log_softmax(theta)
+        return -(np_win(np_procedure_probs(np.exp(lp), r, n, procedure), ref, r) - beta * np_kl(lp, lmu))
+
+    sol = optimize.minimize(neg, lmu, method="BFGS", options={"gtol": 1e-10})
+    with jax.enable_x64(True):
+        lp, resid = IA.inference_optimum(jnp.asarray(lmu), jnp.asarray(r), n, beta, procedure, iters=4000)
+    assert float(resid) < 1e-12
+    np.testing.assert_allclose(np.exp(np.asarray(lp)), np.exp(np_log_softmax(sol.x)), atol=1e-5)
+    assert -neg(np.asarray(lp)) >= -sol.fun - 1e-10
+    g = (np.asarray(lp) - lmu)[np.argsort(r)]
+    assert np.all(np.diff(g) >= -1e-12)  # ln π/μ non-decreasing in r: a transform of the calibrated reward
+    with pytest.raises(ValueError, match="distinct"):
+        IA.inference_optimum(jnp.asarray(lmu), jnp.asarray(np.r_[r[:3], r[0]]), n, beta, procedure)
