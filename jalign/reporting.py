@@ -16,7 +16,8 @@ A claim is a dict::
 * ``source``: "paper" when the row tests the paper's own statement in the paper's own setting;
   "reconstruction" when the setting, loss or construction is the project's (the row then says what is ours).
 
-:func:`t_interval`, :func:`interval_status`, :func:`evidence` and :func:`make_claim` build such rows;
+:func:`t_interval` (or :func:`t_interval_from_moments`), :func:`interval_status`, :func:`evidence` and
+:func:`make_claim` build such rows;
 :func:`check_claim` validates one (the report refuses malformed rows).
 """
 
@@ -53,6 +54,21 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     sd = float(np.sqrt(np.sum((x - mean) ** 2) / (x.size - 1)))
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * sd / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def t_interval_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """:func:`t_interval` from summary statistics: mean, unbiased standard deviation ``sd`` and count ``n``.
+
+    For results that saved only the moments over seeds. With ``n < 2`` or a non-finite ``sd`` the interval is
+    ``(nan, nan)``.
+    """
+    from scipy import stats
+
+    mean, sd, n = float(mean), float(sd), int(n)
+    if n < 2 or not math.isfinite(sd):
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
     return mean, mean - half, mean + half
 
 
