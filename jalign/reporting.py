@@ -156,7 +156,11 @@ def _evidence_text(ev: dict[str, Any] | None) -> str:
 
 
 def claim_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per claim of every reproduction in ``summary`` (a failed reproduction gives one row)."""
+    """One row per claim of every reproduction in ``summary`` (a failed reproduction gives one row).
+
+    Every claim must be well formed (:func:`check_claim`: evidence included); a malformed one raises
+    ``ValueError`` naming the reproduction and the claim's index.
+    """
     rows = []
     for name, rep in sorted(summary.get("reproductions", {}).items()):
         if rep.get("status") != "ok":
@@ -168,8 +172,9 @@ def claim_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             status = str(c.get("status", ""))
             if status not in STATUSES:
                 raise ValueError(f"{where}: claim status {status!r} not in {STATUSES}")
-            if "evidence" in c:
-                check_claim(c, where)
+            if "evidence" not in c:
+                raise ValueError(f"{where}: the claim has no evidence (every claim needs one; see jalign.reporting)")
+            check_claim(c, where)
             rows.append({"reproduction": name, "paper": str(c.get("paper", "")), "claim": str(c.get("claim", "")),
                          "source": str(c.get("source", "paper")), "measured": str(c.get("measured", "")),
                          "evidence": _evidence_text(c.get("evidence")), "status": status})
