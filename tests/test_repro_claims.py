@@ -278,3 +278,35 @@ def test_ches_theorem5_rules_pool_the_runs():
     assert _row(c, "The component of W+")["status"] == "does not hold"
     assert all(x["status"] == "inconclusive" for x in c if x["claim"].startswith(("Ranking pairs", "DPO lowers",
                                                                                    "Training only")))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The counts the README and docs/reproductions.md state are those of the committed results
+
+
+def _counts():
+    from jalign.reporting import STATUSES
+
+    out = {}
+    for name in sorted(paper_repro.registry()):
+        claims = _committed(name)["claims"]
+        out[name] = [len(claims)] + [sum(c["status"] == s for c in claims) for s in STATUSES]
+    out["all"] = [sum(v[i] for v in out.values()) for i in range(6)]
+    return out
+
+
+def test_readme_and_docs_state_the_committed_status_counts():
+    import re
+
+    counts = _counts()
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(r"The report currently lists (\d+) claims: (\d+) hold, (\d+) do not hold, (\d+) are inconclusive "
+                  r"\([^)]*\), (\d+) are true by construction, (\d+) are not reproducible here", text)
+    assert m, "README: the report's status counts sentence"
+    assert [int(g) for g in m.groups()] == counts["all"]
+    table = {}
+    for line in (ROOT / "docs" / "reproductions.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[1].isdigit():
+            table[cells[0]] = [int(c) for c in cells[1:]]
+    assert table == counts
