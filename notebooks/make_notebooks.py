@@ -232,7 +232,8 @@ from jalign.reporting import claim_rows
 
 claims = results["claims"] if "claims" in results else result["claims"]
 rows = claim_rows({"reproductions": {NAME: {"status": "ok", "claims": claims}}})  # validates the statuses
-ICON = {"holds": "✅", "does not hold": "❌", "not reproducible here": "⚪"}
+ICON = {"holds": "✅", "does not hold": "❌", "inconclusive": "❔", "by construction": "🔧",
+        "not reproducible here": "⚪"}
 
 
 def _cell(text):
