@@ -25,6 +25,7 @@ All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and h
 from jalign.envs.bandit import (
     Bandit,
     ContextualBandit,
+    beta_for_kl,
     expected_reward,
     k_armed,
     kl,
@@ -101,6 +102,7 @@ __all__ = [
     "PREFERENCE_MODELS",
     "aggregation_token_weights",
     "antisymmetric_pref",
+    "beta_for_kl",
     "best_of_n",
     "bradley_terry_pref",
     "calibrated_rewards",
