@@ -14,7 +14,8 @@
   (vmap over initialisations and step sizes), distance to the regularised Nash equilibrium.
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
-* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
+* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups), and the
+  adjusted Rand index of recovered vs planted groups.
 * :mod:`jalign.envs.rl_lab` — the KL-estimator lab: exact expected gradients of PPO with the KL penalty in
   the reward and of the k1/k2/k3 estimators in the loss (GRPO), their fixed points, jitted training; the
   per-token weights of the GRPO aggregations (length bias).
@@ -56,7 +57,7 @@ from jalign.envs.game_lab import (
 )
 from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
 from jalign.envs.maxmin import maxmin_policy
-from jalign.envs.mixtures import BTMixture, fit_bt_mixture
+from jalign.envs.mixtures import BTMixture, adjusted_rand_index, fit_bt_mixture
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -100,6 +101,7 @@ __all__ = [
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "adjusted_rand_index",
     "aggregation_token_weights",
     "antisymmetric_pref",
     "beta_for_kl",
