@@ -63,6 +63,18 @@ def test_combined_reward_equals_combine_of_the_components():
                                rtol=1e-6)
 
 
+def test_conciseness_reward_closed_form():
+    prompts, ids, mask = _batch()
+    fn = plugins.get_reward("conciseness")
+    np.testing.assert_allclose(fn(prompts, ids, mask, max_len=8), 1 - mask.sum(-1) / 8)  # 4 or 3 tokens
+    np.testing.assert_allclose(fn(prompts, ids, mask, max_len=2), 0.0)  # at or beyond max_len: 0
+    np.testing.assert_allclose(fn(prompts, ids, np.zeros_like(mask)), 1.0)
+    with pytest.raises(UserError, match="max_len=0"):
+        fn(prompts, ids, mask, max_len=0)
+    out = plugins.get_reward("combine:min:lexicon,conciseness")(prompts, ids, mask, conciseness={"max_len": 8})
+    np.testing.assert_allclose(out["reward"], np.minimum(out["lexicon"], 1 - mask.sum(-1) / 8), rtol=1e-6)
+
+
 @pytest.mark.parametrize(("name", "kwargs", "match"), [
     ("combine:avg:lexicon", {}, r"online.reward='combine:avg:lexicon' must be 'combine:<mode>"),
     ("combine:sum", {}, r"must be 'combine:<mode>:<reward>"),

@@ -4,6 +4,8 @@
 * ``lexicon`` — the sentiment lexicon scorer of :mod:`jalign.data.builtin`
   (:func:`~jalign.data.builtin.lexicon_reward`, in (−1, 1)) on the decoded completion bytes;
 * ``count_token`` — the fraction of response tokens equal to ``token`` (a scripted reward for tests and demos);
+* ``conciseness`` — 1 − min(n, ``max_len``)/``max_len`` for a completion of n response tokens (EOS included):
+  1 for an immediate EOS, 0 at ``max_len`` tokens or more;
 * ``combine:<mode>:<components>`` — several registered rewards combined by :func:`jalign.rewards.combine`
   (raw sum, sum of log-sigmoid-transformed rewards = AND, or minimum); every component is logged.
 
@@ -61,6 +63,16 @@ def count_token(prompt_ids, completion_ids, completion_mask, *, token: int = ord
     m = np.asarray(completion_mask, np.float32)
     hits = (np.asarray(completion_ids) == token) * m
     return hits.sum(-1) / np.maximum(m.sum(-1), 1.0)
+
+
+@register_reward("conciseness")
+def conciseness(prompt_ids, completion_ids, completion_mask, *, max_len: int = 48) -> np.ndarray:
+    """1 − min(n, max_len)/max_len with n the number of response tokens (the mask's sum, EOS included)."""
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise UserError(f"config online.reward_kwargs: reward 'conciseness' argument max_len={max_len!r} must be an "
+                        "integer >= 1")
+    n = np.asarray(completion_mask, np.float32).sum(-1)
+    return (1.0 - np.minimum(n, max_len) / max_len).astype(np.float32)
 
 
 _RESERVED = ("weights", "refs")
