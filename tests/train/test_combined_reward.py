@@ -126,3 +126,29 @@ def test_online_training_logs_every_component_and_refuses_bad_kwargs_before_trai
     cfg.online.reward_kwargs.refs = [0.0]
     with pytest.raises(UserError, match=r"online.reward_kwargs.refs=\[0.0\]"):
         train(cfg, loss=_rloo, model=tiny.tiny_lm(0, d_model=8, d_hidden=16))
+
+
+def test_reward_model_checkpoints_as_components(tmp_path):
+    """Two trained-reward-model checkpoints (reward_model, one per property) as the AND of a combined reward."""
+    from jalign.models import ModelConfig, create_reward_model, save_pretrained
+
+    cfg = dict(arch="gpt2", vocab_size=259, d_model=16, n_layers=1, n_heads=2, max_seq_len=32, pad_id=256)
+    for s in range(2):
+        save_pretrained(create_reward_model(ModelConfig(**cfg), seed=s), tmp_path / f"m{s}")
+    prompts = np.array([[256, 257, 40, 41], [256, 257, 40, 41], [257, 50, 51, 52], [257, 50, 51, 52]])
+    comps = np.array([[60, 258, 256], [61, 62, 258], [63, 258, 256], [64, 65, 66]])
+    cmask = np.array([[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]])
+    kw = {"helpful": {"path": str(tmp_path / "m0")}, "harmless": {"path": str(tmp_path / "m1")},
+          "refs": ["quantile:0.5", 0.0]}
+    name = "combine:transformed_sum:helpful=reward_model,harmless=reward_model"
+    fn = plugins.check_reward(name, kw)
+    out = fn(prompts, comps, cmask, **kw)
+    single = plugins.get_reward("reward_model")
+    h = single(prompts, comps, cmask, path=str(tmp_path / "m0"))
+    s = single(prompts, comps, cmask, path=str(tmp_path / "m1"))
+    np.testing.assert_allclose(out["helpful"], h, rtol=1e-6)
+    ref_h = np.repeat([np.median(h[:2]), np.median(h[2:])], 2)  # per prompt, over its 2 samples
+    log_sig = lambda x: -np.logaddexp(0.0, -np.asarray(x, np.float64))  # noqa: E731
+    np.testing.assert_allclose(out["reward"], log_sig(h - ref_h) + log_sig(s), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match=r"online.reward_kwargs.helpful: reward 'reward_model' got unknown"):
+        plugins.check_reward(name, {**kw, "helpful": {"pth": "x"}})
