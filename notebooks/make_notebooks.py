@@ -118,6 +118,35 @@ PAPERS = (
         "t-intervals and their pass rules. The paper's LM experiments are not part of it.",
     ),
     Paper(
+        stem="reward_transforms",
+        name="reward-transforms",
+        title="Transforming and combining rewards: the log-sigmoid transform as a logical AND",
+        citation="Wang et al., *Transforming and Combining Rewards for Aligning Large Language Models*, 2024 "
+        "(arXiv 2402.00742).",
+        about="A Bradley–Terry reward read against a per-prompt reference, u = log σ(r − r_ref), is the "
+        "log-probability of being good; a sum of transformed rewards is log P(good in every property), an AND. "
+        "The reproduction works exactly on bandits (float64, KL-regularised optima in closed form): a fixed "
+        "two-property bandit where the raw sum favours an arm excellent in one property and bad in the other "
+        "and the transformed sum the arm good in both; on random bandits (seeds) the share of mass good in both "
+        "at matched KL, and, with a hackable proxy arm, the true-regret frontiers over β at matched KL; the "
+        "transform's gradient weight σ(r_ref − r). Claims carry seeds, 95% t-intervals and their pass rules. "
+        "The paper's LM experiments are not part of it.",
+    ),
+    Paper(
+        stem="maxmin",
+        name="maxmin",
+        title="MaxMin-RLHF: one reward cannot serve diverse users",
+        citation="Chakraborty et al., *MaxMin-RLHF: Alignment with Diverse Human Preferences*, ICML 2024 "
+        "(arXiv 2402.08925).",
+        about="With planted majority and minority user groups on a bandit, a single Bradley–Terry reward "
+        "fitted on the pooled labels and optimised with KL-regularised RL leaves the minority with a utility "
+        "gap that grows with the diversity between the groups and as the minority shrinks. EM for a mixture "
+        "of Bradley–Terry models recovers the groups (adjusted Rand index against the planted labels, by the "
+        "number of labels per user), and the exact MaxMin policy on the EM rewards raises the worst group's "
+        "utility, at a cost to the majority. Claims carry seeds, 95% t-intervals and their pass rules. The "
+        "paper's LM experiments are not part of it.",
+    ),
+    Paper(
         stem="preference_games",
         name="preference-games",
         title="Online preference games: online IPO, IPO-MD and Nash-MD against the regularised Nash equilibrium",

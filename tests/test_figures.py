@@ -227,6 +227,40 @@ def _check_rankings(figs, res):
     _has_line(figs["rankings_accuracy"].axes[0], means, x, "ranking accuracy")
 
 
+def _check_reward_transforms(figs, res):
+    fx, cfg, ps = res["fixed"], res["config"], res["per_seed"]
+    ax = figs["reward_transforms_and"].axes[0]
+    for key in ("logps_raw", "logps_transformed"):
+        p = np.exp(np.asarray(fx[key]))
+        _has_line(ax, p[:, 0], fx["betas"], f"{key}: specialist")
+        _has_line(ax, p[:, 1], fx["betas"], f"{key}: generalist")
+    kls = cfg["kl_targets"]
+    for key in ("share_raw", "share_transformed"):
+        _has_line(figs["reward_transforms_share"].axes[0], np.mean(ps[key], 0), kls, key)
+    a0, a1 = figs["reward_transforms_hacking"].axes[:2]
+    for key in ("best_true", "true_raw", "true_transformed"):
+        _has_line(a0, np.mean(ps[key], 0), kls, key)
+    for key in ("regret_raw", "regret_transformed"):
+        _has_line(a1, np.mean(ps[key], 0), kls, key)
+    grid = np.asarray(cfg["grad_grid"])
+    _has_line(figs["reward_transforms_gradient"].axes[0], 1 / (1 + np.exp(grid)), grid, "σ(r_ref − r)")
+
+
+def _check_maxmin(figs, res):
+    cfg = res["config"]
+    gmin, gmaj = np.asarray(res["gaps"]["gap_minority"]), np.asarray(res["gaps"]["gap_majority"])  # [A, D, S]
+    a0, a1 = figs["maxmin_gaps"].axes[:2]
+    for j in range(len(cfg["diversities"])):
+        _has_line(a0, gmin[:, j].mean(-1), cfg["shares"], f"minority gap, diversity {cfg['diversities'][j]}")
+    _has_line(a1, gmin[0].mean(-1), cfg["diversities"], "minority gap by diversity")
+    _has_line(a1, gmaj[0].mean(-1), cfg["diversities"], "majority gap by diversity")
+    _has_line(figs["maxmin_em_ari"].axes[0], np.mean(res["ari"], 0), cfg["em_labels_per_user"], "ARI")
+    mm = res["maxmin"]
+    for grp in ("majority", "minority"):
+        _has_bars(figs["maxmin_utilities"].axes[0],
+                  [np.mean(mm[f"{p}/{grp}"]) for p in ("reference", "single", "maxmin_em", "maxmin_true")], grp)
+
+
 def _check_preference_games(figs, res):
     cfg = res["config"]
     fams = res["families"]
@@ -271,6 +305,7 @@ def _check_infalign(figs, res):
 
 CHECKS = {"copg-bandit": _check_copg, "fdpg": _check_fdpg, "dpa-logic": _check_dpa_logic,
           "entanglement": _check_entanglement, "ches": _check_ches, "rankings": _check_rankings,
+          "reward-transforms": _check_reward_transforms, "maxmin": _check_maxmin,
           "preference-games": _check_preference_games, "infalign": _check_infalign}
 
 
@@ -349,6 +384,8 @@ def test_results_comparison_detects_changes():
     ("copg-bandit", ("methods", "copg", "regret_curve", 50)),
     ("ches", ("mitigation", "filtered", "chosen_change_train")),
     ("entanglement", ("toy", "suffix_curves", "8", "dpo", "chosen_logps", 5)),
+    ("reward-transforms", ("per_seed", "regret_raw", 0, 3)),
+    ("maxmin", ("gaps", "gap_minority", 0, 4, 2)),
     ("infalign", ("frontier", "raw", "bon", 3)),
 ])
 def test_plotted_data_check_fails_when_the_results_differ_from_the_drawing(name, path):

@@ -16,7 +16,8 @@
   transforms of the calibrated reward, tilted policies π ∝ μ·exp(λ·s) matched in KL (bisection).
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
-* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
+* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups), and the
+  adjusted Rand index of recovered vs planted groups.
 * :mod:`jalign.envs.rl_lab` — the KL-estimator lab: exact expected gradients of PPO with the KL penalty in
   the reward and of the k1/k2/k3 estimators in the loss (GRPO), their fixed points, jitted training; the
   per-token weights of the GRPO aggregations (length bias).
@@ -27,6 +28,7 @@ All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and h
 from jalign.envs.bandit import (
     Bandit,
     ContextualBandit,
+    beta_for_kl,
     expected_reward,
     k_armed,
     kl,
@@ -72,7 +74,7 @@ from jalign.envs.infalign import (
     tilted_logps,
 )
 from jalign.envs.maxmin import maxmin_policy
-from jalign.envs.mixtures import BTMixture, fit_bt_mixture
+from jalign.envs.mixtures import BTMixture, adjusted_rand_index, fit_bt_mixture
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -118,8 +120,10 @@ __all__ = [
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
     "TRANSFORMS",
+    "adjusted_rand_index",
     "aggregation_token_weights",
     "antisymmetric_pref",
+    "beta_for_kl",
     "best_of_n",
     "bon_kl_bound",
     "bradley_terry_pref",
