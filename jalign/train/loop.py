@@ -146,7 +146,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     if cfg.mode == "online":
         make = online.make_kv_sampler if is_causal_lm(model) else online.make_sampler
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
-        reward = reward_fn or plugins.get_reward(cfg.online.reward)
+        reward = reward_fn or plugins.check_reward(cfg.online.reward, dict(cfg.online.reward_kwargs))
 
     ckpt = None
     start = 0
@@ -184,11 +184,13 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         for step in range(start + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             local = next(source)
+            reward_metrics = {}
             if sampler is not None:
-                local = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
+                local, reward_metrics = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
             check_batch(objective, local, where=f"step {step} batch (process {pi})")
             state_new, m = step_fn(state, shd.global_batch(local, mesh))
             m = {k: float(v) for k, v in jax.device_get(m).items()}
+            m.update(reward_metrics)  # the parts of a combined reward (reward/<component>)
             m["step_time_s"] = time.perf_counter() - t0
             bad = [q for q, f in (("loss", "finite/loss"), ("gradients", "finite/grads")) if not m[f]]
             if bad:
@@ -256,15 +258,16 @@ def _barrier(name: str) -> None:
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
-    """Sample K completions per (process-local) prompt with the current policy and score them."""
+    """Sample K completions per (process-local) prompt with the current policy and score them; return the batch
+    and the metrics of the reward's parts (``reward/<part>``: a combined reward's components)."""
     k = cfg.online.num_samples
     p_ids, p_mask = online.repeat_prompts(local, k)
     g = shd.global_batch({"ids": p_ids, "mask": p_mask}, mesh)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0x5A)
     samples = sampler(state.params, state.model_state, g["ids"], g["mask"], key)
     samples = {f: distributed.local_rows(v) for f, v in samples.items()}
-    rewards = online.score(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
-    return online.build_batch(spec.kind, samples, rewards, k)
+    rewards, parts = online.score_parts(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
+    return online.build_batch(spec.kind, samples, rewards, k), online.part_metrics(parts)
 
 
 def summarize(history: list[dict]) -> dict:
