@@ -225,3 +225,30 @@ def test_cli_small_lm_against_itself(tmp_path, prompts, capsys):
     assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "eval.png", "eval.pdf"}
     assert "win rate" in capsys.readouterr().out
     assert "| policy |" in (out / "report.md").read_text()
+
+
+def test_rm_judge_scores_the_unpadded_prompt_and_completion(tmp_path):
+    """``rm:A,B`` = the mean of two reward models' scores of [prompt, completion] at its last real token."""
+    from jalign.models import create_reward_model, load_reward_model
+
+    cfg = ModelConfig(vocab_size=259, d_model=16, n_layers=1, n_heads=2, max_seq_len=32)
+    for i in range(2):
+        save_pretrained(create_reward_model(cfg, seed=i), tmp_path / f"rm{i}")
+    pad = 256
+    judge, desc = E.make_judge(f"rm:{tmp_path / 'rm0'},{tmp_path / 'rm1'}", vocab_size=259, pad_id=pad)
+    assert "rm0" in desc and "rm1" in desc
+    # left-padded prompts, right-padded completions of different lengths
+    prompts = [[257, 65, 66], [257, 67]]
+    comps = [[70, 71, 258], [72]]
+    p_ids = np.full((2, 3), pad, np.int32)
+    p_ids[0], p_ids[1, 1:] = prompts[0], prompts[1]
+    c_ids = np.full((2, 3), pad, np.int32)
+    c_mask = np.zeros((2, 3), np.int32)
+    for i, c in enumerate(comps):
+        c_ids[i, :len(c)], c_mask[i, :len(c)] = c, 1
+    got = judge(p_ids, c_ids, c_mask)
+    models = [load_reward_model(tmp_path / f"rm{i}") for i in range(2)]
+    want = [np.mean([float(m.rewards(jnp.asarray([p + c], jnp.int32))[0]) for m in models])
+            for p, c in zip(prompts, comps, strict=True)]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert abs(want[0] - want[1]) > 1e-6  # the rows really differ
