@@ -531,7 +531,7 @@ def _lm_study(cfg: dict) -> dict:
                           name="topk")
         for beta in cfg["betas"]:
             t1 = time.time()
-            probes = [ranking_probe(train_batch, every=cfg["probe_every"],
+            probes = [ranking_probe(train_batch, every=0,  # the training pairs: at the start and the end
                                     pref_probs=np.asarray(train["pref_prob"]), beta=beta, name="train"),
                       ranking_probe(held_batch, every=cfg["probe_every"],
                                     pref_probs=np.asarray(held["pref_prob"]), beta=beta, name="heldout"),
@@ -543,7 +543,7 @@ def _lm_study(cfg: dict) -> dict:
                                  hparams={"beta": beta}, steps=cfg["steps"], probes=probes)
             recs = res["probes"]
             steps = [r["step"] for r in recs if r["probe"] == "topk"]
-            curves = {"step": steps}
+            curves = {"step": steps}  # every probe step (held-out pairs, samples); the training pairs: first, last
             for r in recs:
                 for k, v in r.items():
                     if k not in ("step", "probe") and np.ndim(v) == 0:
