@@ -19,8 +19,10 @@ Part 2, the small LM (the project's construction too): the built-in ``sentiment_
 with the higher lexicon score s) with a Bradley–Terry truth p = σ((s_w − s_l)/T), T = :data:`BT_TEMPERATURE`
 (a parameter of ours: the lexicon scores lie in (−1, 1)). Per seed: its own training pairs (data seed 100 +
 seed), each pair's training label drawn from Bernoulli(p) (so DPO sees the population whose optimum the
-idealised accuracy describes), and one fixed set of held-out pairs. Short DPO runs from the shipped small LM
-(:func:`jalign.models.load_small_lm`) for each β of a sweep × seed, with the project's chain-rule trainer
+idealised accuracy describes), and one fixed set of held-out pairs. The reference is the shipped small LM
+(:func:`jalign.models.load_small_lm`) after SFT on the chosen reviews of the built-in pairs (the trainer with
+the shipped config ``sft_small_lm``; the pretrained model alone writes no reviews). Short DPO runs from it for
+each β of a sweep × seed, with the project's chain-rule trainer
 (:class:`jalign.studies.entanglement.PairwiseWeightedTrainer`, one compiled step for every β, as in the
 entanglement reproduction) and the trainer probes :class:`jalign.train.probes.ranking_probe` (training and
 held-out pairs, true orientation, with p and β) and :class:`jalign.train.probes.topk_probe` (the policy's own
@@ -239,7 +241,8 @@ def compute(quick: bool = True, *, lm: bool = True) -> dict:
                                 "data": "sentiment_pairs (built-in); training pairs: data seed 100 + seed, labels "
                                 "~ Bernoulli(p); held-out pairs: data seed 1, true orientation",
                                 "trainer": "jalign.studies.entanglement.PairwiseWeightedTrainer (DPO, Adam)",
-                                "model": "jalign.models.load_small_lm()"}, **out}
+                                "model": "jalign.models.load_small_lm() after SFT (sft_small_lm): the reference "
+                                "and the start of every DPO run"}, **out}
         res["wall_time"]["lm"] = {"seconds": out["seconds"]}
     res["claims"] = claims(res)
     res["seconds"] = round(time.time() - t0, 1)
@@ -392,6 +395,7 @@ def lm_settings(quick: bool) -> dict:
         "heldout_pairs": 128,
         "heldout_data_seed": 1,
         "train_data_seed": 100,  # + seed: every seed draws its own training pairs
+        "sft_steps": 200,  # the reference: SFT of the small LM on chosen reviews (the shipped config sft_small_lm)
         "bt_temperature": BT_TEMPERATURE,
         "samples_per_prompt": 4 if quick else 8,
         "max_new_tokens": 64,
@@ -493,30 +497,43 @@ def _pair_stats(pairs: dict, chosen, rejected, beta: float, edges=LM_MARGIN_EDGE
     }
 
 
+def _sft_reference(cfg: dict):
+    """The reference of the DPO runs: the shipped small LM after SFT on the chosen reviews of the built-in
+    sentiment pairs (the trainer with the shipped config ``sft_small_lm``; the pretrained model alone writes no
+    reviews, so its samples would carry no lexicon reward). Returns (graphdef, params, model_state, summary)."""
+    from jalign.train import load_config, train
+
+    t0 = time.time()
+    c = load_config("sft_small_lm", [f"train.steps={cfg['sft_steps']}", "train.progress=False"])
+    r = train(c)
+    loss = [h["loss"] for h in r.history]
+    return r.graphdef, r.state.params, r.state.model_state, {
+        "config": "sft_small_lm", "steps": cfg["sft_steps"], "first_loss": loss[0], "last_loss": loss[-1],
+        "seconds": round(time.time() - t0, 1)}
+
+
 def _lm_study(cfg: dict) -> dict:
     import numpy as np
     import optax
     from tqdm.auto import tqdm
 
     from jalign.data import builtin
-    from jalign.models import load_small_lm
     from jalign.studies.entanglement import PairwiseWeightedTrainer, train_pairwise
     from jalign.tokenizers import ByteTokenizer
     from jalign.train import plugins
     from jalign.train.batch import pairwise
     from jalign.train.plugins.data import GrainBatchSource, pipeline_dataset
     from jalign.train.probes import ranking_probe, topk_probe
-    from jalign.train.step import split_model
 
     t0 = time.time()
-    graphdef, params0, model_state = split_model(load_small_lm())
+    graphdef, params0, model_state, sft = _sft_reference(cfg)
     trainer = PairwiseWeightedTrainer(graphdef, model_state, optax.adam(cfg["lr"]))
     held_records = builtin.load("sentiment_pairs", n=cfg["heldout_pairs"], seed=cfg["heldout_data_seed"])
     held_batch, held = _pair_set(held_records, cfg, trainer, params0)
     prompts = sorted({r["prompt"] for r in held_records})
     reward = plugins.get_reward("lexicon")
     seen = {(r["prompt"], r["chosen"], r["rejected"]) for r in held_records}
-    out = {"heldout": held, "train": [], "runs": [], "prompts": prompts, "overlap": 0}
+    out = {"sft": sft, "heldout": held, "train": [], "runs": [], "prompts": prompts, "overlap": 0}
     jobs = [(s, beta) for s in range(cfg["seeds"]) for beta in cfg["betas"]]
     bar = tqdm(total=len(jobs), desc="rankings: small-LM DPO runs", unit="run", file=sys.stderr)
     for seed in range(cfg["seeds"]):
