@@ -698,6 +698,9 @@ def _flip_claims(lm: dict) -> list[dict]:
     else:
         status, mean, lo, hi = "inconclusive", None, math.nan, math.nan
         measured = "no β has flipped and unflipped misranked training pairs on every seed"
+    held = {b: [nan(r["stats"]["heldout"]["auc"]) for r in rs] for b, rs in by.items()}
+    measured += "; for comparison (not the rule), on the held-out pairs: " + ", ".join(
+        f"β = {b:g}: AUC {_fmt_iv(t_interval(v))}" for b, v in held.items())
     out.append(make_claim(
         paper=PAPER,
         claim="[small LM] dpo_loss_at_flip = −ln σ(β·m) predicts which misranked training pairs DPO flips",
