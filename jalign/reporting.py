@@ -16,7 +16,8 @@ A claim is a dict::
 * ``source``: "paper" when the row tests the paper's own statement in the paper's own setting;
   "reconstruction" when the setting, loss or construction is the project's (the row then says what is ours).
 
-:func:`t_interval`, :func:`interval_status`, :func:`evidence` and :func:`make_claim` build such rows;
+:func:`t_interval` (or :func:`t_interval_from_moments`), :func:`interval_status`, :func:`evidence` and
+:func:`make_claim` build such rows;
 :func:`check_claim` validates one (the report refuses malformed rows).
 """
 
@@ -53,6 +54,21 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     sd = float(np.sqrt(np.sum((x - mean) ** 2) / (x.size - 1)))
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * sd / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def t_interval_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """:func:`t_interval` from summary statistics: mean, unbiased standard deviation ``sd`` and count ``n``.
+
+    For results that saved only the moments over seeds. With ``n < 2`` or a non-finite ``sd`` the interval is
+    ``(nan, nan)``.
+    """
+    from scipy import stats
+
+    mean, sd, n = float(mean), float(sd), int(n)
+    if n < 2 or not math.isfinite(sd):
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
     return mean, mean - half, mean + half
 
 
@@ -140,7 +156,11 @@ def _evidence_text(ev: dict[str, Any] | None) -> str:
 
 
 def claim_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per claim of every reproduction in ``summary`` (a failed reproduction gives one row)."""
+    """One row per claim of every reproduction in ``summary`` (a failed reproduction gives one row).
+
+    Every claim must be well formed (:func:`check_claim`: evidence included); a malformed one raises
+    ``ValueError`` naming the reproduction and the claim's index.
+    """
     rows = []
     for name, rep in sorted(summary.get("reproductions", {}).items()):
         if rep.get("status") != "ok":
@@ -152,8 +172,9 @@ def claim_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             status = str(c.get("status", ""))
             if status not in STATUSES:
                 raise ValueError(f"{where}: claim status {status!r} not in {STATUSES}")
-            if "evidence" in c:
-                check_claim(c, where)
+            if "evidence" not in c:
+                raise ValueError(f"{where}: the claim has no evidence (every claim needs one; see jalign.reporting)")
+            check_claim(c, where)
             rows.append({"reproduction": name, "paper": str(c.get("paper", "")), "claim": str(c.get("claim", "")),
                          "source": str(c.get("source", "paper")), "measured": str(c.get("measured", "")),
                          "evidence": _evidence_text(c.get("evidence")), "status": status})

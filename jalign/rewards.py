@@ -13,6 +13,8 @@ A raw sum Σ_i r_i lets one property be traded for another; the transformed sum 
 * :func:`log_sigmoid_transform` — u = log σ(r − r_ref), elementwise (stable for any float32 difference).
 * :func:`combine` — ``"sum"`` Σ_i w_i·r_i, ``"transformed_sum"`` Σ_i w_i·log σ(r_i − r_ref,i),
   ``"min"`` min_i w_i·r_i.
+* :func:`ensemble` — one reward from M reward models' scores: ``"mean"``, ``"min"``, ``"mean_minus_std"``
+  (r̄ − k·s, population or unbiased std).
 * :func:`reference_quantile` — r_ref(x) as the q-quantile of the rewards of S samples of the reference
   policy for each prompt (the paper uses a quantile of the base policy's rewards; q is a parameter).
 
@@ -232,3 +234,70 @@ def reference_quantile(rewards_NxS, q):
     b = x[:, hi]
     # lerp, exact at both ends (frac = 0 gives a, frac = 1 gives b)
     return jnp.where(frac < 0.5, a + frac * (b - a), b - (1.0 - frac) * (b - a))
+
+
+ENSEMBLE_MODES = ("mean", "min", "mean_minus_std")
+
+
+def ensemble(member_rewards, mode="mean", *, k=1.0, ddof=0):
+    """One reward from an ensemble of M reward models' scores of the same outputs.
+
+    With r_m the rewards of member m (``member_rewards[m]``), elementwise over the outputs:
+
+    * ``"mean"`` — r̄ = (1/M) Σ_m r_m;
+    * ``"min"`` — min_m r_m (the worst case over members);
+    * ``"mean_minus_std"`` — r̄ − k·s, s = sqrt(Σ_m (r_m − r̄)² / (M − ddof)): the conservative
+      (uncertainty-penalised) ensemble reward.
+
+    The spread is computed from deviations to the mean (no cancellation). ``ddof=0`` (the default) is the
+    population standard deviation (numpy's default); ``ddof=1`` the unbiased-variance one (torch's default),
+    which needs M ≥ 2. The gradient of ``"mean_minus_std"`` is undefined where all members agree (s = 0).
+
+    Args:
+      member_rewards: ``[M, ...]`` array or a sequence of M equally shaped arrays.
+      mode: one of :data:`ENSEMBLE_MODES`.
+      k: the penalty weight of ``"mean_minus_std"`` (≥ 0; ignored by the other modes).
+      ddof: 0 or 1, the divisor M − ddof of the variance.
+
+    Returns:
+      The ensemble reward, the shape of one member, float32 or wider.
+
+    Raises:
+      ValueError: an unknown mode, k < 0, ddof ∉ {0, 1}, no members, ddof=1 with one member, or members of
+        different shapes.
+
+    References:
+      Coste et al., Reward Model Ensembles Help Mitigate Overoptimization, ICLR 2024 (arXiv 2310.02743);
+      Eisenstein et al., Helping or Herding? Reward Model Ensembles Mitigate but do not Eliminate Reward
+      Hacking, 2023 (arXiv 2312.09244).
+
+    >>> import jax.numpy as jnp
+    >>> r = jnp.array([[1.0, 0.0], [3.0, 0.0]])  # 2 members, 2 outputs
+    >>> ensemble(r, "mean").tolist(), ensemble(r, "min").tolist(), ensemble(r, "mean_minus_std", k=1.0).tolist()
+    ([2.0, 0.0], [1.0, 0.0], [1.0, 0.0])
+    """
+    fn = "rewards.ensemble"
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"{fn}: mode={mode!r}; valid: {ENSEMBLE_MODES}")
+    if ddof not in (0, 1) or isinstance(ddof, bool):
+        raise ValueError(f"{fn}: ddof={ddof!r} must be 0 (population std) or 1 (unbiased variance)")
+    if is_concrete(k) and not float(k) >= 0:
+        raise ValueError(f"{fn}: k={k!r} must be >= 0")
+    if isinstance(member_rewards, Sequence) and not isinstance(member_rewards, str):
+        shapes = {tuple(np.shape(r)) for r in member_rewards}
+        if len(shapes) > 1:
+            raise ValueError(f"{fn}: the members' rewards have different shapes {sorted(shapes)}")
+    r = _float(jnp.asarray(member_rewards) if not isinstance(member_rewards, Sequence)
+               else jnp.stack([jnp.asarray(x) for x in member_rewards]) if len(member_rewards) else jnp.zeros((0,)))
+    m = r.shape[0] if r.ndim else 0
+    if m == 0:
+        raise ValueError(f"{fn}: no members (member_rewards has shape {tuple(r.shape)}; expected [M, ...], M >= 1)")
+    if mode == "min":
+        return r.min(axis=0)
+    mean = r.mean(axis=0)
+    if mode == "mean":
+        return mean
+    if m - ddof < 1:
+        raise ValueError(f"{fn}: ddof=1 needs at least 2 members, got {m}")
+    std = jnp.sqrt(jnp.square(r - mean).sum(axis=0) / (m - ddof))
+    return mean - k * std

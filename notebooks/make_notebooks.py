@@ -124,6 +124,64 @@ PAPERS = (
         "t-intervals and their pass rules; several small-LM claims come out inconclusive at this size (the SFT "
         "reference misranks few pairs, none by a wide margin).",
     ),
+    Paper(
+        stem="reward_transforms",
+        name="reward-transforms",
+        title="Transforming and combining rewards: the log-sigmoid transform as a logical AND",
+        citation="Wang et al., *Transforming and Combining Rewards for Aligning Large Language Models*, 2024 "
+        "(arXiv 2402.00742).",
+        about="A Bradley–Terry reward read against a per-prompt reference, u = log σ(r − r_ref), is the "
+        "log-probability of being good; a sum of transformed rewards is log P(good in every property), an AND. "
+        "The reproduction works exactly on bandits (float64, KL-regularised optima in closed form): a fixed "
+        "two-property bandit where the raw sum favours an arm excellent in one property and bad in the other "
+        "and the transformed sum the arm good in both; on random bandits (seeds) the share of mass good in both "
+        "at matched KL, and, with a hackable proxy arm, the true-regret frontiers over β at matched KL; the "
+        "transform's gradient weight σ(r_ref − r). Claims carry seeds, 95% t-intervals and their pass rules. "
+        "The paper's LM experiments are not part of it.",
+    ),
+    Paper(
+        stem="maxmin",
+        name="maxmin",
+        title="MaxMin-RLHF: one reward cannot serve diverse users",
+        citation="Chakraborty et al., *MaxMin-RLHF: Alignment with Diverse Human Preferences*, ICML 2024 "
+        "(arXiv 2402.08925).",
+        about="With planted majority and minority user groups on a bandit, a single Bradley–Terry reward "
+        "fitted on the pooled labels and optimised with KL-regularised RL leaves the minority with a utility "
+        "gap that grows with the diversity between the groups and as the minority shrinks. EM for a mixture "
+        "of Bradley–Terry models recovers the groups (adjusted Rand index against the planted labels, by the "
+        "number of labels per user), and the exact MaxMin policy on the EM rewards raises the worst group's "
+        "utility, at a cost to the majority. Claims carry seeds, 95% t-intervals and their pass rules. The "
+        "paper's LM experiments are not part of it.",
+    ),
+    Paper(
+        stem="preference_games",
+        name="preference-games",
+        title="Online preference games: online IPO, IPO-MD and Nash-MD against the regularised Nash equilibrium",
+        citation="Calandriello et al., *Human Alignment of Large Language Models through Online Preference "
+        "Optimisation*, ICML 2024 (arXiv 2403.08635); Munos et al., *Nash Learning from Human Feedback*, ICML 2024 "
+        "(arXiv 2312.00886).",
+        about="A preference matrix P (transitive or cyclic) and a reference μ define a τ-regularised game whose "
+        "unique Nash equilibrium π*_τ ∝ μ·exp(Pπ*_τ/τ) online IPO and Nash-MD are meant to reach. The "
+        "reproduction runs the exact expected updates of online IPO, IPO-MD, Nash-MD (constant and decaying step), "
+        "online DPO and offline IPO on random bandits (Bradley–Terry, noisy rock–paper–scissors, random "
+        "antisymmetric preferences; float64, several instances as seeds) and measures the distance and the "
+        "fixed-point residual to π*_τ, the O(β) bias of the constant-step methods, offline IPO's and online DPO's "
+        "limits, and the steps to convergence against the step size. Claims carry seeds, 95% t-intervals and their "
+        "pass rules. The LLM part of the papers is not part of it.",
+    ),
+    Paper(
+        stem="infalign",
+        name="infalign",
+        title="InfAlign / CTRL: inference-aware alignment with calibrated, transformed rewards",
+        citation="Balashankar et al., *InfAlign: Inference-aware Language Model Alignment* (arXiv 2412.19792); "
+        "Beirami et al., *Theoretical guarantees on the best-of-n alignment policy* (arXiv 2401.01879).",
+        about="The policy that maximises the win rate of an inference-time procedure (best-of-n, worst-of-n) at a "
+        "KL budget is KL-regularised RL on a transformed calibrated reward. The reproduction works exactly on random "
+        "bandits (float64, several bandits as seeds): exact best-of-n and worst-of-n distributions, the calibrated "
+        "reward and its invariance to monotone reward transforms, and the inference-time win rates of calibrated "
+        "RL, CTRL's exponential transforms and raw-reward RLHF compared at matched KL (KL–win-rate frontiers); "
+        "plus the best-of-n KL bound and its n/(n + 1) win rate. The paper's LLM experiments are not part of it.",
+    ),
 )
 
 

@@ -8,9 +8,10 @@ A reproduction module defines::
     def plot_from_results(out: pathlib.Path) -> list[str]: ...  # redraws the figures from out/results.json alone
 
 It must contain no math of its own (that lives in ``jalign``): it wires experiments, saves results as JSON and
-draws figures from the saved JSON. ``run`` returns a dict with at least ``{"claims": [...]}`` where each
-claim is ``{"paper", "claim", "measured", "status"}`` with status one of ``holds``, ``does not hold``,
-``not reproducible here``.
+draws figures from the saved JSON. ``run`` returns a dict with at least ``{"claims": [...]}``; every claim
+is built with :func:`jalign.reporting.make_claim` (paper, claim, measured, status, source, evidence; status one
+of :data:`jalign.reporting.STATUSES`), computed by the module's ``claims(res)`` from the saved results with
+the pass rules of its ``RULES`` dict (the report refuses a claim without evidence).
 
 What every ``run`` shares lives in :mod:`paper_repro._common`: ``output_dir(out)``, then, once the results
 (claims included) are computed, ``finish(out, results, plot_from_results, t0=...)`` writes ``results.json``

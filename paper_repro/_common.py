@@ -71,3 +71,84 @@ def finish(out: Path, res: dict, draw: Callable[[Path], list[str]], *, t0: float
     write_results(out, res, indent=indent, ensure_ascii=ensure_ascii)
     res["figures"] = draw(out)
     return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Claims with evidence (jalign.reporting): the statuses every reproduction's ``claims(res)`` uses.
+
+ONE_SEED = "measured on one seed (one training run), so inconclusive; holds with ≥ 3 seeds only if "
+
+
+def _fmt(x) -> str:
+    import math
+
+    return "nan" if x is None or not math.isfinite(float(x)) else f"{float(x):.4g}"
+
+
+def _seeded(mean, lo, hi, n, threshold, above, rule) -> tuple[str, dict, str]:
+    import math
+
+    from jalign.reporting import MIN_SEEDS, evidence, interval_status
+
+    ok_iv = math.isfinite(lo) and math.isfinite(hi)
+    status = interval_status(lo, hi, threshold, above=above) if n >= MIN_SEEDS and ok_iv else "inconclusive"
+    ev = evidence("seeds", rule=rule, seeds=n, estimate=mean, interval=(lo, hi) if ok_iv else None)
+    if ok_iv:
+        text = f"{_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}] (95% t, {n} seeds)"
+    else:
+        text = f"{_fmt(mean)} ({n} seed{'s' if n != 1 else ''}, no interval)"
+    if n < MIN_SEEDS:
+        text += f"; fewer than {MIN_SEEDS} seeds, so inconclusive"
+    return status, ev, text
+
+
+def seeded(values, threshold: float, *, above: bool, rule: str) -> tuple[str, dict, str]:
+    """A seeded claim "the per-seed statistic ``values`` lies above (``above``) / below ``threshold``":
+    ``(status, evidence, text)`` from the 95% t-interval (:func:`jalign.reporting.t_interval`) and
+    :func:`jalign.reporting.interval_status`; "inconclusive" with fewer than ``MIN_SEEDS`` seeds."""
+    import numpy as np
+
+    from jalign.reporting import t_interval
+
+    v = np.asarray(values, np.float64).ravel()
+    n = int(np.isfinite(v).sum())
+    mean, lo, hi = t_interval(v)
+    return _seeded(mean, lo, hi, n, threshold, above, rule)
+
+
+def seeded_moments(mean: float, sd: float, n: int, threshold: float, *, above: bool, rule: str):
+    """:func:`seeded` from saved moments over seeds (mean, unbiased sd, count)."""
+    from jalign.reporting import t_interval_from_moments
+
+    m, lo, hi = t_interval_from_moments(mean, sd, n)
+    return _seeded(m, lo, hi, int(n), threshold, above, rule)
+
+
+def one_seed(estimate, *, need: str, passes: bool) -> tuple[str, dict, str]:
+    """A claim measured on one seed (one training run): always "inconclusive". ``need`` is the rule a run with
+    ≥ 3 seeds would have to pass (its threshold fixed here); the text gives the one-seed point verdict."""
+    from jalign.reporting import evidence
+
+    text = f"one seed: {'passes' if passes else 'fails'} on this seed (no interval)"
+    return "inconclusive", evidence("seeds", rule=ONE_SEED + need, seeds=1, estimate=estimate), text
+
+
+def exact(ok: bool, estimate, rule: str) -> tuple[str, dict]:
+    """An exact claim (closed forms, exact optima, deterministic constructions; tolerance in ``rule``)."""
+    from jalign.reporting import evidence
+
+    return ("holds" if ok else "does not hold"), evidence("exact", rule=rule, estimate=estimate)
+
+
+def by_construction(rule: str, estimate=None) -> tuple[str, dict]:
+    """A row that cannot fail: the code makes it true (``rule`` says why)."""
+    from jalign.reporting import evidence
+
+    return "by construction", evidence("construction", rule=rule, estimate=estimate)
+
+
+def not_here(rule: str) -> tuple[str, dict]:
+    """A claim that needs models or data not available here."""
+    from jalign.reporting import evidence
+
+    return "not reproducible here", evidence("none", rule=rule, seeds=0)

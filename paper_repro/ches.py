@@ -400,125 +400,149 @@ def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
 # claims
 
 
+# The pass rules, fixed in code before the run. In the persona experiment a seed is a prompt (``seeds`` per
+# pair); the Theorem 5 rows pool the runs of all pairs (each run is one (pair, prompt) instance of the
+# theorem's statement). The identification and mitigation runs are one training run each (inconclusive).
+LARGE_DROP = 0.1
+RULES = {
+    "drop": f"95% t-interval over the pair's prompts (seeds) of the largest drop of π(y+) between two DPO steps "
+    f"lies above {LARGE_DROP}",
+    "catastrophic": "95% t-interval over the No≻Never prompts of the share of the drop of π(y+) that went to the "
+    "other positive label words lies above 0.5",
+    "theorem5": "95% t-interval over every persona run (pairs × prompts) of Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) "
+    "lies above 0",
+    "orthogonal": "95% t-interval over every persona run of ‖(W+ − W−)⊥W+‖ − ‖(W+ − W−)∥W+‖ lies above 0",
+}
+NEED = {
+    "identification": "the 95% t-interval over seeds of Spearman(percentile, Δ log π(y+)) for CHES lies below "
+    "−0.9 and those of −edit distance and last-hidden inner product do not",
+    "sft": "the 95% t-intervals over seeds of −Δ log π(y+) under DPO and of Δ log π(y+) under DPO + SFT lie above 0",
+    "filtered": "the 95% t-interval over seeds of Δ log π(y+)[filtered] − max(DPO on all, random subset) on the "
+    "training pairs lies above 0",
+}
+
+
+def _claim(claim: str, measured: str, status_ev, source: str = "paper") -> dict:
+    from jalign.reporting import make_claim
+
+    return make_claim(paper=PAPER, claim=claim, measured=measured, status=status_ev[0], evidence=status_ev[1],
+                      source=source)
+
+
 def _displacement_claims(st: dict) -> list[dict]:
-    """Persona experiment: π(y+) drops under DPO on a single pair, and where its mass goes (No ≻ Never)."""
+    """Persona experiment: π(y+) drops under DPO on a single pair (judged per pair), and where its mass goes
+    (No ≻ Never)."""
+    from paper_repro._common import seeded
+
     claims = []
-    parts = [f"{k}: mean largest drop {v['mean_largest_drop']:.2f} (max {v['max_largest_drop']:.2f}; π(y+) "
-             f"{v['mean_start_prob']:.2f} → {v['mean_final_prob']:.2f} at the end)" for k, v in st.items()]
-    n_runs = sum(len(v["runs"]) for v in st.values())
-    big = sum(r["largest_drop"] >= 0.1 for v in st.values() for r in v["runs"])
-    claims.append({
-        "paper": PAPER,
-        "claim": "DPO on a single preference pair can lower π(y+) (likelihood displacement): persona pairs "
-                 "No≻Never, Yes≻No, Sure≻Yes after SFT show large drops of π(y+)",
-        "measured": "; ".join(parts) + f"; drops >= 0.1 in {big}/{n_runs} runs",
-        "status": "holds" if big >= max(1, n_runs // 2) else "does not hold",
-    })
+    for k, v in st.items():
+        drops = [r["largest_drop"] for r in v["runs"]]
+        s, ev, txt = seeded(drops, LARGE_DROP, above=True, rule=RULES["drop"])
+        claims.append(_claim(
+            f"DPO on a single preference pair can lower π(y+) (likelihood displacement): persona pair "
+            f"{k.replace('>', '≻')} after SFT shows large drops of π(y+)",
+            f"largest drop per prompt {', '.join(f'{d:.2f}' for d in drops)}: {txt}; π(y+) {v['mean_start_prob']:.2f} "
+            f"→ {v['mean_final_prob']:.2f} at the end (mean)", (s, ev)))
+    runs = st["No>Never"]["runs"]
+    shares = [r["mass_flow_during_drop"]["positive_words"] / r["largest_drop"] if r["largest_drop"] > 0 else 0.0
+              for r in runs]
     fl = st["No>Never"]["mean_mass_flow_during_drop"]
     drop = -fl["chosen"]
     share = {k: (fl[k] / drop if drop > 0 else 0.0) for k in FLOW if k != "chosen"}
-    top = [r["gainers_during_drop"][0] for r in st["No>Never"]["runs"]]
-    small = max(abs(r["gains_during_drop"][0]) for r in st["No>Never"]["runs"]) < 1e-3
+    top = [r["gainers_during_drop"][0] for r in runs]
+    small = max(abs(r["gains_during_drop"][0]) for r in runs) < 1e-3
     note = f" (top gaining other label word per run: {', '.join(top)}" + ("; every such gain < 1e-3)" if small else ")")
-    claims.append({
-        "paper": PAPER,
-        "claim": "Displacement can be catastrophic: in No≻Never the probability of 'No' moves to a word of the "
-                 "opposite meaning ('Yes')",
-        "measured": "No≻Never, share of the mean drop of π(y+) that went to: " + ", ".join(
-            f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note,
-        "status": "holds" if share["positive_words"] >= 0.5 else "does not hold",
-    })
+    s, ev, txt = seeded(shares, 0.5, above=True, rule=RULES["catastrophic"])
+    claims.append(_claim(
+        "Displacement can be catastrophic: in No≻Never the probability of 'No' moves to a word of the opposite "
+        "meaning ('Yes')",
+        "No≻Never, share of the mean drop of π(y+) that went to: " + ", ".join(
+            f"{FLOW_LABELS[k]} {v:+.3f}" for k, v in share.items()) + note + f"; share to positive words {txt}",
+        (s, ev)))
     return claims
 
 
 def _theorem5_claims(st: dict) -> list[dict]:
     """Persona experiment: Theorem 5's ordering of the gaining tokens, and the orthogonal part of W+ − W−."""
+    from paper_repro._common import seeded
+
     claims = []
     runs = [r for v in st.values() for r in v["runs"]]
     r5 = [r["theorem5_spearman_first_step"] for r in runs]
-    claims.append({
-        "paper": PAPER,
-        "claim": "Theorem 5: which tokens gain is ordered by ⟨W_z, W+ − W−⟩ (here: next-byte log-prob change at "
-                 "the first byte where y+ and y− differ, first DPO step)",
-        "measured": "Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) over the other 257 byte tokens: " + ", ".join(
-            f"{k} {v['mean_theorem5_spearman']:+.2f}" for k, v in st.items()) + f" (runs: min {min(r5):+.2f}, "
-            f"max {max(r5):+.2f})",
-        "status": "holds" if min(r5) > 0 and np.mean(r5) >= 0.5 else "does not hold",
-    })
-    n_orth = sum(r["w_diff_orthogonal"] > r["w_diff_parallel"] for r in runs)
-    claims.append({
-        "paper": PAPER,
-        "claim": "The component of W+ − W− orthogonal to W+ is the larger one",
-        "measured": f"orthogonal > parallel in {n_orth}/{len(runs)} runs (first differing bytes: " + ", ".join(
+    s, ev, txt = seeded(r5, 0.0, above=True, rule=RULES["theorem5"])
+    claims.append(_claim(
+        "Theorem 5: which tokens gain is ordered by ⟨W_z, W+ − W−⟩ (here: next-byte log-prob change at the first "
+        "byte where y+ and y− differ, first DPO step)",
+        "Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) over the other 257 byte tokens: " + ", ".join(
+            f"{k} {v['mean_theorem5_spearman']:+.2f}" for k, v in st.items()) + f"; over the {len(runs)} runs {txt}",
+        (s, ev)))
+    diff = [r["w_diff_orthogonal"] - r["w_diff_parallel"] for r in runs]
+    s, ev, txt = seeded(diff, 0.0, above=True, rule=RULES["orthogonal"])
+    claims.append(_claim(
+        "The component of W+ − W− orthogonal to W+ is the larger one",
+        "first differing bytes: " + ", ".join(
             f"{k} '{v['runs'][0]['divergence_bytes'][0]}' vs '{v['runs'][0]['divergence_bytes'][1]}' "
-            f"{v['runs'][0]['w_diff_orthogonal']:.2f} vs {v['runs'][0]['w_diff_parallel']:.2f}"
-            for k, v in st.items()) + ")",
-        "status": "holds" if n_orth == len(runs) else "does not hold",
-    })
+            f"{v['runs'][0]['w_diff_orthogonal']:.2f} vs {v['runs'][0]['w_diff_parallel']:.2f}" for k, v in st.items())
+        + f"; orthogonal − parallel over the {len(runs)} runs {txt}", (s, ev)))
     return claims
 
 
 def _identification_claims(ident: dict) -> list[dict]:
     """Sample identification: CHES orders the drop of the preferred log-prob; the other scores do not."""
-    claims = []
+    from paper_repro._common import one_seed
+
     rho = {k: ident[k]["spearman"] for k in SCORES}
     txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)
-    ches_perfect = rho["ches"] <= -0.999
-    others_not = all(not (rho[k] <= -0.999) for k in ("neg_edit_distance", "last_hidden_ip"))
-    claims.append({
-        "paper": PAPER,
-        "claim": "Ranking pairs by CHES orders the drop of the preferred log-prob across the 0/25/50/75/100th "
-                 "percentile subsets perfectly; edit distance and last-hidden inner product do not",
-        "measured": f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect); most negative: "
-                    f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}",
-        "status": "holds" if ches_perfect and others_not else "does not hold",
-    })
-    return claims
+    ok = rho["ches"] <= -0.999 and all(not (rho[k] <= -0.999) for k in ("neg_edit_distance", "last_hidden_ip"))
+    s, ev, one = one_seed(rho["ches"], need=NEED["identification"], passes=ok)
+    return [_claim(
+        "Ranking pairs by CHES orders the drop of the preferred log-prob across the 0/25/50/75/100th percentile "
+        "subsets perfectly; edit distance and last-hidden inner product do not",
+        f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect); most negative: "
+        f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}; {one}", (s, ev))]
 
 
 def _mitigation_claims(mit: dict) -> list[dict]:
     """Mitigation: DPO + SFT and CHES filtering against DPO on all pairs (and a random subset)."""
+    from paper_repro._common import one_seed
+
     claims = []
-    d, s, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
-    claims.append({
-        "paper": PAPER,
-        "claim": "DPO lowers the preferred log-prob on a preference set; adding an SFT term (DPO + SFT) raises it",
-        "measured": f"mean Δ log π(y+) over all pairs: DPO {d['chosen_change_all']:+.2f}, DPO+SFT "
-                    f"{s['chosen_change_all']:+.2f} (Δ log π(y−): {d['rejected_change_all']:+.2f}, "
-                    f"{s['rejected_change_all']:+.2f})",
-        "status": "holds" if d["chosen_change_all"] < 0 < s["chosen_change_all"] else "does not hold",
-    })
+    d, sft, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
+    gap = min(-d["chosen_change_all"], sft["chosen_change_all"])
+    s, ev, one = one_seed(gap, need=NEED["sft"], passes=gap > 0)
+    claims.append(_claim(
+        "DPO lowers the preferred log-prob on a preference set; adding an SFT term (DPO + SFT) raises it",
+        f"mean Δ log π(y+) over all pairs: DPO {d['chosen_change_all']:+.2f}, DPO+SFT {sft['chosen_change_all']:+.2f} "
+        f"(Δ log π(y−): {d['rejected_change_all']:+.2f}, {sft['rejected_change_all']:+.2f}); {one}", (s, ev)))
     r = mit["random subset"]
-    claims.append({
-        "paper": PAPER,
-        "claim": "Training only on the lowest length-normalised-CHES pairs mitigates the drop of the preferred "
-                 "log-prob (less negative than DPO on all pairs, and than a random subset of the same size)",
-        "measured": f"kept {f['train_pairs']}/{d['train_pairs']} pairs, {mit['epochs']} epoch(s) each; Δ log π(y+) "
-                    f"on the training pairs: filtered {f['chosen_change_train']:+.2f}, DPO on all "
-                    f"{d['chosen_change_train']:+.2f}, random subset {r['chosen_change_train']:+.2f}; on all "
-                    f"pairs: {f['chosen_change_all']:+.2f}, {d['chosen_change_all']:+.2f}, "
-                    f"{r['chosen_change_all']:+.2f}",
-        "status": "holds" if f["chosen_change_train"] > max(d["chosen_change_train"], r["chosen_change_train"])
-        else "does not hold",
-    })
+    gap = f["chosen_change_train"] - max(d["chosen_change_train"], r["chosen_change_train"])
+    s, ev, one = one_seed(gap, need=NEED["filtered"], passes=gap > 0)
+    claims.append(_claim(
+        "Training only on the lowest length-normalised-CHES pairs mitigates the drop of the preferred log-prob "
+        "(less negative than DPO on all pairs, and than a random subset of the same size)",
+        f"kept {f['train_pairs']}/{d['train_pairs']} pairs, {mit['epochs']} epoch(s) each (so {f['train_pairs']} "
+        f"against {d['train_pairs']} updates); Δ log π(y+) on the training pairs: filtered "
+        f"{f['chosen_change_train']:+.2f}, DPO on all {d['chosen_change_train']:+.2f}, random subset "
+        f"{r['chosen_change_train']:+.2f}; on all pairs: {f['chosen_change_all']:+.2f}, {d['chosen_change_all']:+.2f}, "
+        f"{r['chosen_change_all']:+.2f}; {one}", (s, ev)))
     return claims
 
 
-def _claims(res: dict) -> list[dict]:
-    """Every claim of the paper checked here, in order: displacement, Theorem 5, identification, mitigation,
-    and the billion-parameter unalignment result (not reproducible here)."""
+def claims(res: dict) -> list[dict]:
+    """Every claim with its evidence, from the saved results (rules: :data:`RULES`, :data:`NEED`), in order:
+    displacement, Theorem 5, identification, mitigation, and the billion-parameter unalignment result (not
+    reproducible here)."""
+    from paper_repro._common import not_here
+
     st, ident, mit = res["single_token"], res["identification"], res["mitigation"]
-    claims = (_displacement_claims(st) + _theorem5_claims(st) + _identification_claims(ident)
-              + _mitigation_claims(mit))
-    claims.append({
-        "paper": PAPER,
-        "claim": "Unalignment: DPO on refusal data lowers refusal rates (Gemma-2B-IT 80.5%→54.8%, Llama-3-8B-"
-                 "Instruct 74.4%→33.4%) and CHES filtering mitigates it",
-        "measured": "needs SORRY-Bench and instruction-tuned billion-parameter models (gated weights, GPUs); the "
-                    "small byte LM cannot refuse",
-        "status": "not reproducible here",
-    })
-    return claims
+    out = (_displacement_claims(st) + _theorem5_claims(st) + _identification_claims(ident)
+           + _mitigation_claims(mit))
+    out.append(_claim(
+        "Unalignment: DPO on refusal data lowers refusal rates (Gemma-2B-IT 80.5%→54.8%, Llama-3-8B-Instruct "
+        "74.4%→33.4%) and CHES filtering mitigates it",
+        "needs SORRY-Bench and instruction-tuned billion-parameter models (gated weights, GPUs); the small byte LM "
+        "cannot refuse", not_here("needs SORRY-Bench and billion-parameter instruction-tuned models")))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -598,7 +622,7 @@ def run(out: Path, *, quick: bool = True) -> dict:
     print(f"ches: single-token experiment done after {time.time() - t0:.0f} s", flush=True)
     res["identification"], res["mitigation"] = _sets(eng, cfg)
     print(f"ches: sample identification and mitigation done after {time.time() - t0:.0f} s", flush=True)
-    res["claims"] = _claims(res)
+    res["claims"] = claims(res)
     return finish(out, res, plot_from_results, t0=t0)
 
 

@@ -158,6 +158,33 @@ def _toy_study(quick: bool) -> dict:
 # Claims
 
 
+# The pass rules, fixed in code before the run. Every small-LM row is one training run (one data order, one
+# initial model), so it is "inconclusive" whatever the point value; the rule says what ≥ 3 seeds would need.
+# The toy rows are exact computations on jalign's own log-linear toy (source "reconstruction").
+RULES = {
+    "toy_first_order": "for every registered margin loss: |predicted − actual| / max|actual| < 1e-2 at step 1e-4 "
+    "(float64), and the predicted case label equals the observed one",
+    "toy_suffix": "exact gradient steps on the toy pair: Δ log π(y_w) of DPO > 0 without a shared suffix and < 0 "
+    "with the longest one, and > 0 for both mitigations with the longest one (no tolerance: signs of exact "
+    "float64 changes of size ≥ 0.1)",
+}
+LM_NEED = {
+    "one_token_rises": "the 95% t-interval over seeds of Δ log π(y_w) (one-token variant, DPO) lies above 0",
+    "suffix_falls": "the 95% t-intervals over seeds of −Δ log π(y_w) (short suffix) and of Δ(short) − Δ(long) lie "
+    "above 0",
+    "cosine_grows": "the 95% t-intervals over seeds of cos(short suffix), cos(long) − cos(short) and cos(short) − "
+    "cos(one token) lie above 0",
+    "one_token_negative": "the 95% t-interval over seeds of the largest cosine after step 0 (one-token variant) lies "
+    "below 0",
+    "mitigation": "for every variant where DPO lowers log π(y_w), the 95% t-interval over seeds of Δ log π(y_w) "
+    "with the mitigation lies above 0",
+    "every_loss_falls": "for every distinct margin loss (losses with identical runs counted once) the 95% "
+    "t-interval over seeds of Δ log π(y_w) on the long suffix lies below 0",
+    "normalized_every_loss": "for every distinct margin loss the 95% t-interval over seeds of Δ log π(y_w) with the "
+    "normalised update lies above 0",
+}
+
+
 def _run(res, variant, loss="dpo", mitigation="none"):
     for r in res["lm"]["runs"]:
         if (r["variant"], r["loss"], r["mitigation"]) == (variant, loss, mitigation):
@@ -177,110 +204,157 @@ def _dpo_deltas(res: dict) -> dict:
 
 def _fmt_variants(d: dict) -> str:
     """``"one token +0.12, short suffix −0.30, long suffix …"``: the value of every variant in ``d``."""
-    return ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS)
+    return ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS if v in d)
+
+
+def distinct_losses(runs: dict) -> dict[str, list[str]]:
+    """Group losses whose runs are identical (same probe curves and training losses): representative → members.
+
+    In quick mode R-DPO's length penalty α·(n_w − n_l) vanishes (the truncated responses have equal lengths), so
+    its run equals DPO's; a count "k of n losses" must count it once.
+    """
+    groups: dict[str, list[str]] = {}
+    for k, r in runs.items():
+        rep = next((g for g in groups if runs[g]["curves"] == r["curves"]
+                    and runs[g].get("train_loss") == r.get("train_loss")), None)
+        if rep is None:
+            groups[k] = [k]
+        else:
+            groups[rep].append(k)
+    return groups
+
+
+def _claim(claim: str, measured: str, status_ev, source: str = "paper", paper: str = PAPER) -> dict:
+    from jalign.reporting import make_claim
+
+    return make_claim(paper=paper, claim=claim, measured=measured, status=status_ev[0], evidence=status_ev[1],
+                      source=source)
 
 
 def _lm_dpo_claims(res: dict) -> list[dict]:
     """[small LM] DPO on the three variants: chosen log-prob and gradient cosine against the shared suffix."""
+    from paper_repro._common import one_seed
+
     claims = []
     dpo = {v: _run(res, v) for v in VARIANTS}
     dch = _dpo_deltas(res)
     drj = {v: _delta(dpo[v], "mean_rejected_logps") for v in VARIANTS}
     cos = {v: float(sum(dpo[v]["curves"]["cosine"]) / len(dpo[v]["curves"]["cosine"])) for v in VARIANTS}
-    claims.append({
-        "paper": PAPER, "claim": "[small LM] one differing token: under DPO the chosen log-prob rises",
-        "measured": f"Δ chosen log-prob over the run (probe mean): {_fmt_variants(dch)}",
-        "status": "holds" if dch["one_token"] > 0 else "does not hold"})
-    claims.append({
-        "paper": PAPER,
-        "claim": "[small LM] with a shared suffix DPO lowers the chosen log-prob, more for the long suffix",
-        "measured": f"Δ chosen: {_fmt_variants(dch)}; Δ rejected: {_fmt_variants(drj)}",
-        "status": "holds" if dch["short_suffix"] < 0 and dch["long_suffix"] < dch["short_suffix"]
-        else "does not hold"})
-    claims.append({
-        "paper": PAPER, "claim": "[small LM] gradient cosine is positive with suffixes and grows with suffix length",
-        "measured": f"mean cos(g_w, g_l) over the DPO run: {_fmt_variants(cos)}",
-        "status": "holds" if 0 < cos["short_suffix"] < cos["long_suffix"] and cos["one_token"] < cos["short_suffix"]
-        else "does not hold"})
+    st, ev, txt = one_seed(dch["one_token"], need=LM_NEED["one_token_rises"], passes=dch["one_token"] > 0)
+    claims.append(_claim(
+        "[small LM] one differing token: under DPO the chosen log-prob rises",
+        f"Δ chosen log-prob over the run (probe mean): {_fmt_variants(dch)}; {txt}", (st, ev)))
+    gap = min(-dch["short_suffix"], dch["short_suffix"] - dch["long_suffix"])
+    st, ev, txt = one_seed(gap, need=LM_NEED["suffix_falls"], passes=gap > 0)
+    claims.append(_claim(
+        "[small LM] with a shared suffix DPO lowers the chosen log-prob, more for the long suffix",
+        f"Δ chosen: {_fmt_variants(dch)}; Δ rejected: {_fmt_variants(drj)}; {txt}", (st, ev)))
+    gap = min(cos["short_suffix"], cos["long_suffix"] - cos["short_suffix"], cos["short_suffix"] - cos["one_token"])
+    st, ev, txt = one_seed(gap, need=LM_NEED["cosine_grows"], passes=gap > 0)
+    claims.append(_claim(
+        "[small LM] gradient cosine is positive with suffixes and grows with suffix length",
+        f"mean cos(g_w, g_l) over the DPO run: {_fmt_variants(cos)}; {txt}", (st, ev)))
     c1 = dpo["one_token"]["curves"]["cosine"]
-    claims.append({
-        "paper": PAPER, "claim": "[small LM] one differing token: the gradient cosine turns negative and stays negative",
-        "measured": f"cosine {c1[0]:.2f} at step 0, {c1[-1]:.2f} at the end (min {min(c1):.2f}); the responses "
-                    "share the prompt and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may not",
-        "status": "holds" if max(c1[1:]) < 0 else "does not hold"})
+    st, ev, txt = one_seed(max(c1[1:]), need=LM_NEED["one_token_negative"], passes=max(c1[1:]) < 0)
+    claims.append(_claim(
+        "[small LM] one differing token: the gradient cosine turns negative and stays negative",
+        f"cosine {c1[0]:.2f} at step 0, {c1[-1]:.2f} at the end (min {min(c1):.2f}); the responses share the prompt "
+        f"and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may not; {txt}", (st, ev)))
     return claims
 
 
 def _lm_mitigation_claims(res: dict) -> list[dict]:
     """[small LM] DPO with each mitigation keeps the chosen log-prob rising where plain DPO lets it fall."""
+    from paper_repro._common import not_here, one_seed
+
     claims = []
     dch = _dpo_deltas(res)
     for m, label in (("normalized", "the pairwise-normalised update"), ("masked", "token masking")):
         fell = [v for v in VARIANTS if dch[v] < 0]
         got = {v: _delta(_run(res, v, "dpo", m)) for v in VARIANTS if _run(res, v, "dpo", m)}
-        ok = bool(fell) and all(got.get(v, -1) > 0 for v in fell)
-        claims.append({
-            "paper": PAPER,
-            "claim": f"[small LM] {label} keeps the chosen log-prob rising where DPO lets it fall",
-            "measured": f"DPO + {m}: Δ chosen {_fmt_variants(got)} (DPO alone falls on: {', '.join(fell) or 'none'})",
-            "status": ("holds" if ok else "does not hold") if fell else "not reproducible here"})
+        claim = f"[small LM] {label} keeps the chosen log-prob rising where DPO lets it fall"
+        measured = f"DPO + {m}: Δ chosen {_fmt_variants(got)} (DPO alone falls on: {', '.join(fell) or 'none'})"
+        if not fell:
+            claims.append(_claim(claim, measured, not_here("DPO's chosen log-prob fell on no variant in this run")))
+            continue
+        worst = min(got.get(v, float("-inf")) for v in fell)
+        st, ev, txt = one_seed(worst, need=LM_NEED["mitigation"], passes=worst > 0)
+        claims.append(_claim(claim, f"{measured}; {txt}", (st, ev)))
     return claims
 
 
 def _lm_loss_claims(res: dict) -> list[dict]:
-    """[small LM, long suffix] Every margin loss, with and without the normalised update."""
+    """[small LM, long suffix] Every distinct margin loss, with and without the normalised update."""
+    from paper_repro._common import one_seed
+
     claims = []
-    longs = {k: _run(res, "long_suffix", k) for k in LOSSES}
-    d = {k: _delta(r) for k, r in longs.items() if r}
-    falls = [LABELS[k] for k in d if d[k] < 0]
-    claims.append({
-        "paper": PAPER, "claim": "[small LM, long suffix] every margin loss can lower the chosen log-prob",
-        "measured": "Δ chosen: " + ", ".join(f"{LABELS[k]} {v:+.2f}" for k, v in d.items())
-                    + f"; falls under {len(falls)}/{len(d)}",
-        "status": "holds" if len(falls) >= len(d) - 1 else "does not hold"})
-    norm = {k: _delta(_run(res, "long_suffix", k, "normalized")) for k in LOSSES if _run(res, "long_suffix", k, "normalized")}
-    claims.append({
-        "paper": "card (mitigation, derivation)", "claim": "[small LM, long suffix] the normalised update keeps "
-        "the chosen log-prob rising for every loss",
-        "measured": "Δ chosen with the normalised update: " + ", ".join(f"{LABELS[k]} {v:+.2f}" for k, v in norm.items()),
-        "status": "holds" if norm and all(v > 0 for v in norm.values()) else "does not hold"})
+    for m, claim, need, paper in (
+            ("none", "[small LM, long suffix] every margin loss can lower the chosen log-prob", "every_loss_falls",
+             PAPER),
+            ("normalized", "[small LM, long suffix] the normalised update keeps the chosen log-prob rising for "
+             "every loss", "normalized_every_loss", "card (mitigation, derivation)")):
+        runs = {k: _run(res, "long_suffix", k, m) for k in LOSSES if _run(res, "long_suffix", k, m)}
+        groups = distinct_losses(runs)
+        d = {k: _delta(runs[k]) for k in groups}
+        same = "; ".join(f"{' = '.join(LABELS[x] for x in g)} (identical runs)" for g in groups.values() if len(g) > 1)
+        if m == "none":
+            hit = [k for k in d if d[k] < 0]
+            worst = max(d.values())
+            passes = worst < 0
+        else:
+            hit = [k for k in d if d[k] > 0]
+            worst = min(d.values())
+            passes = worst > 0
+        st, ev, txt = one_seed(worst, need=LM_NEED[need], passes=passes)
+        word = "falls" if m == "none" else "rises"
+        claims.append(_claim(
+            claim, "Δ chosen" + (" with the normalised update" if m != "none" else "") + ": "
+            + ", ".join(f"{LABELS[k]} {_delta(r):+.2f}" for k, r in runs.items())
+            + f"; {word} under {len(hit)} of {len(d)} distinct losses" + (f" ({same})" if same else "") + f"; {txt}",
+            (st, ev), paper=paper))
     return claims
 
 
 def _toy_claims(res: dict) -> list[dict]:
     """[toy] First-order predictions against actual changes; DPO and the mitigations as the suffix grows."""
+    from paper_repro._common import exact
+
     claims = []
     toy = res["toy"]
     agree = sum(v["case"] == v["observed_case"] for v in toy["predictions"].values())
-    claims.append({
-        "paper": "card (first-order condition)", "claim": "[toy] predicted first-order log-prob changes match the "
-        "actual changes for a small step, and case labels agree with the observed signs (every margin loss)",
-        "measured": f"{len(toy['predictions'])} losses, step {toy['lr']}: max relative error "
-                    f"{toy['max_relative_error']:.2e}; case labels agree {agree}/{len(toy['predictions'])}",
-        "status": "holds" if toy["max_relative_error"] < 1e-2 and agree == len(toy["predictions"]) else "does not hold"})
+    ok = toy["max_relative_error"] < 1e-2 and agree == len(toy["predictions"])
+    claims.append(_claim(
+        "[toy] predicted first-order log-prob changes match the actual changes for a small step, and case labels "
+        "agree with the observed signs (every margin loss)",
+        f"{len(toy['predictions'])} losses, step {toy['lr']}: max relative error {toy['max_relative_error']:.2e}; "
+        f"case labels agree {agree}/{len(toy['predictions'])}",
+        exact(ok, toy["max_relative_error"], RULES["toy_first_order"]), "reconstruction",
+        paper="card (first-order condition)"))
     sc = toy["suffix_curves"]
     longest = max(sc, key=int)
     dd = {m: sc[longest][m]["chosen_logps"][-1] - sc[longest][m]["chosen_logps"][0] for m in sc[longest]}
     d0 = sc["0"]["dpo"]["chosen_logps"][-1] - sc["0"]["dpo"]["chosen_logps"][0]
-    claims.append({
-        "paper": PAPER, "claim": "[toy] DPO lowers the chosen log-prob with a long shared suffix (not without); "
-        "both mitigations keep it rising",
-        "measured": f"suffix 0: DPO Δ chosen {d0:+.3f}; suffix {longest}: DPO {dd['dpo']:+.3f}, normalised "
-                    f"{dd['normalized']:+.3f}, masked {dd['masked']:+.3f}",
-        "status": "holds" if d0 > 0 and dd["dpo"] < 0 and dd["normalized"] > 0 and dd["masked"] > 0
-        else "does not hold"})
+    ok = d0 > 0 and dd["dpo"] < 0 and dd["normalized"] > 0 and dd["masked"] > 0
+    claims.append(_claim(
+        "[toy] DPO lowers the chosen log-prob with a long shared suffix (not without); both mitigations keep it "
+        "rising",
+        f"suffix 0: DPO Δ chosen {d0:+.3f}; suffix {longest}: DPO {dd['dpo']:+.3f}, normalised "
+        f"{dd['normalized']:+.3f}, masked {dd['masked']:+.3f}",
+        exact(ok, min(d0, -dd["dpo"], dd["normalized"], dd["masked"]), RULES["toy_suffix"]), "reconstruction"))
     return claims
 
 
-def _claims(res: dict) -> list[dict]:
-    """Every claim checked here, in order: the small LM's, the toy's and the 7B TL;DR result (not reproducible
-    here)."""
-    claims = _lm_dpo_claims(res) + _lm_mitigation_claims(res) + _lm_loss_claims(res) + _toy_claims(res)
-    claims.append({
-        "paper": PAPER, "claim": "TL;DR with Mistral-7B / Llama-3-8B: both log-probs rise / both fall by model",
-        "measured": "needs 7B models and the TL;DR data; the small LM and built-in data stand in",
-        "status": "not reproducible here"})
-    return claims
+def claims(res: dict) -> list[dict]:
+    """Every claim with its evidence, from the saved results (rules: :data:`RULES`, :data:`LM_NEED`), in order:
+    the small LM's, the toy's and the 7B TL;DR result (not reproducible here)."""
+    from paper_repro._common import not_here
+
+    out = _lm_dpo_claims(res) + _lm_mitigation_claims(res) + _lm_loss_claims(res) + _toy_claims(res)
+    out.append(_claim(
+        "TL;DR with Mistral-7B / Llama-3-8B: both log-probs rise / both fall by model",
+        "needs 7B models and the TL;DR data; the small LM and built-in data stand in",
+        not_here("needs 7B models and the TL;DR data")))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,7 +455,7 @@ def run(out: Path, *, quick: bool = True) -> dict:
     res = {"quick": quick, "settings": {k: v for k, v in cfg.items() if k != "runs"}, "hparams": HPARAMS}
     res["toy"] = _toy_study(quick)
     res["lm"] = _lm_study(cfg)
-    res["claims"] = _claims(res)
+    res["claims"] = claims(res)
     return finish(out, res, plot_from_results, t0=t0)
 
 

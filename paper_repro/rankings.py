@@ -983,6 +983,11 @@ LM_FIGURES = (("rankings_lm_accuracy", _plot_lm_accuracy), ("rankings_lm_flips",
               ("rankings_lm_topk", _plot_lm_topk))
 
 
+def _figures(res: dict) -> tuple:
+    """The ``(name, draw)`` pairs of ``res``: the bandit's, and the small LM's when ``res`` has that part."""
+    return FIGURES + (LM_FIGURES if "lm" in res else ())
+
+
 def run(out: Path, *, quick: bool = True) -> dict:
     """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
     out = output_dir(out)
@@ -993,4 +998,4 @@ def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json``."""
     out = Path(out)
     res = read_results(out)
-    return draw_figures(out, res, FIGURES + (LM_FIGURES if "lm" in res else ()))
+    return draw_figures(out, res, _figures(res))

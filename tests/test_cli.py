@@ -26,22 +26,25 @@ def test_reproduce_unwritable_out_fails_before_work(tmp_path):
 
 
 def test_report_renders_claims_table(tmp_path):
-    from jalign.reporting import render_markdown, write_report
+    from jalign.reporting import evidence, render_markdown, write_report
 
     summary = {
         "quick": True,
         "reproductions": {
             "toy": {"status": "ok", "claims": [
-                {"paper": "P", "claim": "a | b", "measured": "0.1", "status": "holds"},
-                {"paper": "P", "claim": "c", "measured": "2", "status": "does not hold"},
+                {"paper": "P", "claim": "a | b", "measured": "0.1", "status": "holds",
+                 "evidence": evidence("exact", rule="|x| < 1", estimate=0.1)},
+                {"paper": "P", "claim": "c", "measured": "2", "status": "does not hold", "source": "reconstruction",
+                 "evidence": evidence("seeds", seeds=3, estimate=2.0, interval=(1.5, 2.5), rule="below 1")},
             ]},
             "bad": {"status": "failed", "error": "boom"},
         },
         "missing": {"x": "later"},
     }
     md = render_markdown(summary, tmp_path)
-    assert "| toy | P | a \\| b | paper | 0.1 | — | ✅ holds |" in md
-    assert "| toy | P | c | paper | 2 | — | ❌ does not hold |" in md
+    assert "| toy | P | a \\| b | paper | 0.1 | exact; 0.1; rule: \\|x\\| < 1 | ✅ holds |" in md
+    assert ("| toy | P | c | reconstruction | 2 | seeds; 3 seeds; 2 [1.5, 2.5]; rule: below 1 | ❌ does not hold |"
+            in md)
     assert "| bad |  | (reproduction failed) |  | boom | — | ⚪ not reproducible here |" in md
     assert "3 claims: 1 holds, 1 does not hold, 0 inconclusive, 0 by construction, 1 not reproducible here." in md
     assert "Not implemented yet: x." in md
@@ -50,25 +53,33 @@ def test_report_renders_claims_table(tmp_path):
     assert "<td>a | b</td>" in (tmp_path / "report.html").read_text()
 
 
-def test_report_rejects_unknown_status(tmp_path):
+def test_report_rejects_unknown_status_and_claims_without_evidence(tmp_path):
     import pytest
 
-    from jalign.reporting import render_markdown
+    from jalign.reporting import evidence, render_markdown
 
     bad = {"reproductions": {"t": {"status": "ok", "claims": [{"claim": "c", "status": "maybe"}]}}}
     with pytest.raises(ValueError, match="claim status 'maybe'"):
         render_markdown(bad, tmp_path)
+    bare = {"paper": "P", "claim": "c", "measured": "m", "status": "holds"}
+    with pytest.raises(ValueError, match=r"reproduction 't', claim 1: the claim has no evidence"):
+        render_markdown({"reproductions": {"t": {"status": "ok", "claims": [
+            {**bare, "evidence": evidence("exact", rule="r")}, bare]}}}, tmp_path)
+    with pytest.raises(ValueError, match="≥ 3 seeds"):  # a malformed evidence object is refused too
+        render_markdown({"reproductions": {"t": {"status": "ok", "claims": [
+            {**bare, "evidence": evidence("seeds", seeds=1, estimate=0.5, rule="r")}]}}}, tmp_path)
 
 
 def test_report_only_rebuilds_the_report_from_saved_results(tmp_path, capsys):
     import json
 
     (tmp_path / "fdpg").mkdir()
-    claim = {"paper": "Go et al.", "claim": "JS balances | both", "measured": "x = 1", "status": "holds"}
+    claim = {"paper": "Go et al.", "claim": "JS balances | both", "measured": "x = 1", "status": "inconclusive",
+             "evidence": {"kind": "seeds", "seeds": 1, "estimate": 1.0, "interval": None, "rule": "one seed"}}
     (tmp_path / "fdpg" / "results.json").write_text(json.dumps({"quick": True, "claims": [claim]}))
     assert main(["reproduce", "fdpg", "--out", str(tmp_path), "--report-only"]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "| fdpg | Go et al. | JS balances \\| both | paper | x = 1 | — | ✅ holds |" in md
+    assert "| fdpg | Go et al. | JS balances \\| both | paper | x = 1 | seeds; 1 seeds; 1; rule: one seed | ❔ inconclusive |" in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fdpg", "report.html", "report.md"]  # nothing run
     # a reproduction without saved results is reported as such, with a non-zero exit
     assert main(["reproduce", "copg-bandit", "--out", str(tmp_path), "--report-only"]) == 1

@@ -142,10 +142,13 @@ def _stub_run(out, *, quick=True):
     from jalign.plotting import savefig, style
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ev = lambda kind: {"kind": kind, "seeds": 1, "estimate": None, "interval": None, "rule": "r"}
     res = {"quick": quick, "curve": [0.0, 1.0, 4.0], "claims": [
-        {"paper": "P", "claim": "claim a|b", "measured": "x = 1", "status": "holds"},
-        {"paper": "P", "claim": "claim c", "measured": "y = 2\\nz = 3", "status": "does not hold"},
-        {"paper": "P", "claim": "claim d", "measured": "n/a", "status": "not reproducible here"}]}
+        {"paper": "P", "claim": "claim a|b", "measured": "x = 1", "status": "holds", "evidence": ev("exact")},
+        {"paper": "P", "claim": "claim c", "measured": "y = 2\\nz = 3", "status": "does not hold",
+         "evidence": ev("exact")},
+        {"paper": "P", "claim": "claim d", "measured": "n/a", "status": "not reproducible here",
+         "evidence": ev("none")}]}
     (out / "results.json").write_text(json.dumps(res))
     data = json.loads((out / "results.json").read_text())
     with style():

@@ -168,3 +168,51 @@ def test_bad_inputs_raise_value_errors():
         rewards.reference_quantile(jnp.zeros(3), 0.5)
     with pytest.raises(ValueError, match="S >= 1"):
         rewards.reference_quantile(jnp.zeros((3, 0)), 0.5)
+
+
+# ---------------------------------------------------------------------------------------------- ensembles
+def test_ensemble_modes_against_numpy():
+    """mean, min and mean − k·std (population and unbiased) equal numpy on random [M, N, S] members."""
+    r = np.random.default_rng(0).normal(size=(5, 3, 4)) * 3.0 + 100.0  # a large offset: the std is centred
+    np.testing.assert_allclose(rewards.ensemble(r, "mean"), r.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(rewards.ensemble(r, "min"), r.min(0), rtol=1e-6)
+    for ddof in (0, 1):
+        want = r.mean(0) - 0.7 * r.std(0, ddof=ddof)
+        np.testing.assert_allclose(rewards.ensemble(r, "mean_minus_std", k=0.7, ddof=ddof), want, rtol=1e-6)
+        jitted = jax.jit(lambda x, k, d=ddof: rewards.ensemble(x, "mean_minus_std", k=k, ddof=d))
+        np.testing.assert_allclose(jitted(jnp.asarray(r, jnp.float32), 0.7), want, rtol=1e-5)
+    members = [r[i] for i in range(5)]  # a list of arrays == the stacked array
+    np.testing.assert_allclose(rewards.ensemble(members, "mean_minus_std", k=2.0), rewards.ensemble(r, "mean_minus_std",
+                               k=2.0), rtol=1e-6)
+    one = r[:1]  # one member: mean = min = mean − k·std (population std 0)
+    for mode in rewards.ENSEMBLE_MODES:
+        np.testing.assert_allclose(rewards.ensemble(one, mode, k=5.0), r[0], rtol=1e-6)
+
+
+def test_ensemble_gradient_of_the_penalty():
+    """d/dr_m (mean − k·std) = 1/M − k·(r_m − r̄)/((M − ddof)·s), against autodiff."""
+    r = jnp.asarray([0.3, -1.2, 2.0, 0.5])
+    for ddof in (0, 1):
+        g = jax.grad(lambda x, d=ddof: rewards.ensemble(x, "mean_minus_std", k=1.5, ddof=d))(r)
+        x = np.asarray(r, np.float64)
+        s = np.sqrt(((x - x.mean()) ** 2).sum() / (4 - ddof))
+        np.testing.assert_allclose(g, 1 / 4 - 1.5 * (x - x.mean()) / ((4 - ddof) * s), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mode": "max"}, "mode='max'"),
+    ({"mode": "mean_minus_std", "k": -1.0}, "k=-1.0 must be >= 0"),
+    ({"mode": "mean", "ddof": 2}, "ddof=2 must be 0"),
+])
+def test_ensemble_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rewards.ensemble(np.zeros((2, 3)), **kwargs)
+
+
+def test_ensemble_bad_members():
+    with pytest.raises(ValueError, match="ddof=1 needs at least 2 members"):
+        rewards.ensemble(np.zeros((1, 3)), "mean_minus_std", ddof=1)
+    with pytest.raises(ValueError, match="different shapes"):
+        rewards.ensemble([np.zeros(3), np.zeros(4)])
+    with pytest.raises(ValueError, match="no members"):
+        rewards.ensemble([])

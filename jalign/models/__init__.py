@@ -1,10 +1,11 @@
 """Causal language models: Flax NNX transformers (GPT-2, Llama, Qwen2), checkpoints, sampling, sharding.
 
 Public API (kept stable): :func:`load_pretrained`, :func:`save_pretrained`, :class:`CausalLM`,
-:class:`ModelConfig`. See docs/models.md.
+:class:`ModelConfig`; reward models: :class:`RewardModel`, :func:`load_reward_model`,
+:func:`reward_model_from_causal_lm`, :class:`RewardEnsemble`. See docs/models.md and docs/reward_models.md.
 """
 
-from jalign.models.checkpoints import load_pretrained, load_small_lm, save_pretrained
+from jalign.models.checkpoints import load_pretrained, load_reward_model, load_small_lm, save_pretrained
 from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
 from jalign.models.transformer import (
     CausalLM,
@@ -32,6 +33,20 @@ __all__ = [
     "save_pretrained",
     "token_logprobs",
 ]
+
+from jalign.models.reward import (  # noqa: E402
+    RewardEnsemble,
+    RewardModel,
+    RewardModelOutput,
+    create_reward_model,
+    join_prompt_completion,
+    last_token_index,
+    reward_model_from_causal_lm,
+    score,
+)
+
+__all__ += ["RewardEnsemble", "RewardModel", "RewardModelOutput", "create_reward_model", "join_prompt_completion",
+            "last_token_index", "load_reward_model", "reward_model_from_causal_lm", "score"]
 
 from jalign.models.sampling import SampleOutput, filter_logits, sample  # noqa: E402
 

@@ -25,10 +25,13 @@ from flax import nnx
 from jalign.errors import FileFormatError, MissingFileError
 from jalign.models import safetensors_io
 from jalign.models.config import SUPPORTED_ARCHS, ModelConfig
+from jalign.models.reward import RewardModel
 from jalign.models.transformer import CausalLM
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _HF_ARCH = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_HF_SEQCLS_ARCH = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification",
+                   "qwen2": "Qwen2ForSequenceClassification"}
 # Buffers some exporters write that carry no parameters.
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
@@ -252,14 +255,15 @@ def expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(np.shape(v)) for k, v in to_hf_tensors(cfg, zeros).items()}
 
 
-def _check_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str, limit: int = 10) -> dict:
+def _check_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str, limit: int = 10,
+                   expected: dict[str, tuple[int, ...]] | None = None) -> dict:
     """Drop known buffers / a tied lm_head; raise listing the first mismatches of names and shapes."""
-    expected = expected_hf_shapes(cfg)
+    expected = expected_hf_shapes(cfg) if expected is None else expected
     got = {}
     for k, v in tensors.items():
         if k.endswith(_IGNORED_SUFFIXES) or (cfg.tie_embeddings and k == "lm_head.weight"):
             continue
-        if cfg.arch == "gpt2" and not k.startswith(("transformer.", "lm_head.")):
+        if cfg.arch == "gpt2" and not k.startswith(("transformer.", "lm_head.", "score.")):
             k = "transformer." + k  # original GPT-2 checkpoints lack the prefix
         got[k] = v
     problems = [f"missing tensor {k!r} (expected shape {s})" for k, s in expected.items() if k not in got]
@@ -377,7 +381,11 @@ def load_pretrained(path: str | Path, *, mesh=None, rules=None, **overrides) -> 
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise MissingFileError(f"{path}: config.json not found")
-    cfg = config_from_hf(read_config_json(cfg_file), where=str(cfg_file), **overrides)
+    d = read_config_json(cfg_file)
+    if is_sequence_classification(d):
+        raise FileFormatError(f"{cfg_file}: architectures={d.get('architectures')} is a sequence-classification "
+                              "(reward) model; load it with jalign.models.load_reward_model")
+    cfg = config_from_hf(d, where=str(cfg_file), **overrides)
     tensors = _check_tensors(cfg, read_hf_tensors(path), str(path))
     params = from_hf_tensors(cfg, tensors)
     shardings = None
@@ -388,17 +396,115 @@ def load_pretrained(path: str | Path, *, mesh=None, rules=None, **overrides) -> 
     return build_model(cfg, params, shardings)
 
 
-def save_pretrained(model: CausalLM, path: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` in the Hugging Face layout of ``model.cfg.arch``."""
+def save_pretrained(model: CausalLM | RewardModel, path: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` in the Hugging Face layout of ``model.cfg.arch``: a
+    :class:`CausalLM` as ``*ForCausalLM`` / ``GPT2LMHeadModel``, a :class:`RewardModel` as
+    ``*ForSequenceClassification`` (``score.weight``, ``num_labels``, ``id2label``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
-    hf_cfg = config_to_hf(cfg)
     params = {k: np.asarray(jax.device_get(v)) for k, v in _flat_params(model).items()}
-    tensors = to_hf_tensors(cfg, params)
+    if isinstance(model, RewardModel):
+        hf_cfg = reward_config_to_hf(cfg, model.num_labels)
+        tensors = reward_to_hf_tensors(cfg, params)
+    else:
+        hf_cfg = config_to_hf(cfg)
+        tensors = to_hf_tensors(cfg, params)
     safetensors_io.save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     return path
+
+
+# ------------------------------------------------------------------------------------------- reward models
+def is_sequence_classification(d: dict[str, Any]) -> bool:
+    """Whether a ``config.json`` dict declares a ``*ForSequenceClassification`` architecture."""
+    archs = d.get("architectures") or []
+    return isinstance(archs, list) and any(str(a).endswith("ForSequenceClassification") for a in archs)
+
+
+def _num_labels(d: dict[str, Any], where: str) -> int:
+    """``num_labels`` of a Hugging Face config: the key if present, else the size of ``id2label`` (transformers
+    writes only ``id2label``), else 2 (transformers' default)."""
+    n = d.get("num_labels")
+    if n is None:
+        n = len(d["id2label"]) if isinstance(d.get("id2label"), dict) else 2
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise FileFormatError(f"{where}: num_labels={n!r} must be a positive int")
+    return n
+
+
+def reward_config_to_hf(cfg: ModelConfig, num_labels: int) -> dict[str, Any]:
+    """The ``config.json`` dict of a ``*ForSequenceClassification`` model with this trunk and head width."""
+    out = config_to_hf(cfg)
+    out["architectures"] = [_HF_SEQCLS_ARCH[cfg.arch]]
+    out["num_labels"] = num_labels
+    out["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    out["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    return out
+
+
+def reward_to_hf_tensors(cfg: ModelConfig, p: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`RewardModel`'s flat params → Hugging Face names: the trunk as :func:`to_hf_tensors` (no
+    ``lm_head``), ``score.weight`` = ``score``ᵀ ``[num_labels, D]``."""
+    out = to_hf_tensors(cfg.replace(tie_embeddings=True), p)
+    out["score.weight"] = np.transpose(p["score"])
+    return out
+
+
+def reward_from_hf_tensors(cfg: ModelConfig, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Hugging Face ``*ForSequenceClassification`` tensors → a :class:`RewardModel`'s flat params."""
+    p = from_hf_tensors(cfg.replace(tie_embeddings=True), t)
+    p["score"] = t["score.weight"].T
+    return p
+
+
+def expected_reward_shapes(cfg: ModelConfig, num_labels: int) -> dict[str, tuple[int, ...]]:
+    """Hugging Face tensor name → shape for a reward model with this trunk and head width."""
+    abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels=num_labels, rngs=nnx.Rngs(0)))
+    zeros = {k: np.zeros(v.shape, np.int8) for k, v in _flat_params(abstract).items()}
+    return {k: tuple(np.shape(v)) for k, v in reward_to_hf_tensors(cfg, zeros).items()}
+
+
+def load_reward_model(path: str | Path, *, num_labels: int | None = None, **overrides) -> RewardModel:
+    """Load a Hugging Face ``GPT2ForSequenceClassification`` / ``LlamaForSequenceClassification`` /
+    ``Qwen2ForSequenceClassification`` checkpoint (safetensors + config.json) as a :class:`RewardModel`.
+
+    Args:
+      path: a directory with ``config.json`` (``architectures`` naming a ``*ForSequenceClassification``,
+        ``num_labels`` or ``id2label``, ``pad_token_id``) and ``model.safetensors`` (or shards).
+      num_labels: if given, the head width the caller needs (e.g. 1 for a reward); another width in the
+        checkpoint is a :class:`FileFormatError` naming both.
+      **overrides: ModelConfig fields, as for :func:`load_pretrained`.
+
+    Raises:
+      FileFormatError: a causal-LM checkpoint (use :func:`jalign.models.reward_model_from_causal_lm`), a head
+        of another width, tensor names/shapes that do not match the config (``score.weight`` included), and
+        every error of :func:`load_pretrained`.
+      MissingFileError: no ``config.json`` or no safetensors file.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise MissingFileError(f"{path}: config.json not found")
+    d = read_config_json(cfg_file)
+    if not is_sequence_classification(d):
+        raise FileFormatError(f"{cfg_file}: architectures={d.get('architectures')} is not a "
+                              "*ForSequenceClassification reward model; to start one from a causal LM use "
+                              "jalign.models.reward_model_from_causal_lm(jalign.models.load_pretrained(path))")
+    cfg = config_from_hf(d, where=str(cfg_file), **overrides)
+    labels = _num_labels(d, str(cfg_file))
+    if num_labels is not None and labels != num_labels:
+        raise FileFormatError(f"{cfg_file}: the reward head has num_labels={labels}, {num_labels} needed "
+                              "(a scalar reward needs num_labels=1)")
+    tensors = _check_tensors(cfg, read_hf_tensors(path), str(path), expected=expected_reward_shapes(cfg, labels))
+    params = reward_from_hf_tensors(cfg, tensors)
+    abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels=labels, rngs=nnx.Rngs(0)))
+    gd, st = nnx.split(abstract)
+    for p, var in nnx.to_flat_state(st):
+        var.set_value(jnp.asarray(np.asarray(params[".".join(map(str, p))]).astype(cfg.params_dtype)))
+    return nnx.merge(gd, st)
 
 
 SMALL_LM_DIR = Path(__file__).resolve().parents[1] / "assets" / "small_lm"

@@ -92,7 +92,69 @@ def check_token_ids(ids: Any, vocab_size: int, name: str = "ids") -> None:
         )
 
 
-class CausalLM(nnx.Module):
+class Decoder(nnx.Module):
+    """The transformer trunk shared by :class:`CausalLM` and :class:`jalign.models.RewardModel`: token (and,
+    for GPT-2, position) embeddings, the blocks and the final norm; :meth:`_hidden` gives the final hidden
+    states. Parameter names (``embed``, ``pos_embed``, ``layers.i....``, ``final_norm``) are the same in both
+    models, so a reward model's trunk maps onto the Hugging Face layout exactly like a causal LM's."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        V, D = cfg.vocab_size, cfg.d_model
+        self.embed = _param(rngs, (V, D), ("vocab", "embed"), cfg)
+        if cfg.arch == "gpt2":
+            self.pos_embed = _param(rngs, (cfg.max_seq_len, D), ("pos", "embed"), cfg, std=0.01)
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = Norm(cfg, rngs)
+
+    def _hidden(self, ids_BxT, mask_BxT, positions_BxT, cache):
+        """Final hidden states ``[B, T, D]`` (after the final norm, compute dtype) and the updated cache."""
+        cfg = self.cfg
+        if getattr(ids_BxT, "ndim", None) != 2:
+            raise ValueError(f"ids_BxT must be a 2-D [batch, time] int array, got shape {jnp.shape(ids_BxT)}")
+        check_token_ids(ids_BxT, cfg.vocab_size, "ids_BxT")
+        B, T = ids_BxT.shape
+        mask = jnp.ones((B, T), bool) if mask_BxT is None else jnp.asarray(mask_BxT).astype(bool)
+        if mask.shape != (B, T):
+            raise ValueError(f"mask_BxT shape {mask.shape} != ids_BxT shape {(B, T)}")
+        if positions_BxT is None:
+            offset = 0 if cache is None else jnp.sum(cache.valid, axis=1, dtype=jnp.int32)[:, None]
+            positions_BxT = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0) + offset
+        dt = cfg.compute_dtype
+        V = cfg.vocab_size
+        ids_BxT = jnp.where((ids_BxT < 0) | (ids_BxT >= V), V, ids_BxT)  # out of range -> NaN row (under jit)
+        x = jnp.take(self.embed[...], ids_BxT, axis=0, mode="fill", fill_value=jnp.nan).astype(dt)
+        rope = None
+        if cfg.arch == "gpt2":
+            if _is_concrete(positions_BxT) and np.asarray(positions_BxT).max(initial=0) >= cfg.max_seq_len:
+                raise ValueError(f"positions exceed max_seq_len={cfg.max_seq_len} of the GPT-2 position table")
+            pe = jnp.take(self.pos_embed[...], positions_BxT, axis=0, mode="fill", fill_value=jnp.nan)
+            x = x + pe.astype(dt)
+        else:
+            rope = rope_angles(positions_BxT, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        if cache is None:
+            valid, q_slot, index = mask, jnp.arange(T), None
+        else:
+            index = cache.index
+            valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
+            q_slot = index + jnp.arange(T)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            if cfg.remat:
+                x, kv = _remat_block(layer, x, rope, valid, q_slot, kv, index)
+            else:
+                x, kv = layer(x, rope, valid, q_slot, kv, index)
+            new_k.append(kv[0])
+            new_v.append(kv[1])
+        h = self.final_norm(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, index=index + T)
+        return h, new_cache
+
+
+class CausalLM(Decoder):
     """Decoder-only language model. ``model(ids_BxT, mask_BxT=None)`` → :class:`CausalLMOutput`.
 
     Args (of ``__call__``):
@@ -105,15 +167,9 @@ class CausalLM(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        V, D = cfg.vocab_size, cfg.d_model
-        self.embed = _param(rngs, (V, D), ("vocab", "embed"), cfg)
-        if cfg.arch == "gpt2":
-            self.pos_embed = _param(rngs, (cfg.max_seq_len, D), ("pos", "embed"), cfg, std=0.01)
-        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
-        self.final_norm = Norm(cfg, rngs)
+        super().__init__(cfg, rngs=rngs)
         if not cfg.tie_embeddings:
-            self.lm_head = _param(rngs, (D, V), ("embed", "vocab"), cfg)
+            self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg)
 
     def __call__(
         self,
@@ -164,52 +220,6 @@ class CausalLM(nnx.Module):
         lp = unembed_logps(h.reshape(B * T, D), self._unembedding(), labels.reshape(-1), chunk).reshape(B, T)
         return jnp.where(m > 0, lp * m, 0.0).sum(-1), m.sum(-1)
 
-    def _hidden(self, ids_BxT, mask_BxT, positions_BxT, cache):
-        """Final hidden states ``[B, T, D]`` (after the final norm, compute dtype) and the updated cache."""
-        cfg = self.cfg
-        if getattr(ids_BxT, "ndim", None) != 2:
-            raise ValueError(f"ids_BxT must be a 2-D [batch, time] int array, got shape {jnp.shape(ids_BxT)}")
-        check_token_ids(ids_BxT, cfg.vocab_size, "ids_BxT")
-        B, T = ids_BxT.shape
-        mask = jnp.ones((B, T), bool) if mask_BxT is None else jnp.asarray(mask_BxT).astype(bool)
-        if mask.shape != (B, T):
-            raise ValueError(f"mask_BxT shape {mask.shape} != ids_BxT shape {(B, T)}")
-        if positions_BxT is None:
-            offset = 0 if cache is None else jnp.sum(cache.valid, axis=1, dtype=jnp.int32)[:, None]
-            positions_BxT = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0) + offset
-        dt = cfg.compute_dtype
-        V = cfg.vocab_size
-        ids_BxT = jnp.where((ids_BxT < 0) | (ids_BxT >= V), V, ids_BxT)  # out of range -> NaN row (under jit)
-        x = jnp.take(self.embed[...], ids_BxT, axis=0, mode="fill", fill_value=jnp.nan).astype(dt)
-        rope = None
-        if cfg.arch == "gpt2":
-            if _is_concrete(positions_BxT) and np.asarray(positions_BxT).max(initial=0) >= cfg.max_seq_len:
-                raise ValueError(f"positions exceed max_seq_len={cfg.max_seq_len} of the GPT-2 position table")
-            pe = jnp.take(self.pos_embed[...], positions_BxT, axis=0, mode="fill", fill_value=jnp.nan)
-            x = x + pe.astype(dt)
-        else:
-            rope = rope_angles(positions_BxT, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        if cache is None:
-            valid, q_slot, index = mask, jnp.arange(T), None
-        else:
-            index = cache.index
-            valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-            q_slot = index + jnp.arange(T)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            if cfg.remat:
-                x, kv = _remat_block(layer, x, rope, valid, q_slot, kv, index)
-            else:
-                x, kv = layer(x, rope, valid, q_slot, kv, index)
-            new_k.append(kv[0])
-            new_v.append(kv[1])
-        h = self.final_norm(x)
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, index=index + T)
-        return h, new_cache
-
 
 def token_logprobs(logits_BxTxV: Array, ids_BxT: Array) -> Array:
     """``lp[b, t] = log p(ids[b, t] | ids[b, <t])`` for t >= 1 (0 at t = 0), float32, shape [B, T].
@@ -229,7 +239,13 @@ def create_model(cfg: ModelConfig, seed: int = 0) -> CausalLM:
     The weights are drawn on the host with ``numpy.random.default_rng(seed)`` (no XLA compilation, which
     dominates start-up for small models); ``CausalLM(cfg, rngs=nnx.Rngs(seed))`` initialises with jax.random.
     """
-    abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+    return init_on_host(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)), cfg, seed)
+
+
+def init_on_host(make, cfg: ModelConfig, seed: int = 0):
+    """The module ``make()`` builds, its parameters drawn on the host by their ``init`` metadata with
+    ``numpy.random.default_rng(seed)`` (see :func:`create_model`)."""
+    abstract = nnx.eval_shape(make)
     gd, st = nnx.split(abstract)
     rng = np.random.default_rng(seed)
     for _, var in nnx.to_flat_state(st):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +24,11 @@ from jalign import losses
 from jalign.errors import UserError
 from jalign.train.objectives import MITIGATIONS, check_mitigation
 
-MODES = ("sft", "preference", "online")
+MODES = ("sft", "preference", "online", "reward")
 REFERENCE_MODES = ("frozen", "cached", "none")
 SCHEDULES = ("cosine", "constant", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-_FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules")
+_FREE = ("model.kwargs", "data.kwargs", "loss.hparams", "online.reward_kwargs", "mesh.rules", "eval.data_kwargs")
 
 
 class ConfigError(UserError):
@@ -38,7 +39,7 @@ class ConfigError(UserError):
 def base_config() -> ml_collections.ConfigDict:
     """Every configuration key with its default (locked; free-form sections unlocked)."""
     c = ml_collections.ConfigDict()
-    c.mode = "preference"  # sft | preference | online
+    c.mode = "preference"  # sft | preference | online | reward (a reward model on pairwise data)
     c.seed = 0
     c.workdir = ""  # output directory: metrics.jsonl, tensorboard/, checkpoints/ ("" = no output)
 
@@ -53,10 +54,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.kwargs = ml_collections.ConfigDict()
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "dpo"  # a registered loss (jalign.losses.names()) or "logic:<name>[:<f>]"; ignored for sft
+    c.loss.name = "dpo"  # a registered loss (jalign.losses.names()) or "logic:<name>[:<f>]"; ignored for sft, reward
     c.loss.hparams = ml_collections.ConfigDict()
     c.loss.reference = "frozen"  # frozen (copy of the initial model, in the step) | cached | none
     c.loss.mitigation = "none"  # none | masked: margin on the contrasting span only (pairwise; docs/diagnostics.md)
+
+    c.reward_model = ml_collections.ConfigDict()  # mode="reward": jalign.losses.reward_model_loss
+    c.reward_model.margin = 0.0  # −log σ(r_c − r_r − margin); a batch field "margin" [B] replaces it per pair
+    c.reward_model.center_coef = 0.0  # + center_coef·(r_c + r_r)² (TRL's center_rewards_coefficient), >= 0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"
@@ -103,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 0  # held-out next-token loss every N steps (0: off); needs a source with eval_batches()
     c.eval.batches = 8  # held-out batches per evaluation
+    # mode="reward": held-out pairs come from the same data source with data.kwargs updated by these (e.g.
+    # path=heldout.jsonl, or data_seed=1 for a built-in set); required when eval.every > 0 in that mode
+    c.eval.data_kwargs = ml_collections.ConfigDict()
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator = ""  # host:port; "" = from environment (JALIGN_COORDINATOR) or single process
@@ -271,6 +279,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
         need(v >= 1 or (ax == "data" and v == -1), f"mesh.{ax}", ">= 1 (mesh.data may be -1)")
     if c.mode == "sft":
         need(c.loss.mitigation == "none", "loss.mitigation", "'none' in mode='sft'")
+        return
+    if c.mode == "reward":
+        need(c.loss.mitigation == "none", "loss.mitigation", "'none' in mode='reward'")
+        for key in ("reward_model.margin", "reward_model.center_coef"):
+            v = _node(c, key)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), key, "a finite number")
+        need(c.reward_model.center_coef >= 0, "reward_model.center_coef", ">= 0")
+        if c.eval.every and not c.eval.data_kwargs.keys():
+            raise ConfigError(f"config eval.every={c.eval.every} in mode='reward' needs held-out pairs: set "
+                              "eval.data_kwargs (data.kwargs for the held-out source, e.g. eval.data_kwargs.path="
+                              "heldout.jsonl or eval.data_kwargs.data_seed=1), or eval.every=0")
         return
     try:
         bound = losses.bind(c.loss.name)  # a registered loss or "logic:<name>[:<f>]" (jalign.logic)

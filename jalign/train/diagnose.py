@@ -939,6 +939,8 @@ def _run_state_like(cfg):
     from jalign.train import plugins
     from jalign.train.step import init_state, make_optimizer
 
+    if cfg.get("mode") == "reward":
+        raise DiagnoseError("the run trained a reward model (mode='reward'); jalign diagnose examines policies")
     model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
     frozen = False
     if cfg.mode != "sft" and cfg.loss.reference == "frozen":

@@ -1,4 +1,5 @@
-"""Hand a trained policy to the next run: the final parameters in the Hugging Face layout (``train.export``)."""
+"""Hand a trained policy (or reward model) to the next run: the final parameters in the Hugging Face layout
+(``train.export``; a :class:`jalign.models.RewardModel` as ``*ForSequenceClassification``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from jalign.models import CausalLM, save_pretrained
+from jalign.models import CausalLM, RewardModel, save_pretrained
 
 EXPORT_FILES = frozenset({"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
                           "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
@@ -48,8 +49,8 @@ def export_model(graphdef, state, path: str | Path, *, is_main: bool = True,
 
         params = multihost_utils.process_allgather(params, tiled=True)
     model = nnx.merge(graphdef, params, state.model_state)
-    if not isinstance(model, CausalLM):
-        raise TypeError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+    if not isinstance(model, (CausalLM, RewardModel)):
+        raise TypeError(f"train.export: only jalign.models.CausalLM / RewardModel models can be exported, got "
                         f"{type(model).__name__}")
     if not is_main:
         return None

@@ -27,8 +27,8 @@ from jalign.train.checkpoint import Checkpointer
 from jalign.train.export import check_export_target, export_model
 from jalign.train.metrics import MetricsLogger
 from jalign.train.objectives import check_batch, make_objective
-from jalign.train.plugins.models import is_causal_lm
-from jalign.train.probes import ProbeRunner, nll_probe
+from jalign.train.plugins.models import as_reward_model, is_causal_lm, is_reward_model
+from jalign.train.probes import ProbeRunner, nll_probe, reward_probe
 from jalign.train.reference import make_reference_fn
 from jalign.train.step import init_state, jit_step, make_optimizer, make_train_step, place_state
 from jalign.train.workdir import WorkdirLock, open_run, trim_jsonl
@@ -100,30 +100,40 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch-parallel devices "
                         f"mesh.data*mesh.fsdp={ways} ({pc} process(es)); change data.batch_size or the mesh")
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
-    bound = None if cfg.mode == "sft" else losses.bind(cfg.loss.name if loss is None else loss,
+    bound = None if cfg.mode in ("sft", "reward") else losses.bind(cfg.loss.name if loss is None else loss,
                                                        **dict(cfg.loss.hparams))
     spec = None if bound is None else bound.spec
 
     if model is None:
         model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    if cfg.mode == "reward":  # a causal LM gets a fresh scalar head (its unembedding is dropped)
+        model = as_reward_model(model, seed=cfg.seed)
     if source is None:
         source = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
-        if not is_causal_lm(model):
-            raise UserError(f"train.export: only jalign.models.CausalLM policies can be exported, got "
+        if not (is_causal_lm(model) or is_reward_model(model)):
+            raise UserError(f"train.export: only jalign.models.CausalLM / RewardModel models can be exported, got "
                             f"{type(model).__name__}")
     probes = list(probes or [])
-    if cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
+    if cfg.eval.every and cfg.mode == "reward":  # held-out pairs: the source with data.kwargs | eval.data_kwargs
+        held_out = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+                                     seed=cfg.seed, process_index=pi, process_count=pc,
+                                     **{**dict(cfg.data.kwargs), **dict(cfg.eval.data_kwargs)})
+        probes.append(reward_probe([next(held_out) for _ in range(cfg.eval.batches)], every=cfg.eval.every,
+                                   name="eval", **dict(cfg.reward_model)))
+    elif cfg.eval.every:  # held-out next-token loss (e.g. pretraining on text_windows)
         if not hasattr(source, "eval_batches"):
             raise UserError(f"eval.every={cfg.eval.every}: data source {cfg.data.name!r} has no held-out batches "
                              "(eval_batches); set eval.every=0")
         probes.append(nll_probe(source.eval_batches(cfg.eval.batches), every=cfg.eval.every, name="eval"))
-    objective = make_objective(cfg.mode, bound, mitigation=cfg.loss.mitigation, reference=cfg.loss.reference)
-    frozen = cfg.mode != "sft" and cfg.loss.reference == "frozen" and spec.needs_reference
+    hparams = dict(cfg.reward_model) if cfg.mode == "reward" else None
+    objective = make_objective(cfg.mode, bound, hparams, mitigation=cfg.loss.mitigation,
+                               reference=cfg.loss.reference)
+    frozen = cfg.mode not in ("sft", "reward") and cfg.loss.reference == "frozen" and spec.needs_reference
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
-    if cfg.mode != "sft" and cfg.loss.reference == "cached" and spec.needs_reference:
+    if spec is not None and cfg.loss.reference == "cached" and spec.needs_reference:
         if not hasattr(source, "add_fields"):
             raise UserError("loss.reference='cached' needs reference log-prob fields in the batches; this data "
                              "source cannot add them (precompute with jalign.train.reference) — or use 'frozen'")
@@ -136,7 +146,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     if cfg.mode == "online":
         make = online.make_kv_sampler if is_causal_lm(model) else online.make_sampler
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
-        reward = reward_fn or plugins.get_reward(cfg.online.reward)
+        reward = reward_fn or plugins.check_reward(cfg.online.reward, dict(cfg.online.reward_kwargs))
 
     ckpt = None
     start = 0
@@ -174,11 +184,13 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         for step in range(start + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             local = next(source)
+            reward_metrics = {}
             if sampler is not None:
-                local = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
+                local, reward_metrics = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
             check_batch(objective, local, where=f"step {step} batch (process {pi})")
             state_new, m = step_fn(state, shd.global_batch(local, mesh))
             m = {k: float(v) for k, v in jax.device_get(m).items()}
+            m.update(reward_metrics)  # the parts of a combined reward (reward/<component>)
             m["step_time_s"] = time.perf_counter() - t0
             bad = [q for q, f in (("loss", "finite/loss"), ("gradients", "finite/grads")) if not m[f]]
             if bad:
@@ -246,20 +258,26 @@ def _barrier(name: str) -> None:
 
 
 def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
-    """Sample K completions per (process-local) prompt with the current policy and score them."""
+    """Sample K completions per (process-local) prompt with the current policy and score them; return the batch
+    and the metrics of the reward's parts (``reward/<part>``: a combined reward's components)."""
     k = cfg.online.num_samples
     p_ids, p_mask = online.repeat_prompts(local, k)
     g = shd.global_batch({"ids": p_ids, "mask": p_mask}, mesh)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0x5A)
     samples = sampler(state.params, state.model_state, g["ids"], g["mask"], key)
     samples = {f: distributed.local_rows(v) for f, v in samples.items()}
-    rewards = online.score(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
-    return online.build_batch(spec.kind, samples, rewards, k)
+    rewards, parts = online.score_parts(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
+    return online.build_batch(spec.kind, samples, rewards, k), online.part_metrics(parts)
 
 
 def summarize(history: list[dict]) -> dict:
-    """First/last loss and step count of a history (for the CLI)."""
+    """First/last loss and step count of a history (for the CLI). A row without a loss (the probes' row at
+    the start, before any update) counts as logged; the losses are those of the first and last updates."""
     if not history:
         return {}
-    return {"steps_logged": len(history), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
-            "last": {k: v for k, v in history[-1].items() if isinstance(v, float) and np.isfinite(v)}}
+    trained = [h for h in history if "loss" in h]
+    out = {"steps_logged": len(history)}
+    if trained:
+        out |= {"first_loss": trained[0]["loss"], "last_loss": trained[-1]["loss"]}
+    out["last"] = {k: v for k, v in history[-1].items() if isinstance(v, float) and np.isfinite(v)}
+    return out

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import jalign.logic  # noqa: F401  (registers the "logic:<name>" loss names with jalign.losses.bind)
 from jalign import losses
@@ -254,6 +255,61 @@ class Sampled(_Registered):
         return {"log_potential/mean": per_ex["log_potential"].mean(), "logps/mean": per_ex["logps"].mean()}
 
 
+class RewardPairs:
+    """Reward-model training on pairwise batches (``chosen_*`` / ``rejected_*`` ``[B, T]``): the model is a
+    :class:`jalign.models.RewardModel` with a scalar head; r = its score of the last real token of each
+    sequence (attention mask), and the loss per pair is :func:`jalign.losses.reward_model_loss`
+    −log σ(r_c − r_r − margin) + center_coef·(r_c + r_r)², averaged over pairs. An optional batch field
+    ``margin`` ``[B]`` replaces the configured margin per pair (TRL's margin column).
+
+    Metrics: ``accuracy`` = mean 1[r_c > r_r], ``margin`` = mean(r_c − r_r), ``rewards/chosen``,
+    ``rewards/rejected`` (means).
+    """
+
+    kind = "reward"
+    fields = PAIRWISE_FIELDS
+    optional = ("margin",)
+    needs_reference = False
+    masked = False
+
+    def __init__(self, *, margin: float = 0.0, center_coef: float = 0.0):
+        losses.reward_model_loss(jnp.zeros(1), jnp.zeros(1), margin=margin, center_coef=center_coef)  # validates
+        self.margin, self.center_coef = float(margin), float(center_coef)
+
+    @staticmethod
+    def make_model_fn(graphdef, params, model_state):
+        """``(ids, mask, attention_mask) -> (rewards [B], lengths [B])`` (the step's model-function shape)."""
+
+        def fn(ids, mask, attention_mask):
+            out = nnx.merge(graphdef, params, model_state)(ids, attention_mask)
+            return out.scores[:, 0], _f32(mask[:, 1:]).sum(-1)
+
+        return fn
+
+    def denominator(self, batch):
+        return jnp.asarray(batch["chosen_ids"].shape[0], jnp.float32)
+
+    def loss_sum(self, model_fn, ref_fn, batch):
+        b = batch["chosen_ids"].shape[0]
+        cat = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in SEQ}
+        r, _ = model_fn(cat["ids"], cat["mask"], cat["attention_mask"])
+        rc, rr = _f32(r[:b]), _f32(r[b:])
+        margin = _f32(batch["margin"]) if "margin" in batch else self.margin
+        per = losses.reward_model_loss(rc, rr, margin=margin, center_coef=self.center_coef)
+        return per.sum(), {"chosen_rewards": rc, "rejected_rewards": rr}
+
+    def metrics(self, per_ex):
+        return reward_metrics(per_ex["chosen_rewards"], per_ex["rejected_rewards"])
+
+
+def reward_metrics(chosen_rewards, rejected_rewards) -> dict:
+    """``accuracy`` (fraction of pairs with r_c > r_r, ties count 0), ``margin`` = mean(r_c − r_r),
+    ``rewards/chosen`` and ``rewards/rejected`` (means) of a batch of reward-model scores."""
+    rc, rr = _f32(chosen_rewards), _f32(rejected_rewards)
+    return {"accuracy": (rc > rr).astype(jnp.float32).mean(), "margin": (rc - rr).mean(),
+            "rewards/chosen": rc.mean(), "rewards/rejected": rr.mean()}
+
+
 _BY_KIND = {"pairwise": Pairwise, "unpaired": Unpaired, "listwise": Listwise, "scored": Scored,
             "sampled": Sampled}
 
@@ -273,6 +329,10 @@ def make_objective(mode: str, loss: str | Any = "dpo", hparams: dict | None = No
     if mode == "sft":
         check_mitigation(mitigation, "sft", reference=reference)
         return SFT()
+    if mode == "reward":  # hparams: margin, center_coef (config section reward_model)
+        if mitigation != "none":
+            raise ValueError(f"loss.mitigation={mitigation!r} is not available in mode='reward' (use 'none')")
+        return RewardPairs(**dict(hparams or {}))
     bound = loss if isinstance(loss, losses.BoundLoss) and not hparams else losses.bind(loss, **dict(hparams or {}))
     check_mitigation(mitigation, bound.kind, reference=reference)
     obj = _BY_KIND[bound.kind](bound)
@@ -300,7 +360,7 @@ def check_batch(objective, batch: dict, *, where: str = "batch") -> None:
         if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
             row = int(np.argwhere((~np.isfinite(v.reshape(n, -1))).any(-1))[0, 0])
             raise ValueError(f"{where}: field {f!r} is not finite at row {row}")
-    prefixes = ("chosen_", "rejected_") if objective.kind == "pairwise" else ("",)
+    prefixes = ("chosen_", "rejected_") if objective.kind in ("pairwise", "reward") else ("",)
     for p in prefixes:
         ids, mask, attn = (np.asarray(batch[f"{p}{f}"]) for f in SEQ)
         if not np.issubdtype(ids.dtype, np.integer):

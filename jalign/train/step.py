@@ -168,11 +168,16 @@ def make_train_step(graphdef, objective, tx: optax.GradientTransformation, sched
                     accum_steps: int = 1):
     """The pure step ``train_step(state, batch) -> (state, metrics)`` (not jitted; see :func:`jit_step`).
 
+    The objective's ``loss_sum`` receives ``objective.make_model_fn(graphdef, params, model_state)`` when the
+    objective defines one (reward models: scores), else :func:`make_logps_fn`.
     Loss = Σ_microbatches loss_sum(microbatch) / denominator(full batch), so gradient accumulation over
     ``accum_steps`` strided microbatches equals the full-batch gradient (up to float summation order).
     If the loss or the gradient norm is non-finite the returned state is the input state unchanged and
     ``metrics['finite/loss']`` / ``metrics['finite/grads']`` say which quantity failed.
     """
+
+    # What the objective sees of the model: summed response log-probs, or its own function (reward models).
+    model_fn = getattr(objective, "make_model_fn", None) or make_logps_fn
 
     def train_step(state: TrainState, batch):
         batch = {k: batch[k] for k in (*objective.fields, *objective.optional) if k in batch}
@@ -182,7 +187,7 @@ def make_train_step(graphdef, objective, tx: optax.GradientTransformation, sched
             ref_fn = make_logps_fn(graphdef, jax.lax.stop_gradient(state.ref_params), state.model_state)
 
         def micro_loss(params, mb):
-            total, per_ex = objective.loss_sum(make_logps_fn(graphdef, params, state.model_state), ref_fn, mb)
+            total, per_ex = objective.loss_sum(model_fn(graphdef, params, state.model_state), ref_fn, mb)
             return total / denom, per_ex
 
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)

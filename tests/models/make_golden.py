@@ -1,6 +1,6 @@
 """Regenerate the Hugging Face golden fixtures under tests/models/golden/ (needs torch + transformers).
 
-    /work/venv-torch/bin/python tests/models/make_golden.py
+    /work/venv-torch/bin/python tests/models/make_golden.py [causal|reward|all]
 
 For each architecture (gpt2, llama, llama3 = Llama with Llama-3 RoPE scaling, qwen2) it builds a tiny randomly initialised Hugging Face model (2 layers,
 d=32, vocab 128), randomises every parameter (norm scales and biases included, so a mis-mapped tensor shows),
@@ -9,6 +9,16 @@ saves ``model.safetensors`` + ``config.json`` and ``ref.npz`` with reference out
 * ``ids`` [2, 12], ``logits`` [2, 12, 128], ``hidden`` (last hidden state, after the final norm);
 * ``ids_pad``/``mask_pad``/``pos_pad``: row 0 left-padded, row 1 right-padded, with positions
   ``cumsum(mask) - 1`` passed explicitly, and ``logits_pad`` (compare only where ``mask_pad == 1``).
+
+Reward models (``reward``): ``gpt2_rm``, ``llama_rm`` (``num_labels=1``) and ``qwen2_rm`` (``num_labels=2``, to
+check a general head) are tiny randomised ``*ForSequenceClassification`` models (same trunks as above,
+``pad_token_id=0``) with ``ref.npz``:
+
+* ``ids`` [2, 12] (no padding) and ``scores`` [2, L] (HF's pooled logits: the last token);
+* ``ids_pad``/``mask_pad``/``pos_pad`` as above (row 0 left-, row 1 right-padded, pads = ``pad_token_id``)
+  and ``scores_pad`` [2, L]: HF pools the last token whose id is not ``pad_token_id``;
+* ``token_scores_pad`` [2, 12, L]: the score layer on every position's final hidden state (the per-token
+  value head), compared only where ``mask_pad == 1``.
 
 The jalign test suite reads these files with jalign alone (no torch).
 """
@@ -64,7 +74,58 @@ def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(0.15 * noise)
 
 
-def main() -> None:
+def main(which: str = "all") -> None:
+    if which in ("causal", "all"):
+        causal()
+    if which in ("reward", "all"):
+        reward()
+
+
+def _save(model, d: Path) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    model.save_pretrained(d, safe_serialization=True)
+    for extra in d.iterdir():
+        if extra.name not in ("model.safetensors", "config.json"):
+            extra.unlink()
+
+
+def reward() -> None:
+    gen = torch.Generator().manual_seed(1)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(3, V, size=(2, 12))
+    mask_pad = np.ones((2, 12), np.int64)
+    mask_pad[0, :4] = 0
+    mask_pad[1, 9:] = 0
+    ids_pad = np.where(mask_pad == 1, rng.integers(3, V, size=(2, 12)), 0)  # 0 = pad_token_id
+    pos_pad = np.maximum(np.cumsum(mask_pad, axis=1) - 1, 0)
+    cfgs = configs()
+    for arch, model_cls, labels in (("gpt2", transformers.GPT2ForSequenceClassification, 1),
+                                    ("llama", transformers.LlamaForSequenceClassification, 1),
+                                    ("qwen2", transformers.Qwen2ForSequenceClassification, 2)):
+        cfg = cfgs[arch]
+        cfg.num_labels = labels
+        cfg._attn_implementation = "eager"
+        model = model_cls(cfg).eval()
+        randomise(model, gen)
+        d = OUT / f"{arch}_rm"
+        _save(model, d)
+        with torch.no_grad():
+            out = model(torch.tensor(ids))
+            pad = model(torch.tensor(ids_pad), attention_mask=torch.tensor(mask_pad),
+                        position_ids=torch.tensor(pos_pad), output_hidden_states=True)
+            token_scores = model.score(pad.hidden_states[-1])
+        np.savez_compressed(
+            d / "ref.npz", ids=ids.astype(np.int32), scores=out.logits.float().numpy(),
+            ids_pad=ids_pad.astype(np.int32), mask_pad=mask_pad.astype(np.int32), pos_pad=pos_pad.astype(np.int32),
+            scores_pad=pad.logits.float().numpy(), token_scores_pad=token_scores.float().numpy(),
+        )
+        meta = {"torch": torch.__version__, "transformers": transformers.__version__}
+        (d / "versions.json").write_text(json.dumps(meta) + "\n")
+        print(arch, sorted(p.name for p in d.iterdir()), sum(p.stat().st_size for p in d.iterdir()), "bytes")
+
+
+def causal() -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
@@ -110,4 +171,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else "all")

@@ -204,8 +204,11 @@ def _source(examples, batch_size, seed, process_index, process_count):
 
 
 @register_data("synthetic_pairwise")
-def _pairwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 256):
-    return _source(synthetic_pairwise_examples(num_examples, seq_len, seed), batch_size, seed, process_index,
+def _pairwise(*, batch_size, seq_len, seed, process_index=0, process_count=1, num_examples: int = 256,
+              data_seed: int | None = None):
+    """``data_seed`` (default: the run's seed) draws the examples, e.g. another one for held-out pairs."""
+    data_seed = seed if data_seed is None else data_seed
+    return _source(synthetic_pairwise_examples(num_examples, seq_len, data_seed), batch_size, seed, process_index,
                    process_count)
 
 

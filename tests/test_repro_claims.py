@@ -1,0 +1,312 @@
+"""The reproductions' claim rules on synthetic results that must pass and must fail, the shared status helpers
+against closed forms, and every committed claim's evidence (the pipelines are not rerun here; dpa-logic's rules
+are tested in tests/logic/test_logic_repro.py, rankings' in tests/test_rankings_repro.py)."""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import paper_repro
+from jalign.reporting import MIN_SEEDS, SOURCES, check_claim, t_interval, t_interval_from_moments
+from paper_repro import ches, copg_bandit, entanglement, fdpg
+from paper_repro._common import exact, one_seed, seeded, seeded_moments
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERTED = ("copg-bandit", "fdpg", "dpa-logic", "entanglement", "ches")
+
+
+def _committed(name):
+    return json.loads((ROOT / "figures" / name / "results.json").read_text())
+
+
+def _row(claims, start):
+    rows = [c for c in claims if c["claim"].startswith(start)]
+    assert len(rows) == 1, (start, [c["claim"] for c in claims])
+    return rows[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every committed claim
+
+
+@pytest.mark.parametrize("name", sorted(paper_repro.registry()))
+def test_every_committed_claim_is_well_formed_and_no_construction_row_holds(name):
+    claims = _committed(name)["claims"]
+    assert claims
+    for i, c in enumerate(claims):
+        check_claim(c, f"{name} claim {i}")
+        ev = c["evidence"]
+        assert (ev["kind"] == "construction") == (c["status"] == "by construction")
+        if ev["kind"] == "seeds" and c["status"] in ("holds", "does not hold"):
+            assert ev["seeds"] >= MIN_SEEDS and ev["interval"] is not None
+            lo, hi = ev["interval"]
+            assert lo <= ev["estimate"] <= hi
+        if name in CONVERTED:
+            assert c["source"] in SOURCES
+            assert "cannot fail" not in ev["rule"] or c["status"] == "by construction", c["claim"]
+            if ev["seeds"] == 1 and ev["kind"] == "seeds":
+                assert c["status"] == "inconclusive", c["claim"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The status helpers
+
+
+def test_t_interval_from_moments_equals_t_interval():
+    x = np.array([0.3, -0.1, 0.7, 0.25, 0.4])
+    assert t_interval_from_moments(x.mean(), x.std(ddof=1), len(x)) == pytest.approx(t_interval(x), abs=1e-12)
+    assert math.isnan(t_interval_from_moments(1.0, 0.5, 1)[1])
+
+
+def test_seeded_status_follows_the_interval_and_the_seed_count():
+    # mean 0.35, sd 0.05, t_{0.975,2}·sd/√3 = 0.124: [0.226, 0.474]
+    st, ev, _ = seeded([0.3, 0.35, 0.4], 0.0, above=True, rule="r")
+    assert st == "holds" and ev["interval"] == pytest.approx([0.35 - 0.12421, 0.35 + 0.12421], abs=1e-4)
+    assert seeded([0.3, 0.35, 0.4], 0.0, above=False, rule="r")[0] == "does not hold"
+    assert seeded([0.1, 0.2, 0.3], 0.0, above=True, rule="r")[0] == "inconclusive"  # [−0.048, 0.448]
+    assert seeded([-1.0, 1.0, 0.1], 0.0, above=True, rule="r")[0] == "inconclusive"
+    st, ev, txt = seeded([0.2, 0.21], 0.0, above=True, rule="r")  # two seeds: never decided
+    assert st == "inconclusive" and ev["seeds"] == 2 and "fewer than 3 seeds" in txt
+    x = np.array([0.5, 0.7, 0.6, 0.55])
+    a, b = seeded(x, 0.4, above=True, rule="r"), seeded_moments(x.mean(), x.std(ddof=1), 4, 0.4, above=True, rule="r")
+    assert a[0] == b[0] == "holds" and a[1]["interval"] == pytest.approx(b[1]["interval"])
+    st, ev, txt = one_seed(3.0, need="x above 0", passes=True)
+    assert st == "inconclusive" and ev == {"kind": "seeds", "seeds": 1, "estimate": 3.0, "interval": None,
+                                           "rule": ev["rule"]} and ev["rule"].endswith("x above 0")
+    assert exact(True, 0.0, "r")[0] == "holds" and exact(False, 1.0, "r")[0] == "does not hold"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# copg-bandit
+
+
+def _copg(copg=0.0131, copg_sd=3e-4, fp=1e-7, long=1e-8, long_ci=1e-8, ipo=0.15, ipo_fp=0.15, pg0=0.64,
+          pgv_fp=0.015, pgv_long=0.0147, pgv_ci=1e-4):
+    def m(final, sd=1e-3, pop=0.1, lr=0.1, lr_ci=1e-3):
+        return {"final_regret": final, "final_regret_std": sd, "final_regret_ci95": 1.96 * sd / math.sqrt(20),
+                "population_fixed_point_regret": pop, "long_run_final_regret": lr, "long_run_final_regret_ci95": lr_ci}
+    return {"initial_regret": 0.29, "config": {"seeds": 20, "epochs": 100},
+            "long_run": {"seeds": 5, "epochs": 500},
+            "ipo_tau_sweep": {"min_regret_over_tau": 7e-4, "argmin_tau": 0.1},
+            "methods": {"copg": m(copg, copg_sd, fp, long, long_ci),
+                        "ipo": {**m(ipo), "analytic_fixed_point_regret": ipo_fp},
+                        "pg_zero_baseline": m(pg0), "pg_value_baseline": m(0.027, pop=pgv_fp, lr=pgv_long, lr_ci=pgv_ci)}}
+
+
+def test_copg_rules_pass_and_fail():
+    c = copg_bandit.claims(_copg())
+    assert [x["status"] for x in c] == ["does not hold", "holds", "holds", "holds", "holds"]
+    assert _row(c, "CoPG reaches zero regret")["evidence"]["seeds"] == 20
+    assert _row(c, "IPO")["source"] == "reconstruction"  # τ = β is the project's choice
+    c = copg_bandit.claims(_copg(copg=2e-4, copg_sd=1e-4, fp=1e-3, ipo_fp=0.01, pg0=0.2, pgv_fp=1e-4))
+    assert _row(c, "CoPG reaches zero regret within")["status"] == "holds"
+    assert _row(c, "CoPG converges")["status"] == "does not hold"  # the exact fixed point is not π*
+    assert _row(c, "IPO")["status"] == "does not hold"
+    assert _row(c, "off-policy PG with baseline 0")["status"] == "does not hold"
+    assert _row(c, "off-policy PG with the value")["status"] == "does not hold"
+    c = copg_bandit.claims(_copg(copg=1e-3, copg_sd=2e-3))  # the interval straddles 1e-3
+    assert _row(c, "CoPG reaches zero regret within")["status"] == "inconclusive"
+    # the long run's half-width 1.96·sd/√5 is turned back into sd: with a wide one the row is not decided
+    assert _row(copg_bandit.claims(_copg(long=5e-4, long_ci=1e-3)), "CoPG converges")["status"] == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fdpg (the committed structure with synthetic values put in)
+
+
+def test_fdpg_toy_rules_pass_and_fail():
+    res = _committed("fdpg")
+    c = fdpg.claims(res)
+    assert _row(c, "[toy] Reverse KL")["status"] == "holds"
+    for start in ("[toy] Jensen–Shannon is Pareto", "[toy] No universally best"):
+        assert _row(c, start)["status"] == "by construction"
+    bad = copy.deepcopy(res)
+    bad["exact"]["reverse_kl"]["entropy"] = bad["exact"]["js"]["entropy"] - 0.005  # lowest, but within 0.01
+    bad["exact"]["forward_kl"]["expected_b"] = bad["exact"]["tv"]["expected_b"] + 0.1
+    bad["exact"]["js"]["expected_b"] = bad["exact"]["reverse_kl"]["expected_b"] + 0.1  # outside the RKL–FKL range
+    c = fdpg.claims(bad)
+    assert _row(c, "[toy] Reverse KL")["status"] == "does not hold"
+    assert _row(c, "[toy] Forward KL is mass-covering")["status"] == "does not hold"
+    assert _row(c, "[toy] Jensen–Shannon lies between")["status"] == "does not hold"
+    assert _row(c, "[toy] Jensen–Shannon is Pareto")["status"] == "by construction"
+
+
+def test_fdpg_variance_rule_uses_the_policies_that_cover_p():
+    res = copy.deepcopy(_committed("fdpg"))
+    n = len(res["variance_policies"]["max_log_p_over_pi"])
+    res["variance_policies"]["max_log_p_over_pi"] = [1.0] * 4 + [100.0] * (n - 4)
+    for k in fdpg.PAPER_FOUR:
+        res["variance"][k]["relative_variance_per_policy"] = [10.0] * 4 + [1e60] * (n - 4)
+    res["variance"]["forward_kl"]["relative_variance_per_policy"] = [5.0] * 4 + [1e90] * (n - 4)
+    # the collapsed policies (ln p/π = 100) would make forward KL the noisiest; on those covering p it is not
+    assert _row(fdpg.claims(res), "[toy] Forward KL's")["status"] == "does not hold"
+    res["variance"]["forward_kl"]["relative_variance_per_policy"] = [50.0] * 4 + [1.0] * (n - 4)
+    assert _row(fdpg.claims(res), "[toy] Forward KL's")["status"] == "holds"
+
+
+def test_fdpg_sampled_rule_over_seeds():
+    res = copy.deepcopy(_committed("fdpg"))
+    ex = res["exact"]
+    for k, s in res["sampled"].items():
+        for i, r in enumerate(s["runs"]):
+            r["expected_b"], r["entropy"] = ex[k]["expected_b"] + 0.01 * (i - 1), ex[k]["entropy"]
+    c = _row(fdpg.claims(res), "[toy] Sampled")
+    assert c["status"] == "holds" and c["evidence"]["seeds"] == len(res["sampled"]["js"]["runs"]) >= 3
+    for s in res["sampled"].values():
+        for i, r in enumerate(s["runs"]):
+            r["expected_b"] += 0.2 + 0.01 * i
+    assert _row(fdpg.claims(res), "[toy] Sampled")["status"] == "does not hold"
+    for s in res["sampled"].values():
+        s["runs"] = s["runs"][:1]
+    assert _row(fdpg.claims(res), "[toy] Sampled")["status"] == "inconclusive"
+
+
+def test_fdpg_lm_rows_are_one_seed_and_inconclusive():
+    res = copy.deepcopy(_committed("fdpg"))
+    fin = {k: r["final"] for k, r in res["lm"]["targets"]["pointwise"]["runs"].items()}
+    row = _row(fdpg.claims(res), "[LM, pointwise: p ∝ a·max(b, ε)] Reverse KL")
+    assert row["status"] == "inconclusive" and row["evidence"]["seeds"] == 1
+    assert row["evidence"]["estimate"] == pytest.approx(1.590 - 1.584, abs=2e-3)  # RKL 1.584 vs JS 1.590
+    fin["reverse_kl"]["entropy_per_token"] = 2.5
+    row = _row(fdpg.claims(res), "[LM, pointwise: p ∝ a·max(b, ε)] Reverse KL")
+    assert row["status"] == "inconclusive" and "fails on this seed" in row["measured"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# entanglement
+
+
+def _ent_run(variant, loss, mitigation, chosen):
+    n = len(chosen)
+    return {"variant": variant, "loss": loss, "mitigation": mitigation, "train_loss": [0.5] * n,
+            "curves": {"step": list(range(n)), "cosine": [0.5] * n, "mean_chosen_logps": list(chosen),
+                       "mean_rejected_logps": [-x for x in range(n)]}}
+
+
+def _ent(long_suffix_deltas, normalized_deltas):
+    runs = [_ent_run(v, "dpo", m, [0.0, 1.0]) for v in ("one_token", "short_suffix") for m in ("none", "normalized",
+                                                                                                "masked")]
+    for k, d in long_suffix_deltas.items():
+        runs.append(_ent_run("long_suffix", k, "none", [0.0, d]))
+    for k, d in normalized_deltas.items():
+        runs.append(_ent_run("long_suffix", k, "normalized", [0.0, d]))
+    runs.append(_ent_run("long_suffix", "dpo", "masked", [0.0, 1.0]))
+    toy = {"lr": 1e-4, "max_relative_error": 1e-4,
+           "predictions": {"dpo": {"case": "ideal", "observed_case": "ideal"}},
+           "suffix_curves": {"0": {m: {"chosen_logps": [0.0, 0.5]} for m in ("dpo", "normalized", "masked")},
+                             "8": {"dpo": {"chosen_logps": [0.0, -3.0]}, "normalized": {"chosen_logps": [0.0, 0.2]},
+                                   "masked": {"chosen_logps": [0.0, 0.5]}}}}
+    return {"lm": {"runs": runs}, "toy": toy}
+
+
+def test_entanglement_counts_distinct_losses_and_decides_no_lm_row_on_one_seed():
+    falls = {"dpo": -2.9, "ipo": -4.6, "simpo": -3.8, "rdpo": -2.9, "dpop": 15.0, "sppo_hard": -4.2}
+    res = _ent(falls, {k: 5.0 + 0.1 * i for i, k in enumerate(falls)})
+    # R-DPO's run is identical to DPO's (same curves): counted once
+    groups = entanglement.distinct_losses({k: r for r in res["lm"]["runs"] if r["variant"] == "long_suffix"
+                                           and r["mitigation"] == "none" for k in [r["loss"]]})
+    assert sorted(groups["dpo"]) == ["dpo", "rdpo"] and len(groups) == 5
+    c = entanglement.claims(res)
+    row = _row(c, "[small LM, long suffix] every margin loss")
+    assert "falls under 4 of 5 distinct losses" in row["measured"] and "fails on this seed" in row["measured"]
+    assert row["status"] == "inconclusive" and row["evidence"]["seeds"] == 1
+    assert "rises under 6 of 6 distinct losses" in _row(c, "[small LM, long suffix] the normalised")["measured"]
+    assert all(x["status"] == "inconclusive" for x in c if x["claim"].startswith("[small LM"))
+    falls["dpop"] = -1.0
+    row = _row(entanglement.claims(_ent(falls, {k: 5.0 + 0.1 * i for i, k in enumerate(falls)})), "[small LM, long suffix] every margin")
+    assert "falls under 5 of 5" in row["measured"] and "passes on this seed" in row["measured"]
+
+
+def test_entanglement_toy_rules_pass_and_fail():
+    res = _ent({"dpo": -1.0}, {"dpo": 1.0})
+    c = entanglement.claims(res)
+    assert _row(c, "[toy] predicted first-order")["status"] == "holds"
+    assert _row(c, "[toy] DPO lowers")["status"] == "holds"
+    res["toy"]["max_relative_error"] = 0.02
+    res["toy"]["suffix_curves"]["8"]["normalized"]["chosen_logps"] = [0.0, -0.1]
+    c = entanglement.claims(res)
+    assert _row(c, "[toy] predicted first-order")["status"] == "does not hold"
+    assert _row(c, "[toy] DPO lowers")["status"] == "does not hold"
+    assert _row(c, "[toy] DPO lowers")["source"] == "reconstruction"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ches
+
+
+def _ches_run(drop, rho=0.8, orth=0.8, par=0.6):
+    return {"largest_drop": drop, "theorem5_spearman_first_step": rho, "w_diff_orthogonal": orth,
+            "w_diff_parallel": par, "divergence_bytes": ["a", "b"], "gainers_during_drop": ["Yes"],
+            "gains_during_drop": [0.0],
+            "mass_flow_during_drop": {"chosen": -drop, "rejected": 0.0, "positive_words": 0.6 * drop,
+                                      "negative_words": 0.0, "chosen_continued": 0.0, "elsewhere": 0.4 * drop}}
+
+
+def _ches(drops, **kw):
+    pair = lambda runs: {"runs": runs, "mean_start_prob": 0.9, "mean_final_prob": 0.3, "mean_theorem5_spearman":
+                         0.8, "mean_largest_drop": 0.5,
+                         "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
+                                                        for k in ches.FLOW}}
+    st = {k: pair([_ches_run(d, **kw) for d in ds]) for k, ds in drops.items()}
+    ident = {k: {"spearman": -1.0 if k == "ches" else 0.0} for k in ches.SCORES}
+    mit = {r: {"train_pairs": 10, "chosen_change_all": -1.0, "rejected_change_all": -2.0, "chosen_change_train": -1.0}
+           for r in ches.RUNS3}
+    return {"single_token": st, "identification": ident, "mitigation": {**mit, "epochs": 1}}
+
+
+def test_ches_drops_are_judged_per_pair_with_their_own_seeds():
+    res = _ches({"No>Never": [0.7, 0.8, 0.75], "Yes>No": [0.5, 0.6, 0.55], "Sure>Yes": [0.02, 0.03, 0.025]})
+    c = ches.claims(res)
+    status = {x["claim"].split("persona pair ")[1].split(" ")[0]: x["status"] for x in c if "persona pair" in x["claim"]}
+    assert status == {"No≻Never": "holds", "Yes≻No": "holds", "Sure≻Yes": "does not hold"}
+    assert _row(c, "Displacement can be catastrophic")["status"] == "holds"  # 60% of the drop to positive words
+    res = _ches({"No>Never": [0.7, 0.9], "Yes>No": [0.5, 0.6], "Sure>Yes": [0.3, 0.4]})  # two prompts a pair
+    assert all(x["status"] == "inconclusive" for x in ches.claims(res) if "persona pair" in x["claim"])
+
+
+def test_ches_theorem5_rules_pool_the_runs():
+    three = {"No>Never": [0.5] * 2, "Yes>No": [0.5] * 2, "Sure>Yes": [0.5] * 2}
+    c = ches.claims(_ches(three))
+    assert _row(c, "Theorem 5")["status"] == "holds" and _row(c, "Theorem 5")["evidence"]["seeds"] == 6
+    assert _row(c, "The component of W+")["status"] == "holds"
+    c = ches.claims(_ches(three, rho=-0.3, orth=0.5, par=0.7))
+    assert _row(c, "Theorem 5")["status"] == "does not hold"
+    assert _row(c, "The component of W+")["status"] == "does not hold"
+    assert all(x["status"] == "inconclusive" for x in c if x["claim"].startswith(("Ranking pairs", "DPO lowers",
+                                                                                   "Training only")))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The counts the README and docs/reproductions.md state are those of the committed results
+
+
+def _counts():
+    from jalign.reporting import STATUSES
+
+    out = {}
+    for name in sorted(paper_repro.registry()):
+        claims = _committed(name)["claims"]
+        out[name] = [len(claims)] + [sum(c["status"] == s for c in claims) for s in STATUSES]
+    out["all"] = [sum(v[i] for v in out.values()) for i in range(6)]
+    return out
+
+
+def test_readme_and_docs_state_the_committed_status_counts():
+    import re
+
+    counts = _counts()
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(r"The report currently lists (\d+) claims: (\d+) hold, (\d+) do not hold, (\d+) are inconclusive "
+                  r"\([^)]*\), (\d+) are true by construction, (\d+) are not reproducible here", text)
+    assert m, "README: the report's status counts sentence"
+    assert [int(g) for g in m.groups()] == counts["all"]
+    table = {}
+    for line in (ROOT / "docs" / "reproductions.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[1].isdigit():
+            table[cells[0]] = [int(c) for c in cells[1:]]
+    assert table == counts
