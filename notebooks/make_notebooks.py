@@ -106,16 +106,23 @@ PAPERS = (
     Paper(
         stem="rankings",
         name="rankings",
-        title="Ranking accuracy and the idealised ranking accuracy of DPO",
+        title="Ranking accuracy, the idealised ranking accuracy of DPO, and top-k over-optimisation indicators",
         citation="Chen et al., *Preference Learning Algorithms Do Not Learn Preference Rankings*, NeurIPS 2024 "
-        "(arXiv 2405.19534).",
+        "(arXiv 2405.19534); Shi et al., *Understanding Likelihood Over-optimisation in Direct Alignment "
+        "Algorithms* (arXiv 2410.11677).",
         about="The ranking accuracy of a policy is the fraction of preference pairs it ranks right; the idealised "
-        "ranking accuracy is that of DPO's exact optimum π* ∝ π_ref·exp(r/β) under a Bradley–Terry truth. The "
-        "reproduction works exactly on random contextual bandits (float64, several bandits as seeds): DPO "
-        "driven to the optimum of its population loss against the idealised formula; exact gradient descent "
-        "for a range of step budgets (ranking accuracy against steps, which misranked pairs flip by reference "
-        "margin, and the AUC of the per-pair DPO loss at the flip as a predictor). Claims carry seeds, 95% "
-        "t-intervals and their pass rules. The paper's LM experiments are not part of it.",
+        "ranking accuracy is that of DPO's exact optimum π* ∝ π_ref·exp(r/β) under a Bradley–Terry truth. Part 1 "
+        "works exactly on random contextual bandits (float64, several bandits as seeds): DPO driven to the optimum "
+        "of its population loss against the idealised formula; exact gradient descent for a range of step budgets "
+        "(ranking accuracy against steps, which misranked pairs flip by reference margin, and the AUC of the "
+        "per-pair DPO loss at the flip as a predictor). Part 2 starts from the shipped small LM after SFT on chosen "
+        "reviews and trains it with short DPO runs (a β sweep × seeds) on the built-in sentiment pairs, with a Bradley–Terry truth p = σ((s_w − s_l)/T) "
+        "built from their lexicon scores (the project's construction; training labels drawn from it): ranking "
+        "accuracy (summed and length-normalised) against the idealised one on training and held-out pairs, which "
+        "misranked pairs flip and the AUC of the loss at the flip, and Shi et al.'s top-k mass / entropy on the "
+        "policy's own samples against the samples' lexicon reward over training. Claims carry seeds, 95% "
+        "t-intervals and their pass rules; several small-LM claims come out inconclusive at this size (the SFT "
+        "reference misranks few pairs, none by a wide margin).",
     ),
     Paper(
         stem="reward_transforms",

@@ -225,6 +225,14 @@ def _check_rankings(figs, res):
     x = [b if b > 0 else 0.5 for b in budgets]
     means = [row[0] for row in res["summary"]["accuracy_by_budget"]]
     _has_line(figs["rankings_accuracy"].axes[0], means, x, "ranking accuracy")
+    lm = res["lm"]
+    axes = figs["rankings_lm_topk"].axes
+    for b in lm["config"]["betas"]:
+        rs = [r for r in lm["runs"] if r["beta"] == b]
+        steps = rs[0]["curves"]["step"]
+        for ax, key in zip(axes, ("topk/mass_top10", "topk/entropy_top10", "topk/reward", "heldout/accuracy"),
+                           strict=True):
+            _has_line(ax, np.mean([r["curves"][key] for r in rs], axis=0), steps, f"β={b} {key}")
 
 
 def _check_reward_transforms(figs, res):
