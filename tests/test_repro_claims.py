@@ -327,9 +327,9 @@ def test_readme_timings_come_from_the_committed_results():
         res = json.loads((root / "figures" / name / "results.json").read_text())
         s = res["seconds"]
         s = s["total"] if isinstance(s, dict) else s
-        assert int(secs) == round(s), (name, secs, s)
+        assert abs(int(secs) - s) <= 0.5, (name, secs, s)
     lm = json.loads((root / "figures" / "rankings" / "results.json").read_text())["lm"]["seconds"]
-    assert f"({round(lm)} s of it the small-LM half)" in block
+    assert re.search(r"\((\d+) s of it the small-LM half\)", block) and abs(int(re.search(r"\((\d+) s of it", block).group(1)) - lm) <= 0.5
     # every reproduction with a recorded time is quoted; the others are named as untimed
     for d in sorted((root / "figures").iterdir()):
         if (d / "results.json").is_file():
