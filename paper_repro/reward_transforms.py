@@ -301,12 +301,15 @@ def _rl_config(cfg: dict, method: str, seed: int):
 
 
 def _lm_eval(graphdef, params, model_state, ref_params, cfg: dict, prompts) -> dict:
-    """Samples of a policy on the held-out prompts: each completion's two rewards, its length, ln π and ln π_ref."""
+    """Samples of a policy on the held-out prompts (``eval_samples_per_prompt`` each, temperature 1, the fixed key
+    ``eval_seed``): each completion's two rewards (scaled), its length, ln π (the sampler's) and ln π_ref, and the
+    first four completions' texts."""
     import jax
     import numpy as np
 
     from jalign.train import plugins
     from jalign.train.online import make_kv_sampler
+    from jalign.train.plugins.rewards import decode_completion
     from jalign.train.probes.rankings import _left_pad
     from jalign.train.step import make_logps_fn
 
@@ -322,7 +325,6 @@ def _lm_eval(graphdef, params, model_state, ref_params, cfg: dict, prompts) -> d
     ref_lp, _ = jax.jit(lambda a, b, c: make_logps_fn(graphdef, ref_params, model_state)(a, b, c))(
         s["ids"], s["mask"], s["attention_mask"])
     f = lambda x: [float(v) for v in np.asarray(x, np.float64)]
-    from jalign.train.plugins.rewards import decode_completion
     return {"lexicon": f(lex), "conciseness": f(con), "length": [int(v) for v in cmask.sum(-1)],
             "logp": f(s["logps"]), "ref_logp": f(ref_lp),
             "texts": [decode_completion(c, m) for c, m in zip(comp[:4], cmask[:4], strict=True)]}
