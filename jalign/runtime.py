@@ -21,8 +21,8 @@ Reduction order. XLA:CPU (jaxlib 0.10) hands reductions over a major axis — ``
 bias and LayerNorm gradients, full sums — to its YNNPACK fusion, which splits the reduced axis over the CPU
 client's worker threads, one per core the process may run on (its CPU affinity). The float32 summation order,
 and so the last bits of the result, then depend on the core count: the same seeded run gives different numbers
-under ``taskset -c 0`` than on two cores (a (8192, 64) column sum differs; the small-LM f-DPG step's gradients
-differ from the first step, its sampled tokens from the fourth). Reductions over the minor axis, matrix
+under ``taskset -c 0`` than on two cores (a (8192, 64) column sum differs; the small-LM f-DPG run's loss
+differs from its fourth step). Reductions over the minor axis, matrix
 products, elementwise ops, the number of simulated devices, the allocator and the process itself (two fresh
 processes) do not change a bit. :func:`pin_reduction_order` adds
 ``--xla_cpu_experimental_ynn_fusion_type=-reduce`` to ``XLA_FLAGS``: reductions go to XLA's own emitters,

@@ -100,3 +100,12 @@ def test_pin_after_jax_started_warns_and_changes_nothing(monkeypatch):
 def test_knows_flag_reads_the_jaxlib_binary():
     assert runtime._xla_knows_flag("--xla_force_host_platform_device_count=8")
     assert not runtime._xla_knows_flag("--xla_cpu_no_such_flag_here_0123")
+
+
+@pytest.mark.filterwarnings("ignore:tune_host_allocator\\(\\) ran after JAX started:RuntimeWarning")
+def test_cli_reports_bad_env_value(monkeypatch, capsys):
+    from jalign.cli import main
+
+    monkeypatch.setenv("JALIGN_REDUCTIONS", "fast")
+    assert main(["losses"]) == 2
+    assert "JALIGN_REDUCTIONS must be 'pinned' or 'default', got 'fast'" in capsys.readouterr().err
