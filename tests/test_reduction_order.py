@@ -109,3 +109,14 @@ def test_cli_reports_bad_env_value(monkeypatch, capsys):
     monkeypatch.setenv("JALIGN_REDUCTIONS", "fast")
     assert main(["losses"]) == 2
     assert "JALIGN_REDUCTIONS must be 'pinned' or 'default', got 'fast'" in capsys.readouterr().err
+
+
+
+def test_cli_pins_before_jax_starts():
+    code = ("import json, os\nfrom jalign.cli import main\nrc = main(['losses'])\n"
+            "print(json.dumps([rc, os.environ['XLA_FLAGS'].split()]))")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env.pop("JALIGN_REDUCTIONS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    rc, flags = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rc == 0 and flags == ["--xla_force_host_platform_device_count=2", runtime.REDUCTION_FLAG]
