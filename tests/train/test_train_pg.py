@@ -179,3 +179,36 @@ def test_sample_metrics_and_non_finite_reward(setup):
     bad = {k: batch[k] for k in ("ids", "mask", "attention_mask")}
     with pytest.raises(rl.UserError, match=r"reward 'lexicon' returned a non-finite reward inf for prompt 1, sample 1"):
         rl.pg_batch(bad, np.array([0, 0, 0, np.inf, 0, 0, 0, 0.0]), reward_name="lexicon", group_size=G)
+
+
+def test_minibatches_sequence_ratio_and_dapo_normaliser(setup):
+    """num_minibatches = 2: update 1 on samples 0–3 at θ0 (w = 1), update 2 on samples 4–7 at θ1 with GSPO's
+    sequence ratio against the sampling-time log-probs; ``dapo`` divides each by (tokens of the round)/2."""
+    from flax import nnx
+
+    g, _, state, batch = setup
+    el, eh = 0.005, 0.01
+    _, _, met = _run(setup, algorithm="grpo", num_minibatches=2, aggregation="dapo", importance_level="sequence",
+                     eps_low=el, eps_high=eh, scale_rewards="none")
+    m = np.asarray(batch["mask"])[:, 1:].astype(np.float64)
+    r = np.asarray(batch["rewards"], np.float64).reshape(-1, G)
+    adv = (r - r.mean(-1, keepdims=True)).reshape(-1)
+    half = m.sum() / 2
+    old, _ = _np_token_logps(g, state.params, state.model_state, batch)
+    first = (-adv[:4, None] * m[:4]).sum() / half
+    ids, attn = jnp.asarray(batch["ids"][:4]), jnp.asarray(batch["attention_mask"][:4])
+
+    def exact(params):  # the first update's on-policy objective
+        logits = nnx.merge(g, params, state.model_state)(ids, attention_mask=attn)[:, :-1]
+        lpj = jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, 1:, None], -1)[..., 0]
+        return jnp.sum(-jnp.asarray(adv[:4, None] * m[:4], jnp.float32) * lpj) / half
+
+    theta1 = jax.tree.map(jnp.subtract, state.params, jax.grad(exact)(state.params))
+    lp1, _ = _np_token_logps(g, theta1, state.model_state, batch)
+    w = np.exp(((lp1 - old) * m).sum(-1) / m.sum(-1))[4:, None]
+    a = adv[4:, None]
+    second = (-np.minimum(w * a, np.clip(w, 1 - el, 1 + eh) * a) * m[4:]).sum() / half
+    np.testing.assert_allclose(met["loss"], (first + second) / 2, rtol=1e-4, atol=1e-6)
+    low = (((w < 1 - el) & (a < 0)) * m[4:]).sum() / m[4:].sum()
+    high = (((w > 1 + eh) & (a > 0)) * m[4:]).sum() / m[4:].sum()
+    np.testing.assert_allclose([met["clip_ratio/low"], met["clip_ratio/high"]], [low / 2, high / 2], atol=1e-6)
