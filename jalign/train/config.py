@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.reward = "count_token"  # a registered reward (jalign.train.plugins)
     c.online.reward_kwargs = ml_collections.ConfigDict()
     # Clipped policy gradient (jalign.train.rl; docs/rl.md): "" = train on loss.name (a scored/sampled loss);
-    # grpo | rloo | reinforce++ | reinforce++_baseline = jalign.losses.policy_clip on the algorithm's advantages
+    # grpo | rloo | reinforce++ | reinforce++_baseline | ppo = jalign.losses.policy_clip on the algorithm's advantages
     c.online.algorithm = ""
     c.online.num_iterations = 1  # updates on each sampling round's samples (old log-probs fixed at sampling)
     c.online.num_minibatches = 1  # updates per iteration, each on N/M consecutive samples
@@ -118,6 +118,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.kl_coef = 0.0  # beta of the KL term against the frozen reference (0: no reference)
     c.online.kl_penalty = "auto"  # loss (k3 per token in the loss) | reward (-kl_coef*KL in the reward) | auto
     c.online.kl_estimator = "k1"  # the per-token estimator of the KL penalty in the reward: k1 | k2 | k3
+    c.online.reward_clip = 0.0  # > 0: rewards clipped to [-reward_clip, reward_clip] before the advantages
+    # ppo (online.algorithm="ppo"): a critic (a copy of the policy with a value head), GAE, clipped value loss
+    c.online.gamma = 1.0
+    c.online.lam = 0.95
+    c.online.vf_coef = 0.1  # loss = policy loss + vf_coef * value loss
+    c.online.cliprange_value = 0.2  # value clipping around the sampling-time values
+    c.online.whiten_advantages = True  # ppo: GAE advantages whitened over the completion tokens of the batch
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 0  # held-out next-token loss every N steps (0: off); needs a source with eval_batches()

@@ -111,6 +111,8 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
 
     if model is None:
         model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    if pg is not None and pg.algorithm == "ppo":  # the policy and its critic, one parameter tree
+        model = rl.with_value_head(model, seed=cfg.seed)
     if cfg.mode == "reward":  # a causal LM gets a fresh scalar head (its unembedding is dropped)
         model = as_reward_model(model, seed=cfg.seed)
     if source is None:

@@ -24,19 +24,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jalign import losses
 from jalign.divergences import kl_estimate
 from jalign.errors import UserError
+from jalign.models import CausalLM, reward_model_from_causal_lm
 from jalign.train.batch import SEQ
 from jalign.train.step import TrainState, logits_fn
 
-ALGORITHMS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
+ALGORITHMS = ("grpo", "rloo", "reinforce++", "reinforce++_baseline", "ppo")
 KL_PENALTIES = ("auto", "loss", "reward")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 # Where the KL term goes when online.kl_penalty="auto": GRPO puts k3 in the loss (TRL); RLOO and REINFORCE++
 # subtract β·KL from the reward (TRL's RLOO, OpenRLHF).
-DEFAULT_KL_PENALTY = {"grpo": "loss", "rloo": "reward", "reinforce++": "reward", "reinforce++_baseline": "reward"}
+DEFAULT_KL_PENALTY = {"grpo": "loss", "rloo": "reward", "reinforce++": "reward", "reinforce++_baseline": "reward",
+                      "ppo": "reward"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,13 @@ class PGOptions:
     kl_estimator: str = "k1"  # of the KL penalty in the reward (the loss term is always k3, TRL's GRPO)
     max_completion_length: int = 8  # online.max_new_tokens: the "dr_grpo" normaliser
     temperature: float = 1.0
+    reward_clip: float = 0.0  # > 0: rewards clipped to [-reward_clip, reward_clip] before the advantages
+    # ppo: GAE over the critic's per-token values, clipped value loss
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    cliprange_value: float = 0.2
+    whiten_advantages: bool = True
 
     @property
     def kl_in(self) -> str:
@@ -94,7 +104,12 @@ def check_options(o: PGOptions, *, batch_size: int, reference: str, accum_steps:
     for key, v, ok, what in (("eps_low", o.eps_low, 0 < o.eps_low < 1, "in (0, 1)"),
                              ("eps_high", o.eps_high, o.eps_high > 0, "> 0"),
                              ("kl_coef", o.kl_coef, o.kl_coef >= 0, ">= 0"),
-                             ("temperature", o.temperature, o.temperature > 0, "> 0")):
+                             ("temperature", o.temperature, o.temperature > 0, "> 0"),
+                             ("reward_clip", o.reward_clip, o.reward_clip >= 0, ">= 0 (0: off)"),
+                             ("gamma", o.gamma, 0 <= o.gamma <= 1, "in [0, 1]"),
+                             ("lam", o.lam, 0 <= o.lam <= 1, "in [0, 1]"),
+                             ("vf_coef", o.vf_coef, o.vf_coef >= 0, ">= 0"),
+                             ("cliprange_value", o.cliprange_value, o.cliprange_value > 0, "> 0")):
         need(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and ok, f"online.{key}", v,
              f"a finite number {what}")
     need(isinstance(o.num_iterations, int) and o.num_iterations >= 1, "online.num_iterations", o.num_iterations,
@@ -128,26 +143,85 @@ def token_logps(graphdef, params, model_state, ids, attention_mask, *, temperatu
     return lp, ent
 
 
-def advantages(o: PGOptions, rewards, mask, old_logps=None, ref_logps=None):
-    """The advantages of ``o.algorithm``: ``[N]`` (grpo, rloo) or ``[N, T]`` (reinforce++).
+def advantages(o: PGOptions, rewards, mask, old_logps=None, ref_logps=None, values=None):
+    """The advantages of ``o.algorithm``: ``[N]`` (grpo, rloo) or ``[N, T]`` (reinforce++, ppo), and the
+    returns ``[N, T]`` for ppo (``None`` otherwise).
+
+    Rewards are first clipped to ±``o.reward_clip`` when it is > 0. ppo: token rewards −kl_coef·kl_t plus the
+    sequence reward on the last completion token, :func:`jalign.losses.gae` over the sampling-time ``values``
+    (γ = ``o.gamma``, λ = ``o.lam``), then :func:`jalign.losses.masked_whiten` if ``o.whiten_advantages``.
 
     With the KL penalty in the reward (``o.kl_in == "reward"``, ``kl_coef`` > 0) and kl_t the
     ``o.kl_estimator`` estimate of log π_old − log π_ref per token: grpo and rloo use the sequence reward
     r − kl_coef·Σ_t m_t·kl_t; reinforce++ puts −kl_coef·kl_t on every token (:func:`reinforce_pp_advantages`).
     """
     r = jnp.asarray(rewards, jnp.float32)
+    if o.reward_clip > 0:
+        r = jnp.clip(r, -o.reward_clip, o.reward_clip)
     kl_t = None
     if o.kl_in == "reward" and o.kl_coef > 0:
         kl_t = jnp.where(mask > 0, kl_estimate(old_logps, ref_logps, o.kl_estimator), 0.0)
+    if o.algorithm == "ppo":
+        t = mask.shape[-1]
+        last = jnp.argmax(jnp.where(mask > 0, jnp.arange(t), -1), axis=-1)
+        tok = jax.nn.one_hot(last, t, dtype=jnp.float32) * r[:, None]
+        if kl_t is not None:
+            tok = tok - o.kl_coef * kl_t
+        adv, ret = losses.gae(tok * mask, values, mask, gamma=o.gamma, lam=o.lam)
+        return (losses.masked_whiten(adv, mask) if o.whiten_advantages else adv), ret
     if o.algorithm.startswith("reinforce++"):
         return losses.reinforce_pp_advantages(
             r, mask, token_kl=kl_t, kl_coef=o.kl_coef if kl_t is not None else 0.0,
-            group_size=o.group_size if o.algorithm == "reinforce++_baseline" else None)
+            group_size=o.group_size if o.algorithm == "reinforce++_baseline" else None), None
     if kl_t is not None:
         r = r - o.kl_coef * kl_t.sum(-1)
     if o.algorithm == "rloo":
-        return losses.leave_one_out_advantages(r, o.group_size)
-    return losses.group_advantages(r, o.group_size, scale=o.scale_rewards)
+        return losses.leave_one_out_advantages(r, o.group_size), None
+    return losses.group_advantages(r, o.group_size, scale=o.scale_rewards), None
+
+
+class LogitsValue(nnx.Module):
+    """A critic for any model that returns logits: its own copy of the model and a linear head on the logits,
+    initialised to 0 (every value starts at 0). ``values(ids, attention_mask) -> [B, T]``."""
+
+    def __init__(self, trunk: nnx.Module, vocab_size: int, *, rngs: nnx.Rngs):
+        self.trunk = trunk
+        self.head = nnx.Linear(vocab_size, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def values(self, ids, attention_mask=None):
+        out = self.trunk(ids, attention_mask)
+        return self.head(getattr(out, "logits", out).astype(jnp.float32))[..., 0]
+
+
+class ActorCritic(nnx.Module):
+    """The policy and its critic as one module (one parameter tree, one optimiser): calling it gives the
+    policy's output (so samplers and log-prob functions see the policy); ``values(ids, attention_mask)`` the
+    critic's per-token values ``[B, T]`` (position t: the value of the state after token t)."""
+
+    def __init__(self, policy: nnx.Module, critic: nnx.Module):
+        self.policy, self.critic = policy, critic
+
+    def __call__(self, ids, attention_mask=None):
+        return self.policy(ids, attention_mask)
+
+    def values(self, ids, attention_mask=None):
+        return self.critic.values(ids, attention_mask)
+
+
+def with_value_head(model: nnx.Module, *, seed: int = 0) -> ActorCritic:
+    """``model`` with a critic for ``online.algorithm="ppo"``: a :class:`jalign.models.CausalLM` gets a
+    :class:`jalign.models.RewardModel` initialised from its own trunk (a copy) with a fresh per-token value
+    head (:func:`jalign.models.reward_model_from_causal_lm`, drawn from ``seed``); any other model a
+    :class:`LogitsValue` over a copy of itself. An :class:`ActorCritic` is returned as it is."""
+    if isinstance(model, ActorCritic):
+        return model
+    if isinstance(model, CausalLM):
+        return ActorCritic(model, reward_model_from_causal_lm(model, seed=seed))
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is None:
+        raise UserError(f"online.algorithm='ppo': cannot build a critic for a {type(model).__name__} without a "
+                        "vocab_size attribute; pass an ActorCritic model")
+    return ActorCritic(model, LogitsValue(nnx.clone(model), int(vocab), rngs=nnx.Rngs(seed)))
 
 
 def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, schedule=None):
@@ -158,9 +232,20 @@ def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, sched
     (mean), ``entropy`` (mean over completion tokens, sampling policy), ``kl`` (mean k3 of the sampling policy
     against the reference over completion tokens; only with a reference), ``clip_ratio/{low,high,region}``
     (TRL's: the share of completion tokens with w < 1 − ε_low and A < 0, w > 1 + ε_high and A > 0, either;
-    means over the updates), ``advantages/{mean,std}``, ``finite/{loss,grads}`` and ``lr``.
+    means over the updates), ``advantages/{mean,std}``, ``finite/{loss,grads}`` and ``lr``. ppo adds
+    ``value_loss`` (the clipped value loss, mean over the updates), ``value_clip_ratio`` (share of completion
+    tokens where the clipped term is the larger), ``values/mean`` and ``returns/mean`` (sampling time); its loss
+    is the policy loss + ``vf_coef``·value loss.
+
+    ppo's value loss per completion token (TRL's ``PPOTrainer``): ½·max((V − R)², (V_old + clip(V − V_old,
+    ±cliprange_value) − R)²) with R the GAE returns and V_old the critic's values at sampling time, averaged
+    over the completion tokens of the minibatch.
     """
     kl_loss = o.kl_in == "loss" and o.kl_coef > 0
+    ppo = o.algorithm == "ppo"
+
+    def values_fn(params, model_state, ids, attn):
+        return nnx.merge(graphdef, params, model_state).values(ids, attn)[:, :-1].astype(jnp.float32)
     n_up = o.num_iterations * o.num_minibatches
 
     def step(state: TrainState, batch):
@@ -175,7 +260,9 @@ def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, sched
         if o.needs_reference:
             ref_lp, _ = token_logps(graphdef, sg(state.ref_params), state.model_state, ids, attn,
                                     temperature=o.temperature)
-        adv = sg(advantages(o, batch["rewards"], m, old_lp, ref_lp))
+        old_v = values_fn(sg(state.params), state.model_state, ids, attn) if ppo else None
+        adv, ret = advantages(o, batch["rewards"], m, old_lp, ref_lp, old_v)
+        adv = sg(adv)
         tokens_all = jnp.maximum(m.sum(), 1.0)
 
         def loss_fn(params, rows):
@@ -198,7 +285,16 @@ def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, sched
             high = ((w > 1 + o.eps_high) & (a2 > 0)).astype(jnp.float32)
             tok = jnp.maximum(mm.sum(), 1.0)
             low, high = (jnp.broadcast_to(x, mm.shape) * mm for x in (low, high))
-            return loss, {"low": low.sum() / tok, "high": high.sum() / tok, "region": (low + high).sum() / tok}
+            aux = {"clip_ratio/low": low.sum() / tok, "clip_ratio/high": high.sum() / tok,
+                   "clip_ratio/region": (low + high).sum() / tok}
+            if ppo:
+                v, v_old, r = values_fn(params, state.model_state, sl(ids), sl(attn)), sl(old_v), sg(sl(ret))
+                v_clip = v_old + jnp.clip(v - v_old, -o.cliprange_value, o.cliprange_value)
+                l1, l2 = jnp.square(v - r), jnp.square(v_clip - r)
+                vf = 0.5 * (jnp.maximum(l1, l2) * mm).sum() / tok
+                aux |= {"value_loss": vf, "value_clip_ratio": ((l2 > l1) * mm).sum() / tok}
+                loss = loss + o.vf_coef * vf
+            return loss, aux
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -211,7 +307,7 @@ def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, sched
             good = jnp.isfinite(loss) & jnp.isfinite(gnorm)
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(good, x, y), a, b)  # noqa: E731
             out = {"loss": loss, "grad_norm": gnorm, "finite/loss": jnp.isfinite(loss),
-                   "finite/grads": jnp.isfinite(gnorm), **{f"clip_ratio/{k}": v for k, v in clip.items()}}
+                   "finite/grads": jnp.isfinite(gnorm), **clip}
             return (keep(new_params, params), keep(new_opt, opt_state), ok & good), out
 
         (params, opt_state, ok), per = jax.lax.scan(body, (state.params, state.opt_state, jnp.asarray(True)),
@@ -231,6 +327,8 @@ def make_pg_step(graphdef, tx: optax.GradientTransformation, o: PGOptions, sched
                     "advantages/std": jnp.sqrt((m * jnp.square(adv_tok - a_mean)).sum() / tok)}
         if ref_lp is not None:
             metrics["kl"] = (kl_estimate(old_lp, jnp.where(m > 0, ref_lp, old_lp), "k3") * m).sum() / tok
+        if ppo:
+            metrics |= {"values/mean": (old_v * m).sum() / tok, "returns/mean": (ret * m).sum() / tok}
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         return new_state, metrics
