@@ -212,3 +212,55 @@ def test_minibatches_sequence_ratio_and_dapo_normaliser(setup):
     low = (((w < 1 - el) & (a < 0)) * m[4:]).sum() / m[4:].sum()
     high = (((w > 1 + eh) & (a > 0)) * m[4:]).sum() / m[4:].sum()
     np.testing.assert_allclose([met["clip_ratio/low"], met["clip_ratio/high"]], [low / 2, high / 2], atol=1e-6)
+
+
+def test_ppo_step_matches_gae_transcription(setup):
+    """ppo, one update: policy part −A (w = 1) with A = whitened GAE over the critic's sampling-time values of
+    the token rewards −β·k1 + r·[last]; value part vf_coef·½·mean (V − R)² (V = V_old: no clipping)."""
+    from flax import nnx
+
+    _, tx, _, batch = setup
+    model = rl.with_value_head(tiny.tiny_lm(0, d_model=8, d_hidden=16), seed=0)
+    model.critic.head.kernel[...] = 0.01 * jax.random.normal(jax.random.key(5), model.critic.head.kernel.shape)
+    g, state = init_state(model, tx, reference=True)
+    state = state.replace(ref_params=jax.tree.map(lambda x: x + 0.2, state.ref_params))
+    beta, gamma, lam, vf = 0.05, 0.9, 0.8, 0.5
+    _, _, met = _run((g, tx, state, batch), algorithm="ppo", kl_coef=beta, gamma=gamma, lam=lam, vf_coef=vf,
+                     aggregation="bnpo")
+    lp, _ = _np_token_logps(g, state.params, state.model_state, batch)
+    ref, _ = _np_token_logps(g, state.ref_params, state.model_state, batch)
+    values = np.asarray(nnx.merge(g, state.params, state.model_state).values(
+        jnp.asarray(batch["ids"]), jnp.asarray(batch["attention_mask"])), np.float64)[:, :-1]
+    m = np.asarray(batch["mask"])[:, 1:].astype(np.float64)
+    r = np.asarray(batch["rewards"], np.float64)
+    adv, ret = np.zeros_like(m), np.zeros_like(m)
+    for b in range(m.shape[0]):
+        idx = list(np.nonzero(m[b])[0])
+        rew = [-beta * (lp[b, t] - ref[b, t]) + (r[b] if t == idx[-1] else 0.0) for t in idx]
+        v = [values[b, t] for t in idx] + [0.0]
+        a = 0.0
+        for k in reversed(range(len(idx))):  # A_t = δ_t + γλ·A_{t+1}, δ_t = r_t + γ·V_{t+1} − V_t
+            a = rew[k] + gamma * v[k + 1] - v[k] + gamma * lam * a
+            adv[b, idx[k]], ret[b, idx[k]] = a, a + v[k]
+    mu = adv[m > 0].mean()
+    white = (adv - mu) / np.sqrt(max(((adv[m > 0] - mu) ** 2).mean(), 1e-8)) * m
+    value_loss = 0.5 * (((values - ret) ** 2) * m).sum() / m.sum()
+    np.testing.assert_allclose(met["value_loss"], value_loss, rtol=1e-4)
+    np.testing.assert_allclose(met["loss"], (-white * m).sum() / m.sum() + vf * value_loss, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(met["returns/mean"], (ret * m).sum() / m.sum(), rtol=1e-4, atol=1e-6)
+    assert met["value_clip_ratio"] == 0.0 and met["clip_ratio/region"] == 0.0
+
+
+def test_reward_clip_and_kl_in_the_reward_of_sequence_advantages():
+    """online.reward_clip clips r before the advantage; with kl_penalty='reward' grpo/rloo subtract
+    β·Σ_t kl_t (k2 here) from each sequence reward."""
+    r = np.array([2.0, -0.2, 0.1, -3.0])
+    m = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]], np.float32)
+    old = -np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    ref = old + 0.3
+    o = rl.PGOptions(algorithm="rloo", group_size=2, reward_clip=0.5, kl_coef=0.2, kl_estimator="k2")
+    adv, ret = rl.advantages(o, r, jnp.asarray(m), jnp.asarray(old), jnp.asarray(ref))
+    rc = np.clip(r, -0.5, 0.5) - 0.2 * (0.5 * 0.3 ** 2) * m.sum(-1)
+    want = np.array([rc[0] - rc[1], rc[1] - rc[0], rc[2] - rc[3], rc[3] - rc[2]])
+    np.testing.assert_allclose(np.asarray(adv), want, rtol=1e-5, atol=1e-6)
+    assert ret is None

@@ -27,12 +27,14 @@ def _cfg(**over):
 
 @pytest.mark.parametrize("algorithm,extra", [("grpo", dict(online__num_iterations=2, online__eps_high=0.28,
                                                              online__aggregation="dapo", online__kl_coef=0.01)),
-                                             ("reinforce++", dict(online__kl_coef=0.01))])
+                                             ("reinforce++", dict(online__kl_coef=0.01)),
+                                             ("ppo", dict(online__kl_coef=0.01, online__num_iterations=2,
+                                                          train__steps=16))])
 def test_short_run_raises_the_reward(algorithm, extra):
     res = train(_cfg(online__algorithm=algorithm, **extra), reward_fn=_ascii,
                 model=tiny.tiny_lm(0, d_model=8, d_hidden=16))
     r = [h["reward/mean"] for h in res.history]
-    assert len(r) == 12 and all(0 <= x <= 1 for x in r)
+    assert len(r) == extra.get("train__steps", 12) and all(0 <= x <= 1 for x in r)
     assert np.mean(r[:3]) < 0.65 and np.mean(r[-3:]) > 0.75, r
     last = res.history[-1]
     for key in ("entropy", "kl", "clip_ratio/low", "clip_ratio/high", "clip_ratio/region", "completions/mean_length",
@@ -64,6 +66,11 @@ def test_non_finite_reward_stops_training():
     (dict(online__num_iterations=0), r"online.num_iterations=0 must be an integer >= 1"),
     (dict(online__kl_coef=0.1, loss__reference="none"), r"online.kl_coef=0.1 needs the frozen reference"),
     (dict(optim__accum_steps=2), r"optim.accum_steps=2: online.algorithm='grpo' updates on minibatches"),
+    (dict(online__gamma=1.5), r"online.gamma=1.5 must be a finite number in \[0, 1\]"),
+    (dict(online__lam=-0.1), r"online.lam=-0.1 must be a finite number in \[0, 1\]"),
+    (dict(online__cliprange_value=0.0), r"online.cliprange_value=0.0 must be a finite number > 0"),
+    (dict(online__vf_coef=-1.0), r"online.vf_coef=-1.0 must be a finite number >= 0"),
+    (dict(online__reward_clip=-1.0), r"online.reward_clip=-1.0 must be a finite number >= 0 \(0: off\)"),
 ])
 def test_config_errors(over, msg):
     c = _cfg(online__algorithm="grpo")
