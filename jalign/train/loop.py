@@ -119,7 +119,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         source = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
-        if not (is_causal_lm(model) or is_reward_model(model)):
+        if not (is_causal_lm(rl.policy_of(model)) or is_reward_model(model)):
             raise UserError(f"train.export: only jalign.models.CausalLM / RewardModel models can be exported, got "
                             f"{type(model).__name__}")
     probes = list(probes or [])
@@ -158,7 +158,7 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     step_fn = jit_step(pure_step, state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
     sampler = reward = None
     if cfg.mode == "online":
-        make = online.make_kv_sampler if is_causal_lm(model) else online.make_sampler
+        make = online.make_kv_sampler if is_causal_lm(rl.policy_of(model)) else online.make_sampler
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
         reward = reward_fn or plugins.get_reward(cfg.online.reward)
 

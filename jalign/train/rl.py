@@ -208,6 +208,11 @@ class ActorCritic(nnx.Module):
         return self.critic.values(ids, attention_mask)
 
 
+def policy_of(model):
+    """The policy of an :class:`ActorCritic` (what is sampled from and exported); any other model itself."""
+    return model.policy if isinstance(model, ActorCritic) else model
+
+
 def with_value_head(model: nnx.Module, *, seed: int = 0) -> ActorCritic:
     """``model`` with a critic for ``online.algorithm="ppo"``: a :class:`jalign.models.CausalLM` gets a
     :class:`jalign.models.RewardModel` initialised from its own trunk (a copy) with a fresh per-token value
