@@ -1,4 +1,5 @@
-"""online.algorithm='ppo' (the ActorCritic model, two updates per round) resumes bit-identically."""
+"""Invariances of the clipped policy-gradient runs: a PPO run (the ActorCritic model, two updates per round)
+resumes bit-identically; a GRPO run on a 4-way data-parallel mesh equals the single-device run."""
 
 from __future__ import annotations
 
@@ -30,3 +31,19 @@ def test_ppo_resume_equals_an_uninterrupted_run(tmp_path):
         assert [h[key] for h in resumed.history] == [h[key] for h in full.history[2:]], key
     for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_grpo_on_a_data_parallel_mesh_equals_one_device():
+    def run(ways):
+        c = small_cfg(mode="online", data__name="synthetic_prompts", data__batch_size=8, train__steps=3,
+                      online__num_samples=2, online__max_new_tokens=3, online__algorithm="grpo",
+                      online__num_minibatches=2, online__num_iterations=2, online__kl_coef=0.05,
+                      online__aggregation="dapo", mesh__data=ways)
+        reward = lambda p, ids, m: ((ids < 128) * m).sum(-1) / np.maximum(m.sum(-1), 1)  # noqa: E731
+        return train(c, model=tiny.tiny_lm(0, d_model=8, d_hidden=16), reward_fn=reward)
+
+    one, four = run(1), run(4)
+    for key in ("loss", "kl", "entropy", "reward/mean", "clip_ratio/region", "grad_norm"):
+        np.testing.assert_allclose([h[key] for h in four.history], [h[key] for h in one.history], rtol=2e-4,
+                                   atol=1e-6, err_msg=key)
