@@ -293,7 +293,7 @@ def _pg_batch(cfg, sampler, reward, state, local, mesh):
     samples = sampler(state.params, state.model_state, g["ids"], g["mask"], key)
     samples = {f: distributed.local_rows(v) for f, v in samples.items()}
     rewards = online.score(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
-    name = cfg.online.reward if isinstance(cfg.online.reward, str) else "reward"
+    name = getattr(reward, "__name__", None) or str(cfg.online.reward)
     batch = rl.pg_batch(samples, rewards, reward_name=name, group_size=k)
     return batch, rl.sample_metrics(batch, k, prompt_len=p_ids.shape[1], eos_id=ByteTokenizer.eos_id)
 

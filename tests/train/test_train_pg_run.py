@@ -45,9 +45,11 @@ def test_short_run_raises_the_reward(algorithm, extra):
 
 
 def test_non_finite_reward_stops_training():
-    bad = lambda p, ids, m: np.where(np.arange(len(ids)) == 5, np.nan, 0.0)  # noqa: E731
-    with pytest.raises(UserError, match=r"non-finite reward nan for prompt 1, sample 1"):
-        train(_cfg(online__algorithm="grpo"), reward_fn=bad, model=tiny.tiny_lm(0, d_model=8, d_hidden=16))
+    def flaky(p, ids, m):
+        return np.where(np.arange(len(ids)) == 5, np.nan, 0.0)
+
+    with pytest.raises(UserError, match=r"reward 'flaky' returned a non-finite reward nan for prompt 1, sample 1"):
+        train(_cfg(online__algorithm="grpo"), reward_fn=flaky, model=tiny.tiny_lm(0, d_model=8, d_hidden=16))
 
 
 @pytest.mark.parametrize("over,msg", [
