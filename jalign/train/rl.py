@@ -1,4 +1,5 @@
-"""The clipped policy-gradient step of ``mode="online"`` with ``online.algorithm`` set (GRPO, RLOO, REINFORCE++).
+"""The clipped policy-gradient step of ``mode="online"`` with ``online.algorithm`` set (GRPO, RLOO, REINFORCE++,
+PPO with a critic).
 
 One trainer step = one sampling round: the loop samples G = ``online.num_samples`` completions per prompt
 and scores them on the host (:func:`pg_batch`); the jitted step (:func:`make_pg_step`) then
@@ -6,7 +7,8 @@ and scores them on the host (:func:`pg_batch`); the jitted step (:func:`make_pg_
 1. computes the per-token log-probs of the sampling policy (``old_logps``, the current parameters, no
    gradient), its per-token entropy, and — when a KL term is configured — the frozen reference's per-token
    log-probs, all once;
-2. computes the advantages of ``algorithm`` (:func:`advantages`);
+2. computes the advantages of ``algorithm`` (:func:`advantages`; ppo: GAE over the critic's values of the
+   :class:`ActorCritic` model, also computed once);
 3. runs ``num_iterations`` × ``num_minibatches`` optimiser updates on :func:`jalign.losses.policy_clip` with
    those fixed ``old_logps`` / reference log-probs / advantages (a ``lax.scan``; minibatch j = rows
    j·N/M … (j+1)·N/M − 1 of the N = B·G samples, groups stay together when G divides N/M).
