@@ -106,16 +106,97 @@ PAPERS = (
     Paper(
         stem="rankings",
         name="rankings",
-        title="Ranking accuracy and the idealised ranking accuracy of DPO",
+        title="Ranking accuracy, the idealised ranking accuracy of DPO, and top-k over-optimisation indicators",
         citation="Chen et al., *Preference Learning Algorithms Do Not Learn Preference Rankings*, NeurIPS 2024 "
-        "(arXiv 2405.19534).",
+        "(arXiv 2405.19534); Shi et al., *Understanding Likelihood Over-optimisation in Direct Alignment "
+        "Algorithms* (arXiv 2410.11677).",
         about="The ranking accuracy of a policy is the fraction of preference pairs it ranks right; the idealised "
-        "ranking accuracy is that of DPO's exact optimum π* ∝ π_ref·exp(r/β) under a Bradley–Terry truth. The "
-        "reproduction works exactly on random contextual bandits (float64, several bandits as seeds): DPO "
-        "driven to the optimum of its population loss against the idealised formula; exact gradient descent "
-        "for a range of step budgets (ranking accuracy against steps, which misranked pairs flip by reference "
-        "margin, and the AUC of the per-pair DPO loss at the flip as a predictor). Claims carry seeds, 95% "
-        "t-intervals and their pass rules. The paper's LM experiments are not part of it.",
+        "ranking accuracy is that of DPO's exact optimum π* ∝ π_ref·exp(r/β) under a Bradley–Terry truth. Part 1 "
+        "works exactly on random contextual bandits (float64, several bandits as seeds): DPO driven to the optimum "
+        "of its population loss against the idealised formula; exact gradient descent for a range of step budgets "
+        "(ranking accuracy against steps, which misranked pairs flip by reference margin, and the AUC of the "
+        "per-pair DPO loss at the flip as a predictor). Part 2 starts from the shipped small LM after SFT on chosen "
+        "reviews and trains it with short DPO runs (a β sweep × seeds) on the built-in sentiment pairs, with a Bradley–Terry truth p = σ((s_w − s_l)/T) "
+        "built from their lexicon scores (the project's construction; training labels drawn from it): ranking "
+        "accuracy (summed and length-normalised) against the idealised one on training and held-out pairs, which "
+        "misranked pairs flip and the AUC of the loss at the flip, and Shi et al.'s top-k mass / entropy on the "
+        "policy's own samples against the samples' lexicon reward over training. Claims carry seeds, 95% "
+        "t-intervals and their pass rules; several small-LM claims come out inconclusive at this size (the SFT "
+        "reference misranks few pairs, none by a wide margin).",
+    ),
+    Paper(
+        stem="reward_transforms",
+        name="reward-transforms",
+        title="Transforming and combining rewards: the log-sigmoid transform as a logical AND",
+        citation="Wang et al., *Transforming and Combining Rewards for Aligning Large Language Models*, 2024 "
+        "(arXiv 2402.00742).",
+        about="A Bradley–Terry reward read against a per-prompt reference, u = log σ(r − r_ref), is the "
+        "log-probability of being good; a sum of transformed rewards is log P(good in every property), an AND. "
+        "The reproduction works exactly on bandits (float64, KL-regularised optima in closed form): a fixed "
+        "two-property bandit where the raw sum favours an arm excellent in one property and bad in the other "
+        "and the transformed sum the arm good in both; on random bandits (seeds) the share of mass good in both "
+        "at matched KL, and, with a hackable proxy arm, the true-regret frontiers over β at matched KL; the "
+        "transform's gradient weight σ(r_ref − r). Claims carry seeds, 95% t-intervals and their pass rules. "
+        "The paper's LM experiments are not part of it.",
+    ),
+    Paper(
+        stem="maxmin",
+        name="maxmin",
+        title="MaxMin-RLHF: one reward cannot serve diverse users",
+        citation="Chakraborty et al., *MaxMin-RLHF: Alignment with Diverse Human Preferences*, ICML 2024 "
+        "(arXiv 2402.08925).",
+        about="With planted majority and minority user groups on a bandit, a single Bradley–Terry reward "
+        "fitted on the pooled labels and optimised with KL-regularised RL leaves the minority with a utility "
+        "gap that grows with the diversity between the groups and as the minority shrinks. EM for a mixture "
+        "of Bradley–Terry models recovers the groups (adjusted Rand index against the planted labels, by the "
+        "number of labels per user), and the exact MaxMin policy on the EM rewards raises the worst group's "
+        "utility, at a cost to the majority. Claims carry seeds, 95% t-intervals and their pass rules. The "
+        "paper's LM experiments are not part of it.",
+    ),
+    Paper(
+        stem="preference_games",
+        name="preference-games",
+        title="Online preference games: online IPO, IPO-MD and Nash-MD against the regularised Nash equilibrium",
+        citation="Calandriello et al., *Human Alignment of Large Language Models through Online Preference "
+        "Optimisation*, ICML 2024 (arXiv 2403.08635); Munos et al., *Nash Learning from Human Feedback*, ICML 2024 "
+        "(arXiv 2312.00886).",
+        about="A preference matrix P (transitive or cyclic) and a reference μ define a τ-regularised game whose "
+        "unique Nash equilibrium π*_τ ∝ μ·exp(Pπ*_τ/τ) online IPO and Nash-MD are meant to reach. The "
+        "reproduction runs the exact expected updates of online IPO, IPO-MD, Nash-MD (constant and decaying step), "
+        "online DPO and offline IPO on random bandits (Bradley–Terry, noisy rock–paper–scissors, random "
+        "antisymmetric preferences; float64, several instances as seeds) and measures the distance and the "
+        "fixed-point residual to π*_τ, the O(β) bias of the constant-step methods, offline IPO's and online DPO's "
+        "limits, and the steps to convergence against the step size. Claims carry seeds, 95% t-intervals and their "
+        "pass rules. The LLM part of the papers is not part of it.",
+    ),
+    Paper(
+        stem="infalign",
+        name="infalign",
+        title="InfAlign / CTRL: inference-aware alignment with calibrated, transformed rewards",
+        citation="Balashankar et al., *InfAlign: Inference-aware Language Model Alignment* (arXiv 2412.19792); "
+        "Beirami et al., *Theoretical guarantees on the best-of-n alignment policy* (arXiv 2401.01879).",
+        about="The policy that maximises the win rate of an inference-time procedure (best-of-n, worst-of-n) at a "
+        "KL budget is KL-regularised RL on a transformed calibrated reward. The reproduction works exactly on random "
+        "bandits (float64, several bandits as seeds): exact best-of-n and worst-of-n distributions, the calibrated "
+        "reward and its invariance to monotone reward transforms, and the inference-time win rates of calibrated "
+        "RL, CTRL's exponential transforms and raw-reward RLHF compared at matched KL (KL–win-rate frontiers); "
+        "plus the best-of-n KL bound and its n/(n + 1) win rate. The paper's LLM experiments are not part of it.",
+    ),
+    Paper(
+        stem="kl_estimators",
+        name="kl-estimators",
+        title="Where the KL term goes: PPO's KL penalty vs GRPO's k1/k2/k3 in the loss, on exact bandits",
+        citation="Schulman, *Approximating KL Divergence*, 2020; Shao et al., *DeepSeekMath* (GRPO), 2024 "
+        "(arXiv 2402.03300); Ahmadian et al., *Back to Basics* (RLOO), 2024 (arXiv 2402.14740); Liu et al., "
+        "*Understanding R1-Zero-Like Training* (Dr. GRPO), 2025 (arXiv 2503.20783).",
+        about="With the KL penalty in the reward (PPO) the policy converges to π* ∝ π_ref·exp(r/β). GRPO instead "
+        "adds a KL estimator to the loss and differentiates it through ln π with the samples held fixed; the "
+        "expected gradient then depends on the estimator: k1 gives 0 (the policy collapses onto the best arm), "
+        "k2 gives ∇KL(π‖π_ref) (fixed point π*), and k3 — TRL's default — gives ∇KL(π_ref‖π), whose fixed point "
+        "is π ∝ β·π_ref/(β − A). The reproduction shows all of this with exact expected gradients on tabular "
+        "bandits (the card's 3-armed bandit and random bandits as seeds), sweeps β, checks that GRPO's unscaled "
+        "advantage is (G−1)/G times RLOO's and shows the length bias of the 'grpo' aggregation that Dr. GRPO "
+        "removes on a two-length toy. The constructions are the project's own (source: reconstruction).",
     ),
 )
 

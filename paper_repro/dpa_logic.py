@@ -10,6 +10,7 @@ this module wires it, writes ``results.json`` and draws the figures from that JS
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -562,6 +563,7 @@ def run(out: Path, *, quick: bool = True) -> dict:
     out = output_dir(out)
     from jalign import logic
 
+    t0 = time.time()
     rng = np.random.default_rng(0)
     forms_err = _closed_form_errors(rng)
     land = _landscape(rng)
@@ -578,7 +580,7 @@ def run(out: Path, *, quick: bool = True) -> dict:
         "lm": lm,
     }
     res["claims"] = claims(res)
-    return finish(out, res, plot_from_results, ensure_ascii=False)
+    return finish(out, res, plot_from_results, t0=t0, ensure_ascii=False)
 
 
 def plot_from_results(out: Path) -> list[str]:

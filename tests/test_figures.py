@@ -225,10 +225,119 @@ def _check_rankings(figs, res):
     x = [b if b > 0 else 0.5 for b in budgets]
     means = [row[0] for row in res["summary"]["accuracy_by_budget"]]
     _has_line(figs["rankings_accuracy"].axes[0], means, x, "ranking accuracy")
+    lm = res["lm"]
+    axes = figs["rankings_lm_topk"].axes
+    for b in lm["config"]["betas"]:
+        rs = [r for r in lm["runs"] if r["beta"] == b]
+        steps = rs[0]["curves"]["step"]
+        for ax, key in zip(axes, ("topk/mass_top10", "topk/entropy_top10", "topk/reward", "heldout/accuracy"),
+                           strict=True):
+            _has_line(ax, np.mean([r["curves"][key] for r in rs], axis=0), steps, f"β={b} {key}")
+
+
+def _check_reward_transforms(figs, res):
+    fx, cfg, ps = res["fixed"], res["config"], res["per_seed"]
+    ax = figs["reward_transforms_and"].axes[0]
+    for key in ("logps_raw", "logps_transformed"):
+        p = np.exp(np.asarray(fx[key]))
+        _has_line(ax, p[:, 0], fx["betas"], f"{key}: specialist")
+        _has_line(ax, p[:, 1], fx["betas"], f"{key}: generalist")
+    kls = cfg["kl_targets"]
+    for key in ("share_raw", "share_transformed"):
+        _has_line(figs["reward_transforms_share"].axes[0], np.mean(ps[key], 0), kls, key)
+    a0, a1 = figs["reward_transforms_hacking"].axes[:2]
+    for key in ("best_true", "true_raw", "true_transformed"):
+        _has_line(a0, np.mean(ps[key], 0), kls, key)
+    for key in ("regret_raw", "regret_transformed"):
+        _has_line(a1, np.mean(ps[key], 0), kls, key)
+    grid = np.asarray(cfg["grad_grid"])
+    _has_line(figs["reward_transforms_gradient"].axes[0], 1 / (1 + np.exp(grid)), grid, "σ(r_ref − r)")
+
+
+def _check_maxmin(figs, res):
+    cfg = res["config"]
+    gmin, gmaj = np.asarray(res["gaps"]["gap_minority"]), np.asarray(res["gaps"]["gap_majority"])  # [A, D, S]
+    a0, a1 = figs["maxmin_gaps"].axes[:2]
+    for j in range(len(cfg["diversities"])):
+        _has_line(a0, gmin[:, j].mean(-1), cfg["shares"], f"minority gap, diversity {cfg['diversities'][j]}")
+    _has_line(a1, gmin[0].mean(-1), cfg["diversities"], "minority gap by diversity")
+    _has_line(a1, gmaj[0].mean(-1), cfg["diversities"], "majority gap by diversity")
+    _has_line(figs["maxmin_em_ari"].axes[0], np.mean(res["ari"], 0), cfg["em_labels_per_user"], "ARI")
+    mm = res["maxmin"]
+    for grp in ("majority", "minority"):
+        _has_bars(figs["maxmin_utilities"].axes[0],
+                  [np.mean(mm[f"{p}/{grp}"]) for p in ("reference", "single", "maxmin_em", "maxmin_true")], grp)
+
+
+def _check_preference_games(figs, res):
+    cfg = res["config"]
+    fams = res["families"]
+    x = np.asarray(cfg["recorded_steps"], np.float64)
+    x[0] = 0.5 * cfg["record_every"]
+    for ax, f in zip(figs["games_distance"].axes, cfg["families"], strict=False):
+        for m in cfg["methods"]:
+            _has_line(ax, np.median(np.maximum(np.asarray(fams[f][f"{m}/tv"]), 1e-16), 0), x, f"TV {f} {m}")
+    bias_ax = figs["games_step_size"].axes[1]
+    for f in cfg["families"]:
+        _has_line(bias_ax, np.median(np.asarray(fams[f]["bias/tv"]), 0), cfg["bias_betas"], f"bias {f}")
+    for ax, trajs in zip(figs["games_simplex"].axes, res["simplex"]["trajectories"].values(), strict=False):
+        for t in trajs:  # barycentric (p0, p1, p2) on the triangle (0, 0), (1, 0), (½, √3/2)
+            p = np.asarray(t, np.float64)
+            _has_line(ax, np.sqrt(3) / 2 * p[:, 2], p[:, 1] + 0.5 * p[:, 2], "simplex trajectory")
+
+
+def _check_infalign(figs, res):
+    cfg = res["config"]
+    fr = res["frontier"]
+    axes = figs["infalign_frontier"].axes
+    for ax, key, kind in zip(axes[:3], ("std", "bon", "won"), ("exp", "exp", "neg_exp"), strict=True):
+        for name in ["identity", "raw"] + [f"{kind} t={t:g}" for t in cfg["frontier_ts"]]:
+            _has_line(ax, fr[name][key], cfg["frontier_kls"], f"frontier {key} {name}")
+    for ax, key in ((axes[1], "bon"), (axes[2], "won")):
+        pts = np.asarray(fr[f"optimum_{key}"])
+        _has_line(ax, pts[:, 1], pts[:, 0], f"optimum {key}")
+    ps = {k: np.asarray(v, np.float64) for k, v in res["per_seed"].items()}
+    for ax, proc, kind in zip(figs["infalign_gains"].axes[:2], ("bon", "won"), ("exp", "neg_exp"), strict=True):
+        best = ps[f"{kind}/{proc}"].max(axis=1)  # best t, [S, n, KL]
+        for i in range(len(cfg["ns"])):
+            for other in ("identity", "raw"):
+                _has_line(ax, (best[:, i] - ps[f"{other}/{proc}"][:, i]).mean(0), cfg["kl_budgets"],
+                          f"gain {proc} n={cfg['ns'][i]} vs {other}")
+    b = res["bounds"]
+    ax = figs["infalign_bon"].axes[0]
+    _has_line(ax, np.log(cfg["bound_ns"]) - (np.asarray(cfg["bound_ns"]) - 1) / np.asarray(cfg["bound_ns"]),
+              cfg["bound_ns"], "KL bound")
+    for kl in b["kl"]:
+        _has_line(ax, kl, cfg["bound_ns"], "KL(BoN‖μ)")
+
+
+def _check_kl_estimators(figs, res):
+    cfg, card = res["config"], res["card"]
+    curves = np.asarray(card["curves_from_ref"])  # [V, T, K]
+    x = np.maximum(np.arange(curves.shape[1]) * cfg["record_every"], 1)
+    for ax, v, c in zip(figs["kl_estimators_trajectories"].axes, cfg["variants"], curves, strict=True):
+        for k in range(c.shape[1]):
+            _has_line(ax, c[:, k], x, f"{v}: π(arm {k})")
+    ax = figs["kl_estimators_fixed_points"].axes[0]
+    _has_bars(ax, cfg["ref_probs"], "π_ref")
+    for v in ("k2", "k3", "k1"):
+        _has_bars(ax, card["fixed_points"][v], f"fixed point {v}")
+    sw = res["beta_sweep"]
+    for ax, key in zip(figs["kl_estimators_beta"].axes, ("tv", "regret"), strict=True):
+        _has_line(ax, sw["card"][key], sw["betas"], f"card {key}")
+        _has_line(ax, np.mean(sw["random"][key], 0), sw["betas"], f"random bandits {key}")
+    toy = res["length_toy"]
+    for agg, c in toy["curves"].items():
+        c = np.asarray(c)
+        _has_line(figs["kl_estimators_length_bias"].axes[0], np.log(c[:, 2] / c[:, 1]),
+                  np.arange(len(c)) * toy["record_every"], f"{agg}: log ratio")
 
 
 CHECKS = {"copg-bandit": _check_copg, "fdpg": _check_fdpg, "dpa-logic": _check_dpa_logic,
-          "entanglement": _check_entanglement, "ches": _check_ches, "rankings": _check_rankings}
+          "entanglement": _check_entanglement, "ches": _check_ches, "rankings": _check_rankings,
+          "reward-transforms": _check_reward_transforms, "maxmin": _check_maxmin,
+          "preference-games": _check_preference_games, "infalign": _check_infalign,
+          "kl-estimators": _check_kl_estimators}
 
 
 def _figure_list(module, res):
@@ -306,6 +415,10 @@ def test_results_comparison_detects_changes():
     ("copg-bandit", ("methods", "copg", "regret_curve", 50)),
     ("ches", ("mitigation", "filtered", "chosen_change_train")),
     ("entanglement", ("toy", "suffix_curves", "8", "dpo", "chosen_logps", 5)),
+    ("reward-transforms", ("per_seed", "regret_raw", 0, 3)),
+    ("maxmin", ("gaps", "gap_minority", 0, 4, 2)),
+    ("infalign", ("frontier", "raw", "bon", 3)),
+    ("kl-estimators", ("beta_sweep", "card", "tv", 4)),
 ])
 def test_plotted_data_check_fails_when_the_results_differ_from_the_drawing(name, path):
     """Draw from the committed results, then perturb one number of the results: the check must fail."""

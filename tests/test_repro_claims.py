@@ -310,3 +310,28 @@ def test_readme_and_docs_state_the_committed_status_counts():
         if len(cells) == 7 and cells[1].isdigit():
             table[cells[0]] = [int(c) for c in cells[1:]]
     assert table == counts
+
+
+def test_readme_timings_come_from_the_committed_results():
+    """Every compute time the README quotes for a reproduction is that run's recorded ``seconds``."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = re.search(r"<!-- timings -->(.*?)<!-- /timings -->", text, re.S).group(1)
+    quoted = dict(re.findall(r"([a-z][a-z-]+) (\d+) s", block))
+    assert quoted, "no timings found in the README"
+    for name, secs in quoted.items():
+        res = json.loads((root / "figures" / name / "results.json").read_text())
+        s = res["seconds"]
+        s = s["total"] if isinstance(s, dict) else s
+        assert abs(int(secs) - s) <= 0.5, (name, secs, s)
+    lm = json.loads((root / "figures" / "rankings" / "results.json").read_text())["lm"]["seconds"]
+    assert re.search(r"\((\d+) s of it the small-LM half\)", block) and abs(int(re.search(r"\((\d+) s of it", block).group(1)) - lm) <= 0.5
+    # every reproduction with a recorded time is quoted; the others are named as untimed
+    for d in sorted((root / "figures").iterdir()):
+        if (d / "results.json").is_file():
+            has = "seconds" in json.loads((d / "results.json").read_text())
+            assert (d.name in quoted) == has or (not has and f"{d.name}'s committed run predates" in block), d.name

@@ -91,3 +91,8 @@ from jalign.diagnostics.rankings import (  # noqa: E402
 
 __all__ += ["dpo_loss_at_flip", "idealized_ranking_accuracy", "ranking_accuracy", "roc_auc", "roc_curve",
             "topk_entropy", "topk_mass"]
+
+from jalign.diagnostics import evaluation  # noqa: E402
+from jalign.diagnostics.evaluation import distinct_n, mc_kl, per_prompt_mean_se, win_rate  # noqa: E402
+
+__all__ += ["distinct_n", "evaluation", "mc_kl", "per_prompt_mean_se", "win_rate"]

@@ -12,9 +12,12 @@
 * :mod:`jalign.envs.game_lab` — the preference-game lab: exact expected updates of Nash-MD, online IPO, IPO-MD,
   online DPO / SLiC and offline IPO, preference models (Bradley–Terry, Thurstone, cyclic), jitted training
   (vmap over initialisations and step sizes), distance to the regularised Nash equilibrium.
+* :mod:`jalign.envs.infalign` — the InfAlign lab: inference-time (best-of-n / worst-of-n) win rates, CTRL's
+  transforms of the calibrated reward, tilted policies π ∝ μ·exp(λ·s) matched in KL (bisection).
 * :mod:`jalign.envs.maxmin` — the exact MaxMin (egalitarian) policy max_π min_g E_π[r_g] − β·KL(π‖μ) over
   groups' rewards, through its convex dual over group weights.
-* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups).
+* :mod:`jalign.envs.mixtures` — EM for a mixture of Bradley–Terry models over users (latent groups), and the
+  adjusted Rand index of recovered vs planted groups.
 * :mod:`jalign.envs.rl_lab` — the KL-estimator lab: exact expected gradients of PPO with the KL penalty in
   the reward and of the k1/k2/k3 estimators in the loss (GRPO), their fixed points, jitted training; the
   per-token weights of the GRPO aggregations (length bias).
@@ -25,6 +28,7 @@ All functions are pure (PRNG keys in, arrays out) and vmap-able over seeds and h
 from jalign.envs.bandit import (
     Bandit,
     ContextualBandit,
+    beta_for_kl,
     expected_reward,
     k_armed,
     kl,
@@ -46,16 +50,31 @@ from jalign.envs.game_lab import (
     game_loss,
     game_method_index,
     game_step,
+    mixture_fixed_point,
     nash_gap,
     nash_residual,
+    offline_ipo_fixed_point,
     pref_from_logits,
     rock_paper_scissors_pref,
     thurstone_pref,
     train_game,
 )
 from jalign.envs.games import best_of_n, calibrated_rewards, regularized_nash, win_rate
+from jalign.envs.infalign import (
+    INFERENCE_PROCEDURES,
+    TRANSFORMS,
+    bon_kl_bound,
+    calibrated_transform,
+    inference_distribution,
+    inference_optimum,
+    inference_win_rate,
+    max_tilt_kl,
+    tilt_at_kl,
+    tilt_kl,
+    tilted_logps,
+)
 from jalign.envs.maxmin import maxmin_policy
-from jalign.envs.mixtures import BTMixture, fit_bt_mixture
+from jalign.envs.mixtures import BTMixture, adjusted_rand_index, fit_bt_mixture
 from jalign.envs.offline import (
     METHODS,
     PAPER_METHODS,
@@ -82,11 +101,14 @@ from jalign.envs.preferences import (
 )
 from jalign.envs.rl_lab import (
     KL_LAB_VARIANTS,
+    aggregation_lab_gradient,
+    aggregation_sequence_coefficients,
     aggregation_token_weights,
     kl_fixed_point,
     kl_lab_gradient,
     kl_lab_surrogate,
     kl_lab_variant_index,
+    train_aggregation_lab,
     train_kl_lab,
 )
 
@@ -96,14 +118,22 @@ __all__ = [
     "Bandit",
     "ContextualBandit",
     "GAME_METHODS",
+    "INFERENCE_PROCEDURES",
     "METHODS",
     "PAPER_METHODS",
     "PREFERENCE_MODELS",
+    "TRANSFORMS",
+    "adjusted_rand_index",
+    "aggregation_lab_gradient",
+    "aggregation_sequence_coefficients",
     "aggregation_token_weights",
     "antisymmetric_pref",
+    "beta_for_kl",
     "best_of_n",
+    "bon_kl_bound",
     "bradley_terry_pref",
     "calibrated_rewards",
+    "calibrated_transform",
     "expected_gradient",
     "expected_loss",
     "expected_reward",
@@ -112,6 +142,9 @@ __all__ = [
     "game_loss",
     "game_method_index",
     "game_step",
+    "inference_distribution",
+    "inference_optimum",
+    "inference_win_rate",
     "ipo_fixed_point",
     "ipo_pair_loss",
     "k_armed",
@@ -122,11 +155,14 @@ __all__ = [
     "kl",
     "linear_init",
     "linear_logps",
+    "max_tilt_kl",
     "maxmin_policy",
+    "mixture_fixed_point",
     "method_index",
     "nash_gap",
     "nash_residual",
     "objective",
+    "offline_ipo_fixed_point",
     "one_hot_features",
     "optimal_logps",
     "optimal_value",
@@ -147,7 +183,11 @@ __all__ = [
     "tabular_init",
     "tabular_logps",
     "thurstone_pref",
+    "tilt_at_kl",
+    "tilt_kl",
+    "tilted_logps",
     "train",
+    "train_aggregation_lab",
     "train_kl_lab",
     "train_game",
     "train_population",

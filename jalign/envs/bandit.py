@@ -6,7 +6,8 @@ reference policy π_ref and β > 0:
 * E_π[R] = Σ_y π(y)·R(y);  KL(π‖π_ref) = Σ_y π(y)·(ln π(y) − ln π_ref(y));
 * J_β(π) = E_π[R] − β·KL(π‖π_ref) = E_π[R^π_β] with R^π_β(y) = R(y) − β·ln π(y)/π_ref(y);
 * the unique maximiser π*(y) = π_ref(y)·exp(R(y)/β)/Z, Z = Σ_y π_ref(y)·exp(R(y)/β), and J_β(π*) = β·ln Z;
-* regret(π) = J_β(π*) − J_β(π) = β·KL(π‖π*) ≥ 0.
+* regret(π) = J_β(π*) − J_β(π) = β·KL(π‖π*) ≥ 0;
+* :func:`beta_for_kl`: the β at which KL(π*_β‖π_ref) is a given value (comparisons at matched KL).
 
 A contextual bandit adds contexts x ~ ρ: R(x, y), π_ref(y | x), and J_β = E_{x~ρ}[J_β(π(·|x))].
 
@@ -75,6 +76,55 @@ def optimal_value(rewards_K, ref_logps_K, beta):
 def regret(logps_K, rewards_K, ref_logps_K, beta):
     """J_β(π*) − J_β(π), computed as the identical β·KL(π‖π*) (≥ 0, no cancellation near the optimum)."""
     return _f32(beta) * kl(logps_K, optimal_logps(rewards_K, ref_logps_K, beta))
+
+
+def beta_for_kl(rewards_K, ref_logps_K, target_kl, *, beta_min=1e-4, beta_max=1e4, iters=100):
+    """The β at which the optimum π_β ∝ π_ref·exp(R/β) has KL(π_β‖π_ref) = ``target_kl`` (last axis).
+
+    KL(π_β‖π_ref) decreases strictly in β for rewards that are not constant on the support of π_ref
+    (d KL/d(1/β) = Var_{π_β}(R)/β > 0), from the KL of the best arms (β → 0) to 0 (β → ∞), so bisection on
+    ln β finds it; ``iters`` halvings of [ln β_min, ln β_max] (100 reach float64 resolution). Used to compare
+    policies of different rewards at matched KL. A target outside the attainable range returns the nearest
+    end (β_min or β_max); check the attained KL. jit- and vmap-able (over rewards and targets).
+
+    Args:
+      rewards_K: R ``[K]`` (or ``[..., K]``).
+      ref_logps_K: ln π_ref ``[K]`` (broadcast against the rewards).
+      target_kl: the KL to reach (nats, ≥ 0; broadcast against the leading axes).
+      beta_min, beta_max: the bracket (0 < β_min < β_max).
+      iters: bisection steps (≥ 1).
+
+    Returns:
+      β with the leading shape of the rewards (float32 or wider).
+
+    >>> import jax.numpy as jnp
+    >>> ref = jnp.log(jnp.full(3, 1 / 3))
+    >>> b = beta_for_kl(jnp.array([1.0, 0.0, -1.0]), ref, 0.2)
+    >>> round(float(kl(optimal_logps(jnp.array([1.0, 0.0, -1.0]), ref, b), ref)), 5)
+    0.2
+    """
+    check_positive("beta_for_kl", "beta_min", beta_min)
+    check_positive("beta_for_kl", "beta_max", beta_max)
+    if not isinstance(beta_min, jax.core.Tracer) and not isinstance(beta_max, jax.core.Tracer):
+        if not beta_min < beta_max:
+            raise ValueError(f"beta_for_kl: arguments beta_min={beta_min!r} < beta_max={beta_max!r} required")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError(f"beta_for_kl: argument iters={iters!r} must be an integer >= 1")
+    r, ref = _f32(rewards_K), _f32(ref_logps_K)
+    target = _f32(target_kl)
+    shape = jnp.broadcast_shapes(r.shape[:-1], ref.shape[:-1], target.shape)
+    lo = jnp.full(shape, jnp.log(_f32(beta_min)))
+    hi = jnp.full(shape, jnp.log(_f32(beta_max)))
+
+    def body(_, c):
+        lo, hi = c
+        mid = 0.5 * (lo + hi)
+        k = kl(optimal_logps(r, ref, jnp.exp(mid)[..., None]), ref)
+        above = k > target  # KL too large: β must grow
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iters, body, (lo, hi))
+    return jnp.exp(0.5 * (lo + hi))
 
 
 def overlap(probs_a, probs_b):

@@ -59,7 +59,9 @@ __all__ = [
     "game_loss",
     "game_method_index",
     "game_step",
+    "mixture_fixed_point",
     "nash_gap",
+    "offline_ipo_fixed_point",
     "nash_residual",
     "pref_from_logits",
     "rock_paper_scissors_pref",
@@ -455,3 +457,49 @@ def nash_gap(logps, pref, ref_logps, tau, *, nash_logps=None):
         "max_abs": jnp.max(jnp.abs(pi - p_star), axis=-1),
         "residual": nash_residual(lp, P, lmu, tau),
     }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Closed-form fixed points of the biased methods
+# --------------------------------------------------------------------------------------------------------
+
+
+def mixture_fixed_point(pref, ref_logps, tau, beta):
+    """ln of the common fixed point of IPO-MD (``beta_mix`` = β) and of Nash-MD at a constant step (β = η·τ).
+
+    The sampler (IPO-MD) or the mixture (Nash-MD) sits at π*_{τ/(1−β)}, the equilibrium of the game with the
+    larger regularisation τ/(1 − β), and the policy is its IPO response
+
+        π_β ∝ μ·exp(P π*_{τ/(1−β)}/τ),
+
+    which is π*_τ at β = 0 and O(β) away from it otherwise (derivation in ``docs/games.md``).
+
+    Args:
+      pref: P ``[K, K]``, P + Pᵀ = 1.
+      ref_logps: ln μ ``[K]`` (finite).
+      tau: τ > 0.
+      beta: β ∈ [0, 1).
+
+    Returns:
+      ln π_β, ``[K]``.
+    """
+    fn = "mixture_fixed_point"
+    P, lmu, tau, dtype = _prepare(fn, pref, ref_logps, tau, beta)
+    if is_concrete(beta):
+        b = np.asarray(beta)
+        if b.ndim != 0 or not 0.0 <= float(b) < 1.0:
+            raise ValueError(f"{fn}: argument beta={beta!r} must be a scalar in [0, 1)")
+    beta = jnp.asarray(beta, dtype)
+    inner = jnp.exp(regularized_nash(P, lmu, tau / (1.0 - beta)))
+    return jax.nn.log_softmax(lmu + P @ inner / tau)
+
+
+def offline_ipo_fixed_point(pref, ref_logps, tau, sampling_probs):
+    """ln of offline IPO's fixed point on a fixed sampling distribution μ_s: π ∝ μ·exp(P μ_s/τ).
+
+    It equals π*_τ exactly when μ_s = π*_τ (the fixed-point equation of :func:`jalign.envs.regularized_nash`).
+    """
+    fn = "offline_ipo_fixed_point"
+    P, lmu, tau, dtype = _prepare(fn, pref, ref_logps, tau, sampling_probs)
+    s = _check_sampling(fn, sampling_probs, lmu.shape[0], dtype)
+    return jax.nn.log_softmax(lmu + P @ s / tau)

@@ -251,3 +251,62 @@ def fit_bt_mixture(key, user_ids, pairs, labels, num_groups, *, num_users=None, 
     return _fit(key, user_ids, pairs[:, 0], pairs[:, 1], sign, init_rewards, jnp.asarray(l2, dtype),
                 num_users=num_users, num_arms=num_arms, num_groups=num_groups, num_iters=num_iters,
                 m_steps=m_steps)
+
+
+def adjusted_rand_index(labels_a, labels_b, *, num_classes=None):
+    """The adjusted Rand index (Hubert & Arabie, 1985) of two labellings of the same n items.
+
+    With the contingency table n_ij = #{items with label i in ``labels_a`` and j in ``labels_b``}, row sums
+    a_i, column sums b_j and C(m) = m·(m − 1)/2 (pairs):
+
+        ARI = (Σ_ij C(n_ij) − E) / (½·(Σ_i C(a_i) + Σ_j C(b_j)) − E),   E = Σ_i C(a_i)·Σ_j C(b_j) / C(n).
+
+    1 for identical partitions (whatever the label names), 0 in expectation for independent random ones,
+    negative for worse than chance. When the denominator is 0 (both labellings put every item in one
+    cluster, or both make every item its own cluster) the partitions are identical and the ARI is 1.
+    Used to compare the groups EM recovers (argmax of the responsibilities) with planted ones: the label
+    names are arbitrary.
+
+    Args:
+      labels_a, labels_b: ``[n]`` integer labels in [0, num_classes), n ≥ 2.
+      num_classes: the number of label values (default: max label + 1 over both; must be given under
+        ``jit``/``vmap``).
+
+    Returns:
+      The ARI, a scalar (float32 or wider).
+
+    >>> round(float(adjusted_rand_index(jnp.array([0, 0, 1, 1]), jnp.array([1, 1, 0, 0]))), 6)
+    1.0
+    >>> round(float(adjusted_rand_index(jnp.array([0, 0, 1, 1]), jnp.array([0, 0, 1, 2]))), 6)
+    0.571429
+
+    References:
+      Hubert & Arabie, *Comparing partitions*, Journal of Classification 2, 1985.
+    """
+    a, b = jnp.asarray(labels_a), jnp.asarray(labels_b)
+    fn = "adjusted_rand_index"
+    if a.ndim != 1 or a.shape != b.shape or a.shape[0] < 2:
+        raise ValueError(f"{fn}: arguments labels_a {a.shape} and labels_b {b.shape} must be [n] alike, n >= 2")
+    for name, x in (("labels_a", a), ("labels_b", b)):
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError(f"{fn}: argument {name} must hold integers, got dtype {x.dtype}")
+    concrete = not isinstance(a, jax.core.Tracer) and not isinstance(b, jax.core.Tracer)
+    if num_classes is None:
+        if not concrete:
+            raise ValueError(f"{fn}: argument num_classes must be given under jit / vmap")
+        num_classes = int(max(np.max(np.asarray(a)), np.max(np.asarray(b)))) + 1
+    num_classes = _positive_int(fn, "num_classes", num_classes)
+    if concrete:
+        lo = min(int(np.min(np.asarray(a))), int(np.min(np.asarray(b))))
+        hi = max(int(np.max(np.asarray(a))), int(np.max(np.asarray(b))))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{fn}: labels in [{lo}, {hi}] outside [0, num_classes={num_classes})")
+    dtype = jnp.promote_types(jnp.asarray(0.0).dtype, jnp.float32)
+    table = jax.nn.one_hot(a, num_classes, dtype=dtype).T @ jax.nn.one_hot(b, num_classes, dtype=dtype)
+    pairs = lambda m: m * (m - 1.0) / 2.0
+    n = jnp.asarray(a.shape[0], dtype)
+    index = jnp.sum(pairs(table))
+    sa, sb = jnp.sum(pairs(table.sum(1))), jnp.sum(pairs(table.sum(0)))
+    expected = sa * sb / pairs(n)
+    denom = 0.5 * (sa + sb) - expected
+    return jnp.where(denom == 0, 1.0, (index - expected) / jnp.where(denom == 0, 1.0, denom))

@@ -277,3 +277,70 @@ def aggregation_token_weights(lengths, advantages, aggregation, *, max_completio
                                   aggregation=aggregation, max_completion_length=t)
 
     return -jax.grad(loss)(logps0)
+
+
+def aggregation_sequence_coefficients(lengths, aggregation, *, max_completion_length=None):
+    """The weight c(y) with which one on-policy sample y of length n(y) enters the gradient, per aggregation.
+
+    For a single completion (B = 1) of length n with unit advantage, every token of ``policy_clip``'s loss
+    gets the same weight (:func:`aggregation_token_weights`), so −∇L = c·Σ_t ∇ln π(y_t | y_<t) = c·∇ln π(y):
+    ``"grpo"`` c = 1/n(y) (the length bias), ``"dr_grpo"`` c = 1/T (the same for every y), ``"bnpo"`` and
+    ``"dapo"`` c = 1/n(y) as well for one completion. Read off ``jax.grad`` of ``policy_clip``.
+
+    Args:
+      lengths: the K responses' lengths ``[K]`` (concrete positive ints).
+      aggregation: a ``policy_clip`` aggregation.
+      max_completion_length: T (default max(lengths)).
+
+    Returns:
+      ``c`` ``[K]`` (float32).
+    """
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or np.any(lengths < 1):
+        raise ValueError(f"aggregation_sequence_coefficients: argument lengths={lengths.tolist()} must be "
+                         "positive, 1-D")
+    t = int(lengths.max()) if max_completion_length is None else int(max_completion_length)
+    out = [aggregation_token_weights([int(n)], [1.0], aggregation, max_completion_length=t)[0, 0] for n in lengths]
+    return jnp.stack(out).astype(jnp.float32)
+
+
+def aggregation_lab_gradient(logits_K, rewards_K, coefficients_K):
+    """Exact expected loss gradient of the on-policy clipped objective on a tabular response-level softmax.
+
+    Responses y ~ π = softmax(θ) with rewards r, the exact baseline (A = r − E_π[r]) and the aggregation's
+    per-sample coefficient c(y) (:func:`aggregation_sequence_coefficients`): the loss gradient is
+    g = −Σ_y π(y)·A(y)·c(y)·∇ln π(y), i.e. g_k = −π_k·(A_k·c_k − E_π[A·c]). With c constant (Dr. GRPO) it is
+    −c·∇E_π[r]: responses with equal rewards keep their probability ratio. With c = 1/n (GRPO) it is not the
+    gradient of E_π[r]; among equally rewarded responses the shorter ones' probability moves faster (down if
+    their advantage is negative: wrong answers drift to longer ones).
+
+    Returns:
+      ``[K]`` (float32 or wider). Jitted callers vmap over any argument.
+    """
+    lp = tabular_logps(_f32(logits_K))
+    pi = jnp.exp(lp)
+    r = _f32(rewards_K)
+    a = (r - jnp.sum(pi * r)) * _f32(coefficients_K)
+    return -pi * (a - jnp.sum(pi * a))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "record_every"))
+def train_aggregation_lab(logits_K, rewards_K, coefficients_K, *, lr=1.0, steps=2000, record_every=100):
+    """Gradient descent θ ← θ − lr·g with :func:`aggregation_lab_gradient`; returns ln π ``[steps//record_every + 1, K]``.
+
+    ``steps`` must be a positive multiple of ``record_every`` (static).
+    """
+    if int(steps) < 1 or int(record_every) < 1 or int(steps) % int(record_every):
+        raise ValueError(f"train_aggregation_lab: steps={steps} must be a positive multiple of "
+                         f"record_every={record_every}")
+
+    def step(theta, _):
+        return theta - lr * aggregation_lab_gradient(theta, rewards_K, coefficients_K), None
+
+    def block(theta, _):
+        theta, _ = jax.lax.scan(step, theta, None, length=record_every)
+        return theta, tabular_logps(theta)
+
+    theta0 = _f32(logits_K)
+    _, curve = jax.lax.scan(block, theta0, None, length=steps // record_every)
+    return jnp.concatenate([tabular_logps(theta0)[None], curve], 0)

@@ -77,6 +77,7 @@ def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, 
 
     def sample(params, model_state, prompt_ids, prompt_mask, key):
         model = nnx.merge(graphdef, params, model_state)
+        model = getattr(model, "policy", model)  # an ActorCritic (ppo): sample from its policy
         out = kv_sample(model, prompt_ids, prompt_mask, key=key, max_new_tokens=max_new_tokens,
                         temperature=temperature, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
         resp = out.response_mask.astype(jnp.int32)
@@ -117,8 +118,36 @@ def build_batch(kind: str, samples: dict, rewards: np.ndarray, k: int) -> dict[s
     raise ValueError(f"online training needs a scored or sampled loss, got kind {kind!r}")
 
 
-def score(reward_fn, prompt_ids: np.ndarray, samples: dict, **kwargs) -> np.ndarray:
-    """Call ``reward_fn(prompt_ids, completion_ids, completion_mask)`` on the response part of samples."""
+def score_parts(reward_fn, prompt_ids: np.ndarray, samples: dict, **kwargs) -> tuple[np.ndarray, dict]:
+    """Call ``reward_fn(prompt_ids, completion_ids, completion_mask, **kwargs)`` on the response part of samples;
+    return ``(rewards [N], parts)``.
+
+    A reward function returns either the rewards ``[N]`` or a mapping with them under ``"reward"`` and named
+    per-sample parts beside them (the components of a combined reward, ``jalign.train.plugins.rewards``);
+    ``parts`` maps each part's name to its values ``[N]`` (float32; empty for a plain reward).
+    """
     p = prompt_ids.shape[1]
     ids, mask = np.asarray(samples["ids"]), np.asarray(samples["mask"])
-    return np.asarray(reward_fn(prompt_ids, ids[:, p:], mask[:, p:], **kwargs), np.float32)
+    out = reward_fn(prompt_ids, ids[:, p:], mask[:, p:], **kwargs)
+    if isinstance(out, dict):
+        if "reward" not in out:
+            raise ValueError(f"reward function returned a mapping without 'reward' (keys {sorted(out)})")
+        parts = {k: np.asarray(v, np.float32) for k, v in out.items() if k != "reward"}
+        return np.asarray(out["reward"], np.float32), parts
+    return np.asarray(out, np.float32), {}
+
+
+def part_metrics(parts: dict) -> dict[str, float]:
+    """The logged means ``reward/<part>`` of the per-sample parts of :func:`score_parts` (finite values only)."""
+    out = {}
+    for k, v in parts.items():
+        v = np.asarray(v, np.float64)
+        v = v[np.isfinite(v)]
+        out[f"reward/{k}"] = float(v.mean()) if v.size else float("nan")
+    return out
+
+
+def score(reward_fn, prompt_ids: np.ndarray, samples: dict, **kwargs) -> np.ndarray:
+    """Call ``reward_fn(prompt_ids, completion_ids, completion_mask)`` on the response part of samples (the
+    rewards of :func:`score_parts`, without the parts)."""
+    return score_parts(reward_fn, prompt_ids, samples, **kwargs)[0]

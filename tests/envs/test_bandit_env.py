@@ -152,3 +152,30 @@ def test_bad_inputs_raise_naming_argument():
         envs.sample_pairs(jax.random.key(0), [0.5, 0.5], [0.5, 0.5], 0)
     with pytest.raises(ValueError, match="ref_probs_K"):
         envs.k_armed([1.0, 2.0], [0.5, 0.4])
+
+
+def test_beta_for_kl_matches_a_scipy_root_and_vmaps():
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(5)
+    r = rng.normal(size=6)
+    ref = _np_lsm(rng.normal(size=6))
+
+    def np_kl(beta):
+        p = _np_lsm(ref + r / beta)
+        return float((np.exp(p) * (p - ref)).sum())
+
+    with jax.enable_x64(True):
+        for target in (0.01, 0.3, 1.0):
+            want = brentq(lambda lb, t=target: np_kl(np.exp(lb)) - t, np.log(1e-4), np.log(1e4), xtol=1e-14)
+            got = float(envs.beta_for_kl(jnp.asarray(r), jnp.asarray(ref), target))
+            assert got == pytest.approx(np.exp(want), rel=1e-9)
+            assert np_kl(got) == pytest.approx(target, abs=1e-12)
+        many = jax.vmap(lambda t: envs.beta_for_kl(jnp.asarray(r), jnp.asarray(ref), t))(jnp.array([0.1, 0.5]))
+        assert np.all(np.diff(np.asarray(many)) < 0)  # more KL needs a smaller β
+    # an unreachable target returns the end of the bracket
+    assert float(envs.beta_for_kl(jnp.asarray(r), jnp.asarray(ref), 1e3)) == pytest.approx(1e-4, rel=1e-4)
+    with pytest.raises(ValueError, match="beta_min"):
+        envs.beta_for_kl(r, ref, 0.1, beta_min=2.0, beta_max=1.0)
+    with pytest.raises(ValueError, match="iters"):
+        envs.beta_for_kl(r, ref, 0.1, iters=0)

@@ -198,3 +198,52 @@ def test_bad_inputs_raise_value_errors():
         fit(key, uid, pairs, labels, 2, init=np.zeros((2, 3)))
     with pytest.raises(ValueError, match="empty"):
         fit(key, uid[:0], pairs[:0], labels[:0], 2)
+
+
+def _np_ari_by_pair_counting(a, b):
+    """Brute force over all item pairs: the Rand index's agreement counts and their expectation."""
+    a, b = np.asarray(a), np.asarray(b)
+    n = len(a)
+    same_a = [a[i] == a[j] for i in range(n) for j in range(i + 1, n)]
+    same_b = [b[i] == b[j] for i in range(n) for j in range(i + 1, n)]
+    both = sum(x and y for x, y in zip(same_a, same_b, strict=True))
+    sa, sb, m = sum(same_a), sum(same_b), comb(n, 2)
+    expected = sa * sb / m
+    return (both - expected) / (0.5 * (sa + sb) - expected)
+
+
+def test_adjusted_rand_index_hand_values_and_pair_counting():
+    ari = envs.adjusted_rand_index
+    # by hand: [0,0,1,1] vs [0,0,1,2]: Σ C(n_ij) = 1, Σ C(a_i) = 2, Σ C(b_j) = 1, C(4) = 6, E = 1/3:
+    # (1 − 1/3) / (3/2 − 1/3) = 4/7
+    assert float(ari(jnp.array([0, 0, 1, 1]), jnp.array([0, 0, 1, 2]))) == pytest.approx(4 / 7, abs=1e-6)
+    # [0,0,0,1,1,1] vs [0,0,1,1,2,2]: Σ C(n_ij) = 2, Σ C(a_i) = 6, Σ C(b_j) = 3, C(6) = 15, E = 6/5:
+    # (2 − 6/5) / (9/2 − 6/5) = 8/33
+    assert float(ari(jnp.array([0, 0, 0, 1, 1, 1]), jnp.array([0, 0, 1, 1, 2, 2]))) == pytest.approx(8 / 33,
+                                                                                                      abs=1e-6)
+    # label names do not matter; identical partitions give 1, also the degenerate single cluster
+    assert float(ari(jnp.array([0, 0, 1, 2]), jnp.array([2, 2, 0, 1]))) == pytest.approx(1.0, abs=1e-6)
+    assert float(ari(jnp.zeros(5, jnp.int32), jnp.zeros(5, jnp.int32))) == 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.integers(0, 3, 17), rng.integers(0, 4, 17)
+        want = _np_ari_by_pair_counting(a, b)
+        assert float(ari(jnp.asarray(a), jnp.asarray(b))) == pytest.approx(want, abs=1e-5)
+        got = jax.jit(lambda x, y: ari(x, y, num_classes=4))(jnp.asarray(a), jnp.asarray(b))
+        assert float(got) == pytest.approx(want, abs=1e-5)
+    # independent random labellings: about 0 on average
+    vals = [float(ari(jnp.asarray(rng.integers(0, 2, 200)), jnp.asarray(rng.integers(0, 2, 200))))
+            for _ in range(20)]
+    assert abs(np.mean(vals)) < 0.01
+
+
+def test_adjusted_rand_index_bad_inputs():
+    ari = envs.adjusted_rand_index
+    with pytest.raises(ValueError, match="labels_a"):
+        ari(jnp.array([0, 1, 1]), jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="integers"):
+        ari(jnp.array([0.0, 1.0]), jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="num_classes"):
+        ari(jnp.array([0, 3]), jnp.array([0, 1]), num_classes=2)
+    with pytest.raises(ValueError, match="num_classes must be given"):
+        jax.jit(ari)(jnp.array([0, 1]), jnp.array([0, 1]))

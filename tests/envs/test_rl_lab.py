@@ -306,3 +306,52 @@ def test_errors():
         envs.train_kl_lab(jax.random.key(0), "k3", bandit, 0.5, init_scale=-1.0)
     with pytest.raises(ValueError, match="lengths"):
         envs.aggregation_token_weights([0, 3], [1.0, 1.0], "grpo")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The two-length toy: exact expected gradients under the aggregations
+
+
+def test_aggregation_sequence_coefficients():
+    lengths = [2, 8, 5]
+    np.testing.assert_allclose(np.asarray(envs.aggregation_sequence_coefficients(lengths, "grpo")),
+                               [1 / 2, 1 / 8, 1 / 5], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(envs.aggregation_sequence_coefficients(lengths, "dr_grpo")),
+                               [1 / 8] * 3, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(envs.aggregation_sequence_coefficients(lengths, "dr_grpo", max_completion_length=16)),
+        [1 / 16] * 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="lengths"):
+        envs.aggregation_sequence_coefficients([0, 2], "grpo")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregation_lab_gradient_matches_numpy_fd(seed):
+    rng = np.random.default_rng(seed)
+    theta, r, c = rng.normal(size=4), rng.normal(size=4), 1.0 / rng.integers(1, 9, size=4)
+    pi0 = np.exp(_np_logsoftmax(theta))
+    adv = r - pi0 @ r
+
+    def surrogate(th):  # Σ_y sg(π(y))·(−sg(A(y))·c(y)·ln π(y))
+        return -(pi0 * adv * c) @ _np_logsoftmax(th)
+
+    got = envs.aggregation_lab_gradient(jnp.asarray(theta, jnp.float32), jnp.asarray(r, jnp.float32),
+                                        jnp.asarray(c, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), _np_fd(surrogate, theta), atol=2e-6)
+    # constant c: −c·∇E_π[r]
+    g = envs.aggregation_lab_gradient(jnp.asarray(theta, jnp.float32), jnp.asarray(r, jnp.float32),
+                                      jnp.full(4, 0.25))
+    np.testing.assert_allclose(np.asarray(g), -0.25 * _np_fd(lambda th: np.exp(_np_logsoftmax(th)) @ r, theta),
+                               atol=2e-6)
+
+
+def test_two_length_toy_grpo_drifts_to_long_wrong_answers_dr_grpo_does_not():
+    r = jnp.array([1.0, 0.0, 0.0])  # correct short, wrong short, wrong long
+    lengths = [2, 2, 8]
+    theta0 = jnp.zeros(3)
+    lp = {agg: np.asarray(envs.train_aggregation_lab(theta0, r, envs.aggregation_sequence_coefficients(lengths, agg),
+                                                     lr=4.0, steps=400, record_every=100))
+          for agg in ("grpo", "dr_grpo")}
+    ratio = {k: v[:, 2] - v[:, 1] for k, v in lp.items()}  # ln π(wrong long)/π(wrong short)
+    np.testing.assert_allclose(ratio["dr_grpo"], 0.0, atol=1e-5)
+    assert np.all(np.diff(ratio["grpo"]) > 0) and ratio["grpo"][-1] > 0.5

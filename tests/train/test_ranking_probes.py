@@ -65,7 +65,7 @@ def run():
     batch = _probe_batch(cfg)
     p = np.random.default_rng(0).uniform(0.05, 0.95, batch["chosen_ids"].shape[0])
     probes = [ranking_probe(batch, every=2, pref_probs=p, beta=BETA),
-              topk_probe(PROMPTS, every=2, k=KS, max_new_tokens=NEW, seed=3),
+              topk_probe(PROMPTS, every=2, k=KS, max_new_tokens=NEW, seed=3, reward_fn=plugins.get_reward("count_token")),
               topk_probe(PROMPTS, every=0, k=KS, max_new_tokens=NEW, greedy=True, name="greedy")]
     res = train(cfg, probes=probes)
     plain = train(small_cfg(train__steps=4, loss__name="dpo"))
@@ -141,6 +141,13 @@ def test_topk_probe_values(run):
         assert last[key] == pytest.approx(v, rel=1e-4, abs=1e-5), key
     assert last["mean_length"] == pytest.approx(want["tokens"] / len(PROMPTS))
     assert 0 < last["mass_top1"] < last["mass_top5"] < last["mass_top10"] < 1
+    # the reward of the same completions: the fraction of response tokens equal to ord("a"), counted here
+    p = ids.shape[1]
+    toks, resp = np.asarray(s["ids"])[:, p:], np.asarray(s["mask"])[:, p:]
+    want_r = [((t == ord("a")) & (m == 1)).sum() / max(m.sum(), 1) for t, m in zip(toks, resp, strict=True)]
+    np.testing.assert_allclose(last["rewards"], want_r, rtol=1e-6)
+    assert last["reward"] == pytest.approx(np.mean(want_r), rel=1e-6)
+    assert "reward" not in [r for r in res.probes if r["probe"] == "greedy"][-1]
     assert last["entropy_top10"] <= np.log(10) + 1e-6
 
 
@@ -186,6 +193,8 @@ def test_bad_arguments():
         topk_probe(PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="non-empty"):
         topk_probe([])
+    with pytest.raises(ValueError, match="reward_fn must be callable"):
+        topk_probe(PROMPTS, reward_fn="lexicon")
     # the idealised accuracy without any reference log-probs (loss without a reference: no frozen copy)
     no_ref = small_cfg(train__steps=1, loss__name="simpo")
     with pytest.raises(ValueError, match="needs reference log-probs"):

@@ -16,14 +16,17 @@ from jalign.train.plugins import data, files, models, rewards, tiny  # noqa: F40
 from jalign.train.plugins.registry import (
     DATA,
     MODELS,
+    REWARD_RESOLVERS,
     REWARDS,
+    check_reward,
     get_reward,
     make_data,
     make_model,
     register_data,
     register_model,
     register_reward,
+    register_reward_resolver,
 )
 
-__all__ = ["DATA", "MODELS", "REWARDS", "get_reward", "make_data", "make_model", "register_data",
-           "register_model", "register_reward"]
+__all__ = ["DATA", "MODELS", "REWARDS", "REWARD_RESOLVERS", "check_reward", "get_reward", "make_data", "make_model",
+           "register_data", "register_model", "register_reward", "register_reward_resolver"]

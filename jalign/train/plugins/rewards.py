@@ -4,23 +4,50 @@
 * ``lexicon`` — the sentiment lexicon scorer of :mod:`jalign.data.builtin`
   (:func:`~jalign.data.builtin.lexicon_reward`, in (−1, 1)) on the decoded completion bytes;
 * ``count_token`` — the fraction of response tokens equal to ``token`` (a scripted reward for tests and demos);
+* ``conciseness`` — 1 − min(n, ``max_len``)/``max_len`` for a completion of n response tokens (EOS included):
+  1 for an immediate EOS, 0 at ``max_len`` tokens or more;
 * ``reward_model`` — trained reward models (:func:`jalign.models.load_reward_model` checkpoints): ``path`` one
   directory or a list of them (an ensemble), combined by ``mode`` = ``"mean"`` / ``"min"`` /
   ``"mean_minus_std"`` (``k``, ``ddof``; :func:`jalign.rewards.ensemble`); each scores prompt + completion at
   its last real token. Prompt padding is recognised by ``pad_id`` (default: the first model's
   ``pad_token_id``). Models are loaded once per set of arguments.
+* ``combine:<mode>:<components>`` — several registered rewards combined by :func:`jalign.rewards.combine`
+  (raw sum, sum of log-sigmoid-transformed rewards = AND, or minimum); every component is logged.
+
+Combined rewards (``online.reward = "combine:<mode>:<component>,<component>,..."``):
+
+* ``<mode>``: ``sum`` (Σ_i w_i·r_i), ``transformed_sum`` (Σ_i w_i·log σ(r_i − r_ref,i), Wang et al., 2024) or
+  ``min`` (min_i w_i·r_i);
+* ``<component>``: ``[<label>=]<registered reward>``; the label (default: the reward's name) names the
+  component's keyword arguments and its logged metrics, so one reward can appear twice under two labels
+  (``a=count_token,b=count_token``);
+* ``online.reward_kwargs.<label>``: that component's own keyword arguments (a dict; optional);
+* ``online.reward_kwargs.weights``: one non-negative weight per component (optional, default all 1);
+* ``online.reward_kwargs.refs`` (``transformed_sum`` only, required): one reference per component, either a
+  number (a fixed r_ref) or ``"quantile:<q>"``: per prompt, the q-quantile of that component's rewards over the
+  K samples of the prompt in the batch (:func:`jalign.rewards.reference_quantile`). The paper takes the
+  quantile over samples of the *base* policy; online, the samples are the current policy's, so the reference
+  moves with training (a group-relative reference, like GRPO's baseline).
+
+The combined reward returns ``{"reward": combined, "<label>": r_i, "<label>/transformed": log σ(r_i −
+r_ref,i)}`` (the last for ``transformed_sum`` only); the online loop logs the mean of every part as
+``reward/<part>`` (the combined reward itself as ``reward/mean``, as for any reward).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import math
+from collections.abc import Mapping
 
 import numpy as np
 
+from jalign import rewards as RW
 from jalign.data.builtin import lexicon_reward
-from jalign.errors import UserError
+from jalign.errors import BadArgumentsError, UserError
 from jalign.models import RewardEnsemble, join_prompt_completion, load_reward_model
-from jalign.train.plugins.registry import register_reward
+from jalign.train.plugins.registry import REWARDS, get_reward, register_reward, register_reward_resolver
 
 
 def decode_completion(ids: np.ndarray, mask: np.ndarray) -> str:
@@ -68,3 +95,178 @@ def reward_model(prompt_ids, completion_ids, completion_mask, *, path, mode: str
     prompt_ids = np.asarray(prompt_ids)
     ids, mask = join_prompt_completion(prompt_ids, prompt_ids != pad, completion_ids, completion_mask)
     return ens(ids, mask)
+
+
+@register_reward("conciseness")
+def conciseness(prompt_ids, completion_ids, completion_mask, *, max_len: int = 48) -> np.ndarray:
+    """1 − min(n, max_len)/max_len with n the number of response tokens (the mask's sum, EOS included)."""
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise UserError(f"config online.reward_kwargs: reward 'conciseness' argument max_len={max_len!r} must be an "
+                        "integer >= 1")
+    n = np.asarray(completion_mask, np.float32).sum(-1)
+    return (1.0 - np.minimum(n, max_len) / max_len).astype(np.float32)
+
+
+_RESERVED = ("weights", "refs")
+
+
+def _bad(msg: str) -> UserError:
+    return UserError(f"config {msg}")
+
+
+def _parse_ref(label: str, i: int, v):
+    """A reference: a finite number, or ``("quantile", q)`` for ``"quantile:<q>"``."""
+    where = f"online.reward_kwargs.refs[{i}]={v!r} (component {label!r})"
+    if isinstance(v, bool):
+        raise _bad(f"{where} must be a number or 'quantile:<q>' with q in [0, 1]")
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        if not math.isfinite(float(v)):
+            raise _bad(f"{where} must be finite")
+        return float(v)
+    if isinstance(v, str) and v.startswith("quantile:"):
+        try:
+            q = float(v.split(":", 1)[1])
+        except ValueError:
+            q = math.nan
+        if not 0.0 <= q <= 1.0:
+            raise _bad(f"{where}: the quantile level must be a number in [0, 1]")
+        return ("quantile", q)
+    raise _bad(f"{where} must be a number or 'quantile:<q>' with q in [0, 1]")
+
+
+def _group_quantile(prompt_ids: np.ndarray, r: np.ndarray, q: float) -> np.ndarray:
+    """Per row, the q-quantile of ``r`` over the rows with the same prompt (the K samples of a prompt)."""
+    _, inv = np.unique(np.asarray(prompt_ids), axis=0, return_inverse=True)
+    inv = np.asarray(inv).reshape(-1)
+    out = np.empty_like(r, dtype=np.float32)
+    for g in np.unique(inv):
+        sel = inv == g
+        out[sel] = float(np.asarray(RW.reference_quantile(r[sel][None, :], q))[0])
+    return out
+
+
+class CombinedReward:
+    """A reward built from registered rewards by :func:`jalign.rewards.combine` (see the module docstring).
+
+    ``CombinedReward(spec)`` with ``spec = "<mode>:<component>,..."`` (the part after ``combine:``);
+    calling it as a reward function, ``fn(prompt_ids, completion_ids, completion_mask, **online.reward_kwargs)``,
+    returns ``{"reward": [N], "<label>": [N], ...}``. :meth:`check_kwargs` validates the keyword arguments
+    (the trainer calls it before training); every error is a :class:`~jalign.errors.UserError` naming the
+    config key and value.
+    """
+
+    def __init__(self, spec: str):
+        name = f"combine:{spec}"
+        mode, sep, comps = spec.partition(":")
+        if not sep or mode not in RW.COMBINE_MODES or not comps.strip():
+            raise _bad(f"online.reward={name!r} must be 'combine:<mode>:<reward>[,<reward>...]' with <mode> one of "
+                       f"{RW.COMBINE_MODES}, e.g. 'combine:transformed_sum:lexicon,count_token'")
+        self.name, self.mode = name, mode
+        self.labels, self.rewards, self.fns = [], [], []
+        for item in comps.split(","):
+            label, eq, reward = item.strip().partition("=")
+            reward = (reward if eq else label).strip()
+            label = label.strip()
+            if not label or not reward:
+                raise _bad(f"online.reward={name!r}: empty component in {comps!r} (write <reward> or <label>=<reward>)")
+            if reward.startswith("combine:") or reward not in REWARDS:
+                try:
+                    get_reward(reward)  # raises UnknownNameError with suggestions
+                except UserError as e:
+                    raise _bad(f"online.reward={name!r}: component {label!r}: {e}") from None
+                raise _bad(f"online.reward={name!r}: component {label!r} must be a registered reward, not a "
+                           f"combined one ({reward!r})")
+            if label in self.labels or label in _RESERVED or "/" in label:
+                raise _bad(f"online.reward={name!r}: component label {label!r} is repeated or reserved (labels must "
+                           f"be unique, without '/', and not one of {_RESERVED}); use <label>=<reward>")
+            self.labels.append(label)
+            self.rewards.append(reward)
+            self.fns.append(get_reward(reward))
+
+    def check_kwargs(self, kwargs: Mapping) -> tuple[list[dict], np.ndarray | None, list | None]:
+        """Validate ``online.reward_kwargs``; return (each component's kwargs, weights or None, refs or None)."""
+        kwargs = dict(kwargs)
+        unknown = sorted(set(kwargs) - set(self.labels) - set(_RESERVED))
+        if unknown:
+            raise _bad(f"online.reward_kwargs: unknown key(s) {unknown} for online.reward={self.name!r}; valid: "
+                       f"the component labels {self.labels} (their own arguments) and {list(_RESERVED)}")
+        m = len(self.labels)
+        weights = None
+        if kwargs.get("weights") is not None:
+            w = kwargs["weights"]
+            ok = isinstance(w, (list, tuple)) and len(w) == m and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in w)
+            if not ok:
+                raise _bad(f"online.reward_kwargs.weights={w!r} must be a list of {m} finite numbers >= 0, one per "
+                           f"component {self.labels}")
+            weights = np.asarray(w, np.float32)
+        refs = None
+        if self.mode == "transformed_sum":
+            r = kwargs.get("refs")
+            if not isinstance(r, (list, tuple)) or len(r) != m:
+                raise _bad(f"online.reward_kwargs.refs={r!r}: online.reward={self.name!r} needs a list of {m} "
+                           f"references, one per component {self.labels} (numbers or 'quantile:<q>')")
+            refs = [_parse_ref(lab, i, v) for i, (lab, v) in enumerate(zip(self.labels, r, strict=True))]
+        elif kwargs.get("refs") is not None:
+            raise _bad(f"online.reward_kwargs.refs={kwargs['refs']!r} is only used by mode 'transformed_sum', not "
+                       f"{self.mode!r} (online.reward={self.name!r})")
+        comp_kwargs = []
+        for label, reward, fn in zip(self.labels, self.rewards, self.fns, strict=True):
+            ck = kwargs.get(label) or {}
+            if hasattr(ck, "to_dict"):  # an ml_collections ConfigDict
+                ck = ck.to_dict()
+            if not isinstance(ck, Mapping):
+                raise _bad(f"online.reward_kwargs.{label}={ck!r} must be a dict of reward {reward!r}'s arguments")
+            ck = dict(ck)
+            params = list(inspect.signature(fn).parameters.items())[3:]
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for _, p in params):
+                bad = sorted(set(ck) - {k for k, _ in params})
+                if bad:
+                    raise BadArgumentsError(f"config online.reward_kwargs.{label}: reward {reward!r} got unknown "
+                                            f"argument(s) {bad}; valid: {sorted(k for k, _ in params)}")
+            comp_kwargs.append(ck)
+        return comp_kwargs, weights, refs
+
+    def __call__(self, prompt_ids, completion_ids, completion_mask, **kwargs) -> dict[str, np.ndarray]:
+        comp_kwargs, weights, refs = self.check_kwargs(kwargs)
+        parts = {}
+        values = []
+        for label, reward, fn, ck in zip(self.labels, self.rewards, self.fns, comp_kwargs, strict=True):
+            r = np.asarray(fn(prompt_ids, completion_ids, completion_mask, **ck), np.float32)
+            if r.shape != (np.shape(completion_ids)[0],):
+                raise ValueError(f"reward {reward!r} (component {label!r}) returned shape {r.shape}, expected "
+                                 f"({np.shape(completion_ids)[0]},)")
+            values.append(r)
+            parts[label] = r
+        ref_arrays = None
+        if refs is not None:
+            ref_arrays = [np.full_like(r, v) if not isinstance(v, tuple) else _group_quantile(prompt_ids, r, v[1])
+                          for r, v in zip(values, refs, strict=True)]
+            for label, r, ref in zip(self.labels, values, ref_arrays, strict=True):
+                parts[f"{label}/transformed"] = np.asarray(RW.log_sigmoid_transform(r, ref), np.float32)
+        combined = RW.combine(values, self.mode, ref_rewards_list=ref_arrays, weights=weights)
+        return {"reward": np.asarray(combined, np.float32), **parts}
+
+
+@register_reward_resolver("combine")
+def combine_reward(spec: str) -> CombinedReward:
+    """``combine:<mode>:<components>``: a :class:`CombinedReward` (see the module docstring)."""
+    return CombinedReward(spec)
+
+
+@register_reward_resolver("rm")
+def rm_reward(spec: str):
+    """``rm:PATH`` or ``rm:PATH1,PATH2,...``: the reward-model checkpoint at PATH, or the ensemble of several
+    (:func:`reward_model` with ``path`` fixed; ``mode``, ``k``, ``ddof``, ``pad_id`` from ``online.reward_kwargs``)."""
+    paths = [p for p in spec.split(",") if p]
+    if not paths:
+        raise UserError(f"reward 'rm:{spec}': no checkpoint directory after 'rm:' (rm:PATH or rm:PATH1,PATH2)")
+    path = paths[0] if len(paths) == 1 else paths
+
+    def rm(prompt_ids, completion_ids, completion_mask, *, mode: str = "mean", k: float = 1.0, ddof: int = 0,
+           pad_id: int | None = None) -> np.ndarray:
+        return reward_model(prompt_ids, completion_ids, completion_mask, path=path, mode=mode, k=k, ddof=ddof,
+                            pad_id=pad_id)
+
+    rm.__name__ = f"rm:{spec}"
+    return rm

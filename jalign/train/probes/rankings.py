@@ -6,7 +6,8 @@
   (:func:`jalign.diagnostics.idealized_ranking_accuracy`) and the alignment gap idealised − actual;
 * :class:`topk_probe` — top-k mass and top-k entropy (:func:`jalign.diagnostics.topk_mass`,
   :func:`jalign.diagnostics.topk_entropy`) of the policy's next-token distributions along its own sampled
-  completions of fixed prompts (fixed sampling key), and the policy's mean token entropy there.
+  completions of fixed prompts (fixed sampling key), the policy's mean token entropy there and, optionally, a
+  reward of the same completions (a measure of their quality).
 
 Both follow :mod:`jalign.train.probes.runner`: they read the state and never change it.
 """
@@ -27,7 +28,7 @@ from jalign import diagnostics as dg
 from jalign.tokenizers import ByteTokenizer
 from jalign.train.batch import PAIRWISE_FIELDS
 from jalign.train.distributed import host_value
-from jalign.train.online import make_kv_sampler, make_sampler
+from jalign.train.online import make_kv_sampler, make_sampler, score
 from jalign.train.plugins.models import is_causal_lm
 from jalign.train.step import logits_fn, make_logps_fn
 
@@ -210,10 +211,14 @@ class topk_probe:  # noqa: N801 - used like a function, as jalign.train.probes.l
       greedy: argmax decoding instead of sampling.
       seed: the fixed sampling key ``jax.random.key(seed)``.
       eos_id, pad_id: the tokenizer's ids (default: the byte tokenizer's).
+      reward_fn: optional reward of the completions, with the signature of the trainer's reward plug-ins
+        (``fn(prompt_ids [N, P], completion_ids [N, T], completion_mask [N, T]) -> [N]``, e.g.
+        ``jalign.train.plugins.get_reward("lexicon")``), scored on the same completions as the indicators.
       name: scalar prefix.
 
     Returns per call: scalars ``mass_top{k}``, ``entropy_top{k}`` for each k, ``entropy``, ``tokens`` (number
-    of positions averaged) and ``mean_length`` (sampled tokens per prompt).
+    of positions averaged) and ``mean_length`` (sampled tokens per prompt); with ``reward_fn`` also
+    ``rewards`` (one per completion) and their mean ``reward``.
 
     References:
       Shi et al., Understanding Likelihood Over-optimisation in Direct Alignment Algorithms (arXiv 2410.11677).
@@ -221,7 +226,7 @@ class topk_probe:  # noqa: N801 - used like a function, as jalign.train.probes.l
 
     def __init__(self, prompts, *, every: int = 10, k: Sequence[int] = (1, 5, 10), max_new_tokens: int = 16,
                  temperature: float = 1.0, greedy: bool = False, seed: int = 0, eos_id: int = ByteTokenizer.eos_id,
-                 pad_id: int = ByteTokenizer.pad_id, name: str = "topk"):
+                 pad_id: int = ByteTokenizer.pad_id, reward_fn=None, name: str = "topk"):
         try:
             ks = tuple(sorted({operator.index(x) for x in ((k,) if isinstance(k, int) else k)}))
         except TypeError:
@@ -238,6 +243,9 @@ class topk_probe:  # noqa: N801 - used like a function, as jalign.train.probes.l
         self.ks, self.every, self.name = ks, int(every), name
         self.max_new_tokens, self.temperature, self.greedy, self.seed = int(max_new_tokens), temperature, greedy, seed
         self.eos_id, self.pad_id = eos_id, pad_id
+        if reward_fn is not None and not callable(reward_fn):
+            raise ValueError(f"topk_probe: reward_fn must be callable, got {reward_fn!r}")
+        self.reward_fn = reward_fn
         self._sampler = self._graphdef = None
 
     def sample(self, graphdef, state) -> dict:
@@ -262,4 +270,12 @@ class topk_probe:  # noqa: N801 - used like a function, as jalign.train.probes.l
         res = {k_: float(v) for k_, v in out.items()}
         res["tokens"] = int(res["tokens"])
         res["mean_length"] = float(np.asarray(host_value(s["mask"])).sum() / self.prompt_ids.shape[0])
+        if self.reward_fn is not None:
+            samples = {f: np.asarray(host_value(s[f])) for f in ("ids", "mask")}
+            r = score(self.reward_fn, self.prompt_ids, samples)
+            if r.shape != (self.prompt_ids.shape[0],):
+                raise ValueError(f"topk_probe {self.name!r}: reward_fn returned shape {r.shape}, expected "
+                                 f"({self.prompt_ids.shape[0]},)")
+            res["rewards"] = [float(v) for v in r]
+            res["reward"] = float(r.mean())
         return res

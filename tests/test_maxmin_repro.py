@@ -1,0 +1,104 @@
+"""The maxmin reproduction: its committed results checked with numpy, its planted problem against its
+definition, and its claim rules on synthetic results (the pipeline is not rerun here)."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jalign.reporting import t_interval
+from paper_repro import maxmin as repro
+
+RESULTS = Path(__file__).resolve().parents[1] / "figures" / "maxmin" / "results.json"
+
+
+@pytest.fixture(scope="module")
+def res():
+    return json.loads(RESULTS.read_text())
+
+
+def test_committed_results_are_consistent_and_claims_recompute(res):
+    cfg = res["config"]
+    s = cfg["seeds"]
+    gmin = np.asarray(res["gaps"]["gap_minority"])
+    assert s >= 3 and gmin.shape == (len(cfg["shares"]), len(cfg["diversities"]), s)
+    assert np.all(gmin >= -1e-5) and np.all(np.asarray(res["gaps"]["gap_majority"]) >= -1e-5)  # regrets
+    # diversity 0: both groups share one reward, so both gaps are estimation error only (small)
+    assert np.max(gmin[:, 0]) < 0.1
+    for i in range(gmin.shape[0]):
+        for j in range(gmin.shape[1]):
+            np.testing.assert_allclose(res["gap_summary"]["gap_minority"][i][j], t_interval(gmin[i, j]))
+    ari = np.asarray(res["ari"])
+    assert ari.shape == (s, len(cfg["em_labels_per_user"])) and np.all(ari <= 1 + 1e-6)
+    mm = {k: np.asarray(v) for k, v in res["maxmin"].items()}
+    # the egalitarian objective of μ is min_g E_μ[r_g] − 0 = 0 (rewards centred under μ)
+    np.testing.assert_allclose(mm["reference/egalitarian"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(mm["reference/majority"], 0.0, atol=1e-5)
+    # each group's own optimum serves that group best among the policies compared (KL-free utilities too)
+    assert np.all(mm["majority_opt/majority"] >= mm["minority_opt/majority"])
+    worst = np.minimum(mm["maxmin_em/majority"], mm["maxmin_em/minority"]) - np.minimum(
+        mm["single/majority"], mm["single/minority"])
+    mean, lo, hi = t_interval(worst)
+    assert res["claims"][5]["evidence"]["interval"] == pytest.approx([lo, hi])
+    assert [c["status"] for c in repro.claims(res)] == [c["status"] for c in res["claims"]]
+
+
+def test_planted_problem_matches_its_definition():
+    k, u, n = 6, 40, 7
+    with jax.enable_x64(False):
+        for d, rho in ((0.0, 1.0), (1.0, -1.0), (0.5, 0.0)):
+            r, groups, uid, pairs, labels = repro._problem(jax.random.key(1), 0.25, d, u, k, n, 2.0)
+            r, groups, uid, pairs = map(np.asarray, (r, groups, uid, pairs))
+            np.testing.assert_allclose(r.mean(1), 0.0, atol=1e-5)  # centred under the uniform μ
+            if rho == 1.0:
+                np.testing.assert_allclose(r[1], r[0], atol=1e-5)
+            if rho == -1.0:
+                np.testing.assert_allclose(r[1], -r[0], atol=1e-5)
+            assert groups.sum() == 10 and list(groups[:10]) == [1] * 10  # round(0.25·40) minority users first
+            assert np.all(np.bincount(uid) == n) and np.all(pairs[:, 0] != pairs[:, 1])
+            assert set(np.unique(np.asarray(labels))) <= {0, 1}
+
+
+def _synthetic(*, minority_extra, share_extra, ari_last, gain, loss, oracle_margin=0.1, s=4):
+    a, d = 2, 2
+    rng = np.random.default_rng(0)
+    gmaj = 0.1 + 0.01 * rng.random((a, d, s))
+    gmin = gmaj.copy()
+    gmin[0, 1] += np.asarray(minority_extra)
+    gmin[1, 1] += np.asarray(minority_extra) - np.asarray(share_extra)
+    single = {"majority": np.full(s, 2.0), "minority": np.full(s, -1.0)}
+    em = {"majority": single["majority"] - np.asarray(loss), "minority": single["minority"] + np.asarray(gain)}
+    mm = {}
+    for p, v in (("single", single), ("maxmin_em", em), ("maxmin_true", em), ("majority_opt", single),
+                 ("minority_opt", single), ("reference", {"majority": np.zeros(s), "minority": np.zeros(s)})):
+        mm[f"{p}/majority"], mm[f"{p}/minority"] = list(v["majority"]), list(v["minority"])
+        mm[f"{p}/egalitarian"] = list(np.minimum(v["majority"], v["minority"]))
+    mm["maxmin_true/egalitarian"] = list(np.asarray(mm["maxmin_em/egalitarian"]) + oracle_margin)
+    mm["ari"] = [1.0] * s
+    ari = np.zeros((s, 2))
+    ari[:, 1] = ari_last
+    return {"config": {"seeds": s, "shares": [0.1, 0.5], "diversities": [0.0, 1.0], "em_labels_per_user": [1, 40],
+                       "em_share": 0.3, "em_diversity": 0.75, "em_restarts": 2, "maxmin_share": 0.2,
+                       "maxmin_diversity": 0.75, "beta": 0.5},
+            "gaps": {"gap_minority": gmin.tolist(), "gap_majority": gmaj.tolist()},
+            "ari": ari.tolist(), "em_objective_monotone": [True, True], "maxmin": mm}
+
+
+def test_claim_rules_pass_fail_and_inconclusive_on_synthetic_results():
+    good = _synthetic(minority_extra=[2.0, 2.2, 1.9, 2.1], share_extra=[1.0, 1.1, 0.9, 1.05],
+                      ari_last=[0.97, 0.99, 1.0, 0.98], gain=[2.0, 2.1, 1.9, 2.2], loss=[1.0, 1.1, 0.9, 1.0])
+    cl = repro.claims(good)
+    assert [c["status"] for c in cl] == ["holds"] * 8
+    assert all(c["source"] == "reconstruction" and c["evidence"]["rule"] in repro.RULES.values() for c in cl)
+    bad = _synthetic(minority_extra=[-0.05, -0.06, -0.05, -0.07], share_extra=[-1.0, -1.1, -0.9, -1.05],
+                     ari_last=[0.5, 0.6, 0.55, 0.52], gain=[-1.0, -1.1, -0.9, -1.0], loss=[2.0, 2.1, 1.9, 2.2],
+                     oracle_margin=-0.01)
+    st = [c["status"] for c in repro.claims(bad)]
+    assert st[0] == st[1] == st[3] == st[5] == st[6] == st[7] == "does not hold"
+    # ARI hovering around the 0.9 threshold, gain − loss around 0: inconclusive
+    mixed = _synthetic(minority_extra=[2.0, 2.2, 1.9, 2.1], share_extra=[1.0, 1.1, 0.9, 1.05],
+                       ari_last=[0.8, 1.0, 0.85, 0.99], gain=[2.0, 1.0, 1.5, 1.2], loss=[1.0, 1.8, 1.2, 1.4])
+    st = [c["status"] for c in repro.claims(mixed)]
+    assert st[3] == "inconclusive" and st[6] == "inconclusive"
