@@ -152,7 +152,7 @@ def pin_reduction_order(*, respect_env: bool = True) -> bool:
     ``JALIGN_REDUCTIONS=default`` is set (and ``respect_env``), when ``XLA_FLAGS`` already sets
     ``--xla_cpu_experimental_ynn_fusion_type`` to something else (the user's choice wins), when the installed
     jaxlib does not know the flag (XLA would abort on it), or when JAX has already started its backend (the
-    flags are read once, then; a ``RuntimeWarning`` says so).
+    flags are read once, then; a ``RuntimeWarning`` says so, once per process).
 
     Args:
       respect_env: honour ``JALIGN_REDUCTIONS=default``.
@@ -170,6 +170,9 @@ def pin_reduction_order(*, respect_env: bool = True) -> bool:
     if any(f.split("=", 1)[0] == key for f in flags):
         return False
     if _jax_started():
+        if _state.get("pin_warned"):  # once per process (the CLI's main may run many times in one process)
+            return False
+        _state["pin_warned"] = True
         warnings.warn("pin_reduction_order() ran after JAX started its backend: XLA_FLAGS are read once, so "
                       "reductions keep their thread-dependent order in this process; call it before the first "
                       "JAX computation", RuntimeWarning, stacklevel=2)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -92,7 +93,11 @@ def test_pin_after_jax_started_warns_and_changes_nothing(monkeypatch):
     jnp.ones(2).block_until_ready()  # the test process's backend exists
     monkeypatch.setenv("JALIGN_REDUCTIONS", "pinned")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    monkeypatch.setattr(runtime, "_state", {})
     with pytest.warns(RuntimeWarning, match="before the first JAX computation"):
+        assert runtime.pin_reduction_order() is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second late call is silent
         assert runtime.pin_reduction_order() is False
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
 
