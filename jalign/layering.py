@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("theory", ("jalign.logic", "jalign.fdpg", "jalign.diagnostics", "jalign.envs")),
     ("trainer core", ("jalign.train.batch", "jalign.train.checkpoint", "jalign.train.config",
                       "jalign.train.distributed", "jalign.train.metrics",
-                      "jalign.train.objectives", "jalign.train.online", "jalign.train.reference",
+                      "jalign.train.objectives", "jalign.train.online", "jalign.train.reference", "jalign.train.rl",
                       "jalign.train.sharding", "jalign.train.step", "jalign.train.tensorboard",
                       "jalign.train.export")),
     ("trainer plug-ins and probes", ("jalign.train.plugins", "jalign.train.probes")),

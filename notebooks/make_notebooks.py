@@ -257,6 +257,9 @@ if importlib.util.find_spec("jalign") is None:
     get_ipython().run_line_magic("pip", f"install -q git+{{JALIGN_REPO_URL}}")
 
 import jalign  # noqa: E402 (importable only after the lines above)
+from jalign.runtime import pin_reduction_order  # noqa: E402
+
+pin_reduction_order()  # the reduction order `jalign reproduce` uses (before the first JAX computation)
 
 print("jalign", jalign.__version__, "from", Path(jalign.__file__).parent)
 """),

@@ -5,7 +5,8 @@ Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`bind`, :func:`n
 :func:`register`, :class:`LossSpec` and :func:`pytree_dataclass` (the decorator of the batch containers).
 The on-line RLHF mathematics (PPO/GRPO clipped objectives, group advantages, GAE, the reward-model loss) is in
 :mod:`jalign.losses.rl`, re-exported here: :func:`policy_clip`, :func:`group_advantages`, :func:`gae`,
-:func:`reward_model_loss`.
+:func:`reward_model_loss`, :func:`leave_one_out_advantages`,
+:func:`reinforce_pp_advantages`, :func:`masked_whiten`.
 
 >>> from jalign import losses
 >>> "dpo" in losses.names()
@@ -22,7 +23,15 @@ from jalign.losses._types import (
     pytree_dataclass,
 )
 from jalign.losses.metrics import preference_metrics
-from jalign.losses.rl import gae, group_advantages, policy_clip, reward_model_loss
+from jalign.losses.rl import (
+    gae,
+    group_advantages,
+    leave_one_out_advantages,
+    masked_whiten,
+    policy_clip,
+    reinforce_pp_advantages,
+    reward_model_loss,
+)
 from jalign.losses.sequence import causal_sequence_logps, sequence_logps
 
 # Loss families register themselves on import (one file per family).
@@ -50,6 +59,8 @@ __all__ = [
     "gae",
     "group_advantages",
     "get",
+    "leave_one_out_advantages",
+    "masked_whiten",
     "names",
     "off_policy_pg",
     "policy_clip",
@@ -57,6 +68,7 @@ __all__ = [
     "pytree_dataclass",
     "register",
     "register_resolver",
+    "reinforce_pp_advantages",
     "reward_model_loss",
     "rloo",
     "sequence_logps",

@@ -468,5 +468,129 @@ def reward_model_loss(chosen_rewards, rejected_rewards, *, margin=None, center_c
     return loss
 
 
-__all__ = ["AGGREGATIONS", "IMPORTANCE_LEVELS", "SCALES", "gae", "group_advantages", "policy_clip",
-           "reward_model_loss"]
+# ----------------------------------------------------------------------------------------------------------
+# Leave-one-out and REINFORCE++ advantages
+
+
+def leave_one_out_advantages(rewards, group_size):
+    """RLOO's advantages A_i = r_i − mean_{j≠i, j ∈ g(i)} r_j for G = ``group_size`` consecutive completions
+    per prompt (= G/(G − 1) times :func:`group_advantages` with ``scale="none"``).
+
+    Args:
+      rewards: ``[B]``, B divisible by ``group_size``.
+      group_size: G ≥ 2.
+
+    Returns:
+      ``[B]`` advantages, float32 or wider.
+
+    Raises:
+      ValueError: ``group_size`` < 2 or not dividing B; ``rewards`` not 1-D or not finite (when concrete).
+
+    References:
+      Kool et al., Buy 4 REINFORCE Samples, Get a Baseline for Free!, ICLR-W 2019; Ahmadian et al., Back to
+      Basics, ACL 2024 (arXiv 2402.14740).
+
+    >>> import jax.numpy as jnp
+    >>> leave_one_out_advantages(jnp.array([1.0, 0.0, 2.0, 2.0]), 2).tolist()
+    [1.0, -1.0, 0.0, 0.0]
+    """
+    fn = "leave_one_out_advantages"
+    shape = tuple(np.shape(rewards))
+    if len(shape) != 1:
+        raise ValueError(f"{fn}: argument 'rewards' must have shape [B], got {shape}")
+    if isinstance(group_size, (bool, np.bool_)) or not isinstance(group_size, (int, np.integer)) or group_size < 2:
+        raise ValueError(f"{fn}: group_size={group_size!r} must be an integer >= 2 (a leave-one-out baseline "
+                         "needs another sample)")
+    if shape[0] % group_size:
+        raise ValueError(f"{fn}: group_size={group_size} does not divide the batch size B={shape[0]}")
+    _check_finite(fn, "rewards", rewards)
+    r = as_float(rewards).reshape(-1, group_size)
+    return (r - (r.sum(-1, keepdims=True) - r) / (group_size - 1)).reshape(-1)
+
+
+def masked_whiten(x, mask, *, eps=1e-8):
+    """(x − μ)/√max(σ², ε) over the positions where ``mask`` is 1, with μ and σ² the masked mean and
+    (population) variance of the whole array; 0 where ``mask`` is 0. OpenRLHF's global advantage
+    normalisation for REINFORCE++.
+
+    >>> import jax.numpy as jnp
+    >>> masked_whiten(jnp.array([[1.0, 3.0, 7.0]]), jnp.array([[1, 1, 0]])).tolist()
+    [[-1.0, 1.0, 0.0]]
+    """
+    valid = jnp.asarray(mask) > 0
+    m = valid.astype(as_float(x).dtype)
+    v = jnp.where(valid, as_float(x), 0.0)
+    n = jnp.maximum(m.sum(), 1.0)
+    mean = v.sum() / n
+    var = (m * jnp.square(v - mean)).sum() / n
+    return jnp.where(valid, (v - mean) * jax.lax.rsqrt(jnp.maximum(var, _num(eps))), 0.0)
+
+
+def reinforce_pp_advantages(rewards, mask, *, token_kl=None, kl_coef=0.0, group_size=None, eps=1e-8):
+    """REINFORCE++ advantages per completion token (Hu, 2025; OpenRLHF's ``reinforce`` and
+    ``reinforce_baseline`` estimators).
+
+    1. With ``group_size`` = G (REINFORCE++-baseline) the sequence rewards are centred by their group mean:
+       r ← r − mean_{g(i)} r (groups of G consecutive completions); with ``None`` they are used as they are.
+    2. Token rewards: r_t = −kl_coef·kl_t at every completion token, plus r on the last completion token.
+    3. Returns (γ = 1): G_t = Σ_{s ≥ t} m_s·r_s.
+    4. Global whitening over every completion token of the batch: :func:`masked_whiten`.
+
+    Args:
+      rewards: sequence rewards ``[B]``.
+      mask: completion mask ``[B, T]`` (right-padded: the last 1 of a row is its last token).
+      token_kl: per-token KL estimates ``[B, T]`` (e.g. k1 = log π_old − log π_ref), data; required when
+        ``kl_coef`` ≠ 0.
+      kl_coef: β ≥ 0.
+      group_size: G for the group-mean baseline, or ``None``.
+      eps: the variance floor of the whitening.
+
+    Returns:
+      ``[B, T]`` advantages, 0 where ``mask`` is 0.
+
+    References:
+      Hu, REINFORCE++: A Simple and Efficient Approach for Aligning Large Language Models, 2025
+      (arXiv 2501.03262); OpenRLHF ``experience_maker`` (advantage estimators ``reinforce``,
+      ``reinforce_baseline``).
+
+    >>> import jax.numpy as jnp
+    >>> reinforce_pp_advantages(jnp.array([1.0, 0.0]), jnp.ones((2, 1))).tolist()
+    [[1.0], [-1.0]]
+    """
+    fn = "reinforce_pp_advantages"
+    _check_scalar(fn, "kl_coef", kl_coef, lambda v: v >= 0, ">= 0")
+    shape = tuple(np.shape(mask))
+    if len(shape) != 2:
+        raise ValueError(f"{fn}: argument 'mask' must have shape [B, T], got {shape}")
+    _check_shape(fn, "rewards", rewards, [shape[:1]], f"[B] = ({shape[0]},)")
+    if token_kl is not None:
+        _check_shape(fn, "token_kl", token_kl, [shape], f"[B, T] = {shape} (as 'mask')")
+    valid_np = _check_mask(fn, mask)
+    _check_finite(fn, "rewards", rewards)
+    r = as_float(rewards)
+    if group_size is not None:
+        if isinstance(group_size, (bool, np.bool_)) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise ValueError(f"{fn}: group_size={group_size!r} must be a positive integer or None")
+        if shape[0] % group_size:
+            raise ValueError(f"{fn}: group_size={group_size} does not divide the batch size B={shape[0]}")
+        g = r.reshape(-1, group_size)
+        r = (g - g.mean(-1, keepdims=True)).reshape(-1)
+    valid = jnp.asarray(mask) > 0
+    m = valid.astype(r.dtype)
+    t = shape[1]
+    # the last completion token: the highest index with mask 1
+    last = jnp.argmax(jnp.where(valid, jnp.arange(t), -1), axis=-1)
+    tok = jax.nn.one_hot(last, t, dtype=r.dtype) * r[:, None] * valid.any(-1, keepdims=True)
+    kl_c = _concrete(kl_coef)
+    if not (kl_c is not None and np.all(kl_c == 0)):
+        if token_kl is None:
+            raise ValueError(f"{fn}: argument 'token_kl' is required when kl_coef={kl_coef!r} is not 0")
+        _check_finite(fn, "token_kl", token_kl, valid_np)
+        tok = tok - _num(kl_coef) * jnp.where(valid, as_float(token_kl), 0.0)
+    tok = tok * m
+    returns = jnp.flip(jnp.cumsum(jnp.flip(tok, -1), -1), -1)
+    return masked_whiten(returns, mask, eps=eps)
+
+
+__all__ = ["AGGREGATIONS", "IMPORTANCE_LEVELS", "SCALES", "gae", "group_advantages", "leave_one_out_advantages",
+           "masked_whiten", "policy_clip", "reinforce_pp_advantages", "reward_model_loss"]

@@ -23,6 +23,7 @@ import ml_collections
 from jalign import losses
 from jalign.errors import UserError
 from jalign.train.objectives import MITIGATIONS, check_mitigation
+from jalign.train.rl import PGOptions, check_options
 
 MODES = ("sft", "preference", "online", "reward")
 REFERENCE_MODES = ("frozen", "cached", "none")
@@ -104,6 +105,26 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.temperature = 1.0
     c.online.reward = "count_token"  # a registered reward (jalign.train.plugins)
     c.online.reward_kwargs = ml_collections.ConfigDict()
+    # Clipped policy gradient (jalign.train.rl; docs/rl.md): "" = train on loss.name (a scored/sampled loss);
+    # grpo | rloo | reinforce++ | reinforce++_baseline | ppo = jalign.losses.policy_clip on the algorithm's advantages
+    c.online.algorithm = ""
+    c.online.num_iterations = 1  # updates on each sampling round's samples (old log-probs fixed at sampling)
+    c.online.num_minibatches = 1  # updates per iteration, each on N/M consecutive samples
+    c.online.eps_low = 0.2  # clip range: w clipped to [1 - eps_low, 1 + eps_high]; eps_high > eps_low = clip-higher
+    c.online.eps_high = 0.2
+    c.online.aggregation = "grpo"  # grpo | bnpo | dr_grpo | dapo (TRL's loss_type)
+    c.online.importance_level = "token"  # token | sequence (GSPO)
+    c.online.scale_rewards = "group"  # grpo advantages: group | batch | none (Dr. GRPO)
+    c.online.kl_coef = 0.0  # beta of the KL term against the frozen reference (0: no reference)
+    c.online.kl_penalty = "auto"  # loss (k3 per token in the loss) | reward (-kl_coef*KL in the reward) | auto
+    c.online.kl_estimator = "k1"  # the per-token estimator of the KL penalty in the reward: k1 | k2 | k3
+    c.online.reward_clip = 0.0  # > 0: rewards clipped to [-reward_clip, reward_clip] before the advantages
+    # ppo (online.algorithm="ppo"): a critic (a copy of the policy with a value head), GAE, clipped value loss
+    c.online.gamma = 1.0
+    c.online.lam = 0.95
+    c.online.vf_coef = 0.1  # loss = policy loss + vf_coef * value loss
+    c.online.cliprange_value = 0.2  # value clipping around the sampling-time values
+    c.online.whiten_advantages = True  # ppo: GAE advantages whitened over the completion tokens of the batch
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 0  # held-out next-token loss every N steps (0: off); needs a source with eval_batches()
@@ -290,6 +311,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config eval.every={c.eval.every} in mode='reward' needs held-out pairs: set "
                               "eval.data_kwargs (data.kwargs for the held-out source, e.g. eval.data_kwargs.path="
                               "heldout.jsonl or eval.data_kwargs.data_seed=1), or eval.every=0")
+        return
+    if c.mode == "online" and c.online.algorithm:  # the clipped policy gradient: loss.name is not used
+        need(c.loss.mitigation == "none", "loss.mitigation", f"'none' with online.algorithm={c.online.algorithm!r}")
+        if c.loss.hparams.keys():
+            raise ConfigError(f"config loss.hparams {sorted(c.loss.hparams.keys())} are not used with online.algorithm="
+                              f"{c.online.algorithm!r} (its options are online.*: docs/rl.md); remove them")
+        try:
+            check_options(PGOptions.from_config(c.online), batch_size=c.data.batch_size,
+                          reference=c.loss.reference, accum_steps=c.optim.accum_steps)
+        except UserError as e:
+            raise ConfigError(str(e)) from None
         return
     try:
         bound = losses.bind(c.loss.name)  # a registered loss or "logic:<name>[:<f>]" (jalign.logic)

@@ -10,6 +10,7 @@ import jax
 from flax import nnx
 
 from jalign.models import CausalLM, RewardModel, save_pretrained
+from jalign.train.rl import policy_of
 
 EXPORT_FILES = frozenset({"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
                           "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
@@ -49,6 +50,7 @@ def export_model(graphdef, state, path: str | Path, *, is_main: bool = True,
 
         params = multihost_utils.process_allgather(params, tiled=True)
     model = nnx.merge(graphdef, params, state.model_state)
+    model = policy_of(model)  # ppo: the policy of the ActorCritic, without its critic
     if not isinstance(model, (CausalLM, RewardModel)):
         raise TypeError(f"train.export: only jalign.models.CausalLM / RewardModel models can be exported, got "
                         f"{type(model).__name__}")

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from jalign import losses
 from jalign.errors import UserError
-from jalign.train import distributed, online, plugins
+from jalign.tokenizers import ByteTokenizer
+from jalign.train import distributed, online, plugins, rl
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
 from jalign.train.export import check_export_target, export_model
@@ -100,19 +101,25 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch-parallel devices "
                         f"mesh.data*mesh.fsdp={ways} ({pc} process(es)); change data.batch_size or the mesh")
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
-    bound = None if cfg.mode in ("sft", "reward") else losses.bind(cfg.loss.name if loss is None else loss,
-                                                       **dict(cfg.loss.hparams))
+    pg = rl.PGOptions.from_config(cfg.online) if cfg.mode == "online" and cfg.online.algorithm else None
+    if pg is not None:
+        rl.check_options(pg, batch_size=cfg.data.batch_size, reference=cfg.loss.reference,
+                         accum_steps=cfg.optim.accum_steps)
+    bound = None if cfg.mode in ("sft", "reward") or pg is not None else losses.bind(
+        cfg.loss.name if loss is None else loss, **dict(cfg.loss.hparams))
     spec = None if bound is None else bound.spec
 
     if model is None:
         model = plugins.make_model(cfg.model.name, seed=cfg.seed, **dict(cfg.model.kwargs))
+    if pg is not None and pg.algorithm == "ppo":  # the policy and its critic, one parameter tree
+        model = rl.with_value_head(model, seed=cfg.seed)
     if cfg.mode == "reward":  # a causal LM gets a fresh scalar head (its unembedding is dropped)
         model = as_reward_model(model, seed=cfg.seed)
     if source is None:
         source = plugins.make_data(cfg.data.name, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
                                    seed=cfg.seed, process_index=pi, process_count=pc, **dict(cfg.data.kwargs))
     if cfg.train.export:  # fail before training, not after
-        if not (is_causal_lm(model) or is_reward_model(model)):
+        if not (is_causal_lm(rl.policy_of(model)) or is_reward_model(model)):
             raise UserError(f"train.export: only jalign.models.CausalLM / RewardModel models can be exported, got "
                             f"{type(model).__name__}")
     probes = list(probes or [])
@@ -128,9 +135,13 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
                              "(eval_batches); set eval.every=0")
         probes.append(nll_probe(source.eval_batches(cfg.eval.batches), every=cfg.eval.every, name="eval"))
     hparams = dict(cfg.reward_model) if cfg.mode == "reward" else None
-    objective = make_objective(cfg.mode, bound, hparams, mitigation=cfg.loss.mitigation,
-                               reference=cfg.loss.reference)
-    frozen = cfg.mode not in ("sft", "reward") and cfg.loss.reference == "frozen" and spec.needs_reference
+    if pg is not None:
+        objective = rl.PGBatch()
+        frozen = pg.needs_reference
+    else:
+        objective = make_objective(cfg.mode, bound, hparams, mitigation=cfg.loss.mitigation,
+                                   reference=cfg.loss.reference)
+        frozen = cfg.mode not in ("sft", "reward") and cfg.loss.reference == "frozen" and spec.needs_reference
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(model, tx, seed=cfg.seed, reference=frozen)
     if spec is not None and cfg.loss.reference == "cached" and spec.needs_reference:
@@ -140,11 +151,14 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         source.add_fields(make_reference_fn(graphdef, state.params, state.model_state, spec.kind))
     rules = dict(cfg.mesh.rules)
     state = place_state(state, mesh, rules)
-    step_fn = jit_step(make_train_step(graphdef, objective, tx, schedule, accum_steps=cfg.optim.accum_steps),
-                       state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
+    if pg is not None:
+        pure_step = rl.make_pg_step(graphdef, tx, pg, schedule)
+    else:
+        pure_step = make_train_step(graphdef, objective, tx, schedule, accum_steps=cfg.optim.accum_steps)
+    step_fn = jit_step(pure_step, state, mesh, donate=jax.default_backend() != "cpu", rules=rules)
     sampler = reward = None
     if cfg.mode == "online":
-        make = online.make_kv_sampler if is_causal_lm(model) else online.make_sampler
+        make = online.make_kv_sampler if is_causal_lm(rl.policy_of(model)) else online.make_sampler
         sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
         reward = reward_fn or plugins.check_reward(cfg.online.reward, dict(cfg.online.reward_kwargs))
 
@@ -184,13 +198,14 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         for step in range(start + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             local = next(source)
-            reward_metrics = {}
-            if sampler is not None:
-                local, reward_metrics = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
+            host_metrics = {}
+            if sampler is not None and pg is not None:
+                local, host_metrics = _pg_batch(cfg, sampler, reward, state, local, mesh)
+            elif sampler is not None:  # reward/<component> of a combined reward
+                local, host_metrics = _online_batch(cfg, spec, sampler, reward, state, local, mesh)
             check_batch(objective, local, where=f"step {step} batch (process {pi})")
             state_new, m = step_fn(state, shd.global_batch(local, mesh))
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            m.update(reward_metrics)  # the parts of a combined reward (reward/<component>)
+            m = {k: float(v) for k, v in jax.device_get(m).items()} | host_metrics
             m["step_time_s"] = time.perf_counter() - t0
             bad = [q for q, f in (("loss", "finite/loss"), ("gradients", "finite/grads")) if not m[f]]
             if bad:
@@ -268,6 +283,21 @@ def _online_batch(cfg, spec, sampler, reward, state, local, mesh):
     samples = {f: distributed.local_rows(v) for f, v in samples.items()}
     rewards, parts = online.score_parts(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
     return online.build_batch(spec.kind, samples, rewards, k), online.part_metrics(parts)
+
+
+def _pg_batch(cfg, sampler, reward, state, local, mesh):
+    """The clipped policy-gradient batch (``[B·G, T]`` + ``rewards``) and its host metrics (lengths, rewards)."""
+    k = cfg.online.num_samples
+    p_ids, p_mask = online.repeat_prompts(local, k)
+    g = shd.global_batch({"ids": p_ids, "mask": p_mask}, mesh)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0x5A)
+    samples = sampler(state.params, state.model_state, g["ids"], g["mask"], key)
+    samples = {f: distributed.local_rows(v) for f, v in samples.items()}
+    rewards, parts = online.score_parts(reward, p_ids, samples, **dict(cfg.online.reward_kwargs))
+    name = getattr(reward, "__name__", None) or str(cfg.online.reward)
+    batch = rl.pg_batch(samples, rewards, reward_name=name, group_size=k)
+    metrics = rl.sample_metrics(batch, k, prompt_len=p_ids.shape[1], eos_id=ByteTokenizer.eos_id)
+    return batch, metrics | online.part_metrics(parts)
 
 
 def summarize(history: list[dict]) -> dict:

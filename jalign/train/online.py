@@ -77,6 +77,7 @@ def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, 
 
     def sample(params, model_state, prompt_ids, prompt_mask, key):
         model = nnx.merge(graphdef, params, model_state)
+        model = getattr(model, "policy", model)  # an ActorCritic (ppo): sample from its policy
         out = kv_sample(model, prompt_ids, prompt_mask, key=key, max_new_tokens=max_new_tokens,
                         temperature=temperature, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
         resp = out.response_mask.astype(jnp.int32)

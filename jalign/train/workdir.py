@@ -183,13 +183,21 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(old: dict, new: dict, *, keys: tuple[str, ...] = DEFINING) -> list[tuple[str, Any, Any]]:
-    """``(key, old, new)`` for every dotted key under ``keys`` whose value differs (missing = ``<absent>``)."""
+    """``(key, old, new)`` for every dotted key under ``keys`` whose value differs (missing = ``<absent>``).
+
+    A key absent from ``old`` whose new value is its default in :func:`jalign.train.config.base_config` is not a
+    change: the old run's config was written before the key existed (e.g. ``online.algorithm``)."""
+    from jalign.train.config import base_config
+
     fo, fn = _flatten(old), _flatten(new)
+    defaults = _flatten(json.loads(base_config().to_json()))
     out = []
     for k in sorted(set(fo) | set(fn)):
         if k.split(".")[0] not in keys:
             continue
         a, b = fo.get(k, "<absent>"), fn.get(k, "<absent>")
+        if a == "<absent>" and k in defaults and defaults[k] == b:
+            continue
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
                 and not isinstance(b, bool) and float(a) == float(b):
             continue

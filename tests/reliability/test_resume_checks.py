@@ -26,6 +26,11 @@ def test_config_diff_lists_only_defining_keys():
            "workdir": "b"}
     assert config_diff(old, new) == [("loss.hparams", {}, "<absent>"), ("loss.hparams.beta", "<absent>", 0.1),
                                      ("loss.name", "dpo", "ipo")]
+    # a key the old config did not have yet, at its default now, is no change; at another value it is
+    old["online"], new["online"] = {"num_samples": 2}, {"num_samples": 2, "algorithm": "", "eps_low": 0.2}
+    assert config_diff(old, new)[3:] == []
+    new["online"]["algorithm"] = "grpo"
+    assert config_diff(old, new)[3:] == [("online.algorithm", "<absent>", "grpo")]
 
 
 def test_changed_config_is_refused_with_a_diff_and_nothing_is_touched(tmp_path):

@@ -165,3 +165,26 @@ def test_reward_model_checkpoints_as_components(tmp_path):
     np.testing.assert_allclose(out["reward"], log_sig(h - ref_h) + log_sig(s), rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match=r"online.reward_kwargs.helpful: reward 'reward_model' got unknown"):
         plugins.check_reward(name, {**kw, "helpful": {"pth": "x"}})
+
+
+def test_rm_prefix_is_the_reward_model_reward(tmp_path):
+    """``rm:PATH`` scores like ``reward_model`` with that path; ``rm:A,B`` like the ensemble of both."""
+    from jalign.models import ModelConfig, create_reward_model, save_pretrained
+
+    cfg = dict(arch="gpt2", vocab_size=259, d_model=16, n_layers=1, n_heads=2, max_seq_len=32, pad_id=256)
+    for s in range(2):
+        save_pretrained(create_reward_model(ModelConfig(**cfg), seed=s), tmp_path / f"m{s}")
+    prompts = np.array([[256, 257, 40, 41], [257, 50, 51, 52]])
+    comps = np.array([[60, 258, 256], [61, 62, 258]])
+    cmask = np.array([[1, 1, 0], [1, 1, 1]])
+    a, b = str(tmp_path / "m0"), str(tmp_path / "m1")
+    single = plugins.get_reward("reward_model")
+    ra, rb = (single(prompts, comps, cmask, path=p) for p in (a, b))
+    assert not np.allclose(ra, rb)
+    np.testing.assert_allclose(plugins.get_reward(f"rm:{a}")(prompts, comps, cmask), ra, rtol=1e-6)
+    both = plugins.check_reward(f"rm:{a},{b}", {"mode": "min"})
+    np.testing.assert_allclose(both(prompts, comps, cmask, mode="min"), np.minimum(ra, rb), rtol=1e-6)
+    with pytest.raises(UserError, match="no checkpoint directory"):
+        plugins.get_reward("rm:")
+    with pytest.raises(UserError, match="unknown"):
+        plugins.check_reward(f"rm:{a}", {"pth": 1})

@@ -263,3 +263,21 @@ class CombinedReward:
 def combine_reward(spec: str) -> CombinedReward:
     """``combine:<mode>:<components>``: a :class:`CombinedReward` (see the module docstring)."""
     return CombinedReward(spec)
+
+
+@register_reward_resolver("rm")
+def rm_reward(spec: str):
+    """``rm:PATH`` or ``rm:PATH1,PATH2,...``: the reward-model checkpoint at PATH, or the ensemble of several
+    (:func:`reward_model` with ``path`` fixed; ``mode``, ``k``, ``ddof``, ``pad_id`` from ``online.reward_kwargs``)."""
+    paths = [p for p in spec.split(",") if p]
+    if not paths:
+        raise UserError(f"reward 'rm:{spec}': no checkpoint directory after 'rm:' (rm:PATH or rm:PATH1,PATH2)")
+    path = paths[0] if len(paths) == 1 else paths
+
+    def rm(prompt_ids, completion_ids, completion_mask, *, mode: str = "mean", k: float = 1.0, ddof: int = 0,
+           pad_id: int | None = None) -> np.ndarray:
+        return reward_model(prompt_ids, completion_ids, completion_mask, path=path, mode=mode, k=k, ddof=ddof,
+                            pad_id=pad_id)
+
+    rm.__name__ = f"rm:{spec}"
+    return rm
