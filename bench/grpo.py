@@ -20,6 +20,8 @@ What is timed are the trainer's own functions, wired as ``jalign.train.loop`` wi
   step can be split: ``update_s = step_s − 2·logps_pass_s`` (derived, not timed on its own).
 * **forward (baseline)**: ``jalign.train.step.logits_fn`` jitted: one full forward pass over the same
   ``[B·G, P+N]`` batch the sampler produced. Its FLOP rate is the baseline of the sampler's.
+* **greedy sample** (diagnostic): the same sampler with ``greedy=True``, which takes the argmax and skips the
+  sampling transform below (same model calls, same KV cache); ``sample_over_greedy`` = sample_s / its time.
 * **filter_logits × N** (diagnostic): ``jalign.models.sampling.filter_logits`` on ``[B·G, V]`` logits, N
   times in a ``fori_loop``: the per-token sampling transform, which sorts the vocabulary even when top-k and
   top-p are off.
@@ -101,6 +103,7 @@ class Parts:
         self.step = jit_step(rl.make_pg_step(self.graphdef, tx, self.o, sched), self.state, self.mesh)
         self.sampler = online.make_kv_sampler(self.graphdef, max_new_tokens=NEW_TOKENS, temperature=1.0,
                                               eos_id=None)
+        self.greedy = online.make_kv_sampler(self.graphdef, max_new_tokens=NEW_TOKENS, greedy=True, eos_id=None)
         self.logps = jax.jit(partial(rl.token_logps, self.graphdef))
         self.forward = jax.jit(partial(logits_fn, self.graphdef))
         v = self.cfg.vocab_size
@@ -122,6 +125,10 @@ class Parts:
         self.key, sub = jax.random.split(self.key)
         s = self.sampler(self.state.params, self.state.model_state, self.p_ids, self.p_mask, sub)
         self.samples = jax.block_until_ready(s)
+
+    def run_greedy(self):
+        s = self.greedy(self.state.params, self.state.model_state, self.p_ids, self.p_mask, self.key)
+        jax.block_until_ready(s)
 
     def run_host(self):
         samples = {f: np.asarray(v) for f, v in self.samples.items()}
@@ -147,7 +154,7 @@ class Parts:
         jax.block_until_ready(self.filt(self.logits))
 
 
-PARTS = ("sample", "host", "step", "logps", "forward", "filter")
+PARTS = ("sample", "host", "step", "logps", "forward", "filter", "greedy")
 
 
 def row(p: Parts, med: dict[str, float], compile_s: dict[str, float]) -> dict:
@@ -164,6 +171,7 @@ def row(p: Parts, med: dict[str, float], compile_s: dict[str, float]) -> dict:
             "forward_s": med["forward"], "forward_gflops_per_s": fwd_rate / 1e9,
             "sample_gflops_per_s": sample_rate / 1e9, "fwd_over_sample_rate": fwd_rate / sample_rate,
             "filter_logits_s": med["filter"], "filter_share_of_sample": med["filter"] / med["sample"],
+            "greedy_sample_s": med["greedy"], "sample_over_greedy": med["sample"] / med["greedy"],
             "step_gflops_per_s": f["step"] / med["step"] / 1e9,
             "update_tokens_per_s": NUM_ITERATIONS * rows * seq / med["step"],
             "compile_s": sum(compile_s.values())}
@@ -208,7 +216,8 @@ def main(argv=None) -> dict:
             "float32. update_s = step_s − 2·logps_pass_s. Baseline in the same run: one forward pass over the "
             "same [B·G, T] batch; fwd_over_sample_rate = forward FLOP rate / sampling FLOP rate (same model "
             "FLOPs) = sample_s / forward_s. filter_logits_s: the sampler's per-token logit transform alone, "
-            "N times. Medians of alternating rounds; TRL's GRPOTrainer not run (see docs/performance.md)."),
+            "N times; greedy_sample_s: the same sampler with greedy=True (no filter_logits, no categorical draw). "
+            "Medians of alternating rounds; TRL's GRPOTrainer not run (see docs/performance.md)."),
         "settings": {"prompts": PROMPTS, "group_size": GROUP, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
                      "num_iterations": NUM_ITERATIONS, "num_minibatches": NUM_MINIBATCHES, "rounds": rounds,
                      "dtype": "float32", "quick": args.quick},
@@ -217,8 +226,9 @@ def main(argv=None) -> dict:
         "compile_s": compile_s,
         "wall_s": wall,
         "load_average": [max(a, b) for a, b in zip(load0, os.getloadavg(), strict=True)],
-        "peer": ("TRL's GRPOTrainer not run: its generation (transformers generate) and trainer set-up on the same "
-                 "shapes did not fit this task's time; no ratio to TRL"),
+        "peer": ("TRL's GRPOTrainer not run: the torch environment of this run had no trl/accelerate/datasets, and "
+                 "installing them and setting up GRPOTrainer (transformers generate) on the same shapes did not fit "
+                 "the time of this benchmark's task; no ratio to TRL"),
         "versions": {"jax": jax.__version__},
     }
     path = write_result("grpo", payload, args.out)
