@@ -71,3 +71,25 @@ def test_bench_readme_renders_the_grpo_result():
             assert f" {r[c]:.4g} " in line, c
     assert f"; ISA: {harness.isa_summary(data['cpu']['isa'])}." in sec
     assert sec.count("\nRun ") == 1
+
+
+def test_performance_doc_quotes_the_result():
+    """The hand-written table and headline of docs/performance.md are the committed result's numbers."""
+    data = json.loads(RESULT.read_text())
+    text = (ROOT / "docs" / "performance.md").read_text()
+    sec = text[text.index("## One GRPO iteration (`bench.grpo`)"):text.index("## Limits and open work")]
+    lines = {"small_lm": "| small LM (", "gpt2-shaped": "| GPT-2-shaped ("}
+    for r in data["rows"]:
+        line = next(ln for ln in sec.splitlines() if ln.startswith(lines[r["model"].split()[0]]))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert cells == [
+            f"{r['sample_s']:.3f}", f"{r['step_s']:.3f} ({2 * r['logps_pass_s']:.3f} + {r['update_s']:.3f})",
+            f"{100 * r['sample_share']:.0f}%", f"{r['sampled_tokens_per_s']:.0f}", f"{r['forward_gflops_per_s']:.1f}",
+            f"{r['sample_gflops_per_s']:.2f}", f"{r['fwd_over_sample_rate']:.2f}",
+            f"{r['greedy_sample_s']:.3f} ({r['sample_over_greedy']:.2f}×)",
+            f"{r['filter_logits_s']:.3f} ({100 * r['filter_share_of_sample']:.0f}%)"]
+        assert f"{r['fwd_over_sample_rate']:.1f}×" in sec
+        assert f"{r['greedy_sample_s'] / r['forward_s']:.1f}×" in sec  # greedy sampler vs the forward pass
+    assert harness.isa_summary(data["cpu"]["isa"]).startswith("AVX, AVX2, FMA, AVX-VNNI, AVX-512F")
+    assert "no AMX" in sec and not data["cpu"]["isa"]["amx_tile"]
+    assert f"{data['wall_s']:.0f} s in all" in sec
