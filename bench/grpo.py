@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from functools import partial
 
@@ -115,6 +116,7 @@ class Parts:
         rng = np.random.default_rng(seed)
         lo = 3 if v > 300 else 32  # small LM: printable bytes
         prompts = rng.integers(lo, min(v - 3, 127) if v < 300 else v - 3, (PROMPTS, PROMPT_LEN)).astype(np.int32)
+        self.prompts = prompts
         self.p_ids, self.p_mask = online.repeat_prompts(
             {"prompt_ids": prompts, "prompt_attention_mask": np.ones_like(prompts)}, GROUP)
         self.logits = jnp.asarray(rng.standard_normal((PROMPTS * GROUP, v)), jnp.float32)
@@ -157,7 +159,7 @@ class Parts:
 PARTS = ("sample", "host", "step", "logps", "forward", "filter", "greedy")
 
 
-def row(p: Parts, med: dict[str, float], compile_s: dict[str, float]) -> dict:
+def row(p: Parts, med: dict[str, float], compile_s: dict[str, float], trl: dict[str, float] | None = None) -> dict:
     rows, seq = PROMPTS * GROUP, PROMPT_LEN + NEW_TOKENS
     f = flops(p.cfg, rows, seq)
     update = med["step"] - 2 * med["logps"]
@@ -174,7 +176,60 @@ def row(p: Parts, med: dict[str, float], compile_s: dict[str, float]) -> dict:
             "greedy_sample_s": med["greedy"], "sample_over_greedy": med["sample"] / med["greedy"],
             "step_gflops_per_s": f["step"] / med["step"] / 1e9,
             "update_tokens_per_s": NUM_ITERATIONS * rows * seq / med["step"],
-            "compile_s": sum(compile_s.values())}
+            "compile_s": sum(compile_s.values()),
+            **({"trl_sample_s": trl["sample_s"], "trl_score_s": trl["score_s"], "trl_update_s": trl["update_s"],
+                "trl_round_s": trl["round_s"], "trl_sample_over_jalign": trl["sample_s"] / med["sample"],
+                "trl_round_over_jalign": trl["round_s"] / it} if trl else {})}
+
+
+class Peer:
+    """``bench.peer_trl_grpo`` in a child process (``python`` = an interpreter with torch, transformers, trl):
+    ``round(name)`` runs one TRL sampling round of that model and returns its times."""
+
+    def __init__(self, python: str, built: list[Parts], settings: dict, workdir: str):
+        import json
+        import subprocess
+        import sys
+
+        from jalign.models.checkpoints import SMALL_LM_DIR
+
+        models = []
+        for p in built:
+            m = {"name": p.name, "prompts": p.prompts.tolist()}
+            if p.name == "small_lm":
+                m["path"] = str(SMALL_LM_DIR)
+            else:
+                m |= {"d_model": p.cfg.d_model, "n_layers": p.cfg.n_layers, "vocab_size": p.cfg.vocab_size}
+            models.append(m)
+        spec = os.path.join(workdir, "spec.json")
+        with open(spec, "w") as f:
+            json.dump({"settings": settings, "models": models}, f)
+        self.log = open(os.path.join(workdir, "peer.log"), "w")  # noqa: SIM115 — closed in close()
+        self.proc = subprocess.Popen([python or sys.executable, "-m", "bench.peer_trl_grpo", spec], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.info = self._read("ready")
+
+    def _read(self, key: str) -> dict:
+        import json
+
+        for line in self.proc.stdout:  # the trainer prints its own dicts (not JSON) to stdout too
+            if line.startswith("{\""):
+                out = json.loads(line)
+                if key in out:
+                    return out
+        raise RuntimeError(f"bench.peer_trl_grpo ended (exit {self.proc.wait()}); see its log {self.log.name}")
+
+    def round(self, name: str) -> dict:
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        return self._read("round_s")
+
+    def close(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
 
 
 def main(argv=None) -> dict:
@@ -182,6 +237,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a smaller GPT-2-shaped model, 2 rounds")
     ap.add_argument("--out", help="output JSON (default bench/results/grpo.json)")
+    ap.add_argument("--peer", metavar="PYTHON", help="also run TRL's GRPOTrainer (bench.peer_trl_grpo) with this "
+                    "interpreter (torch, transformers, trl installed), alternating with jalign's rounds")
     args = ap.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
     t_start, load0 = time.perf_counter(), os.getloadavg()
@@ -196,6 +253,16 @@ def main(argv=None) -> dict:
         compile_s[name] = c
         built.append(p)
         print(name, {k: round(v, 2) for k, v in c.items()}, flush=True)
+    settings = {"prompts": PROMPTS, "group_size": GROUP, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+                "num_iterations": NUM_ITERATIONS, "num_minibatches": NUM_MINIBATCHES, "rounds": rounds,
+                "dtype": "float32", "quick": args.quick}
+    peer = trl_times = None
+    tmp = tempfile.TemporaryDirectory()
+    if args.peer:
+        peer = Peer(args.peer, built, settings, tmp.name)
+        for p in built:  # warm-up round (not timed)
+            peer.round(p.name)
+        trl_times = {p.name: {k: [] for k in ("sample_s", "score_s", "update_s", "round_s")} for p in built}
     times = {p.name: {part: [] for part in PARTS} for p in built}
     for r in range(rounds):
         for p in built:
@@ -203,9 +270,16 @@ def main(argv=None) -> dict:
                 t0 = time.perf_counter()
                 getattr(p, f"run_{part}")()
                 times[p.name][part].append(time.perf_counter() - t0)
+            if peer:
+                for k, v in peer.round(p.name).items():
+                    trl_times[p.name][k].append(v)
         print(f"round {r + 1}/{rounds}", {n: {k: round(v[-1], 3) for k, v in d.items()} for n, d in times.items()},
               flush=True)
-    rows = [row(p, {k: statistics.median(v) for k, v in times[p.name].items()}, compile_s[p.name]) for p in built]
+    if peer:
+        peer.close()
+    tmp.cleanup()
+    med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
+    rows = [row(p, med(times[p.name]), compile_s[p.name], med(trl_times[p.name]) if peer else None) for p in built]
     wall = time.perf_counter() - t_start
     payload = {
         "description": (
@@ -217,19 +291,20 @@ def main(argv=None) -> dict:
             "same [B·G, T] batch; fwd_over_sample_rate = forward FLOP rate / sampling FLOP rate (same model "
             "FLOPs) = sample_s / forward_s. filter_logits_s: the sampler's per-token logit transform alone, "
             "N times; greedy_sample_s: the same sampler with greedy=True (no filter_logits, no categorical draw). "
-            "Medians of alternating rounds; TRL's GRPOTrainer not run (see docs/performance.md)."),
-        "settings": {"prompts": PROMPTS, "group_size": GROUP, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
-                     "num_iterations": NUM_ITERATIONS, "num_minibatches": NUM_MINIBATCHES, "rounds": rounds,
-                     "dtype": "float32", "quick": args.quick},
+            "Medians of alternating rounds. "
+            + ("TRL columns: GRPOTrainer (bench.peer_trl_grpo) on the same shapes and settings, a child process "
+               "alternating with jalign's rounds: trl_sample_s its generate, trl_score_s reward + log-prob passes, "
+               "trl_update_s its optimiser steps, trl_round_s all; ratios TRL / jalign (> 1: jalign faster)."
+               if args.peer else "TRL's GRPOTrainer not run.")),
+        "settings": settings,
         "rows": rows,
         "times": times,
         "compile_s": compile_s,
         "wall_s": wall,
         "load_average": [max(a, b) for a, b in zip(load0, os.getloadavg(), strict=True)],
-        "peer": ("TRL's GRPOTrainer not run: the torch environment of this run had no trl/accelerate/datasets, and "
-                 "installing them and setting up GRPOTrainer (transformers generate) on the same shapes did not fit "
-                 "the time of this benchmark's task; no ratio to TRL"),
-        "versions": {"jax": jax.__version__},
+        **({"trl_times": trl_times, "peer": peer.info} if peer else
+           {"peer": "TRL's GRPOTrainer not run (no --peer PYTHON); no ratio to TRL"}),
+        "versions": {"jax": jax.__version__, **(peer.info["versions"] if peer else {})},
     }
     path = write_result("grpo", payload, args.out)
     for r in rows:
