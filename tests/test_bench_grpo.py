@@ -55,6 +55,15 @@ def test_committed_result_columns_follow_from_its_times():
         assert r["update_tokens_per_s"] == pytest.approx(s["num_iterations"] * rows_n * seq / t["step"])
         assert r["filter_share_of_sample"] == pytest.approx(t["filter"] / t["sample"])
         assert r["sample_over_greedy"] == pytest.approx(t["sample"] / t["greedy"])
+        trl = {k: statistics.median(v) for k, v in data["trl_times"][r["model"]].items()}
+        assert all(len(v) == s["rounds"] for v in data["trl_times"][r["model"]].values())
+        assert r["trl_sample_s"] == trl["sample_s"] and r["trl_round_s"] == trl["round_s"]
+        assert r["trl_sample_over_jalign"] == pytest.approx(trl["sample_s"] / t["sample"], rel=1e-12)
+        assert r["trl_round_over_jalign"] == pytest.approx(trl["round_s"] / r["iteration_s"], rel=1e-12)
+        for i in range(s["rounds"]):  # a TRL round is its sampling + scoring + updates
+            parts = sum(data["trl_times"][r["model"]][k][i] for k in ("sample_s", "score_s", "update_s"))
+            assert parts == pytest.approx(data["trl_times"][r["model"]]["round_s"][i], rel=1e-9)
+    assert data["versions"]["trl"] and data["peer"]["versions"]["torch"]
 
 
 def test_bench_readme_renders_the_grpo_result():
@@ -88,6 +97,10 @@ def test_performance_doc_quotes_the_result():
             f"{r['sample_gflops_per_s']:.2f}", f"{r['fwd_over_sample_rate']:.2f}",
             f"{r['greedy_sample_s']:.3f} ({r['sample_over_greedy']:.2f}×)",
             f"{r['filter_logits_s']:.3f} ({100 * r['filter_share_of_sample']:.0f}%)"]
+        trl_line = next(ln for ln in sec.splitlines() if ln.startswith(lines[r["model"].split()[0]].replace(" (", " |")))
+        assert [c.strip() for c in trl_line.strip("|").split("|")][1:] == [
+            f"{r['trl_sample_s']:.3f}", f"{r['trl_score_s']:.3f}", f"{r['trl_update_s']:.3f}", f"{r['trl_round_s']:.3f}",
+            f"{r['trl_sample_over_jalign']:.2f}", f"{r['trl_round_over_jalign']:.2f}"]
         assert f"{r['fwd_over_sample_rate']:.1f}×" in sec
         assert f"{r['greedy_sample_s'] / r['forward_s']:.1f}×" in sec  # greedy sampler vs the forward pass
     assert harness.isa_summary(data["cpu"]["isa"]).startswith("AVX, AVX2, FMA, AVX-VNNI, AVX-512F")
