@@ -1,7 +1,10 @@
 """One GRPO iteration (sampling + update) of the online trainer, split into its parts, on the small LM and on a
 GPT-2-shaped model, against a full forward pass over the same batch in the same run.
 
-    python -m bench.grpo [--rounds 3] [--quick] [--out bench/results/grpo.json]
+    python -m bench.grpo [--rounds 3] [--quick] [--out bench/results/grpo.json] [--peer PYTHON]
+
+The committed result ran with ``--peer`` (an interpreter with torch, transformers and trl): TRL's ``GRPOTrainer``
+on the same shapes in a child process, one round after each jalign round (``bench.peer_trl_grpo``).
 
 What is timed are the trainer's own functions, wired as ``jalign.train.loop`` wires them for
 ``mode="online"``, ``online.algorithm="grpo"`` (nothing re-implemented):
