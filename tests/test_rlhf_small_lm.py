@@ -135,3 +135,14 @@ def test_quoted_numbers_equal_the_json(res, doc):
     if doc == "docs/training.md":
         for line in expected_doc_rows(res):
             assert line in text, f"{doc}: expected {line!r} (from {RES.name})"
+
+
+def test_eval_prompts_are_the_training_prompts(tmp_path, res):
+    from experiments.rlhf_small_lm import write_prompts
+    from jalign.data import builtin
+    from jalign.train.evaluate import load_prompts
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    assert load_prompts(tmp_path / "p.jsonl") == prompts == res["eval_prompts"]  # the newline survives the file
+    assert len(prompts) == 12 and all(p.startswith("Write a short review of ") and p.endswith(".\n") for p in prompts)
+    assert set(prompts) == {r["prompt"] for r in builtin.load("sentiment_pairs", n=256, seed=0)}  # RL's prompts
