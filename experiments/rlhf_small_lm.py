@@ -3,6 +3,10 @@
     python -m experiments.rlhf_small_lm --workdir runs/rlhf --out experiments/results/rlhf_small_lm.json
     python -m experiments.rlhf_small_lm --plot-only --out experiments/results/rlhf_small_lm.json
 
+Committed runs: ``experiments/results/rlhf_small_lm.json`` (the defaults, β = 0.1) and
+``experiments/results/rlhf_small_lm_kl0.5.json`` (``--kl-coef 0.5``), each with its figure; measured numbers in
+docs/training.md and README.md (tests/test_rlhf_small_lm.py checks them against the JSON files).
+
 Stages (each a ``jalign.train.train`` run of a shipped config with overrides, or ``jalign.train.evaluate``;
 equivalent shell commands are in docs/training.md, "The RLHF pipeline on the small LM"):
 

@@ -1,5 +1,5 @@
 """The committed results of the SFT → reward model → GRPO/PPO → win-rate pipeline (experiments/rlhf_small_lm.py):
-internal consistency of experiments/results/rlhf_small_lm.json (win rates and standard errors recomputed from the
+internal consistency of experiments/results/rlhf_small_lm.json and rlhf_small_lm_kl0.5.json (win rates and standard errors recomputed from the
 saved per-prompt scores with a numpy loop, across-seed aggregates from the per-seed values, the two judges scoring
 the same completions, stage wall times) and the README / docs numbers equal to the JSON."""
 
@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RES = ROOT / "experiments" / "results" / "rlhf_small_lm.json"
+RES = ROOT / "experiments" / "results" / "rlhf_small_lm.json"  # the driver's defaults (β = 0.1)
+RES_KL = ROOT / "experiments" / "results" / "rlhf_small_lm_kl0.5.json"  # the same with --kl-coef 0.5
 ALGOS, JUDGES = ("grpo", "ppo"), ("rm", "lexicon")
 
 
+@pytest.fixture(scope="module", params=[RES, RES_KL], ids=["kl0.1", "kl0.5"])
+def res(request):
+    return json.loads(request.param.read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="module")
-def res():
+def res_default():
     return json.loads(RES.read_text(encoding="utf-8"))
 
 
@@ -128,21 +134,25 @@ def expected_doc_rows(res) -> list[str]:
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/training.md"])
-def test_quoted_numbers_equal_the_json(res, doc):
+def test_quoted_numbers_equal_the_json(res_default, doc):
     text = (ROOT / doc).read_text(encoding="utf-8")
-    for line in expected_lines(res):
+    for line in expected_lines(res_default):
         assert line in text, f"{doc}: expected {line!r} (from {RES.name})"
     if doc == "docs/training.md":
-        for line in expected_doc_rows(res):
+        for line in expected_doc_rows(res_default):
             assert line in text, f"{doc}: expected {line!r} (from {RES.name})"
+        kl = json.loads(RES_KL.read_text(encoding="utf-8"))
+        assert kl["settings"] == {**res_default["settings"], "kl_coef": 0.5}
+        for line in expected_lines(kl):
+            assert line in text, f"{doc}: expected {line!r} (from {RES_KL.name})"
 
 
-def test_eval_prompts_are_the_training_prompts(tmp_path, res):
+def test_eval_prompts_are_the_training_prompts(tmp_path, res_default):
     from experiments.rlhf_small_lm import write_prompts
     from jalign.data import builtin
     from jalign.train.evaluate import load_prompts
 
     prompts = write_prompts(tmp_path / "p.jsonl")
-    assert load_prompts(tmp_path / "p.jsonl") == prompts == res["eval_prompts"]  # the newline survives the file
+    assert load_prompts(tmp_path / "p.jsonl") == prompts == res_default["eval_prompts"]  # the newline survives the file
     assert len(prompts) == 12 and all(p.startswith("Write a short review of ") and p.endswith(".\n") for p in prompts)
     assert set(prompts) == {r["prompt"] for r in builtin.load("sentiment_pairs", n=256, seed=0)}  # RL's prompts
