@@ -136,8 +136,11 @@ PAPERS = (
         "two-property bandit where the raw sum favours an arm excellent in one property and bad in the other "
         "and the transformed sum the arm good in both; on random bandits (seeds) the share of mass good in both "
         "at matched KL, and, with a hackable proxy arm, the true-regret frontiers over β at matched KL; the "
-        "transform's gradient weight σ(r_ref − r). Claims carry seeds, 95% t-intervals and their pass rules. "
-        "The paper's LM experiments are not part of it.",
+        "transform's gradient weight σ(r_ref − r). On the shipped small LM (after SFT on positive reviews), short "
+        "online RLOO runs optimise the raw or the transformed sum of two rewards — the sentiment lexicon and "
+        "conciseness, both on a Bradley–Terry logit scale, r_ref fixed at each property's 'good' threshold — and "
+        "the final policies' samples on held-out prompts give the share good in both, each reward's mean and the "
+        "KL to the reference, per seed. Claims carry seeds, 95% t-intervals and their pass rules.",
     ),
     Paper(
         stem="maxmin",
@@ -254,6 +257,9 @@ if importlib.util.find_spec("jalign") is None:
     get_ipython().run_line_magic("pip", f"install -q git+{{JALIGN_REPO_URL}}")
 
 import jalign  # noqa: E402 (importable only after the lines above)
+from jalign.runtime import pin_reduction_order  # noqa: E402
+
+pin_reduction_order()  # the reduction order `jalign reproduce` uses (before the first JAX computation)
 
 print("jalign", jalign.__version__, "from", Path(jalign.__file__).parent)
 """),

@@ -1,8 +1,8 @@
-"""Transforming and combining rewards (Wang et al., 2024), exactly on bandits.
+"""Transforming and combining rewards (Wang et al., 2024), exactly on bandits and on the shipped small LM.
 
 The paper transforms a Bradley–Terry reward by u = log σ(r − r_ref) (:func:`jalign.rewards.log_sigmoid_transform`)
 so that a sum of transformed rewards is log P(good in every property), a logical AND. Its experiments are RLHF on
-LMs; here every statement is checked on K-armed bandits, where the KL-regularised optimum is exact
+LMs; here parts 1–4 are checked on K-armed bandits, where the KL-regularised optimum is exact
 (π*_β ∝ μ·exp(U/β), :func:`jalign.envs.optimal_logps`). The settings are the project's own
 (source "reconstruction"):
 
@@ -25,21 +25,36 @@ LMs; here every statement is checked on K-armed bandits, where the KL-regularise
    ½ below the reference and below ½ above it, so the transform puts its weight on the poorly scoring outputs;
    the share of the μ-weighted gradient weight on below-reference arms is reported per seed.
 
-Seeds are random bandits, vmapped; the run is jitted and in float64. Claims carry evidence with the pass rules
-fixed in :data:`RULES`. The small-LM experiment of the paper (two rewards on completions) is not part of this
-reproduction; it makes no claim about it.
+Seeds are random bandits, vmapped; the run is jitted and in float64.
+
+5. **Small LM** (seeds; the project's construction): the shipped small LM after SFT on the chosen reviews of
+   the built-in sentiment pairs (the shipped config ``sft_small_lm``, via ``paper_repro.rankings._sft_reference``;
+   the pretrained model writes no reviews) is the reference and the start of short online RLOO runs (the
+   trainer, config ``rloo_small_lm``) on ``online.reward = "combine:<mode>:lexicon,conciseness"`` with mode
+   ``sum`` (raw) or ``transformed_sum``. Both rewards are put on a Bradley–Terry logit scale by their ``scale``
+   argument (:data:`LM_SCALES`: lexicon score / 0.25, 20·(1 − n/80) for n response tokens); r_ref is fixed per
+   component at the "good" threshold (:data:`LM_THRESHOLDS`: lexicon score ≥ 0.5, ≤ 64 tokens), so the
+   transformed sum is the log of the Bradley–Terry probability of being good in both. The trainer's RLOO path
+   has no KL penalty (the loss reads no reference), so the runs are short and the KL to the reference is
+   measured (Monte Carlo on the policy's samples) instead of matched. Held-out prompts: the training template
+   with places that never occur in training (:data:`HELDOUT_PLACES`); per policy, samples at temperature 1 with a
+   fixed key; per seed the two methods share the data order and seeds, so the difference is paired.
+
+Claims carry evidence with the pass rules fixed in :data:`RULES` before the run.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
 
 from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "reward-transforms"
-DESCRIPTION = "Log-sigmoid reward transform: AND-combination, matched-KL hacking frontiers, gradient weights (bandits)"
+DESCRIPTION = ("Log-sigmoid reward transform: AND-combination, matched-KL hacking frontiers, gradient weights "
+               "(bandits); raw vs transformed sum of two rewards in online RLOO (small LM)")
 
 PAPER = "Wang et al., Transforming and Combining Rewards for Aligning Large Language Models, 2024 (arXiv 2402.00742)"
 
@@ -59,7 +74,19 @@ RULES = {
     "in r, > ½ below the reference and < ½ above it (float64)",
     "matched_kl": "bookkeeping, not a claim: the attained KL of every compared optimum is within 1e-6 of its "
     "target",
+    "lm_good_both": "small LM, held-out prompts: the 95% t-interval over seeds of the per-seed difference (share of "
+    "samples good in both — scaled lexicon ≥ 2 (score ≥ 0.5) and scaled conciseness ≥ 4 (≤ 64 tokens) — under the transformed sum − under the raw sum) "
+    "lies above 0 → holds; below 0 → does not hold; else inconclusive",
+    "lm_min_reward": "small LM, held-out prompts: the 95% t-interval over seeds of the per-seed difference of the "
+    "smaller of the two per-policy reward shares (min(share lexicon ≥ 2, share conciseness ≥ 4), transformed "
+    "− raw) lies above 0 → holds; below 0 → does not hold; else inconclusive",
 }
+
+# Small LM: a completion is "good" in a property when its reward is at least this threshold (fixed before the run).
+LM_THRESHOLDS = {"lexicon": 2.0, "conciseness": 4.0}
+# Both rewards on a Bradley–Terry logit scale: lexicon score / 0.25 (the temperature of paper_repro/rankings.py)
+# and 20·conciseness (1 − n/80): 4 logits = 16 fewer tokens.
+LM_SCALES = {"lexicon": 4.0, "conciseness": 20.0}
 
 
 def settings(quick: bool) -> dict:
@@ -179,7 +206,7 @@ def _seed_fn(num_arms, louder_scale, correlation, hack_margin, quantile, kl_targ
     return jax.jit(jax.vmap(one))
 
 
-def compute(quick: bool = True) -> dict:
+def compute(quick: bool = True, *, lm: bool = True) -> dict:
     import jax
     import numpy as np
 
@@ -211,9 +238,202 @@ def compute(quick: bool = True) -> dict:
                     for k in ("share_raw", "share_transformed", "regret_raw", "regret_transformed",
                               "true_raw", "true_transformed", "best_true")},
     }
-    res["claims"] = claims(res)
     res["wall_s"] = {"compute": round(time.time() - t0, 1)}  # volatile (not compared between runs)
+    if lm:
+        c = lm_settings(quick)
+        study = _lm_study(c)
+        res["lm"] = {"config": {**c, "methods": list(LM_METHODS),
+                                "model": "jalign.models.load_small_lm() after SFT (sft_small_lm): the reference "
+                                "and the start of every RLOO run",
+                                "trainer": "jalign.train.train, mode online, loss rloo (config rloo_small_lm), "
+                                "online.reward = combine:<method>:lexicon,conciseness"}, **study}
+        res["wall_s"]["lm"] = study["seconds"]
+    res["claims"] = claims(res)
     return res
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Part 5: the small LM (raw vs transformed sum of two rewards, online RLOO)
+
+# New places in the training prompts' template: the held-out prompts are never trained on.
+HELDOUT_PLACES = ("the theatre", "the bistro", "the spa", "the market", "the zoo", "the bar", "the hostel",
+                  "the tea room")
+LM_METHODS = ("sum", "transformed_sum")
+
+
+def lm_settings(quick: bool) -> dict:
+    """Settings of the small-LM half (quick: CPU, a few minutes on 2 loaded cores; full: more seeds and steps)."""
+    return {
+        "seeds": 3 if quick else 5,
+        "steps": 12 if quick else 48,
+        "batch_prompts": 4,  # data.batch_size: prompts per step
+        "num_samples": 4,  # online.num_samples: completions per prompt (RLOO's K)
+        "max_new_tokens": 80,
+        "conciseness_max_len": 80,
+        "lexicon_scale": LM_SCALES["lexicon"],
+        "conciseness_scale": LM_SCALES["conciseness"],
+        "lr": 1e-4,
+        "kl_coef": 0.0,  # the trainer's RLOO path reads no reference (rloo: needs_reference=False); KL is measured
+        "sft_steps": 200,  # the reference: the shipped config sft_small_lm (as in paper_repro/rankings.py)
+        "refs": [LM_THRESHOLDS["lexicon"], LM_THRESHOLDS["conciseness"]],  # fixed r_ref = the "good" thresholds
+        "thresholds": dict(LM_THRESHOLDS),
+        "heldout_prompts": [f"Write a short review of {p}.\n" for p in HELDOUT_PLACES],
+        "eval_samples_per_prompt": 8,
+        "eval_seed": 1234,
+    }
+
+
+def _rl_config(cfg: dict, method: str, seed: int):
+    from jalign.train import load_config
+
+    c = load_config("rloo_small_lm", [f"seed={seed}", f"train.steps={cfg['steps']}", "train.progress=False",
+                                      f"data.batch_size={cfg['batch_prompts']}",
+                                      f"online.num_samples={cfg['num_samples']}",
+                                      f"online.max_new_tokens={cfg['max_new_tokens']}", f"optim.lr={cfg['lr']}",
+                                      f"train.log_every={cfg['steps']}"])
+    c.online.reward = f"combine:{method}:lexicon,conciseness"
+    kw = {"lexicon": {"scale": cfg["lexicon_scale"]},
+          "conciseness": {"max_len": cfg["conciseness_max_len"], "scale": cfg["conciseness_scale"]}}
+    if method == "transformed_sum":
+        kw["refs"] = list(cfg["refs"])
+    c.online.reward_kwargs = kw
+    return c
+
+
+def _lm_eval(graphdef, params, model_state, ref_params, cfg: dict, prompts) -> dict:
+    """Samples of a policy on the held-out prompts (``eval_samples_per_prompt`` each, temperature 1, the fixed key
+    ``eval_seed``): each completion's two rewards (scaled), its length, ln π (the sampler's) and ln π_ref, and the
+    first four completions' texts."""
+    import jax
+    import numpy as np
+
+    from jalign.train import plugins
+    from jalign.train.online import make_kv_sampler
+    from jalign.train.plugins.rewards import decode_completion
+    from jalign.train.probes.rankings import _left_pad
+    from jalign.train.step import make_logps_fn
+
+    k = cfg["eval_samples_per_prompt"]
+    ids, mask = _left_pad([p for p in prompts for _ in range(k)], 0)
+    sampler = make_kv_sampler(graphdef, max_new_tokens=cfg["max_new_tokens"])
+    s = jax.device_get(sampler(params, model_state, ids, mask, jax.random.key(cfg["eval_seed"])))
+    p = ids.shape[1]
+    comp, cmask = np.asarray(s["ids"])[:, p:], np.asarray(s["mask"])[:, p:]
+    lex = plugins.get_reward("lexicon")(ids, comp, cmask, scale=cfg["lexicon_scale"])
+    con = plugins.get_reward("conciseness")(ids, comp, cmask, max_len=cfg["conciseness_max_len"],
+                                            scale=cfg["conciseness_scale"])
+    ref_lp, _ = jax.jit(lambda a, b, c: make_logps_fn(graphdef, ref_params, model_state)(a, b, c))(
+        s["ids"], s["mask"], s["attention_mask"])
+    f = lambda x: [float(v) for v in np.asarray(x, np.float64)]
+    return {"lexicon": f(lex), "conciseness": f(con), "length": [int(v) for v in cmask.sum(-1)],
+            "logp": f(s["logps"]), "ref_logp": f(ref_lp),
+            "texts": [decode_completion(c, m) for c, m in zip(comp[:4], cmask[:4], strict=True)]}
+
+
+def _lm_study(cfg: dict) -> dict:
+    from flax import nnx
+
+    from jalign.train import train
+    from paper_repro.rankings import _sft_reference
+
+    t0 = time.time()
+    graphdef, params0, model_state, sft = _sft_reference(cfg)
+    prompts = cfg["heldout_prompts"]
+    out = {"sft": sft, "reference_samples": _lm_eval(graphdef, params0, model_state, params0, cfg, prompts),
+           "runs": []}
+    for seed in range(cfg["seeds"]):
+        for method in LM_METHODS:
+            t1 = time.time()
+            r = train(_rl_config(cfg, method, seed), model=nnx.merge(graphdef, params0, model_state))
+            hist = [h for h in r.history if "loss" in h]
+            out["runs"].append({
+                "method": method, "seed": seed,
+                "history": [{k: float(v) for k, v in h.items() if k == "step" or k.startswith("reward/")
+                             or k in ("loss",)} for h in hist],
+                "samples": _lm_eval(r.graphdef, r.state.params, r.state.model_state, params0, cfg, prompts),
+                "seconds": round(time.time() - t1, 1)})
+            print(f"reward-transforms LM: {method} seed {seed}: {out['runs'][-1]['seconds']} s", file=sys.stderr)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def lm_sample_stats(samples: dict, thresholds: dict) -> dict:
+    """One policy's held-out numbers from its saved samples: the share good in both (each reward ≥ its
+    threshold), each reward's mean, and the Monte Carlo KL(π‖π_ref) = mean of ln π(y) − ln π_ref(y), y ~ π."""
+    import numpy as np
+
+    lex, con = np.asarray(samples["lexicon"], np.float64), np.asarray(samples["conciseness"], np.float64)
+    good_l, good_c = lex >= thresholds["lexicon"], con >= thresholds["conciseness"]
+    kl = np.asarray(samples["logp"], np.float64) - np.asarray(samples["ref_logp"], np.float64)
+    return {"good_both": float(np.mean(good_l & good_c)), "good_lexicon": float(np.mean(good_l)),
+            "good_conciseness": float(np.mean(good_c)), "lexicon": float(lex.mean()),
+            "conciseness": float(con.mean()), "kl": float(kl.mean()), "length": float(np.mean(samples["length"]))}
+
+
+def lm_per_seed(lm: dict) -> dict:
+    """{method: {statistic: [per seed, ordered by seed]}} from the saved samples."""
+    th = lm["config"]["thresholds"]
+    out = {}
+    for m in LM_METHODS:
+        runs = sorted((r for r in lm["runs"] if r["method"] == m), key=lambda r: r["seed"])
+        stats = [lm_sample_stats(r["samples"], th) for r in runs]
+        out[m] = {k: [s[k] for s in stats] for k in stats[0]}
+    return out
+
+
+def _lm_claims(res: dict) -> list[dict]:
+    """The small LM's claims, from the saved samples (rules: :data:`RULES` ``lm_*``)."""
+    import numpy as np
+
+    from jalign.reporting import evidence, interval_status, make_claim, t_interval
+
+    lm = res["lm"]
+    cfg = lm["config"]
+    ps = lm_per_seed(lm)
+    ref = lm_sample_stats(lm["reference_samples"], cfg["thresholds"])
+    raw, tr = ps["sum"], ps["transformed_sum"]
+    s = len(raw["good_both"])
+    th = cfg["thresholds"]
+    m = lambda x: float(np.mean(x))
+    setting = (f"the shipped small LM after SFT (sft_small_lm), RLOO (K = {cfg['num_samples']}, kl_coef "
+               f"{cfg['kl_coef']}, {cfg['steps']} steps) on reward = combine:<mode>:lexicon,conciseness "
+               f"(max_len {cfg['conciseness_max_len']}), transformed with fixed r_ref = {cfg['refs']}; "
+               f"{len(cfg['heldout_prompts'])} held-out prompts × {cfg['eval_samples_per_prompt']} samples")
+    common = (f"raw vs transformed: lexicon mean {m(raw['lexicon']):.3f} vs {m(tr['lexicon']):.3f}, conciseness mean "
+              f"{m(raw['conciseness']):.3f} vs {m(tr['conciseness']):.3f}, KL to the reference (MC) "
+              f"{m(raw['kl']):.2f} vs {m(tr['kl']):.2f} nats; the SFT reference: good in both {ref['good_both']:.3f}, "
+              f"lexicon {ref['lexicon']:.3f}, conciseness {ref['conciseness']:.3f}")
+    out = []
+    d = np.asarray(tr["good_both"]) - np.asarray(raw["good_both"])
+    mean, lo, hi = t_interval(d)
+    st = interval_status(lo, hi, 0.0, above=True)
+    out.append(make_claim(
+        paper=PAPER, source="reconstruction",
+        claim="on a small LM trained online with two rewards, the transformed sum yields a larger share of completions "
+        f"good in both (lexicon ≥ {th['lexicon']}, conciseness ≥ {th['conciseness']}) than the raw sum ({setting}; "
+        "the project's construction)",
+        measured=f"share good in both: transformed {m(tr['good_both']):.3f} vs raw {m(raw['good_both']):.3f}; "
+        f"difference {mean:.3f} [{lo:.3f}, {hi:.3f}] (95% t, {s} seeds); {st}; {common}",
+        status=st,
+        evidence=evidence("seeds", rule=RULES["lm_good_both"], seeds=s, estimate=mean, interval=(lo, hi)),
+    ))
+    weak = lambda x: np.minimum(np.asarray(x["good_lexicon"]), np.asarray(x["good_conciseness"]))
+    d = weak(tr) - weak(raw)
+    mean, lo, hi = t_interval(d)
+    st = interval_status(lo, hi, 0.0, above=True)
+    out.append(make_claim(
+        paper=PAPER, source="reconstruction",
+        claim="on the same small LM, the raw sum trades one property for the other more than the transformed sum: the "
+        "weaker property's share of good completions is larger under the transformed sum (the project's "
+        "construction)",
+        measured=f"min(share lexicon ≥ {th['lexicon']}, share conciseness ≥ {th['conciseness']}): transformed "
+        f"{m(weak(tr)):.3f} vs raw {m(weak(raw)):.3f}; difference {mean:.3f} [{lo:.3f}, {hi:.3f}] (95% t, {s} seeds); "
+        f"{st}; shares lexicon/conciseness raw {m(raw['good_lexicon']):.3f}/{m(raw['good_conciseness']):.3f}, "
+        f"transformed {m(tr['good_lexicon']):.3f}/{m(tr['good_conciseness']):.3f}",
+        status=st,
+        evidence=evidence("seeds", rule=RULES["lm_min_reward"], seeds=s, estimate=mean, interval=(lo, hi)),
+    ))
+    return out
 
 
 def _ok(ok: bool) -> str:
@@ -308,6 +528,8 @@ def claims(res: dict) -> list[dict]:
         status=_ok(ok),
         evidence=evidence("exact", rule=RULES["gradient"], estimate=gerr),
     ))
+    if "lm" in res:
+        out += _lm_claims(res)
     return out
 
 
@@ -393,8 +615,51 @@ def _plot_gradient(res: dict):
     return fig
 
 
+def _plot_lm(res: dict):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lm = res["lm"]
+    cfg = lm["config"]
+    ps = lm_per_seed(lm)
+    ref = lm_sample_stats(lm["reference_samples"], cfg["thresholds"])
+    labels = {"sum": "raw sum", "transformed_sum": "transformed sum"}
+    keys = ("good_both", "good_lexicon", "good_conciseness")
+    names = ("good in both", f"lexicon ≥ {cfg['thresholds']['lexicon']:g}",
+             f"conciseness ≥ {cfg['thresholds']['conciseness']:g}")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(keys))
+    for j, m in enumerate(LM_METHODS):
+        means = [float(np.mean(ps[m][k])) for k in keys]
+        axes[0].bar(x + (j - 0.5) * 0.35, means, 0.35, color=f"C{j}", alpha=0.7, label=labels[m])
+        for i, k in enumerate(keys):
+            axes[0].plot(np.full(len(ps[m][k]), x[i] + (j - 0.5) * 0.35), ps[m][k], "k.", ms=4)
+    axes[0].plot(x, [ref[k] for k in keys], "D", color="k", ms=5, ls="none", label="SFT reference")
+    axes[0].set_xticks(x, names)
+    axes[0].set_ylabel("share of held-out samples")
+    axes[0].set_title(f"bars: mean over {cfg['seeds']} seeds; dots: seeds", fontsize=9)
+    axes[0].legend(fontsize=8)
+    for j, m in enumerate(LM_METHODS):
+        axes[1].plot(ps[m]["lexicon"], ps[m]["conciseness"], "o", color=f"C{j}", ls="none", label=labels[m])
+        for a, b, k in zip(ps[m]["lexicon"], ps[m]["conciseness"], ps[m]["kl"], strict=True):
+            axes[1].annotate(f"KL {k:.1f}", (a, b), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    axes[1].plot([ref["lexicon"]], [ref["conciseness"]], "D", color="k", ls="none", label="SFT reference")
+    axes[1].set_xlabel("mean lexicon reward (scaled)")
+    axes[1].set_ylabel("mean conciseness reward (scaled)")
+    axes[1].set_title("per seed, held-out prompts (KL to the reference, MC)", fontsize=9)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("small LM, online RLOO on two rewards: raw vs log-sigmoid-transformed sum", fontsize=10)
+    return fig
+
+
 FIGURES = (("reward_transforms_and", _plot_fixed), ("reward_transforms_share", _plot_share),
            ("reward_transforms_hacking", _plot_hacking), ("reward_transforms_gradient", _plot_gradient))
+LM_FIGURES = (("reward_transforms_lm", _plot_lm),)
+
+
+def _figures(res: dict) -> tuple:
+    """The ``(name, draw)`` pairs of ``res``: the bandits', and the small LM's when ``res`` has that part."""
+    return FIGURES + (LM_FIGURES if "lm" in res else ())
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
@@ -407,4 +672,5 @@ def run(out: Path, *, quick: bool = True) -> dict:
 def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json``."""
     out = Path(out)
-    return draw_figures(out, read_results(out), FIGURES)
+    res = read_results(out)
+    return draw_figures(out, res, _figures(res))

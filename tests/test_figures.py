@@ -252,6 +252,18 @@ def _check_reward_transforms(figs, res):
         _has_line(a1, np.mean(ps[key], 0), kls, key)
     grid = np.asarray(cfg["grad_grid"])
     _has_line(figs["reward_transforms_gradient"].axes[0], 1 / (1 + np.exp(grid)), grid, "σ(r_ref − r)")
+    lm = res["lm"]
+    th = lm["config"]["thresholds"]
+    a0, a1 = figs["reward_transforms_lm"].axes[:2]
+    for m in lm["config"]["methods"]:
+        runs = sorted((r for r in lm["runs"] if r["method"] == m), key=lambda r: r["seed"])
+        lex = [np.mean(r["samples"]["lexicon"]) for r in runs]
+        con = [np.mean(r["samples"]["conciseness"]) for r in runs]
+        good_l = [np.asarray(r["samples"]["lexicon"]) >= th["lexicon"] for r in runs]
+        good_c = [np.asarray(r["samples"]["conciseness"]) >= th["conciseness"] for r in runs]
+        _has_bars(a0, [np.mean([np.mean(a & b) for a, b in zip(good_l, good_c, strict=True)]),
+                       np.mean([np.mean(a) for a in good_l]), np.mean([np.mean(b) for b in good_c])], f"{m} shares")
+        _has_line(a1, con, lex, f"{m}: per-seed mean rewards")
 
 
 def _check_maxmin(figs, res):

@@ -20,6 +20,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 import paper_repro  # noqa: E402
+from jalign import runtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -58,8 +59,11 @@ def kernel_environment(base: Path):
         mp.setenv("IPYTHONDIR", str(base / "ipython"))
         mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
         # the reproductions run with XLA's default optimisation level (tests/conftest.py lowers it for unit tests)
-        mp.setenv("XLA_FLAGS", " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                                        if f != "--xla_backend_optimization_level=0"))
+        # and with the reduction order the jalign command line pins (jalign.runtime.pin_reduction_order)
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != "--xla_backend_optimization_level=0"]
+        if runtime._xla_knows_flag(runtime.REDUCTION_FLAG) and runtime.REDUCTION_FLAG not in flags:
+            flags.append(runtime.REDUCTION_FLAG)
+        mp.setenv("XLA_FLAGS", " ".join(flags))
         mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         yield mp
 

@@ -19,7 +19,7 @@ import sys
 
 import jalign
 from jalign.errors import UserError
-from jalign.runtime import tune_host_allocator
+from jalign.runtime import pin_reduction_order, tune_host_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         tune_host_allocator()  # before any JAX computation starts the CPU client's threads (jalign.runtime)
-    except ValueError as e:  # a bad JALIGN_HOST_ALLOCATOR value
+        pin_reduction_order()  # results independent of the core count (jalign.runtime); before JAX starts
+    except ValueError as e:  # a bad JALIGN_HOST_ALLOCATOR or JALIGN_REDUCTIONS value
         print(f"jalign: {e}", file=sys.stderr)
         return 2
     parser = build_parser()

@@ -8,6 +8,7 @@ import pytest
 from _train_helpers import small_cfg
 
 from jalign import rewards as RW
+from jalign.data.builtin import lexicon_reward
 from jalign.errors import UserError
 from jalign.losses import LossSpec
 from jalign.train import online, plugins, train
@@ -73,6 +74,18 @@ def test_conciseness_reward_closed_form():
         fn(prompts, ids, mask, max_len=0)
     out = plugins.get_reward("combine:min:lexicon,conciseness")(prompts, ids, mask, conciseness={"max_len": 8})
     np.testing.assert_allclose(out["reward"], np.minimum(out["lexicon"], 1 - mask.sum(-1) / 8), rtol=1e-6)
+    # scale multiplies each reward; a bad scale is a UserError naming it
+    np.testing.assert_allclose(fn(prompts, ids, mask, max_len=8, scale=20.0), 20 * (1 - mask.sum(-1) / 8), rtol=1e-6)
+    lex = plugins.get_reward("lexicon")
+    texts = [b"the food was good", b"not good at all!!"]
+    tids = np.array([list(t) for t in texts])
+    want = np.asarray([lexicon_reward(t.decode()) for t in texts])
+    assert want[0] > 0 > want[1]
+    np.testing.assert_allclose(lex(prompts[:2], tids, np.ones_like(tids), scale=4.0), 4 * want, rtol=1e-6)
+    for name, f in (("conciseness", fn), ("lexicon", lex)):
+        for bad in (0.0, -1.0, float("inf"), True):
+            with pytest.raises(UserError, match=f"reward '{name}' argument scale="):
+                f(prompts, ids, mask, scale=bad)
 
 
 @pytest.mark.parametrize(("name", "kwargs", "match"), [

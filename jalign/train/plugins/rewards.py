@@ -2,10 +2,11 @@
 **online.reward_kwargs) -> rewards [N]`` (numpy, on the host).
 
 * ``lexicon`` — the sentiment lexicon scorer of :mod:`jalign.data.builtin`
-  (:func:`~jalign.data.builtin.lexicon_reward`, in (−1, 1)) on the decoded completion bytes;
+  (:func:`~jalign.data.builtin.lexicon_reward`, in (−1, 1)) on the decoded completion bytes, times ``scale``
+  (default 1; e.g. ``scale = 1/T`` puts the score on a Bradley–Terry logit scale of temperature T);
 * ``count_token`` — the fraction of response tokens equal to ``token`` (a scripted reward for tests and demos);
 * ``conciseness`` — 1 − min(n, ``max_len``)/``max_len`` for a completion of n response tokens (EOS included):
-  1 for an immediate EOS, 0 at ``max_len`` tokens or more;
+  1 for an immediate EOS, 0 at ``max_len`` tokens or more; times ``scale`` (default 1);
 * ``reward_model`` — trained reward models (:func:`jalign.models.load_reward_model` checkpoints): ``path`` one
   directory or a list of them (an ensemble), combined by ``mode`` = ``"mean"`` / ``"min"`` /
   ``"mean_minus_std"`` (``k``, ``ddof``; :func:`jalign.rewards.ensemble`); each scores prompt + completion at
@@ -57,11 +58,20 @@ def decode_completion(ids: np.ndarray, mask: np.ndarray) -> str:
 
 
 @register_reward("lexicon")
-def lexicon(prompt_ids, completion_ids, completion_mask) -> np.ndarray:
-    """Sentiment of each completion by the built-in lexicon scorer (:func:`jalign.data.builtin.lexicon_reward`)."""
+def lexicon(prompt_ids, completion_ids, completion_mask, *, scale: float = 1.0) -> np.ndarray:
+    """Sentiment of each completion by the built-in lexicon scorer (:func:`jalign.data.builtin.lexicon_reward`),
+    times ``scale``."""
+    _check_scale("lexicon", scale)
     ids, mask = np.asarray(completion_ids), np.asarray(completion_mask)
-    return np.asarray([lexicon_reward(decode_completion(i, m)) for i, m in zip(ids, mask, strict=True)],
-                      np.float32)
+    r = np.asarray([lexicon_reward(decode_completion(i, m)) for i, m in zip(ids, mask, strict=True)], np.float64)
+    return (float(scale) * r).astype(np.float32)
+
+
+def _check_scale(name: str, scale) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(float(scale)) and float(scale) > 0):
+        raise UserError(f"config online.reward_kwargs: reward {name!r} argument scale={scale!r} must be a finite "
+                        "number > 0")
 
 
 @register_reward("count_token")
@@ -98,13 +108,14 @@ def reward_model(prompt_ids, completion_ids, completion_mask, *, path, mode: str
 
 
 @register_reward("conciseness")
-def conciseness(prompt_ids, completion_ids, completion_mask, *, max_len: int = 48) -> np.ndarray:
-    """1 − min(n, max_len)/max_len with n the number of response tokens (the mask's sum, EOS included)."""
+def conciseness(prompt_ids, completion_ids, completion_mask, *, max_len: int = 48, scale: float = 1.0) -> np.ndarray:
+    """``scale``·(1 − min(n, max_len)/max_len) with n the number of response tokens (the mask's sum, EOS included)."""
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
         raise UserError(f"config online.reward_kwargs: reward 'conciseness' argument max_len={max_len!r} must be an "
                         "integer >= 1")
-    n = np.asarray(completion_mask, np.float32).sum(-1)
-    return (1.0 - np.minimum(n, max_len) / max_len).astype(np.float32)
+    _check_scale("conciseness", scale)
+    n = np.asarray(completion_mask, np.float64).sum(-1)
+    return (float(scale) * (1.0 - np.minimum(n, max_len) / max_len)).astype(np.float32)
 
 
 _RESERVED = ("weights", "refs")
