@@ -356,6 +356,18 @@ def build_model(cfg: ModelConfig, params: dict[str, Any], shardings: dict[str, A
     return nnx.merge(gd, st)
 
 
+def _checkpoint_config(path) -> tuple[Path, Path, dict]:
+    """``(path, path/config.json, its dict)`` of a Hugging Face directory; pickle files and a missing
+    ``config.json`` are refused (the shared start of :func:`load_pretrained` and :func:`load_reward_model`)."""
+    path = Path(path)
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise MissingFileError(f"{path}: config.json not found")
+    return path, cfg_file, read_config_json(cfg_file)
+
+
 def load_pretrained(path: str | Path, *, mesh=None, rules=None, **overrides) -> CausalLM:
     """Load a Hugging Face GPT-2 / Llama / Qwen2 checkpoint (safetensors + config.json) as a :class:`CausalLM`.
 
@@ -375,13 +387,7 @@ def load_pretrained(path: str | Path, *, mesh=None, rules=None, **overrides) -> 
         file, and the first incomplete tensor); NaN weights; names/shapes that do not match the config.
       MissingFileError: no ``config.json`` or no safetensors file.
     """
-    path = Path(path)
-    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
-        _refuse_pickle(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.exists():
-        raise MissingFileError(f"{path}: config.json not found")
-    d = read_config_json(cfg_file)
+    path, cfg_file, d = _checkpoint_config(path)
     if is_sequence_classification(d):
         raise FileFormatError(f"{cfg_file}: architectures={d.get('architectures')} is a sequence-classification "
                               "(reward) model; load it with jalign.models.load_reward_model")
@@ -482,13 +488,7 @@ def load_reward_model(path: str | Path, *, num_labels: int | None = None, **over
         every error of :func:`load_pretrained`.
       MissingFileError: no ``config.json`` or no safetensors file.
     """
-    path = Path(path)
-    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
-        _refuse_pickle(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.exists():
-        raise MissingFileError(f"{path}: config.json not found")
-    d = read_config_json(cfg_file)
+    path, cfg_file, d = _checkpoint_config(path)
     if not is_sequence_classification(d):
         raise FileFormatError(f"{cfg_file}: architectures={d.get('architectures')} is not a "
                               "*ForSequenceClassification reward model; to start one from a causal LM use "
