@@ -17,6 +17,9 @@ A raw sum Σ_i r_i lets one property be traded for another; the transformed sum 
   (r̄ − k·s, population or unbiased std).
 * :func:`reference_quantile` — r_ref(x) as the q-quantile of the rewards of S samples of the reference
   policy for each prompt (the paper uses a quantile of the base policy's rewards; q is a parameter).
+* :func:`calibrate` — the empirical calibrated reward of InfAlign/CTRL (Balashankar et al., 2024, arXiv
+  2412.19792): C(y) = μ̂(r < r(y)) + ½·μ̂(r = r(y)) against m reference samples of the same prompt.
+* :func:`ctrl_transform` — CTRL's transform Φ of the calibrated reward: c, exp(t·c) or −exp(−t·c).
 
 Pure functions of arrays (jax / numpy only): jit-able and vmap-able. Input checks run on concrete values
 only and are skipped under tracing.
@@ -301,3 +304,98 @@ def ensemble(member_rewards, mode="mean", *, k=1.0, ddof=0):
         raise ValueError(f"{fn}: ddof=1 needs at least 2 members, got {m}")
     std = jnp.sqrt(jnp.square(r - mean).sum(axis=0) / (m - ddof))
     return mean - k * std
+
+
+CTRL_TRANSFORMS = ("identity", "exp", "neg_exp")
+
+
+def calibrate(rewards_N, ref_rewards_NxM):
+    """Empirical calibrated reward: the share of m reference rewards below r(y), ties counting ½.
+
+    For each row i, with the m reference rewards ρ_i1, …, ρ_im of row i's prompt (rewards of samples of the
+    reference policy μ),
+
+        C_i = (1/m) Σ_j [1(ρ_ij < r_i) + ½·1(ρ_ij = r_i)] = μ̂(r < r_i) + ½·μ̂(r = r_i) ∈ [0, 1],
+
+    the calibrated reward of InfAlign with μ replaced by the empirical distribution μ̂ of the m samples (for a
+    finite set of outputs it equals :func:`jalign.envs.calibrated_rewards` with μ = μ̂). C_i is the expected
+    win (ties ½) of r_i against one reference sample, so it is unchanged by any strictly increasing transform
+    of r applied to both arguments.
+
+    Args:
+      rewards_N: ``[N]`` rewards r_i of the outputs to calibrate.
+      ref_rewards_NxM: ``[N, m]`` (m ≥ 1) reference rewards of row i's prompt (rows of one prompt repeat
+        them), or ``[m]``: one reference set for every row.
+
+    Returns:
+      ``[N]`` C_i in [0, 1], float32 or wider (multiples of 1/(2m)).
+
+    Raises:
+      ValueError: if the shapes do not fit, m = 0, or concrete values are not finite.
+
+    References:
+      Balashankar et al., *InfAlign: Inference-aware language model alignment*, 2024, arXiv 2412.19792.
+
+    >>> import jax.numpy as jnp
+    >>> calibrate(jnp.array([0.0, 1.0, 2.0]), jnp.array([0.0, 1.0, 1.0, 3.0])).tolist()
+    [0.125, 0.5, 0.75]
+    """
+    fn = "calibrate"
+    if np.ndim(rewards_N) != 1:
+        raise ValueError(f"{fn}: argument rewards_N of shape {np.shape(rewards_N)} must be 1-D [N]")
+    n = np.shape(rewards_N)[0]
+    ref_shape = np.shape(ref_rewards_NxM)
+    if not (len(ref_shape) == 1 or (len(ref_shape) == 2 and ref_shape[0] == n)) or ref_shape[-1] < 1:
+        raise ValueError(f"{fn}: argument ref_rewards_NxM of shape {ref_shape} must be [N, m] with N={n} "
+                         "(or [m]), m >= 1")
+    for name, v in (("rewards_N", rewards_N), ("ref_rewards_NxM", ref_rewards_NxM)):
+        if is_concrete(v) and not np.all(np.isfinite(np.asarray(v, np.float64))):
+            raise ValueError(f"{fn}: argument {name} must be finite")
+    r = _float(rewards_N)
+    ref = jnp.broadcast_to(_float(ref_rewards_NxM), (n, ref_shape[-1])).astype(r.dtype)
+    below = jnp.mean((ref < r[:, None]).astype(r.dtype), axis=-1)
+    ties = jnp.mean((ref == r[:, None]).astype(r.dtype), axis=-1)
+    return below + 0.5 * ties
+
+
+def ctrl_transform(calibrated, kind: str = "exp", t=1.0):
+    """CTRL's transform Φ of the calibrated reward, elementwise: ``"identity"`` c, ``"exp"`` exp(t·c),
+    ``"neg_exp"`` −exp(−t·c).
+
+    All three are strictly increasing in c for t > 0. Balashankar et al. propose exp(t·c) for best-of-n and
+    −exp(−t·c) for worst-of-n decoding, t a hyperparameter chosen per n and KL budget.
+
+    Args:
+      calibrated: C, any shape (in [0, 1] for a calibrated reward; not checked).
+      kind: one of :data:`CTRL_TRANSFORMS`.
+      t: the transform's temperature, a finite scalar > 0 (unused for ``"identity"``).
+
+    Returns:
+      Φ(C), the shape of ``calibrated``, float32 or wider.
+
+    Raises:
+      ValueError: an unknown ``kind``, or a concrete t that is not a finite scalar > 0.
+
+    References:
+      Balashankar et al., *InfAlign: Inference-aware language model alignment*, 2024, arXiv 2412.19792.
+
+    >>> import jax.numpy as jnp
+    >>> [round(v, 4) for v in ctrl_transform(jnp.array([0.0, 0.5, 1.0]), "exp", 2.0).tolist()]
+    [1.0, 2.7183, 7.3891]
+    """
+    fn = "ctrl_transform"
+    if kind not in CTRL_TRANSFORMS:
+        raise ValueError(f"{fn}: argument kind={kind!r} must be one of {CTRL_TRANSFORMS}")
+    if np.ndim(t) != 0:
+        raise ValueError(f"{fn}: argument t={t!r} must be a scalar")
+    if is_concrete(t):
+        v = np.asarray(t)
+        if isinstance(t, bool) or not np.issubdtype(v.dtype, np.number) or not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{fn}: argument t={t!r} must be a finite scalar > 0")
+    c = _float(calibrated)
+    if kind == "identity":
+        return c
+    t = jnp.asarray(t, c.dtype)
+    if kind == "exp":
+        return jnp.exp(t * c)
+    return -jnp.exp(-t * c)
