@@ -102,3 +102,50 @@ def test_claim_rules_pass_fail_and_inconclusive_on_synthetic_results():
                        ari_last=[0.8, 1.0, 0.85, 0.99], gain=[2.0, 1.0, 1.5, 1.2], loss=[1.0, 1.8, 1.2, 1.4])
     st = [c["status"] for c in repro.claims(mixed)]
     assert st[3] == "inconclusive" and st[6] == "inconclusive"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The small-LM half: synthetic results (the claims' pass rules) and the committed run (recomputed with numpy)
+
+def _lm_samples(rates, k=4, p=2):
+    """Held-out samples whose win rate vs an all-zero reference is rates[g] for each group's true reward."""
+    out = {"logp": [0.0] * (k * p), "ref_logp": [0.0] * (k * p), "length": [10] * (k * p)}
+    for key, rate in zip(("lexicon", "conciseness"), rates, strict=True):
+        wins = round(rate * k * p)
+        out[key] = [1.0] * wins + [-1.0] * (k * p - wins)
+    return out
+
+
+def _lm_synthetic(single, maxmin, ari):
+    """``single``/``maxmin``: per seed (majority, minority) win rates in multiples of 1/8."""
+    runs = [{"method": m, "seed": s, "history": [{"step": 1, "reward/maxmin/group": 1.0}],
+             "samples": _lm_samples(rates)} for m, per in (("single", single), ("maxmin", maxmin))
+            for s, rates in enumerate(per)]
+    zero = {"lexicon": [0.0] * 8, "conciseness": [0.0] * 8, "logp": [0.0] * 8, "ref_logp": [0.0] * 8,
+            "length": [10] * 8}
+    pool = {"prompt_index": [0, 0, 1, 1], "texts": ["a"] * 4, "lexicon": [0.0, 1.0, 0.0, 2.0],
+            "conciseness": [1.0, 0.0, 3.0, 0.0]}
+    rms = {"g0": {"pool_scores": [0.0, 1.0, 0.0, 1.0]}, "g1": {"pool_scores": [1.0, 0.0, 1.0, 0.0]},
+           "pooled": {"pool_scores": [0.0, 1.0, 1.0, 0.0]}}
+    cfg = {"num_users": 20, "minority_users": 6, "labels_per_user": 40, "rm_steps": 2, "num_samples": 4,
+           "rl_steps": 2, "heldout_prompts": ["x", "y"], "eval_samples_per_prompt": 4}
+    return {"lm": {"config": cfg, "runs": runs, "reference_samples": zero, "pool": pool, "reward_models": rms,
+                   "em": {"ari": list(ari)}}}
+
+
+def test_lm_claim_rules_pass_fail_and_inconclusive_on_synthetic_results():
+    single = [(0.875, 0.25), (0.875, 0.125), (0.75, 0.25)]
+    maxmin = [(0.75, 0.625), (0.75, 0.75), (0.75, 0.625)]
+    cl = repro._lm_claims(_lm_synthetic(single, maxmin, [0.95, 0.97, 1.0]))
+    assert [c["status"] for c in cl] == ["holds"] * 3
+    assert all(c["source"] == "reconstruction" and c["evidence"]["rule"] in repro.RULES.values() for c in cl)
+    # worst group: maxmin − single = 0.375, 0.625, 0.375
+    assert cl[0]["evidence"]["estimate"] == pytest.approx(np.mean([0.375, 0.625, 0.375]))
+    cl = repro._lm_claims(_lm_synthetic(maxmin, single, [0.3, 0.4, 0.35]))
+    assert [c["status"] for c in cl] == ["does not hold"] * 3
+    mixed = [(0.75, 0.625), (0.75, 0.0), (0.75, 0.5)]  # one seed where MaxMin fails the minority
+    cl = repro._lm_claims(_lm_synthetic(single, mixed, [0.8, 1.0, 0.85]))
+    assert [c["status"] for c in cl] == ["inconclusive"] * 3
+    # the RM accuracy on the pool: g0 orders lexicon perfectly and conciseness backwards
+    acc = repro.lm_rm_accuracy(_lm_synthetic(single, maxmin, [1.0] * 3)["lm"])
+    assert acc["g0/lexicon"] == 1.0 and acc["g0/conciseness"] == 0.0 and acc["g1/conciseness"] == 1.0
