@@ -53,7 +53,8 @@ from pathlib import Path
 from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "maxmin"
-DESCRIPTION = "MaxMin-RLHF: single-reward impossibility, EM recovery of user groups, egalitarian policy (bandit)"
+DESCRIPTION = ("MaxMin-RLHF: single-reward impossibility, EM recovery of user groups, egalitarian policy (bandit); "
+               "simulated annotators, reward models per EM group, MaxMin vs single-reward RLOO (small LM)")
 
 PAPER = "Chakraborty et al., MaxMin-RLHF: Alignment with Diverse Human Preferences, ICML 2024 (arXiv 2402.08925)"
 
@@ -398,7 +399,8 @@ LM_USERS = 20
 
 
 def lm_settings(quick: bool) -> dict:
-    """Settings of the small-LM half (quick: CPU, ≈ 8 min on 2 loaded cores; full: more seeds and RL steps)."""
+    """Settings of the small-LM half (quick: CPU, 16 min in the committed run on 2 cores shared at load ≈ 11; full:
+    more seeds and RL steps)."""
     return {
         "seeds": 3 if quick else 5,
         "sft_steps": 120,
