@@ -12,7 +12,8 @@ A raw sum Σ_i r_i lets one property be traded for another; the transformed sum 
 
 * :func:`log_sigmoid_transform` — u = log σ(r − r_ref), elementwise (stable for any float32 difference).
 * :func:`combine` — ``"sum"`` Σ_i w_i·r_i, ``"transformed_sum"`` Σ_i w_i·log σ(r_i − r_ref,i),
-  ``"min"`` min_i w_i·r_i.
+  ``"min"`` min_i w_i·r_i (per output), ``"maxmin"`` the whole batch's rewards of the group whose mean
+  (reference-relative) reward is lowest (MaxMin-RLHF's step; :func:`maxmin_group`).
 * :func:`ensemble` — one reward from M reward models' scores: ``"mean"``, ``"min"``, ``"mean_minus_std"``
   (r̄ − k·s, population or unbiased std).
 * :func:`reference_quantile` — r_ref(x) as the q-quantile of the rewards of S samples of the reference
@@ -44,7 +45,7 @@ import numpy as np
 
 from jalign.numerics import is_concrete
 
-COMBINE_MODES = ("sum", "transformed_sum", "min")
+COMBINE_MODES = ("sum", "transformed_sum", "min", "maxmin")
 
 
 def _float(x):
@@ -122,12 +123,21 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     * ``"min"``: min_i w_i·r_i — the worst component of the weighted rewards (the egalitarian combination;
       for positive weights and rewards of one sign this is the minimum after rescaling each reward by w_i.
       A zero weight makes that component 0, it does not remove it: drop the reward from the list instead).
+    * ``"maxmin"``: u_g* with u_i = w_i·(r_i − r_ref,i) and g* = argmin_i mean(u_i) over *all* outputs
+      (:func:`maxmin_group`): the rewards of the group that is worst off on this batch, the same group for
+      every output. This is the step of MaxMin-RLHF (Chakraborty et al., 2024, Algorithm 1): at each
+      iteration the policy is updated on the reward of the group with the lowest expected reward, estimated
+      on the current samples. ``ref_rewards_list`` is optional (default 0): each group's utility is read
+      relative to its reference value (a Bradley–Terry reward is identified only up to a constant per
+      group, so compare groups relative to, e.g., their mean reward under the reference policy). It is not
+      ``"min"``, the per-output minimum over groups.
 
     Args:
       rewards_list: a sequence of M ≥ 1 reward arrays of one shape (or an array whose leading axis is M).
-      mode: ``"sum"``, ``"transformed_sum"`` or ``"min"``.
-      ref_rewards_list: for ``"transformed_sum"`` only: M reference rewards r_ref,i, each broadcastable
-        against the rewards (e.g. per-prompt ``[N, 1]`` against ``[N, S]``; see :func:`reference_quantile`).
+      mode: ``"sum"``, ``"transformed_sum"``, ``"min"`` or ``"maxmin"``.
+      ref_rewards_list: for ``"transformed_sum"`` (required) and ``"maxmin"`` (optional) only: M reference
+        rewards r_ref,i, each broadcastable against the rewards (e.g. per-prompt ``[N, 1]`` against ``[N, S]``;
+        see :func:`reference_quantile`).
       weights: ``[M]`` non-negative weights, default all 1.
 
     Returns:
@@ -157,6 +167,8 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
         raise ValueError(f"combine: the arrays in rewards_list must have one shape, got shapes {shapes}")
     w = _check_weights(weights, m)
 
+    if mode == "maxmin":
+        return _maxmin(rewards_list, ref_rewards_list, w, shapes[0])[0]
     if mode == "transformed_sum":
         if ref_rewards_list is None:
             raise ValueError("combine: mode='transformed_sum' needs ref_rewards_list (one reference per reward)")
@@ -179,7 +191,7 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     else:
         if ref_rewards_list is not None:
             raise ValueError(
-                f"combine: ref_rewards_list is only used by mode='transformed_sum', not mode={mode!r}"
+                f"combine: ref_rewards_list is only used by modes 'transformed_sum' and 'maxmin', not mode={mode!r}"
             )
         parts = [_float(r) for r in rewards_list]
 
@@ -189,6 +201,68 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     if mode == "min":
         return jnp.min(stacked, axis=0)
     return jnp.sum(stacked, axis=0)
+
+
+def _ref_list(fn, ref_rewards_list, m, shape):
+    if isinstance(ref_rewards_list, (jax.Array, np.ndarray)) and np.ndim(ref_rewards_list) >= 1:
+        ref_rewards_list = list(ref_rewards_list)
+    if not isinstance(ref_rewards_list, Sequence) or len(ref_rewards_list) != m:
+        n = len(ref_rewards_list) if isinstance(ref_rewards_list, Sequence) else ref_rewards_list
+        raise ValueError(f"{fn}: argument ref_rewards_list must hold {m} references (one per reward), got {n!r}")
+    for i, (ref, r_shape) in enumerate(zip(ref_rewards_list, [shape] * m, strict=True)):
+        if _broadcast_shape(fn, ("rewards", f"ref_rewards_list[{i}]"), np.zeros(r_shape), ref) != r_shape:
+            raise ValueError(f"{fn}: ref_rewards_list[{i}] of shape {np.shape(ref)} must broadcast to the rewards' "
+                             f"shape {r_shape}")
+    return ref_rewards_list
+
+
+def _maxmin(rewards_list, ref_rewards_list, w, shape):
+    """(u_g*, g*) of :func:`combine` mode ``"maxmin"`` (checked inputs, ``w`` None or ``[M]``)."""
+    m = len(rewards_list)
+    u = jnp.stack([_float(r) for r in rewards_list])  # [M, ...]
+    if ref_rewards_list is not None:
+        refs = _ref_list("combine", ref_rewards_list, m, shape)
+        u = u - jnp.stack([jnp.broadcast_to(_float(ref), shape) for ref in refs]).astype(u.dtype)
+    if w is not None:
+        u = u * w.reshape((m,) + (1,) * (u.ndim - 1))
+    g = jnp.argmin(jnp.mean(u.reshape(m, -1), axis=1)).astype(jnp.int32)  # the first of tied groups
+    return u[g], g
+
+
+def maxmin_group(rewards_list, *, ref_rewards_list=None, weights=None):
+    """The group MaxMin-RLHF optimises on a batch: g* = argmin_i mean(w_i·(r_i − r_ref,i)).
+
+    The mean runs over every output of the batch (the Monte Carlo estimate of each group's expected,
+    reference-relative reward under the policy that drew the samples); ties go to the first group.
+    ``combine(rewards_list, "maxmin", ...)`` returns that group's u_g* = w_g*·(r_g* − r_ref,g*).
+
+    Args:
+      rewards_list: M ≥ 1 reward arrays of one shape (one per group's reward model), or an ``[M, ...]`` array.
+      ref_rewards_list: optional M references, each broadcastable against the rewards (default 0).
+      weights: optional ``[M]`` non-negative weights (default all 1).
+
+    Returns:
+      The index g* (int32 scalar).
+
+    References:
+      Chakraborty et al., *MaxMin-RLHF: Alignment with Diverse Human Preferences*, ICML 2024,
+      arXiv 2402.08925 (Algorithm 1).
+
+    >>> import jax.numpy as jnp
+    >>> int(maxmin_group([jnp.array([1.0, 2.0]), jnp.array([0.0, 5.0])]))  # means 1.5 and 2.5
+    0
+    >>> int(maxmin_group([jnp.array([1.0, 2.0]), jnp.array([0.0, 5.0])], ref_rewards_list=[0.0, 2.0]))
+    1
+    """
+    if isinstance(rewards_list, (jax.Array, np.ndarray)):
+        rewards_list = list(rewards_list)
+    if not isinstance(rewards_list, Sequence) or isinstance(rewards_list, str) or len(rewards_list) == 0:
+        raise ValueError(f"maxmin_group: argument rewards_list={rewards_list!r} must be a non-empty sequence of arrays")
+    shapes = [tuple(np.shape(r)) for r in rewards_list]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"maxmin_group: the arrays in rewards_list must have one shape, got shapes {shapes}")
+    w = _check_weights(weights, len(rewards_list))
+    return _maxmin(rewards_list, ref_rewards_list, w, shapes[0])[1]
 
 
 def reference_quantile(rewards_NxS, q):

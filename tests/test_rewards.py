@@ -148,7 +148,7 @@ def test_bad_inputs_raise_value_errors():
         rewards.combine(r, "transformed_sum", ref_rewards_list=[jnp.zeros(2), 0.0])
     with pytest.raises(ValueError, match="must broadcast to the rewards' shape"):
         rewards.combine(r, "transformed_sum", ref_rewards_list=[jnp.zeros((2, 3)), 0.0])
-    with pytest.raises(ValueError, match="only used by mode='transformed_sum'"):
+    with pytest.raises(ValueError, match="only used by modes 'transformed_sum' and 'maxmin'"):
         rewards.combine(r, "sum", ref_rewards_list=[0.0, 0.0])
     with pytest.raises(ValueError, match=r"weights=\[1.0, -0.5\]"):
         rewards.combine(r, "sum", weights=[1.0, -0.5])
@@ -296,3 +296,38 @@ def test_calibrate_errors():
         rewards.calibrate(np.zeros(2), np.zeros((2, 0)))
     with pytest.raises(ValueError, match=r"argument ref_rewards_NxM must be finite"):
         rewards.calibrate(np.zeros(2), np.array([[0.0, np.nan], [1.0, 2.0]]))
+
+
+def _np_maxmin(rs, refs, w):
+    """numpy transcription of MaxMin-RLHF's step: u_i = w_i·(r_i − ref_i), g* = first argmin_i of mean(u_i)."""
+    u = np.stack([wi * (np.asarray(r, np.float64) - np.broadcast_to(ref, np.shape(r)))
+                  for r, ref, wi in zip(rs, refs, w, strict=True)])
+    means = u.reshape(len(rs), -1).mean(1)
+    g = int(np.flatnonzero(means == means.min())[0])
+    return u[g], g
+
+
+def test_maxmin_mode_picks_the_worst_off_group_of_the_batch_like_numpy(rng):
+    for trial in range(20):
+        m, shape = 1 + trial % 4, ((6,), (3, 5))[trial % 2]
+        rs = [rng.normal(size=shape) + rng.normal() for _ in range(m)]
+        refs = [rng.normal(size=shape[:1] + (1,) * (len(shape) - 1)) for _ in range(m)]
+        w = rng.uniform(0.5, 2.0, size=m)
+        want, g = _np_maxmin(rs, refs, w)
+        assert int(rewards.maxmin_group(rs, ref_rewards_list=refs, weights=w)) == g
+        got = rewards.combine(rs, "maxmin", ref_rewards_list=refs, weights=w)
+        assert got.shape == shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        want0, g0 = _np_maxmin(rs, [0.0] * m, np.ones(m))  # defaults: no references, unit weights
+        assert int(rewards.maxmin_group(rs)) == g0
+        np.testing.assert_allclose(rewards.combine(rs, "maxmin"), want0, rtol=1e-6)
+    # the batch mean decides, not each output: group 1 is worse on average but better on output 0
+    a, b = jnp.array([0.0, 3.0, 3.0]), jnp.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(rewards.combine([a, b], "maxmin"), b)
+    np.testing.assert_allclose(rewards.combine([a, b], "min"), [0.0, 0.0, 0.0])  # per output: a different thing
+    assert int(rewards.maxmin_group([a, a])) == 0  # ties: the first group
+    assert int(jax.jit(rewards.maxmin_group)([a, b])) == 1  # jit-able
+    with pytest.raises(ValueError, match="must hold 2 references"):
+        rewards.combine([a, b], "maxmin", ref_rewards_list=[0.0])
+    with pytest.raises(ValueError, match="one shape"):
+        rewards.maxmin_group([a, jnp.zeros(2)])

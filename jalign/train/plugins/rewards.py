@@ -13,25 +13,31 @@
   its last real token. Prompt padding is recognised by ``pad_id`` (default: the first model's
   ``pad_token_id``). Models are loaded once per set of arguments.
 * ``combine:<mode>:<components>`` — several registered rewards combined by :func:`jalign.rewards.combine`
-  (raw sum, sum of log-sigmoid-transformed rewards = AND, or minimum); every component is logged.
+  (raw sum, sum of log-sigmoid-transformed rewards = AND, per-sample minimum, or MaxMin: the worst-off
+  group per batch); every component is logged.
 
 Combined rewards (``online.reward = "combine:<mode>:<component>,<component>,..."``):
 
-* ``<mode>``: ``sum`` (Σ_i w_i·r_i), ``transformed_sum`` (Σ_i w_i·log σ(r_i − r_ref,i), Wang et al., 2024) or
-  ``min`` (min_i w_i·r_i);
+* ``<mode>``: ``sum`` (Σ_i w_i·r_i), ``transformed_sum`` (Σ_i w_i·log σ(r_i − r_ref,i), Wang et al., 2024),
+  ``min`` (min_i w_i·r_i, per sample) or ``maxmin`` (MaxMin-RLHF, Chakraborty et al., 2024: per sampled batch,
+  the rewards w_g·(r_g − r_ref,g) of the one component g whose batch mean is lowest — the group that is worst
+  off under the current policy; :func:`jalign.rewards.maxmin_group`);
 * ``<component>``: ``[<label>=]<registered reward>``; the label (default: the reward's name) names the
   component's keyword arguments and its logged metrics, so one reward can appear twice under two labels
   (``a=count_token,b=count_token``);
 * ``online.reward_kwargs.<label>``: that component's own keyword arguments (a dict; optional);
 * ``online.reward_kwargs.weights``: one non-negative weight per component (optional, default all 1);
-* ``online.reward_kwargs.refs`` (``transformed_sum`` only, required): one reference per component, either a
+* ``online.reward_kwargs.refs`` (``transformed_sum``: required; ``maxmin``: optional, default 0, the value each
+  group's utility is read against, e.g. its reward model's mean on reference samples): one reference per component, either a
   number (a fixed r_ref) or ``"quantile:<q>"``: per prompt, the q-quantile of that component's rewards over the
   K samples of the prompt in the batch (:func:`jalign.rewards.reference_quantile`). The paper takes the
   quantile over samples of the *base* policy; online, the samples are the current policy's, so the reference
   moves with training (a group-relative reference, like GRPO's baseline).
 
 The combined reward returns ``{"reward": combined, "<label>": r_i, "<label>/transformed": log σ(r_i −
-r_ref,i)}`` (the last for ``transformed_sum`` only); the online loop logs the mean of every part as
+r_ref,i)}`` (the last for ``transformed_sum`` only), and for ``maxmin`` also ``"maxmin/group"`` (g, the same for
+every sample of the batch, so its logged mean is the index of the group optimised at that step); the online loop
+logs the mean of every part as
 ``reward/<part>`` (the combined reward itself as ``reward/mean``, as for any reward).
 
 Calibrated rewards, CTRL (``online.reward = "ctrl:<base reward>:<file>[,transform=<kind>][,t=<t>]"``;
@@ -240,15 +246,15 @@ class CombinedReward:
                            f"component {self.labels}")
             weights = np.asarray(w, np.float32)
         refs = None
-        if self.mode == "transformed_sum":
+        if self.mode == "transformed_sum" or (self.mode == "maxmin" and kwargs.get("refs") is not None):
             r = kwargs.get("refs")
             if not isinstance(r, (list, tuple)) or len(r) != m:
                 raise _bad(f"online.reward_kwargs.refs={r!r}: online.reward={self.name!r} needs a list of {m} "
                            f"references, one per component {self.labels} (numbers or 'quantile:<q>')")
             refs = [_parse_ref(lab, i, v) for i, (lab, v) in enumerate(zip(self.labels, r, strict=True))]
         elif kwargs.get("refs") is not None:
-            raise _bad(f"online.reward_kwargs.refs={kwargs['refs']!r} is only used by mode 'transformed_sum', not "
-                       f"{self.mode!r} (online.reward={self.name!r})")
+            raise _bad(f"online.reward_kwargs.refs={kwargs['refs']!r} is only used by modes 'transformed_sum' and "
+                       f"'maxmin', not {self.mode!r} (online.reward={self.name!r})")
         comp_kwargs = []
         for label, reward, fn in zip(self.labels, self.rewards, self.fns, strict=True):
             ck = kwargs.get(label) or {}
@@ -281,9 +287,13 @@ class CombinedReward:
         if refs is not None:
             ref_arrays = [np.full_like(r, v) if not isinstance(v, tuple) else _group_quantile(prompt_ids, r, v[1])
                           for r, v in zip(values, refs, strict=True)]
-            for label, r, ref in zip(self.labels, values, ref_arrays, strict=True):
-                parts[f"{label}/transformed"] = np.asarray(RW.log_sigmoid_transform(r, ref), np.float32)
+            if self.mode == "transformed_sum":
+                for label, r, ref in zip(self.labels, values, ref_arrays, strict=True):
+                    parts[f"{label}/transformed"] = np.asarray(RW.log_sigmoid_transform(r, ref), np.float32)
         combined = RW.combine(values, self.mode, ref_rewards_list=ref_arrays, weights=weights)
+        if self.mode == "maxmin":
+            g = int(RW.maxmin_group(values, ref_rewards_list=ref_arrays, weights=weights))
+            parts["maxmin/group"] = np.full(len(values[0]), g, np.float32)
         return {"reward": np.asarray(combined, np.float32), **parts}
 
 
