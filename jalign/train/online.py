@@ -98,7 +98,7 @@ def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, 
     the trainer's recomputed sequence log-prob of the same ids (tested).
 
     With ``ref_params`` the tokens come from the geometric mixture of :func:`mixture_logits` (weight
-    ``mixture_beta`` on the reference; two KV caches, :func:`_kv_mixture_sample`) and ``logps`` are under the
+    ``mixture_beta`` on the reference; two KV caches, :func:`_kv_mixture_jit`) and ``logps`` are under the
     mixture; at ``mixture_beta`` = 0 the samples equal those without ``ref_params`` bit for bit (same key).
     """
     if temperature <= 0:
@@ -109,14 +109,12 @@ def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, 
 
     from jalign.models import sample as kv_sample
 
-    mix = jax.jit(functools.partial(_kv_mixture_sample, graphdef, max_new_tokens=max_new_tokens,
-                                    temperature=1.0 if greedy else temperature, greedy=greedy, eos_id=eos_id,
-                                    pad_id=pad_id, mixture_beta=mixture_beta))
-
     def sample(params, model_state, prompt_ids, prompt_mask, key, ref_params=None):
         if ref_params is not None:
-            return mix(params, ref_params, model_state, jnp.asarray(prompt_ids, jnp.int32),
-                       jnp.asarray(prompt_mask).astype(bool), key)
+            return _kv_mixture_jit(graphdef, params, ref_params, model_state, jnp.asarray(prompt_ids, jnp.int32),
+                                   jnp.asarray(prompt_mask).astype(bool), key, jnp.float32(mixture_beta),
+                                   jnp.float32(1.0 if greedy else temperature), max_new_tokens=max_new_tokens,
+                                   greedy=greedy, eos_id=eos_id, pad_id=pad_id)
         model = nnx.merge(graphdef, params, model_state)
         model = getattr(model, "policy", model)  # an ActorCritic (ppo): sample from its policy
         out = kv_sample(model, prompt_ids, prompt_mask, key=key, max_new_tokens=max_new_tokens,
@@ -131,8 +129,9 @@ def make_kv_sampler(graphdef, *, max_new_tokens: int, temperature: float = 1.0, 
     return sample
 
 
-def _kv_mixture_sample(graphdef, params, ref_params, model_state, ids, mask, key, *, max_new_tokens: int,
-                       temperature: float, greedy: bool, eos_id: int, pad_id: int, mixture_beta: float):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "eos_id", "pad_id"))
+def _kv_mixture_jit(graphdef, params, ref_params, model_state, ids, mask, key, mixture_beta, temperature, *,
+                    max_new_tokens: int, greedy: bool, eos_id: int, pad_id: int):
     """:func:`jalign.models.sample`'s loop (prefill, one token per step, the same key schedule and the same
     ``filter_logits``) over two KV caches, the policy's and the reference's, drawing each token from
     :func:`mixture_logits`; returns the :func:`make_kv_sampler` fields."""
@@ -166,7 +165,7 @@ def _kv_mixture_sample(graphdef, params, ref_params, model_state, ids, mask, key
             tok = jnp.argmax(z, axis=-1).astype(jnp.int32)
             lp = jnp.zeros((b,), jnp.float32)
         else:
-            q = jax.nn.log_softmax(filter_logits(z, jnp.float32(temperature)), axis=-1)
+            q = jax.nn.log_softmax(filter_logits(z, temperature), axis=-1)
             tok = jax.random.categorical(sub, q, axis=-1).astype(jnp.int32)
             lp = jnp.take_along_axis(q, tok[:, None], axis=-1)[:, 0]
         active = ~done
