@@ -116,6 +116,30 @@ def seeded(values, threshold: float, *, above: bool, rule: str) -> tuple[str, di
     return _seeded(mean, lo, hi, n, threshold, above, rule)
 
 
+def seeded_all(parts, threshold: float, *, above: bool, rule: str) -> tuple[str, dict, str]:
+    """A conjunction of seeded claims "every per-seed statistic of ``parts`` lies above (``above``) / below
+    ``threshold``"; ``parts`` is a list of ``(name, values)``. Each part is decided by :func:`seeded`; the
+    conjunction holds when every part holds, does not hold when some part does not hold, and is inconclusive
+    otherwise. The evidence is the deciding part's: the failing part, else the first inconclusive one, else the
+    part whose interval comes closest to ``threshold``. The text gives every part's interval."""
+    res = [(name, *seeded(v, threshold, above=above, rule=rule)) for name, v in parts]
+    if not res:
+        raise ValueError("seeded_all needs at least one part")
+    failing = [r for r in res if r[1] == "does not hold"]
+    open_ = [r for r in res if r[1] == "inconclusive"]
+
+    def margin(r):
+        iv = r[2]["interval"]
+        return (iv[0] - threshold) if above else (threshold - iv[1])
+
+    decide = failing[0] if failing else open_[0] if open_ else min(res, key=margin)
+    status = "does not hold" if failing else "inconclusive" if open_ else "holds"
+    text = "; ".join(f"{name}: {txt}" for name, _, _, txt in res)
+    if len(res) > 1:
+        text += f" (deciding part: {decide[0]})"
+    return status, decide[2], text
+
+
 def seeded_moments(mean: float, sd: float, n: int, threshold: float, *, above: bool, rule: str):
     """:func:`seeded` from saved moments over seeds (mean, unbiased sd, count)."""
     from jalign.reporting import t_interval_from_moments
