@@ -28,6 +28,11 @@ same shapes and each step function is compiled once for the whole reproduction):
    take fewer updates than the full ones (quick: 10 against 40); change of log π(y+) (and log π(y−)) on the
    full set and on each run's training pairs.
 
+Seeds (claims: 95% t-intervals over seeds, rules in :data:`RULES`): in (1) a seed is a prompt (3 per pair at
+quick size, 10 full); in (2) and (3) a seed is a draw of the preference pairs (``sentiment_pairs`` generated with
+data seed ``s``, 3 quick, 5 full), scored, subset and trained in its own order. All seeds of a run train together:
+the trainer's step vmapped over a leading seed axis (states and batches stacked), one compilation per objective.
+
 No math lives here: scores, probe, steps and losses come from :mod:`jalign`.
 """
 

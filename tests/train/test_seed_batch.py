@@ -50,8 +50,7 @@ def test_stack_replicate_and_index_are_inverse(setup):
     _close(tree_index(replicate_tree(params, SEEDS), 2), params, "replicate")
 
 
-@pytest.mark.parametrize("loss,mitigation", [("dpo", "none"), ("dpo", "normalized"), ("dpo", "masked"),
-                                             ("simpo", "none")])
+@pytest.mark.parametrize("loss,mitigation", [("dpo", "none"), ("dpo", "normalized"), ("simpo", "masked")])
 def test_vmapped_update_equals_the_per_seed_update(setup, loss, mitigation):
     """Two Adam updates of S seeds, each on its own batches, in one vmapped call per update: every seed's
     parameters, optimiser state and loss equal those of the per-seed update (float tolerance)."""
@@ -85,12 +84,12 @@ def test_batched_training_with_probe_equals_per_seed_training(setup):
     """train_pairwise_seeds (probe statistics vmapped over seeds) equals train_pairwise run seed by seed."""
     tr, params, per_seed, pb = setup
     hp = {"beta": 0.1}
-    mk = lambda: entanglement_probe(pb, loss="dpo", hparams=hp, every=1, model=tr.lm, batch_size=2)
+    mk = lambda: entanglement_probe(pb, loss="dpo", hparams=hp, every=2, model=tr.lm, batch_size=2)
     out = train_pairwise_seeds(tr, params, [iter(b) for b in per_seed], loss="dpo", hparams=hp, steps=2,
                                probe=mk())
     for s in range(SEEDS):
         one = train_pairwise(tr, params, iter(per_seed[s]), loss="dpo", hparams=hp, steps=2, probes=[mk()])
-        assert [r["step"] for r in out["probes"][s]] == [r["step"] for r in one["probes"]] == [0, 1, 2]
+        assert [r["step"] for r in out["probes"][s]] == [r["step"] for r in one["probes"]] == [0, 2]
         for a, b in zip(out["probes"][s], one["probes"], strict=True):
             for key in ("cosine", "inner", "chosen_sq_norm", "mean_chosen_logps", "mean_rejected_logps",
                         "case/ideal"):
