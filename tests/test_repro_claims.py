@@ -397,3 +397,28 @@ def test_readme_timings_come_from_the_committed_results():
         if (d / "results.json").is_file():
             has = "seconds" in json.loads((d / "results.json").read_text())
             assert (d.name in quoted) == has or (not has and f"{d.name}'s committed run predates" in block), d.name
+
+
+_TRIPLE = r"([+−-]?\d+(?:\.\d+)?) \[([+−-]?\d+(?:\.\d+)?), ([+−-]?\d+(?:\.\d+)?)\]"
+
+
+def _triples(text):
+    import re
+
+    f = lambda x: float(x.replace("−", "-"))
+    return [tuple(f(x) for x in m) for m in re.findall(_TRIPLE, text)]
+
+
+@pytest.mark.parametrize("name", ["entanglement", "ches"])
+def test_readme_row_intervals_come_from_the_committed_claims(name):
+    """Every "estimate [lo, hi]" the README's reproduction row quotes is one of the committed claims' seeded
+    intervals (as printed in their measured text, or its negation: −Δ [a, b] quoted as Δ [−b, −a])."""
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith(f"| `{name}` |"))
+    quoted = _triples(row)
+    assert quoted, f"README row of {name} quotes no interval"
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
