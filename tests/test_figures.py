@@ -428,6 +428,7 @@ def test_results_comparison_detects_changes():
     ("copg-bandit", ("methods", "copg", "regret_curve", 50)),
     ("ches", ("mitigation", "filtered", "chosen_change_train", 0)),
     ("entanglement", ("toy", "suffix_curves", "8", "dpo", "chosen_logps", 5)),
+    ("entanglement", ("lm", "runs", 0, "curves", "mean_chosen_logps", 1, 2)),  # one seed's probe point
     ("reward-transforms", ("per_seed", "regret_raw", 0, 3)),
     ("maxmin", ("gaps", "gap_minority", 0, 4, 2)),
     ("infalign", ("frontier", "raw", "bon", 3)),

@@ -12,9 +12,17 @@ from _train_helpers import small_cfg
 from jalign.studies.entanglement import PairwiseWeightedTrainer, train_pairwise, train_pairwise_seeds
 from jalign.train import plugins
 from jalign.train.batch import PAIRWISE_FIELDS
+from jalign.train.objectives import make_objective
 from jalign.train.plugins.tiny import tiny_lm
 from jalign.train.probes import entanglement_probe
-from jalign.train.step import replicate_tree, split_model, stack_trees, tree_index
+from jalign.train.step import (
+    TrainState,
+    make_train_step,
+    replicate_tree,
+    split_model,
+    stack_trees,
+    tree_index,
+)
 
 SEEDS = 3
 
@@ -50,7 +58,8 @@ def test_stack_replicate_and_index_are_inverse(setup):
     _close(tree_index(replicate_tree(params, SEEDS), 2), params, "replicate")
 
 
-@pytest.mark.parametrize("loss,mitigation", [("dpo", "none"), ("dpo", "normalized"), ("simpo", "masked")])
+# ("dpo", "none") is covered by test_batched_training_with_probe_equals_per_seed_training
+@pytest.mark.parametrize("loss,mitigation", [("dpo", "normalized"), ("simpo", "masked")])
 def test_vmapped_update_equals_the_per_seed_update(setup, loss, mitigation):
     """Two Adam updates of S seeds, each on its own batches, in one vmapped call per update: every seed's
     parameters, optimiser state and loss equal those of the per-seed update (float tolerance)."""
@@ -97,3 +106,30 @@ def test_batched_training_with_probe_equals_per_seed_training(setup):
         np.testing.assert_allclose([h["loss"][s] for h in out["history"]], [h["loss"] for h in one["history"]],
                                    rtol=1e-5)
         _close(tree_index(out["params"], s), one["params"], f"final params of seed {s}")
+
+
+def test_vmapped_trainer_step_equals_the_per_seed_step(setup):
+    """The trainer's pure DPO step (make_train_step), vmapped over stacked states and batches (as the ches
+    reproduction runs its seeds): every seed's state and loss equal the per-seed step's."""
+    tr, params, per_seed, _ = setup
+    graphdef = tr.lm.graphdef
+    step = make_train_step(graphdef, make_objective("preference", "dpo", {"beta": 0.1}), tr.tx)
+    jstep, vstep = jax.jit(step), jax.jit(jax.vmap(step))
+
+    def state(s):
+        return TrainState(params=params, opt_state=tr.tx.init(params), model_state=tr.lm.model_state,
+                          ref_params=params, step=jax.numpy.zeros((), jax.numpy.int32),
+                          rng=jax.random.key_data(jax.random.key(s)))
+
+    fields = list(PAIRWISE_FIELDS)
+    one = [state(s) for s in range(SEEDS)]
+    many = stack_trees(one)
+    for k in range(2):
+        batches = [{f: per_seed[s][k][f] for f in fields} for s in range(SEEDS)]
+        outs = [jstep(one[s], batches[s]) for s in range(SEEDS)]
+        one = [o[0] for o in outs]
+        many, m = vstep(many, {f: np.stack([b[f] for b in batches]) for f in fields})
+        np.testing.assert_allclose(np.asarray(m["loss"]), [float(o[1]["loss"]) for o in outs], rtol=1e-5)
+    for s in range(SEEDS):
+        _close(tree_index(many.params, s), one[s].params, f"params of seed {s}")
+        _close(tree_index(many.opt_state, s), one[s].opt_state, f"optimiser state of seed {s}")
