@@ -422,3 +422,20 @@ def test_readme_row_intervals_come_from_the_committed_claims(name):
     for q in quoted:
         tol = [max(0.006, 0.002 * abs(x)) for x in q]
         assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+
+
+@pytest.mark.parametrize("name,start,end", [
+    ("entanglement", "### The reproduction: `jalign reproduce entanglement`", "## Ranking accuracy"),
+    ("ches", "Seeds: in (1) a seed is a prompt", "## Benchmarks"),
+])
+def test_diagnostics_doc_intervals_come_from_the_committed_claims(name, start, end):
+    """The intervals docs/diagnostics.md quotes for a reproduction's quick run are its committed claims'."""
+    text = (ROOT / "docs" / "diagnostics.md").read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end, text.index(start))]
+    quoted = _triples(section)
+    assert quoted, f"docs/diagnostics.md quotes no interval for {name}"
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
