@@ -280,6 +280,23 @@ def _check_maxmin(figs, res):
     for grp in ("majority", "minority"):
         _has_bars(figs["maxmin_utilities"].axes[0],
                   [np.mean(mm[f"{p}/{grp}"]) for p in ("reference", "single", "maxmin_em", "maxmin_true")], grp)
+    if "lm" in res:  # the small LM: each true group's win rate vs the SFT reference (ties ½), per seed
+        lm = res["lm"]
+        k = lm["config"]["eval_samples_per_prompt"]
+        ref = lm["reference_samples"]
+
+        def win(pol, key):
+            a = np.reshape(pol[key], (-1, k))[:, :, None]
+            b = np.reshape(ref[key], (-1, k))[:, None, :]
+            return float(np.mean(np.mean((a > b) + 0.5 * (a == b), axis=(1, 2))))
+
+        a0, a1 = figs["maxmin_lm"].axes[:2]
+        for m in lm["config"]["methods"]:
+            runs = sorted((r for r in lm["runs"] if r["method"] == m), key=lambda r: r["seed"])
+            maj = [win(r["samples"], "lexicon") for r in runs]
+            mino = [win(r["samples"], "conciseness") for r in runs]
+            _has_bars(a0, [np.mean(maj), np.mean(mino), np.mean(np.minimum(maj, mino))], f"LM {m} win rates")
+            _has_line(a1, mino, maj, f"LM {m}: per-seed win rates")
 
 
 def _check_preference_games(figs, res):
