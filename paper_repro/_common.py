@@ -152,3 +152,31 @@ def not_here(rule: str) -> tuple[str, dict]:
     from jalign.reporting import evidence
 
     return "not reproducible here", evidence("none", rule=rule, seeds=0)
+
+
+def seeded_all(named_values: dict, threshold: float, *, above: bool, rule: str) -> tuple[str, dict, str]:
+    """A seeded claim that needs several per-seed statistics on the claimed side of ``threshold`` at once
+    (``named_values``: name → per-seed values, each judged by :func:`seeded`): "holds" when every one holds,
+    "does not hold" when any does not hold, else "inconclusive". The evidence is that of the deciding
+    statistic (the first that does not hold, else the first inconclusive one, else the one whose interval comes
+    closest to the threshold); the text lists every statistic."""
+    import math
+
+    parts = {k: seeded(v, threshold, above=above, rule=rule) for k, v in named_values.items()}
+    statuses = [p[0] for p in parts.values()]
+    if "does not hold" in statuses:
+        status = "does not hold"
+        key = next(k for k, p in parts.items() if p[0] == status)
+    elif "inconclusive" in statuses:
+        status = "inconclusive"
+        key = next(k for k, p in parts.items() if p[0] == status)
+    else:
+        status = "holds"
+
+        def margin(p):
+            iv = p[1]["interval"]
+            return math.inf if iv is None else (iv[0] - threshold if above else threshold - iv[1])
+
+        key = min(parts, key=lambda k: margin(parts[k]))
+    text = "; ".join(f"{k}: {p[2]}" for k, p in parts.items())
+    return status, parts[key][1], f"{text} → {status} (deciding: {key})"

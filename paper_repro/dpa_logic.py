@@ -27,15 +27,21 @@ LATTICE_LOSSES = ["cpo", "orpo", "uncpo", "ccpo", "cfunl", "ce", "unl", "ceunl"]
 TOY_LOSSES = ["cpo", "ccpo", "uncpo", "cfunl", "orpo", "ceunl"]
 TOY_STEPS = 1000
 # Small-LM runs: lattice losses from most to least constrained (rank 2 … 6), one compiled training loop for all.
+# Seeds: full-batch Adam on fixed pairs from the fixed pretrained model is deterministic, so a seed draws WHICH
+# pairs are trained on: seed s takes the first batch of the 512 sentiment_pairs (the data set's own fixed
+# generator seed) shuffled with seed s, i.e. 8 pairs drawn at random without replacement. The claims are thus
+# about training on 8 pairs of this distribution, not on one particular set of 8. All seeds of a loss train in
+# one program (jalign.logic.toy.train_structures with ``data``: vmap over the seed axis of the pairs).
 LM_LOSSES = ["ceunl", "cfunl", "cpo", "orpo", "ccpo", "uncpo"]
 LM_STEPS = {True: 20, False: 100}  # quick / full
+LM_SEEDS = {True: [0, 1, 2], False: [0, 1, 2, 3, 4]}  # quick / full: the pair draws
 LM = {
     "model": "small_lm",  # a jalign.train.plugins model name (tests use "tiny")
     "model_kwargs": {},
     "dataset": "sentiment_pairs",
-    "pairs": 8,  # the fixed training pairs (full batch every step, as on the toys)
-    "seq_len": 128,
-    "max_prompt_len": 40,  # with seq_len 128 no prompt or response of these pairs is truncated
+    "pairs": 8,  # the training pairs of one seed (full batch every step, as on the toys)
+    "seq_len": 132,
+    "max_prompt_len": 42,  # with these lengths no prompt or response of the 512 pairs is truncated
     "learning_rate": 1e-4,
     "grad_clip": 1.0,
     "beta": 1.0,
@@ -190,8 +196,11 @@ def _train(quick: bool):
     return out
 
 
-def _lm_logps_fn(cfg):
-    """The small LM's summed response log-probs of ``cfg['pairs']`` fixed pairs: ``(params0, params -> PairwiseLogps)``."""
+def _lm_logps_fn(cfg, seeds):
+    """The LM and its pairs: ``(params0, logps_fn, data, tokens)``. ``data`` stacks each seed's ``cfg['pairs']``
+    pairs (chosen rows then rejected rows of ``ids``/``mask``/``attention_mask``) on a leading seed axis;
+    ``logps_fn(params, data_s)`` is the summed response log-probs of one seed's pairs (a PairwiseLogps);
+    ``tokens[s]`` the response token counts of seed s's pairs."""
     import jax.numpy as jnp
 
     from jalign.losses import PairwiseLogps
@@ -199,21 +208,25 @@ def _lm_logps_fn(cfg):
     from jalign.train.step import make_logps_fn, split_model
 
     model = plugins.make_model(cfg["model"], seed=0, **cfg["model_kwargs"])
-    src = plugins.make_data("builtin_pairwise", batch_size=cfg["pairs"], seq_len=cfg["seq_len"], seed=0,
-                             dataset=cfg["dataset"], n=cfg["pairs"], max_prompt_len=cfg["max_prompt_len"])
-    batch = next(src)
     k = cfg["pairs"]
-    cat = {f: jnp.concatenate([jnp.asarray(batch[f"chosen_{f}"]), jnp.asarray(batch[f"rejected_{f}"])])
-           for f in ("ids", "mask", "attention_mask")}
+    cats, tokens = [], []
+    for seed in seeds:
+        src = plugins.make_data("builtin_pairwise", batch_size=k, seq_len=cfg["seq_len"], seed=seed,
+                                dataset=cfg["dataset"], max_prompt_len=cfg["max_prompt_len"])
+        batch = next(src)
+        cats.append({f: np.concatenate([np.asarray(batch[f"chosen_{f}"]), np.asarray(batch[f"rejected_{f}"])])
+                     for f in ("ids", "mask", "attention_mask")})
+        tokens.append({side: np.asarray(batch[f"{side}_mask"])[:, 1:].sum(-1).tolist()
+                       for side in ("chosen", "rejected")})
+    data = {f: jnp.asarray(np.stack([c[f] for c in cats])) for f in cats[0]}
     graphdef, params, rest = split_model(model)
 
-    def logps_fn(p):
-        lp, n = make_logps_fn(graphdef, p, rest)(cat["ids"], cat["mask"], cat["attention_mask"])
+    def logps_fn(p, d):
+        lp, n = make_logps_fn(graphdef, p, rest)(d["ids"], d["mask"], d["attention_mask"])
         return PairwiseLogps(chosen_logps=lp[:k], rejected_logps=lp[k:], chosen_lengths=n[:k],
                              rejected_lengths=n[k:])
 
-    tokens = {s: np.asarray(batch[f"{s}_mask"])[:, 1:].sum(-1).tolist() for s in ("chosen", "rejected")}
-    return params, logps_fn, tokens
+    return params, logps_fn, data, tokens
 
 
 def _lm(quick: bool):
@@ -221,28 +234,33 @@ def _lm(quick: bool):
     from jalign.logic.toy import train_structures
 
     cfg = dict(LM)
-    steps = LM_STEPS[quick]
-    params, logps_fn, tokens = _lm_logps_fn(cfg)
+    steps, seeds = LM_STEPS[quick], LM_SEEDS[quick]
+    params, logps_fn, data, tokens = _lm_logps_fn(cfg, seeds)
     structures = [logic.decompile(n).over(("M_w", "M_l")) for n in LM_LOSSES]
     h = train_structures(structures, logps_fn, params, steps=steps, learning_rate=cfg["learning_rate"],
-                         beta=cfg["beta"], length_normalize=cfg["length_normalize"], grad_clip=cfg["grad_clip"])
+                         beta=cfg["beta"], length_normalize=cfg["length_normalize"], grad_clip=cfg["grad_clip"],
+                         data=data)
     res = {}
     for i, (name, s) in enumerate(zip(LM_LOSSES, structures, strict=True)):
-        cw, cl, loss = h["chosen_logps"][i], h["rejected_logps"][i], h["loss"][i]
+        cw, cl, loss = h["chosen_logps"][i], h["rejected_logps"][i], h["loss"][i]  # [seeds, steps + 1]
         res[name] = {
             "rank": logic.rank(s),
             "labels": logic.label_string(s.labels),
+            # per seed (row r = seed r)
             "chosen": np.round(cw, 4).tolist(),
             "rejected": np.round(cl, 4).tolist(),
             "loss": np.round(loss, 6).tolist(),
-            "chosen_change": float(cw[-1] - cw[0]),
-            "rejected_change": float(cl[-1] - cl[0]),
-            "margin_change": float((cw[-1] - cl[-1]) - (cw[0] - cl[0])),
-            "chosen_min": float(cw.min()),
-            "chosen_argmin": int(cw.argmin()),
+            "chosen_change": [float(v) for v in cw[:, -1] - cw[:, 0]],
+            "rejected_change": [float(v) for v in cl[:, -1] - cl[:, 0]],
+            "margin_change": [float(v) for v in (cw[:, -1] - cl[:, -1]) - (cw[:, 0] - cl[:, 0])],
+            "chosen_min": [float(v) for v in cw.min(1)],
+            "chosen_argmin": [int(v) for v in cw.argmin(1)],
         }
-    return {"config": cfg | {"steps": steps, "optimizer": "adam", "response_tokens": tokens,
-                             "f": "logistic"}, "losses": res}
+    return {"config": cfg | {"steps": steps, "seeds": seeds, "optimizer": "adam", "response_tokens": tokens,
+                             "f": "logistic",
+                             "seeding": "seed s trains on the first batch of the 512 pairs shuffled with seed s "
+                             "(8 pairs drawn without replacement); the model and the steps are deterministic"},
+            "losses": res}
 
 
 # The pass rules, fixed in code before the run. Rows about cCPO, cfUNL, CE, UNL, CE+UNL (the landscape losses
