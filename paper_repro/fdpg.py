@@ -706,7 +706,7 @@ def _plot_lm(res: dict):
                    label="target p")
         ax.scatter(base["entropy_per_token"], base["rate"], marker="s", s=50, color="grey", label="base a")
         ax.set(xlabel="entropy per token [nats]", ylabel="E_π[φ] (contains the word)",
-               title=f"{tname}: alignment vs diversity (mean over {n} seeds; dots = each seed's end)")
+               title=f"{tname}: alignment vs diversity\n(mean over {n} seeds; dots: each seed's end)")
         ax.legend(fontsize=7)
         ax = row[1]
         for k, r in t["runs"].items():
@@ -716,7 +716,7 @@ def _plot_lm(res: dict):
             ax.fill_between(h["step"], lo, hi, color=colors.get(name), alpha=0.12)
         ax.axhline(base["distinct_1w"], color="grey", ls=":", lw=1, label="base a")
         ax.set(xlabel="f-DPG step", ylabel="distinct-1 (words)",
-               title=f"{tname}: lexical diversity (mean, 95% t-band over seeds)")
+               title=f"{tname}: lexical diversity\n(mean, 95% t-band over seeds)")
         ax = row[2]
         names = list(t["runs"])
         i = np.arange(len(names))
@@ -728,7 +728,7 @@ def _plot_lm(res: dict):
         ax.bar(i + 0.2, m, 0.4, color=[colors.get(k.split(" ")[0]) for k in names], label="KL(p‖π) (end)")
         ax.errorbar(i + 0.2, m, yerr=np.nan_to_num(err), fmt="none", ecolor="k", capsize=3, lw=1)
         ax.set_xticks(i, names, rotation=25, fontsize=7)
-        ax.set(ylabel="nats (IS on samples of a)", title=f"{tname}: KL(p‖π) after training (mean, 95% t)")
+        ax.set(ylabel="nats (IS on samples of a)", title=f"{tname}: KL(p‖π) after training\n(mean, 95% t over seeds)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
