@@ -3,8 +3,9 @@
 Symbolic forms of the known losses, the 4^(2^n) count, the entailment lattice of the 256 reference-free
 structures as a Hasse diagram with the known losses on it, and toy training of lattice losses (CPO, cCPO,
 unCPO, cfUNL, ORPO, CE+unlikelihood) on exactly solvable categorical policies, and short training runs of
-lattice losses on the shipped small LM (``jalign.models.load_small_lm``) on fixed built-in preference pairs,
-relating constrainedness (lattice rank) to the winner / loser log-probs. All math lives in :mod:`jalign.logic`;
+lattice losses on the shipped small LM (``jalign.models.load_small_lm``) on fixed built-in preference pairs
+(3 draws of 8 pairs, 5 with ``--full``, batched; see :data:`LM_SEEDS`), relating constrainedness (lattice rank)
+to the winner / loser log-probs. All math lives in :mod:`jalign.logic`;
 this module wires it, writes ``results.json`` and draws the figures from that JSON.
 """
 

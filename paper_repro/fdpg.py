@@ -15,7 +15,8 @@ distributional p ∝ a·e^{λφ} with λ fitted by IS moment matching on samples
 starts at a and is trained with on-policy f-DPG for every divergence (running IS estimate of log Z), one
 off-policy (DPG offline) run; alignment E_π[φ], diversity (entropy per token, distinct-n), KL(π‖a), KL(p‖π)
 and the gradient estimator's relative variance are recorded along training
-(:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`).
+(:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`), on 3 seeds (5 with ``--full``) of the sampling keys, batched
+(:meth:`~jalign.studies.fdpg_lm.FDPGLMTrainer.run_seeds`); the LM claims use 95% t-intervals over the seeds.
 """
 
 from __future__ import annotations
