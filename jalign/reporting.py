@@ -203,6 +203,10 @@ _LEGEND = ("Status: a seeded claim holds only when its 95% interval over seeds l
            "is the project's own.")
 
 
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(summary: dict[str, Any], out: Path) -> str:
     rows = claim_rows(summary)
     lines = ["# jalign reproduction report", "",
@@ -213,7 +217,7 @@ def render_markdown(summary: dict[str, Any], out: Path) -> str:
     for r in rows:
         cells = [r["reproduction"], r["paper"], r["claim"], r["source"], r["measured"], r["evidence"],
                  _ICON[r["status"]]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     if summary.get("missing"):
         lines += ["", "Not implemented yet: " + ", ".join(sorted(summary["missing"])) + "."]
     lines += ["", "## Figures", ""]
@@ -268,7 +272,8 @@ def summary_from_results(out: Path, names: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             summary["reproductions"][name] = {"status": "failed", "error": f"{path}: not valid JSON ({e})"}
             continue
-        summary["quick"] = summary["quick"] and bool(res.get("quick", True))
+        quick = res.get("quick", (res.get("config") or {}).get("quick", True))
+        summary["quick"] = summary["quick"] and bool(quick)
         summary["reproductions"][name] = {"status": "ok", "claims": res.get("claims", [])}
     return summary
 
@@ -282,3 +287,42 @@ def write_report(summary: dict[str, Any], out: Path) -> list[Path]:
         tmp.replace(out / name)
         paths.append(out / name)
     return paths
+
+
+def verdicts_at_scale(base: Path, larger: Path, names: list[str], *, statuses=("does not hold",),
+                      changed: bool = True) -> list[dict[str, Any]]:
+    """The claims of the runs under ``base`` whose status is in ``statuses`` (and, with ``changed``, every claim
+    whose status differs in the larger run), each next to the same claim (same reproduction, same claim text)
+    in the larger run under ``larger`` (e.g. ``figures`` and ``figures/full``).
+
+    Returns one dict per such claim: ``name``, ``claim``, ``base_status``, ``base_measured``, and
+    ``larger_status`` / ``larger_measured`` (``None`` when the larger run does not have the claim, e.g. a part
+    that was not run at the larger size). Reads only the saved ``results.json`` files.
+    """
+    import json
+
+    def load(root: Path, name: str) -> list[dict[str, Any]]:
+        path = Path(root) / name / "results.json"
+        return json.loads(path.read_text()).get("claims", []) if path.is_file() else []
+
+    rows = []
+    for name in names:
+        larger_by_text = {c["claim"]: c for c in load(larger, name)}
+        for c in load(base, name):
+            other = larger_by_text.get(c["claim"])
+            if c["status"] not in statuses and not (changed and other and other["status"] != c["status"]):
+                continue
+            rows.append({"name": name, "claim": c["claim"], "base_status": c["status"], "base_measured": c["measured"],
+                         "larger_status": other["status"] if other else None,
+                         "larger_measured": other["measured"] if other else None})
+    return rows
+
+
+def render_verdicts_at_scale(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`verdicts_at_scale`'s rows: reproduction, claim, the two statuses ("not run" where
+    the larger run lacks the claim)."""
+    lines = ["| reproduction | claim | quick | larger run |", "|---|---|---|---|"]
+    for r in rows:
+        larger = _ICON[r["larger_status"]] if r["larger_status"] else "not run"
+        lines.append(f"| `{r['name']}` | {_md_cell(r['claim'])} | {_ICON[r['base_status']]} | {larger} |")
+    return "\n".join(lines)

@@ -12,11 +12,15 @@ A raw sum Σ_i r_i lets one property be traded for another; the transformed sum 
 
 * :func:`log_sigmoid_transform` — u = log σ(r − r_ref), elementwise (stable for any float32 difference).
 * :func:`combine` — ``"sum"`` Σ_i w_i·r_i, ``"transformed_sum"`` Σ_i w_i·log σ(r_i − r_ref,i),
-  ``"min"`` min_i w_i·r_i.
+  ``"min"`` min_i w_i·r_i (per output), ``"maxmin"`` the whole batch's rewards of the group whose mean
+  (reference-relative) reward is lowest (MaxMin-RLHF's step; :func:`maxmin_group`).
 * :func:`ensemble` — one reward from M reward models' scores: ``"mean"``, ``"min"``, ``"mean_minus_std"``
   (r̄ − k·s, population or unbiased std).
 * :func:`reference_quantile` — r_ref(x) as the q-quantile of the rewards of S samples of the reference
   policy for each prompt (the paper uses a quantile of the base policy's rewards; q is a parameter).
+* :func:`calibrate` — the empirical calibrated reward of InfAlign/CTRL (Balashankar et al., 2024, arXiv
+  2412.19792): C(y) = μ̂(r < r(y)) + ½·μ̂(r = r(y)) against m reference samples of the same prompt.
+* :func:`ctrl_transform` — CTRL's transform Φ of the calibrated reward: c, exp(t·c) or −exp(−t·c).
 
 Pure functions of arrays (jax / numpy only): jit-able and vmap-able. Input checks run on concrete values
 only and are skipped under tracing.
@@ -41,7 +45,7 @@ import numpy as np
 
 from jalign.numerics import is_concrete
 
-COMBINE_MODES = ("sum", "transformed_sum", "min")
+COMBINE_MODES = ("sum", "transformed_sum", "min", "maxmin")
 
 
 def _float(x):
@@ -119,12 +123,21 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     * ``"min"``: min_i w_i·r_i — the worst component of the weighted rewards (the egalitarian combination;
       for positive weights and rewards of one sign this is the minimum after rescaling each reward by w_i.
       A zero weight makes that component 0, it does not remove it: drop the reward from the list instead).
+    * ``"maxmin"``: u_g* with u_i = w_i·(r_i − r_ref,i) and g* = argmin_i mean(u_i) over *all* outputs
+      (:func:`maxmin_group`): the rewards of the group that is worst off on this batch, the same group for
+      every output. This is the step of MaxMin-RLHF (Chakraborty et al., 2024, Algorithm 1): at each
+      iteration the policy is updated on the reward of the group with the lowest expected reward, estimated
+      on the current samples. ``ref_rewards_list`` is optional (default 0): each group's utility is read
+      relative to its reference value (a Bradley–Terry reward is identified only up to a constant per
+      group, so compare groups relative to, e.g., their mean reward under the reference policy). It is not
+      ``"min"``, the per-output minimum over groups.
 
     Args:
       rewards_list: a sequence of M ≥ 1 reward arrays of one shape (or an array whose leading axis is M).
-      mode: ``"sum"``, ``"transformed_sum"`` or ``"min"``.
-      ref_rewards_list: for ``"transformed_sum"`` only: M reference rewards r_ref,i, each broadcastable
-        against the rewards (e.g. per-prompt ``[N, 1]`` against ``[N, S]``; see :func:`reference_quantile`).
+      mode: ``"sum"``, ``"transformed_sum"``, ``"min"`` or ``"maxmin"``.
+      ref_rewards_list: for ``"transformed_sum"`` (required) and ``"maxmin"`` (optional) only: M reference
+        rewards r_ref,i, each broadcastable against the rewards (e.g. per-prompt ``[N, 1]`` against ``[N, S]``;
+        see :func:`reference_quantile`).
       weights: ``[M]`` non-negative weights, default all 1.
 
     Returns:
@@ -154,6 +167,8 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
         raise ValueError(f"combine: the arrays in rewards_list must have one shape, got shapes {shapes}")
     w = _check_weights(weights, m)
 
+    if mode == "maxmin":
+        return _maxmin(rewards_list, ref_rewards_list, w, shapes[0])[0]
     if mode == "transformed_sum":
         if ref_rewards_list is None:
             raise ValueError("combine: mode='transformed_sum' needs ref_rewards_list (one reference per reward)")
@@ -176,7 +191,7 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     else:
         if ref_rewards_list is not None:
             raise ValueError(
-                f"combine: ref_rewards_list is only used by mode='transformed_sum', not mode={mode!r}"
+                f"combine: ref_rewards_list is only used by modes 'transformed_sum' and 'maxmin', not mode={mode!r}"
             )
         parts = [_float(r) for r in rewards_list]
 
@@ -186,6 +201,68 @@ def combine(rewards_list, mode, *, ref_rewards_list=None, weights=None):
     if mode == "min":
         return jnp.min(stacked, axis=0)
     return jnp.sum(stacked, axis=0)
+
+
+def _ref_list(fn, ref_rewards_list, m, shape):
+    if isinstance(ref_rewards_list, (jax.Array, np.ndarray)) and np.ndim(ref_rewards_list) >= 1:
+        ref_rewards_list = list(ref_rewards_list)
+    if not isinstance(ref_rewards_list, Sequence) or len(ref_rewards_list) != m:
+        n = len(ref_rewards_list) if isinstance(ref_rewards_list, Sequence) else ref_rewards_list
+        raise ValueError(f"{fn}: argument ref_rewards_list must hold {m} references (one per reward), got {n!r}")
+    for i, (ref, r_shape) in enumerate(zip(ref_rewards_list, [shape] * m, strict=True)):
+        if _broadcast_shape(fn, ("rewards", f"ref_rewards_list[{i}]"), np.zeros(r_shape), ref) != r_shape:
+            raise ValueError(f"{fn}: ref_rewards_list[{i}] of shape {np.shape(ref)} must broadcast to the rewards' "
+                             f"shape {r_shape}")
+    return ref_rewards_list
+
+
+def _maxmin(rewards_list, ref_rewards_list, w, shape):
+    """(u_g*, g*) of :func:`combine` mode ``"maxmin"`` (checked inputs, ``w`` None or ``[M]``)."""
+    m = len(rewards_list)
+    u = jnp.stack([_float(r) for r in rewards_list])  # [M, ...]
+    if ref_rewards_list is not None:
+        refs = _ref_list("combine", ref_rewards_list, m, shape)
+        u = u - jnp.stack([jnp.broadcast_to(_float(ref), shape) for ref in refs]).astype(u.dtype)
+    if w is not None:
+        u = u * w.reshape((m,) + (1,) * (u.ndim - 1))
+    g = jnp.argmin(jnp.mean(u.reshape(m, -1), axis=1)).astype(jnp.int32)  # the first of tied groups
+    return u[g], g
+
+
+def maxmin_group(rewards_list, *, ref_rewards_list=None, weights=None):
+    """The group MaxMin-RLHF optimises on a batch: g* = argmin_i mean(w_i·(r_i − r_ref,i)).
+
+    The mean runs over every output of the batch (the Monte Carlo estimate of each group's expected,
+    reference-relative reward under the policy that drew the samples); ties go to the first group.
+    ``combine(rewards_list, "maxmin", ...)`` returns that group's u_g* = w_g*·(r_g* − r_ref,g*).
+
+    Args:
+      rewards_list: M ≥ 1 reward arrays of one shape (one per group's reward model), or an ``[M, ...]`` array.
+      ref_rewards_list: optional M references, each broadcastable against the rewards (default 0).
+      weights: optional ``[M]`` non-negative weights (default all 1).
+
+    Returns:
+      The index g* (int32 scalar).
+
+    References:
+      Chakraborty et al., *MaxMin-RLHF: Alignment with Diverse Human Preferences*, ICML 2024,
+      arXiv 2402.08925 (Algorithm 1).
+
+    >>> import jax.numpy as jnp
+    >>> int(maxmin_group([jnp.array([1.0, 2.0]), jnp.array([0.0, 5.0])]))  # means 1.5 and 2.5
+    0
+    >>> int(maxmin_group([jnp.array([1.0, 2.0]), jnp.array([0.0, 5.0])], ref_rewards_list=[0.0, 2.0]))
+    1
+    """
+    if isinstance(rewards_list, (jax.Array, np.ndarray)):
+        rewards_list = list(rewards_list)
+    if not isinstance(rewards_list, Sequence) or isinstance(rewards_list, str) or len(rewards_list) == 0:
+        raise ValueError(f"maxmin_group: argument rewards_list={rewards_list!r} must be a non-empty sequence of arrays")
+    shapes = [tuple(np.shape(r)) for r in rewards_list]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"maxmin_group: the arrays in rewards_list must have one shape, got shapes {shapes}")
+    w = _check_weights(weights, len(rewards_list))
+    return _maxmin(rewards_list, ref_rewards_list, w, shapes[0])[1]
 
 
 def reference_quantile(rewards_NxS, q):
@@ -301,3 +378,98 @@ def ensemble(member_rewards, mode="mean", *, k=1.0, ddof=0):
         raise ValueError(f"{fn}: ddof=1 needs at least 2 members, got {m}")
     std = jnp.sqrt(jnp.square(r - mean).sum(axis=0) / (m - ddof))
     return mean - k * std
+
+
+CTRL_TRANSFORMS = ("identity", "exp", "neg_exp")
+
+
+def calibrate(rewards_N, ref_rewards_NxM):
+    """Empirical calibrated reward: the share of m reference rewards below r(y), ties counting ½.
+
+    For each row i, with the m reference rewards ρ_i1, …, ρ_im of row i's prompt (rewards of samples of the
+    reference policy μ),
+
+        C_i = (1/m) Σ_j [1(ρ_ij < r_i) + ½·1(ρ_ij = r_i)] = μ̂(r < r_i) + ½·μ̂(r = r_i) ∈ [0, 1],
+
+    the calibrated reward of InfAlign with μ replaced by the empirical distribution μ̂ of the m samples (for a
+    finite set of outputs it equals :func:`jalign.envs.calibrated_rewards` with μ = μ̂). C_i is the expected
+    win (ties ½) of r_i against one reference sample, so it is unchanged by any strictly increasing transform
+    of r applied to both arguments.
+
+    Args:
+      rewards_N: ``[N]`` rewards r_i of the outputs to calibrate.
+      ref_rewards_NxM: ``[N, m]`` (m ≥ 1) reference rewards of row i's prompt (rows of one prompt repeat
+        them), or ``[m]``: one reference set for every row.
+
+    Returns:
+      ``[N]`` C_i in [0, 1], float32 or wider (multiples of 1/(2m)).
+
+    Raises:
+      ValueError: if the shapes do not fit, m = 0, or concrete values are not finite.
+
+    References:
+      Balashankar et al., *InfAlign: Inference-aware language model alignment*, 2024, arXiv 2412.19792.
+
+    >>> import jax.numpy as jnp
+    >>> calibrate(jnp.array([0.0, 1.0, 2.0]), jnp.array([0.0, 1.0, 1.0, 3.0])).tolist()
+    [0.125, 0.5, 0.75]
+    """
+    fn = "calibrate"
+    if np.ndim(rewards_N) != 1:
+        raise ValueError(f"{fn}: argument rewards_N of shape {np.shape(rewards_N)} must be 1-D [N]")
+    n = np.shape(rewards_N)[0]
+    ref_shape = np.shape(ref_rewards_NxM)
+    if not (len(ref_shape) == 1 or (len(ref_shape) == 2 and ref_shape[0] == n)) or ref_shape[-1] < 1:
+        raise ValueError(f"{fn}: argument ref_rewards_NxM of shape {ref_shape} must be [N, m] with N={n} "
+                         "(or [m]), m >= 1")
+    for name, v in (("rewards_N", rewards_N), ("ref_rewards_NxM", ref_rewards_NxM)):
+        if is_concrete(v) and not np.all(np.isfinite(np.asarray(v, np.float64))):
+            raise ValueError(f"{fn}: argument {name} must be finite")
+    r = _float(rewards_N)
+    ref = jnp.broadcast_to(_float(ref_rewards_NxM), (n, ref_shape[-1])).astype(r.dtype)
+    below = jnp.mean((ref < r[:, None]).astype(r.dtype), axis=-1)
+    ties = jnp.mean((ref == r[:, None]).astype(r.dtype), axis=-1)
+    return below + 0.5 * ties
+
+
+def ctrl_transform(calibrated, kind: str = "exp", t=1.0):
+    """CTRL's transform Φ of the calibrated reward, elementwise: ``"identity"`` c, ``"exp"`` exp(t·c),
+    ``"neg_exp"`` −exp(−t·c).
+
+    All three are strictly increasing in c for t > 0. Balashankar et al. propose exp(t·c) for best-of-n and
+    −exp(−t·c) for worst-of-n decoding, t a hyperparameter chosen per n and KL budget.
+
+    Args:
+      calibrated: C, any shape (in [0, 1] for a calibrated reward; not checked).
+      kind: one of :data:`CTRL_TRANSFORMS`.
+      t: the transform's temperature, a finite scalar > 0 (unused for ``"identity"``).
+
+    Returns:
+      Φ(C), the shape of ``calibrated``, float32 or wider.
+
+    Raises:
+      ValueError: an unknown ``kind``, or a concrete t that is not a finite scalar > 0.
+
+    References:
+      Balashankar et al., *InfAlign: Inference-aware language model alignment*, 2024, arXiv 2412.19792.
+
+    >>> import jax.numpy as jnp
+    >>> [round(v, 4) for v in ctrl_transform(jnp.array([0.0, 0.5, 1.0]), "exp", 2.0).tolist()]
+    [1.0, 2.7183, 7.3891]
+    """
+    fn = "ctrl_transform"
+    if kind not in CTRL_TRANSFORMS:
+        raise ValueError(f"{fn}: argument kind={kind!r} must be one of {CTRL_TRANSFORMS}")
+    if np.ndim(t) != 0:
+        raise ValueError(f"{fn}: argument t={t!r} must be a scalar")
+    if is_concrete(t):
+        v = np.asarray(t)
+        if isinstance(t, bool) or not np.issubdtype(v.dtype, np.number) or not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{fn}: argument t={t!r} must be a finite scalar > 0")
+    c = _float(calibrated)
+    if kind == "identity":
+        return c
+    t = jnp.asarray(t, c.dtype)
+    if kind == "exp":
+        return jnp.exp(t * c)
+    return -jnp.exp(-t * c)

@@ -153,8 +153,12 @@ PAPERS = (
         "gap that grows with the diversity between the groups and as the minority shrinks. EM for a mixture "
         "of Bradley–Terry models recovers the groups (adjusted Rand index against the planted labels, by the "
         "number of labels per user), and the exact MaxMin policy on the EM rewards raises the worst group's "
-        "utility, at a cost to the majority. Claims carry seeds, 95% t-intervals and their pass rules. The "
-        "paper's LM experiments are not part of it.",
+        "utility, at a cost to the majority. On the shipped small LM (after SFT), simulated annotators — a "
+        "positive-sentiment majority and a concise minority — label pairs of the reference's samples; EM over "
+        "users recovers the groups, a reward model is trained per EM group and one on the pooled labels, and "
+        "online RLOO on the pooled reward model (single-reward RLHF) is compared with MaxMin RLOO (each batch "
+        "optimises the group whose reward model scores it lowest) by each true group's win rate against the "
+        "reference on held-out prompts. Claims carry seeds, 95% t-intervals and their pass rules.",
     ),
     Paper(
         stem="preference_games",

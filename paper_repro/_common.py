@@ -116,6 +116,29 @@ def seeded(values, threshold: float, *, above: bool, rule: str) -> tuple[str, di
     return _seeded(mean, lo, hi, n, threshold, above, rule)
 
 
+def combine(parts) -> tuple[str, dict, str]:
+    """A conjunction of seeded claims, each already decided: ``parts`` is a list of ``(name, (status, evidence,
+    text))`` from :func:`seeded`. The conjunction holds when every part holds, does not hold when some part does
+    not hold, and is inconclusive otherwise. The evidence is the deciding part's: the first failing part, else
+    the first inconclusive one, else the last part (every part holds). The text gives every part's interval."""
+    if not parts:
+        raise ValueError("combine needs at least one part")
+    failing = [p for p in parts if p[1][0] == "does not hold"]
+    open_ = [p for p in parts if p[1][0] == "inconclusive"]
+    decide = failing[0] if failing else open_[0] if open_ else parts[-1]
+    status = "does not hold" if failing else "inconclusive" if open_ else "holds"
+    text = "; ".join(f"{name}: {r[2]}" for name, r in parts)
+    if len(parts) > 1:
+        text += f" (deciding part: {decide[0]})"
+    return status, decide[1][1], text
+
+
+def seeded_all(parts, threshold: float, *, above: bool, rule: str) -> tuple[str, dict, str]:
+    """:func:`combine` of ``seeded(values, threshold, above=above, rule=rule)`` for every ``(name, values)`` of
+    ``parts``: "every per-seed statistic lies above (``above``) / below ``threshold``"."""
+    return combine([(name, seeded(v, threshold, above=above, rule=rule)) for name, v in parts])
+
+
 def seeded_moments(mean: float, sd: float, n: int, threshold: float, *, above: bool, rule: str):
     """:func:`seeded` from saved moments over seeds (mean, unbiased sd, count)."""
     from jalign.reporting import t_interval_from_moments
@@ -153,30 +176,3 @@ def not_here(rule: str) -> tuple[str, dict]:
 
     return "not reproducible here", evidence("none", rule=rule, seeds=0)
 
-
-def seeded_all(named_values: dict, threshold: float, *, above: bool, rule: str) -> tuple[str, dict, str]:
-    """A seeded claim that needs several per-seed statistics on the claimed side of ``threshold`` at once
-    (``named_values``: name → per-seed values, each judged by :func:`seeded`): "holds" when every one holds,
-    "does not hold" when any does not hold, else "inconclusive". The evidence is that of the deciding
-    statistic (the first that does not hold, else the first inconclusive one, else the one whose interval comes
-    closest to the threshold); the text lists every statistic."""
-    import math
-
-    parts = {k: seeded(v, threshold, above=above, rule=rule) for k, v in named_values.items()}
-    statuses = [p[0] for p in parts.values()]
-    if "does not hold" in statuses:
-        status = "does not hold"
-        key = next(k for k, p in parts.items() if p[0] == status)
-    elif "inconclusive" in statuses:
-        status = "inconclusive"
-        key = next(k for k, p in parts.items() if p[0] == status)
-    else:
-        status = "holds"
-
-        def margin(p):
-            iv = p[1]["interval"]
-            return math.inf if iv is None else (iv[0] - threshold if above else threshold - iv[1])
-
-        key = min(parts, key=lambda k: margin(parts[k]))
-    text = "; ".join(f"{k}: {p[2]}" for k, p in parts.items())
-    return status, parts[key][1], f"{text} → {status} (deciding: {key})"

@@ -28,6 +28,11 @@ same shapes and each step function is compiled once for the whole reproduction):
    take fewer updates than the full ones (quick: 10 against 40); change of log π(y+) (and log π(y−)) on the
    full set and on each run's training pairs.
 
+Seeds (claims: 95% t-intervals over seeds, rules in :data:`RULES`): in (1) a seed is a prompt (3 per pair at
+quick size, 10 full); in (2) and (3) a seed is a draw of the preference pairs (``sentiment_pairs`` generated with
+data seed ``s``, 3 quick, 5 full), scored, subset and trained in its own order. All seeds of a run train together:
+the trainer's step vmapped over a leading seed axis (states and batches stacked), one compilation per objective.
+
 No math lives here: scores, probe, steps and losses come from :mod:`jalign`.
 """
 
@@ -84,7 +89,7 @@ def settings(quick: bool) -> dict:
         "beta": 0.1,
         "optimizer": "adam (constant lr), one pair per step",
         # (1) single-token persona
-        "seeds": 2 if quick else 10,
+        "seeds": 3 if quick else 10,  # prompts per persona pair (batched)
         "sft_steps": 15 if quick else 25,
         "sft_lr": 3e-3,
         "dpo_steps": 20 if quick else 100,
@@ -93,6 +98,7 @@ def settings(quick: bool) -> dict:
         "n_pairs": 40 if quick else 256,
         "subset_size": 6 if quick else 32,
         "epochs": 1 if quick else 2,
+        "set_seeds": 3 if quick else 5,  # draws of the preference pairs (data seeds 0..), batched
         # (3) mitigation
         "filter_fraction": 0.25 if quick else 0.05,
         "mitigation_epochs": 1,
@@ -120,7 +126,9 @@ class _Engine:
         self.tx_sft = optax.adam(cfg["sft_lr"])
         self.tx_dpo = optax.adam(cfg["dpo_lr"])
         beta = cfg["beta"]
-        mk = lambda obj, tx: jax.jit(make_train_step(self.graphdef, obj, tx))
+        # every step runs all seeds at once: states and batches stacked on a leading seed axis (jax.vmap of the
+        # trainer's pure step, one compilation per objective)
+        mk = lambda obj, tx: jax.jit(jax.vmap(make_train_step(self.graphdef, obj, tx)))
         self.sft_step = mk(SFT(), self.tx_sft)
         self.dpo_step = mk(make_objective("preference", "dpo", {"beta": beta}), self.tx_dpo)
         self.rpo_step = mk(make_objective("preference", "rpo", {"beta": beta, "rpo_alpha": cfg["rpo_alpha"]}),
@@ -143,6 +151,20 @@ class _Engine:
                                 ref_params=params if reference else None, step=jnp.zeros((), jnp.int32),
                                 rng=jax.random.key_data(jax.random.key(0)))
 
+    def seed_state(self, params, tx, n: int, *, reference: bool):
+        """The stacked state of ``n`` seeds, every one starting from ``params``."""
+        from jalign.train.step import replicate_tree
+
+        return replicate_tree(self.state(params, tx, reference=reference), n)
+
+    def restart(self, st, tx, *, reference: bool):
+        """A fresh stacked state (new optimiser state, step 0, reference = the current params if asked) at the
+        stacked params of ``st``."""
+        from jalign.train.step import stack_trees, tree_index
+
+        n = int(st.step.shape[0])
+        return stack_trees([self.state(tree_index(st.params, s), tx, reference=reference) for s in range(n)])
+
     def unembedding(self, params) -> np.ndarray:
         """W ``[V, D]`` (rows = token unembeddings; the tied input embedding for the small LM)."""
         if self.model_cfg.tie_embeddings:
@@ -150,10 +172,11 @@ class _Engine:
         return np.asarray(params["lm_head"][...], np.float64).T
 
     def run(self, step_fn, state, batch):
+        """One batched step of every seed (``state`` and ``batch`` stacked); returns the losses ``[S]``."""
         state, m = step_fn(state, batch)
-        if not (bool(m["finite/loss"]) and bool(m["finite/grads"])):
-            raise FloatingPointError(f"non-finite loss or gradient at step {int(state.step) + 1}")
-        return state, float(m["loss"])
+        if not (np.all(np.asarray(m["finite/loss"])) and np.all(np.asarray(m["finite/grads"]))):
+            raise FloatingPointError(f"non-finite loss or gradient at step {int(state.step[0])}")
+        return state, np.asarray(m["loss"], np.float64)
 
     def encode(self, rec: dict) -> tuple[list[int], list[int], list[int]]:
         t = self.tok
@@ -200,18 +223,24 @@ class _Engine:
         return res
 
     def train_pairs(self, step_fn, tx, encs, steps: int, seed: int):
-        """``steps`` updates of one pair each, cycling through ``encs`` in a seeded order per epoch."""
-        st = self.state(self.params0, tx, reference=True)
-        batches = [self.pair_batch(e) for e in encs]
-        rng = np.random.default_rng(seed)
-        order: list[int] = []
+        """``steps`` updates of one pair each for every seed at once: seed ``s`` cycles through its own pairs
+        ``encs[s]`` in the order of ``default_rng([seed, s])`` (a new permutation each epoch), all seeds from the
+        pretrained model. Returns the stacked state and the losses ``[steps, S]``."""
+        n = len(encs)
+        st = self.seed_state(self.params0, tx, n, reference=True)
+        batches = [[self.pair_batch(e) for e in es] for es in encs]
+        rngs = [np.random.default_rng([seed, s]) for s in range(n)]
+        orders: list[list[int]] = [[] for _ in range(n)]
         losses = []
         for _ in range(steps):
-            if not order:
-                order = list(rng.permutation(len(batches)))
-            st, loss = self.run(step_fn, st, batches[order.pop(0)])
+            picked = []
+            for s in range(n):
+                if not orders[s]:
+                    orders[s] = list(rngs[s].permutation(len(batches[s])))
+                picked.append(batches[s][orders[s].pop(0)])
+            st, loss = self.run(step_fn, st, {k: np.stack([b[k] for b in picked]) for k in PAIR_FIELDS})
             losses.append(loss)
-        return st, losses
+        return st, np.asarray(losses)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -223,31 +252,41 @@ def _cand_name(i: int) -> str:
     return CANDIDATES[i].strip() if i < len(CANDIDATES) else PREFIXES[i - len(CANDIDATES)].strip() + "…"
 
 
-def _sft_then_dpo(eng: _Engine, cfg: dict, pb: dict):
-    """SFT on (x, y+) for ``sft_steps``, then DPO on the single pair for ``dpo_steps`` with the SFT model as
-    reference, probing at the first differing byte after every step.
+def _sft_then_dpo(eng: _Engine, cfg: dict, pbs: list[dict]):
+    """For every seed ``s`` (one prompt each, probe batch ``pbs[s]``), all seeds batched: SFT on (x, y+) for
+    ``sft_steps``, then DPO on the single pair for ``dpo_steps`` with the SFT model as reference, probing at the
+    first differing byte after every step.
 
-    Returns ``(pre, W, probe, records, losses, d1)``: the pretrained model's probe values, the unembedding of
-    the SFT model (:meth:`_Engine.unembedding`, the start of DPO), the probe, its records (steps 0 …
-    dpo_steps), the DPO losses and the change of the next-byte log-probs after the first DPO step.
+    Returns one tuple ``(pre, W, probe, records, losses, d1)`` per seed: the pretrained model's probe values, the
+    unembedding of the SFT model (:meth:`_Engine.unembedding`, the start of DPO), the probe, its records (steps
+    0 … dpo_steps), the DPO losses and the change of the next-byte log-probs after the first DPO step.
     """
-    pair = {k: pb[k] for k in PAIR_FIELDS}
-    sft = {"ids": pb["chosen_ids"], "mask": pb["chosen_mask"], "attention_mask": pb["chosen_attention_mask"]}
-    st = eng.state(eng.params0, eng.tx_sft, reference=False)
-    pre = displacement_probe(pb, position="divergence").evaluate(eng.graphdef, st)
+    from jalign.train.step import tree_index
+
+    n = len(pbs)
+    stack = lambda fields: {k: np.stack([pb[f] for pb in pbs]) for k, f in fields.items()}
+    pair = stack({k: k for k in PAIR_FIELDS})
+    sft = stack({"ids": "chosen_ids", "mask": "chosen_mask", "attention_mask": "chosen_attention_mask"})
+    st = eng.seed_state(eng.params0, eng.tx_sft, n, reference=False)
+    pre = [displacement_probe(pb, position="divergence").evaluate(eng.graphdef, tree_index(st, s))
+           for s, pb in enumerate(pbs)]
     for _ in range(cfg["sft_steps"]):
         st, _ = eng.run(eng.sft_step, st, sft)
-    st = eng.state(st.params, eng.tx_dpo, reference=True)
-    probe = displacement_probe(pb, k=5, position="divergence")
-    recs, losses = [probe(0, eng.graphdef, st)], []
-    W = eng.unembedding(st.params)
+    st = eng.restart(st, eng.tx_dpo, reference=True)
+    probes = [displacement_probe(pb, k=5, position="divergence") for pb in pbs]
+    recs = [[p(0, eng.graphdef, tree_index(st, s))] for s, p in enumerate(probes)]
+    W = [eng.unembedding(tree_index(st.params, s)) for s in range(n)]
+    losses, d1 = [], [None] * n
     for t in range(1, cfg["dpo_steps"] + 1):
         st, loss = eng.run(eng.dpo_step, st, pair)
         losses.append(loss)
-        recs.append(probe(t, eng.graphdef, st))
-        if t == 1:
-            d1 = probe.evaluate(eng.graphdef, st)["next"][0] - probe.start["next"][0]
-    return pre, W, probe, recs, losses, d1
+        for s, p in enumerate(probes):
+            one = tree_index(st, s)
+            recs[s].append(p(t, eng.graphdef, one))
+            if t == 1:
+                d1[s] = p.evaluate(eng.graphdef, one)["next"][0] - p.start["next"][0]
+    losses = np.asarray(losses)
+    return [(pre[s], W[s], probes[s], recs[s], losses[:, s].tolist(), d1[s]) for s in range(n)]
 
 
 def _theorem5(W: np.ndarray, pb: dict, probe, d1) -> dict:
@@ -278,16 +317,20 @@ def _mass_flow(cand_lp: np.ndarray, s: int, t: int, yw: str, yl: str) -> dict:
     return flow
 
 
-def _single_token_run(eng: _Engine, cfg: dict, rec: dict, cands: list, seed: int) -> dict:
-    """One run of the persona experiment (one prompt, one pair y+ ≻ y−): SFT, DPO, probes, Theorem 5, the
-    largest drop of π(y+) and where its mass went."""
+def _persona_batch(eng: _Engine, cfg: dict, rec: dict, cands: list) -> dict:
+    """The probe batch of one persona run (one prompt, one pair y+ ≻ y−, the candidate words)."""
+    enc = eng.encode(rec)
+    return probe_batch([enc[0]], [enc[1]], [enc[2]], candidates=cands, pad_id=eng.tok.pad_id,
+                       max_length=cfg["seq_len"])
+
+
+def _single_token_run(eng: _Engine, rec: dict, pb: dict, out: tuple, seed: int) -> dict:
+    """One run of the persona experiment (one prompt, one pair y+ ≻ y−) from its SFT + DPO outputs ``out`` (of
+    :func:`_sft_then_dpo`): Theorem 5, the largest drop of π(y+) and where its mass went."""
     tok = eng.tok
     yw, yl = rec["chosen"], rec["rejected"]
     nw = len(CANDIDATES)
-    enc = eng.encode(rec)
-    pb = probe_batch([enc[0]], [enc[1]], [enc[2]], candidates=cands, pad_id=tok.pad_id,
-                     max_length=cfg["seq_len"])
-    pre, W, probe, recs, losses, d1 = _sft_then_dpo(eng, cfg, pb)
+    pre, W, probe, recs, losses, d1 = out
     th5 = _theorem5(W, pb, probe, d1)
     p_w = np.exp([r["chosen_logps"][0] for r in recs])
     p_l = np.exp([r["rejected_logps"][0] for r in recs])
@@ -333,7 +376,8 @@ def _pair_summary(yw: str, yl: str, runs: list[dict]) -> dict:
 
 
 def _single_token(eng: _Engine, cfg: dict) -> dict:
-    """The persona experiment: for each pair of :data:`PAIRS`, one run per seed (prompt), summarised."""
+    """The persona experiment: for each pair of :data:`PAIRS`, one run per seed (prompt; the seeds batched),
+    summarised."""
     persona = builtin.load("persona_yesno")
     tok = eng.tok
     cands = [tok.encode(c, add_eos=True) for c in CANDIDATES] + [tok.encode(c) for c in PREFIXES]
@@ -341,8 +385,11 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
     for yw, yl in PAIRS:
         endorsed = yw != " No"
         prompts = [r["prompt"] for r in persona if r["meta"]["endorsed"] == endorsed]
-        runs = [_single_token_run(eng, cfg, {"prompt": prompts[seed], "chosen": yw, "rejected": yl}, cands, seed)
-                for seed in range(cfg["seeds"])]
+        recs = [{"prompt": prompts[seed], "chosen": yw, "rejected": yl} for seed in range(cfg["seeds"])]
+        pbs = [_persona_batch(eng, cfg, r, cands) for r in recs]
+        outs = _sft_then_dpo(eng, cfg, pbs)  # every prompt (seed) of this pair batched
+        runs = [_single_token_run(eng, r, pb, o, seed) for seed, (r, pb, o) in enumerate(zip(recs, pbs, outs,
+                                                                                               strict=True))]
         out[f"{yw.strip()}>{yl.strip()}"] = _pair_summary(yw, yl, runs)
     return out
 
@@ -352,48 +399,61 @@ def _single_token(eng: _Engine, cfg: dict) -> dict:
 
 
 def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
-    recs = builtin.load("sentiment_pairs", n=cfg["n_pairs"])
-    encs = [eng.encode(r) for r in recs]
-    sc = eng.scores(encs)
-    base_w, base_l = eng.set_logps(eng.params0, encs)
+    """Sample identification and mitigation, one seed per draw of the ``n_pairs`` preference pairs
+    (``sentiment_pairs`` generated with data seed ``s``; seed 0 is the card's draw), every training run of all
+    seeds batched. Per seed: the four scores, the percentile subsets of each and the change of log π(y+) after
+    DPO on each subset; the four mitigation runs on the seed's own pairs."""
+    from jalign.train.step import tree_index
+
+    seeds = list(range(cfg["set_seeds"]))
+    encs = [[eng.encode(r) for r in builtin.load("sentiment_pairs", n=cfg["n_pairs"], seed=s)] for s in seeds]
+    sc = [eng.scores(e) for e in encs]
+    base = [eng.set_logps(eng.params0, e) for e in encs]
     m, E = cfg["subset_size"], cfg["epochs"]
-    cache: dict[tuple, dict] = {}
-    ident = {}
+    cache: dict[tuple, list[dict]] = {}
+    ident: dict = {"seeds": seeds, "scores": [{k: v.tolist() for k, v in x.items()} for x in sc]}
     for name in SCORES:
-        subsets = percentile_subsets(sc[name], m, PERCENTILES)
+        subsets = [percentile_subsets(x[name], m, PERCENTILES) for x in sc]
         rows = []
         for q in PERCENTILES:
-            idx = tuple(int(i) for i in subsets[q])
+            idx = tuple(tuple(int(i) for i in sub[q]) for sub in subsets)  # per seed
             if idx not in cache:
-                st, losses = eng.train_pairs(eng.dpo_step, eng.tx_dpo, [encs[i] for i in idx], m * E, seed=0)
-                w, l = eng.set_logps(st.params, [encs[i] for i in idx])
-                cache[idx] = {"chosen_change": float(np.mean(w - base_w[list(idx)])),
-                              "rejected_change": float(np.mean(l - base_l[list(idx)])),
-                              "final_loss": float(np.mean(losses[-m:]))}
-            rows.append({"percentile": q, "indices": list(idx), "mean_score": float(np.mean(sc[name][list(idx)])),
-                         **cache[idx]})
-        rho = spearman(PERCENTILES, [r["chosen_change"] for r in rows])
+                st, losses = eng.train_pairs(eng.dpo_step, eng.tx_dpo, [[encs[s][i] for i in idx[s]] for s in seeds],
+                                             m * E, seed=0)
+                cache[idx] = []
+                for s in seeds:
+                    w, l = eng.set_logps(tree_index(st.params, s), [encs[s][i] for i in idx[s]])
+                    cache[idx].append({"chosen_change": float(np.mean(w - base[s][0][list(idx[s])])),
+                                       "rejected_change": float(np.mean(l - base[s][1][list(idx[s])])),
+                                       "final_loss": float(np.mean(losses[-m:, s]))})
+            rows.append({"percentile": q, "indices": [list(x) for x in idx],
+                         "mean_score": [float(np.mean(sc[s][name][list(idx[s])])) for s in seeds],
+                         **{k: [c[k] for c in cache[idx]] for k in ("chosen_change", "rejected_change", "final_loss")}})
+        rho = [spearman(PERCENTILES, [r["chosen_change"][s] for r in rows]) for s in seeds]
         ident[name] = {"subsets": rows, "spearman": rho}
 
-    n = len(encs)
-    keep = [int(i) for i in np.sort(np.argsort(sc["ches_ln"], kind="stable")[:max(1, int(np.ceil(
-        cfg["filter_fraction"] * n - 1e-9)))])]
-    rand = [int(i) for i in np.sort(np.random.default_rng(0).choice(n, len(keep), replace=False))]
+    n = cfg["n_pairs"]
+    keep = [[int(i) for i in np.sort(np.argsort(x["ches_ln"], kind="stable")[:max(1, int(np.ceil(
+        cfg["filter_fraction"] * n - 1e-9)))])] for x in sc]
+    rand = [[int(i) for i in np.sort(np.random.default_rng([0, s]).choice(n, len(keep[s]), replace=False))]
+            for s in seeds]
     E = cfg["mitigation_epochs"]
-    mit = {"kept_indices": keep, "random_indices": rand, "epochs": E}
-    for run, step_fn, idx in (("dpo", eng.dpo_step, list(range(n))), ("dpo+sft", eng.rpo_step, list(range(n))),
+    mit = {"seeds": seeds, "kept_indices": keep, "random_indices": rand, "epochs": E}
+    full = [list(range(n)) for _ in seeds]
+    for run, step_fn, idx in (("dpo", eng.dpo_step, full), ("dpo+sft", eng.rpo_step, full),
                               ("filtered", eng.dpo_step, keep), ("random subset", eng.dpo_step, rand)):
-        st, losses = eng.train_pairs(step_fn, eng.tx_dpo, [encs[i] for i in idx], E * len(idx), seed=1)
-        w, l = eng.set_logps(st.params, encs)
-        mit[run] = {
-            "train_pairs": len(idx),
-            "chosen_change_all": float(np.mean(w - base_w)), "rejected_change_all": float(np.mean(l - base_l)),
-            "chosen_change_train": float(np.mean(w[idx] - base_w[idx])),
-            "rejected_change_train": float(np.mean(l[idx] - base_l[idx])),
-            "mean_loss": float(np.mean(losses)),
-        }
-    scores = {k: v.tolist() for k, v in sc.items()}
-    return {"scores": scores, **ident}, mit
+        st, losses = eng.train_pairs(step_fn, eng.tx_dpo, [[encs[s][i] for i in idx[s]] for s in seeds],
+                                     E * len(idx[0]), seed=1)
+        row = {"train_pairs": len(idx[0]), "mean_loss": np.mean(losses, axis=0).tolist()}
+        for s in seeds:
+            w, l = eng.set_logps(tree_index(st.params, s), encs[s])
+            bw, bl = base[s]
+            for k, v in (("chosen_change_all", np.mean(w - bw)), ("rejected_change_all", np.mean(l - bl)),
+                         ("chosen_change_train", np.mean(w[idx[s]] - bw[idx[s]])),
+                         ("rejected_change_train", np.mean(l[idx[s]] - bl[idx[s]]))):
+                row.setdefault(k, []).append(float(v))
+        mit[run] = row
+    return ident, mit
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -402,7 +462,8 @@ def _sets(eng: _Engine, cfg: dict) -> tuple[dict, dict]:
 
 # The pass rules, fixed in code before the run. In the persona experiment a seed is a prompt (``seeds`` per
 # pair); the Theorem 5 rows pool the runs of all pairs (each run is one (pair, prompt) instance of the
-# theorem's statement). The identification and mitigation runs are one training run each (inconclusive).
+# theorem's statement). In the identification and mitigation experiments a seed is a draw of the preference
+# pairs (``set_seeds`` data seeds) with its own training order; every rule is a 95% t-interval over the seeds.
 LARGE_DROP = 0.1
 RULES = {
     "drop": f"95% t-interval over the pair's prompts (seeds) of the largest drop of π(y+) between two DPO steps "
@@ -412,11 +473,10 @@ RULES = {
     "theorem5": "95% t-interval over every persona run (pairs × prompts) of Spearman(⟨W_z, W+ − W−⟩, Δ ln π(z)) "
     "lies above 0",
     "orthogonal": "95% t-interval over every persona run of ‖(W+ − W−)⊥W+‖ − ‖(W+ − W−)∥W+‖ lies above 0",
-}
-NEED = {
     "identification": "the 95% t-interval over seeds of Spearman(percentile, Δ log π(y+)) for CHES lies below "
-    "−0.9 and those of −edit distance and last-hidden inner product do not",
-    "sft": "the 95% t-intervals over seeds of −Δ log π(y+) under DPO and of Δ log π(y+) under DPO + SFT lie above 0",
+    "−0.9, and those of −edit distance and of the last-hidden inner product lie above −0.9",
+    "sft": "the 95% t-intervals over seeds of −Δ log π(y+) under DPO and of Δ log π(y+) under DPO + SFT (all "
+    "pairs) lie above 0",
     "filtered": "the 95% t-interval over seeds of Δ log π(y+)[filtered] − max(DPO on all, random subset) on the "
     "training pairs lies above 0",
 }
@@ -489,47 +549,52 @@ def _theorem5_claims(st: dict) -> list[dict]:
 
 def _identification_claims(ident: dict) -> list[dict]:
     """Sample identification: CHES orders the drop of the preferred log-prob; the other scores do not."""
-    from paper_repro._common import one_seed
+    from paper_repro._common import combine, seeded
 
-    rho = {k: ident[k]["spearman"] for k in SCORES}
-    txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k]:+.2f}" for k in SCORES)
-    ok = rho["ches"] <= -0.999 and all(not (rho[k] <= -0.999) for k in ("neg_edit_distance", "last_hidden_ip"))
-    s, ev, one = one_seed(rho["ches"], need=NEED["identification"], passes=ok)
+    rho = {k: np.asarray(ident[k]["spearman"], np.float64) for k in SCORES}
+    txt = ", ".join(f"{SCORE_LABELS[k]} {rho[k].mean():+.2f}" for k in SCORES)
+    rule = RULES["identification"]
+    s, ev, one = combine([("CHES", seeded(rho["ches"], -0.9, above=False, rule=rule))]
+                         + [(SCORE_LABELS[k], seeded(rho[k], -0.9, above=True, rule=rule))
+                            for k in ("neg_edit_distance", "last_hidden_ip")])
     return [_claim(
         "Ranking pairs by CHES orders the drop of the preferred log-prob across the 0/25/50/75/100th percentile "
         "subsets perfectly; edit distance and last-hidden inner product do not",
-        f"Spearman(percentile, mean Δ log π(y+)) — {txt} (−1 = perfect); most negative: "
-        f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k])]}; {one}", (s, ev))]
+        f"Spearman(percentile, mean Δ log π(y+)), seed means — {txt} (−1 = perfect); most negative: "
+        f"{SCORE_LABELS[min(SCORES, key=lambda k: rho[k].mean())]}; {one}", (s, ev))]
 
 
 def _mitigation_claims(mit: dict) -> list[dict]:
     """Mitigation: DPO + SFT and CHES filtering against DPO on all pairs (and a random subset)."""
-    from paper_repro._common import one_seed
+    from paper_repro._common import seeded, seeded_all
 
     claims = []
-    d, sft, f = mit["dpo"], mit["dpo+sft"], mit["filtered"]
-    gap = min(-d["chosen_change_all"], sft["chosen_change_all"])
-    s, ev, one = one_seed(gap, need=NEED["sft"], passes=gap > 0)
+    a = {r: {k: np.asarray(v, np.float64) for k, v in mit[r].items() if isinstance(v, list)} for r in RUNS3}
+    d, sft, f, r = a["dpo"], a["dpo+sft"], a["filtered"], a["random subset"]
+    mean = lambda x: f"{float(np.mean(x)):+.2f}"
+    s, ev, one = seeded_all([("−Δ(DPO)", -d["chosen_change_all"]), ("Δ(DPO + SFT)", sft["chosen_change_all"])],
+                            0.0, above=True, rule=RULES["sft"])
     claims.append(_claim(
         "DPO lowers the preferred log-prob on a preference set; adding an SFT term (DPO + SFT) raises it",
-        f"mean Δ log π(y+) over all pairs: DPO {d['chosen_change_all']:+.2f}, DPO+SFT {sft['chosen_change_all']:+.2f} "
-        f"(Δ log π(y−): {d['rejected_change_all']:+.2f}, {sft['rejected_change_all']:+.2f}); {one}", (s, ev)))
-    r = mit["random subset"]
-    gap = f["chosen_change_train"] - max(d["chosen_change_train"], r["chosen_change_train"])
-    s, ev, one = one_seed(gap, need=NEED["filtered"], passes=gap > 0)
+        f"mean Δ log π(y+) over all pairs (seed means): DPO {mean(d['chosen_change_all'])}, DPO+SFT "
+        f"{mean(sft['chosen_change_all'])} (Δ log π(y−): {mean(d['rejected_change_all'])}, "
+        f"{mean(sft['rejected_change_all'])}); {one}", (s, ev)))
+    gap = f["chosen_change_train"] - np.maximum(d["chosen_change_train"], r["chosen_change_train"])
+    s, ev, one = seeded(gap, 0.0, above=True, rule=RULES["filtered"])
+    ft, dt = mit["filtered"]["train_pairs"], mit["dpo"]["train_pairs"]
     claims.append(_claim(
         "Training only on the lowest length-normalised-CHES pairs mitigates the drop of the preferred log-prob "
         "(less negative than DPO on all pairs, and than a random subset of the same size)",
-        f"kept {f['train_pairs']}/{d['train_pairs']} pairs, {mit['epochs']} epoch(s) each (so {f['train_pairs']} "
-        f"against {d['train_pairs']} updates); Δ log π(y+) on the training pairs: filtered "
-        f"{f['chosen_change_train']:+.2f}, DPO on all {d['chosen_change_train']:+.2f}, random subset "
-        f"{r['chosen_change_train']:+.2f}; on all pairs: {f['chosen_change_all']:+.2f}, {d['chosen_change_all']:+.2f}, "
-        f"{r['chosen_change_all']:+.2f}; {one}", (s, ev)))
+        f"kept {ft}/{dt} pairs, {mit['epochs']} epoch(s) each (so {ft} against {dt} updates); Δ log π(y+) on the "
+        f"training pairs (seed means): filtered {mean(f['chosen_change_train'])}, DPO on all "
+        f"{mean(d['chosen_change_train'])}, random subset {mean(r['chosen_change_train'])}; on all pairs: "
+        f"{mean(f['chosen_change_all'])}, {mean(d['chosen_change_all'])}, {mean(r['chosen_change_all'])}; "
+        f"filtered − max(all, random) {one}", (s, ev)))
     return claims
 
 
 def claims(res: dict) -> list[dict]:
-    """Every claim with its evidence, from the saved results (rules: :data:`RULES`, :data:`NEED`), in order:
+    """Every claim with its evidence, from the saved results (rules: :data:`RULES`), in order:
     displacement, Theorem 5, identification, mitigation, and the billion-parameter unalignment result (not
     reproducible here)."""
     from paper_repro._common import not_here
@@ -581,8 +646,20 @@ def _plot_single_token(res: dict):
     return fig
 
 
+def _mean_half(values) -> tuple[np.ndarray, np.ndarray]:
+    """Seed means and 95% t half-widths of ``values`` ``[..., S]`` (half-width 0 with one seed)."""
+    from jalign.reporting import t_interval
+
+    v = np.asarray(values, np.float64)
+    flat = v.reshape(-1, v.shape[-1])
+    iv = np.array([t_interval(x) for x in flat])
+    half = np.nan_to_num(iv[:, 2] - iv[:, 0])
+    return iv[:, 0].reshape(v.shape[:-1]), half.reshape(v.shape[:-1])
+
+
 def _plot_identification_mitigation(res: dict):
-    """Δ log π(y+) against the percentile of each similarity score, and the mitigation runs."""
+    """Δ log π(y+) against the percentile of each similarity score, and the mitigation runs (seed means, error
+    bars: 95% t-intervals over the seeds)."""
     import matplotlib.pyplot as plt
 
     ident, mit = res["identification"], res["mitigation"]
@@ -590,18 +667,21 @@ def _plot_identification_mitigation(res: dict):
     ax = axes[0]
     for k in SCORES:
         rows = ident[k]["subsets"]
-        ax.plot([r["percentile"] for r in rows], [r["chosen_change"] for r in rows], marker="o",
-                label=f"{SCORE_LABELS[k]} (ρ={ident[k]['spearman']:+.2f})")
+        y, h = _mean_half([r["chosen_change"] for r in rows])
+        ax.errorbar([r["percentile"] for r in rows], y, yerr=h, marker="o", capsize=3,
+                    label=f"{SCORE_LABELS[k]} (ρ={np.mean(ident[k]['spearman']):+.2f})")
     ax.set(xlabel="percentile of the similarity score", ylabel="mean Δ log π(y+) after DPO",
-           title="sample identification")
+           title=f"sample identification ({len(ident['seeds'])} seeds)")
     ax.legend(fontsize=7)
     ax = axes[1]
     x = np.arange(len(RUNS3))
-    ax.bar(x - 0.2, [mit[r]["chosen_change_train"] for r in RUNS3], 0.4, label="Δ log π(y+) (training pairs)")
-    ax.bar(x + 0.2, [mit[r]["chosen_change_all"] for r in RUNS3], 0.4, label="Δ log π(y+) (all pairs)", alpha=0.6)
+    for dx, key, label, alpha in ((-0.2, "chosen_change_train", "Δ log π(y+) (training pairs)", 1.0),
+                                  (0.2, "chosen_change_all", "Δ log π(y+) (all pairs)", 0.6)):
+        y, h = _mean_half([mit[r][key] for r in RUNS3])
+        ax.bar(x + dx, y, 0.4, yerr=h, capsize=3, label=label, alpha=alpha)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [f"{r}\n({mit[r]['train_pairs']} pairs)" for r in RUNS3])
-    ax.set(ylabel="mean change", title="mitigation")
+    ax.set(ylabel="mean change", title=f"mitigation ({len(mit['seeds'])} seeds)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

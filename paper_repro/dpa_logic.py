@@ -455,14 +455,14 @@ def _lm_claims(lm: dict) -> list[dict]:
             f"CPO {fin['cpo'].mean():.1f} vs cCPO {fin['ccpo'].mean():.1f} ({over}); cCPO − CPO {txt}", (st, ev),
             "reconstruction"))
         dips = st_["dips"]
-        st, ev, txt = seeded_all({f"{k} dip": v for k, v in dips.items()}, DIP, above=True, rule=LM_NEED["dip"])
+        st, ev, txt = seeded_all([(f"{k} dip", v) for k, v in dips.items()], DIP, above=True, rule=LM_NEED["dip"])
         claims.append(_claim(
             f"{tag} unCPO and cfUNL winner log-probs dip then settle higher (as on the toy)",
             "; ".join(f"{k}: minimum inside the run on {int(np.sum(np.asarray(L[k]['chosen_argmin']) % steps > 0))}"
                       f" of {n} seeds" for k in dips) + f"; {txt}", (st, ev), "reconstruction"))
     most, least = st_["most"], st_["least"]
     table = ", ".join(f"{k} (rank {ranks[k]}) {dw[k].mean():+.1f}" for k in sorted(L, key=ranks.get))
-    st, ev, txt = seeded_all({f"Δ[{most}] − max others": st_["top"], f"min others − Δ[{least}]": st_["bottom"]},
+    st, ev, txt = seeded_all([(f"Δ[{most}] − max others", st_["top"]), (f"min others − Δ[{least}]", st_["bottom"])],
                              0.0, above=True, rule=LM_NEED["extremes"])
     claims.append(_claim(
         f"{tag} constrainedness vs the winner: the most constrained loss trained raises log π(y_w) most and the "

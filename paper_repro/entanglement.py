@@ -15,11 +15,18 @@ Part (2), the log-linear toy of :mod:`jalign.diagnostics.toy` (shared-suffix des
 log-prob changes against the actual ones for a small step, for every registered margin loss; and DPO against
 both mitigations as the shared suffix grows.
 
+Seeds: every small-LM run is repeated for ``seeds`` seeds (3 quick, 5 full). A seed is the data order of the
+training pipeline (``builtin_pairwise`` with ``seed=s``: which of the 256 pairs make up each batch and in which
+order); every seed starts from the same pretrained model and is probed on the same fixed probe set. The seeds are
+trained together, batched on a leading seed axis (:func:`jalign.studies.entanglement.train_pairwise_seeds`: one
+vmapped compiled call per update serves all seeds; seed 0 is the data order of the former single run). Claims
+are 95% t-intervals over the seeds of per-seed statistics (rules in :data:`RULES`, fixed before the run).
+
 Quick mode (CPU): responses truncated to 88 bytes (the long suffix keeps about 60 shared bytes), 4 pairs per
-batch, 12 steps, a probe of 8 other pairs every 4 steps; DPO with both mitigations on every variant, the other five
-losses (with and without the normalised update) on the long-suffix variant. Full mode: untruncated sequences
-(256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps. The math lives in jalign; this module
-wires runs, saves JSON and draws the figures from it.
+batch, 12 steps, 3 seeds, a probe of 8 other pairs at steps 0, 6 and 12; DPO with both mitigations on every
+variant, the other five losses (with and without the normalised update) on the long-suffix variant. Full mode:
+untruncated sequences (256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps, 5 seeds. The math
+lives in jalign; this module wires runs, saves JSON and draws the figures from it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from jalign.diagnostics.entanglement import MITIGATIONS  # none, normalized, masked
 from paper_repro._common import draw_figures, finish, output_dir, read_results
@@ -38,6 +47,8 @@ PAPER = "Yuan et al., A Common Pitfall of Margin-based LM Alignment: Gradient En
 LOSSES = ("dpo", "ipo", "simpo", "rdpo", "dpop", "sppo_hard")
 LABELS = {"dpo": "DPO", "ipo": "IPO", "simpo": "SimPO", "rdpo": "R-DPO", "dpop": "DPOP", "sppo_hard": "SPPO"}
 VARIANTS = ("one_token", "short_suffix", "long_suffix")
+CURVE_KEYS = ("cosine", "inner", "chosen_sq_norm", "rejected_sq_norm", "mean_chosen_logps", "mean_rejected_logps",
+              "case/ideal", "case/both fall", "case/both rise", "case/reversed")
 HPARAMS = {"dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 0.5},
            "rdpo": {"beta": 0.1, "alpha": 0.2}, "dpop": {"beta": 0.1, "lambda_": 50.0}, "sppo_hard": {"beta": 0.1}}
 
@@ -46,12 +57,13 @@ def _settings(quick: bool) -> dict:
     if quick:
         # The probe works in chunks of batch_size pairs: its per-example gradients and reference forward
         # reuse the training step's compilations (the normalised update computes the same statistics).
-        return {"seq_len": 128, "max_prompt_len": 40, "batch_size": 4, "steps": 12, "probe_every": 4,
-                "probe_pairs": 8, "lr": 1e-4, "optimizer": "adam",
+        # 3 seeds batched cost about 3x the compute of one; the probe runs every 6 steps (3 points) instead of 4.
+        return {"seq_len": 128, "max_prompt_len": 40, "batch_size": 4, "steps": 12, "probe_every": 6,
+                "probe_pairs": 8, "lr": 1e-4, "optimizer": "adam", "seeds": 3,
                 "runs": [(v, "dpo", m) for v in VARIANTS for m in MITIGATIONS]
                 + [("long_suffix", k, m) for k in LOSSES if k != "dpo" for m in ("none", "normalized")]}
     return {"seq_len": 256, "max_prompt_len": 40, "batch_size": 16, "steps": 100, "probe_every": 10,
-            "probe_pairs": 32, "lr": 1e-4, "optimizer": "adam",
+            "probe_pairs": 32, "lr": 1e-4, "optimizer": "adam", "seeds": 5,
             "runs": [(v, k, m) for v in VARIANTS for k in LOSSES for m in MITIGATIONS]}
 
 
@@ -64,7 +76,7 @@ def _lm_study(cfg: dict) -> dict:
     import optax
 
     from jalign.models import load_small_lm
-    from jalign.studies.entanglement import PairwiseWeightedTrainer, train_pairwise
+    from jalign.studies.entanglement import PairwiseWeightedTrainer, train_pairwise_seeds
     from jalign.train import plugins
     from jalign.train.probes import entanglement_probe
     from jalign.train.step import split_model
@@ -97,13 +109,16 @@ def _lm_study(cfg: dict) -> dict:
         probe = entanglement_probe(probe_sets[variant], loss=loss, hparams=HPARAMS[loss],
                                    every=cfg["probe_every"], name="entanglement", model=trainer.lm,
                                    batch_size=cfg["batch_size"])
-        res = train_pairwise(trainer, params0, source(variant, cfg["batch_size"], 0), loss=loss,
-                             hparams=HPARAMS[loss], steps=cfg["steps"], mitigation=mitigation, probes=[probe])
-        curves = {k: [r[k] for r in res["probes"]] for k in (
-            "step", "cosine", "inner", "chosen_sq_norm", "rejected_sq_norm", "mean_chosen_logps",
-            "mean_rejected_logps", "case/ideal", "case/both fall", "case/both rise", "case/reversed")}
-        out["runs"].append({"variant": variant, "loss": loss, "mitigation": mitigation, "curves": curves,
-                            "train_loss": [h["loss"] for h in res["history"]]})
+        seeds = list(range(cfg["seeds"]))
+        res = train_pairwise_seeds(trainer, params0, [source(variant, cfg["batch_size"], s) for s in seeds],
+                                   loss=loss, hparams=HPARAMS[loss], steps=cfg["steps"], mitigation=mitigation,
+                                   probe=probe)
+        # per seed: curves[key][seed][probe point]; train_loss[seed][step]
+        curves = {"step": [r["step"] for r in res["probes"][0]]}
+        curves |= {k: [[r[k] for r in recs] for recs in res["probes"]] for k in CURVE_KEYS}
+        out["runs"].append({"variant": variant, "loss": loss, "mitigation": mitigation, "seeds": seeds,
+                            "curves": curves,
+                            "train_loss": [[h["loss"][s] for h in res["history"]] for s in seeds]})
     return out
 
 
@@ -158,17 +173,16 @@ def _toy_study(quick: bool) -> dict:
 # Claims
 
 
-# The pass rules, fixed in code before the run. Every small-LM row is one training run (one data order, one
-# initial model), so it is "inconclusive" whatever the point value; the rule says what ≥ 3 seeds would need.
-# The toy rows are exact computations on jalign's own log-linear toy (source "reconstruction").
+# The pass rules, fixed in code before the run. Small-LM rows: 95% t-intervals over the seeds (:func:`seeded`,
+# :func:`seeded_all` of paper_repro._common; ≥ 3 seeds) of per-seed statistics of the probe curves: Δ = value at
+# the last probe point − value at step 0 (probe mean over the fixed probe set), cos = mean cosine over the probe
+# points. The toy rows are exact computations on jalign's own log-linear toy (source "reconstruction").
 RULES = {
     "toy_first_order": "for every registered margin loss: |predicted − actual| / max|actual| < 1e-2 at step 1e-4 "
     "(float64), and the predicted case label equals the observed one",
     "toy_suffix": "exact gradient steps on the toy pair: Δ log π(y_w) of DPO > 0 without a shared suffix and < 0 "
     "with the longest one, and > 0 for both mitigations with the longest one (no tolerance: signs of exact "
     "float64 changes of size ≥ 0.1)",
-}
-LM_NEED = {
     "one_token_rises": "the 95% t-interval over seeds of Δ log π(y_w) (one-token variant, DPO) lies above 0",
     "suffix_falls": "the 95% t-intervals over seeds of −Δ log π(y_w) (short suffix) and of Δ(short) − Δ(long) lie "
     "above 0",
@@ -176,8 +190,8 @@ LM_NEED = {
     "cos(one token) lie above 0",
     "one_token_negative": "the 95% t-interval over seeds of the largest cosine after step 0 (one-token variant) lies "
     "below 0",
-    "mitigation": "for every variant where DPO lowers log π(y_w), the 95% t-interval over seeds of Δ log π(y_w) "
-    "with the mitigation lies above 0",
+    "mitigation": "for every variant where DPO's mean Δ log π(y_w) over seeds is < 0, the 95% t-interval over "
+    "seeds of Δ log π(y_w) with the mitigation lies above 0",
     "every_loss_falls": "for every distinct margin loss (losses with identical runs counted once) the 95% "
     "t-interval over seeds of Δ log π(y_w) on the long suffix lies below 0",
     "normalized_every_loss": "for every distinct margin loss the 95% t-interval over seeds of Δ log π(y_w) with the "
@@ -192,19 +206,35 @@ def _run(res, variant, loss="dpo", mitigation="none"):
     return None
 
 
+def _per_seed(run, key):
+    """``[S, P]``: a probe curve of every seed (a single-seed run saved as one curve counts as one seed)."""
+    import numpy as np
+
+    y = np.asarray(run["curves"][key], np.float64)
+    return y[None] if y.ndim == 1 else y
+
+
 def _delta(run, key="mean_chosen_logps"):
-    c = run["curves"][key]
-    return c[-1] - c[0]
+    """Per-seed change over the run (last probe point − step 0), ``[S]``."""
+    y = _per_seed(run, key)
+    return y[:, -1] - y[:, 0]
+
+
+def _mean_cos(run):
+    """Per-seed mean gradient cosine over the probe points, ``[S]``."""
+    return _per_seed(run, "cosine").mean(axis=1)
 
 
 def _dpo_deltas(res: dict) -> dict:
-    """Δ chosen log-prob of the plain DPO run on each variant (probe mean over the run)."""
+    """Per-seed Δ chosen log-prob of the plain DPO run on each variant (probe mean over the run)."""
     return {v: _delta(_run(res, v)) for v in VARIANTS}
 
 
 def _fmt_variants(d: dict) -> str:
-    """``"one token +0.12, short suffix −0.30, long suffix …"``: the value of every variant in ``d``."""
-    return ", ".join(f"{v.replace('_', ' ')} {d[v]:+.2f}" for v in VARIANTS if v in d)
+    """``"one token +0.12, short suffix −0.30, long suffix …"``: the seed mean of every variant in ``d``."""
+    import numpy as np
+
+    return ", ".join(f"{v.replace('_', ' ')} {float(np.mean(d[v])):+.2f}" for v in VARIANTS if v in d)
 
 
 def distinct_losses(runs: dict) -> dict[str, list[str]]:
@@ -233,62 +263,71 @@ def _claim(claim: str, measured: str, status_ev, source: str = "paper", paper: s
 
 def _lm_dpo_claims(res: dict) -> list[dict]:
     """[small LM] DPO on the three variants: chosen log-prob and gradient cosine against the shared suffix."""
-    from paper_repro._common import one_seed
+    from paper_repro._common import seeded, seeded_all
 
     claims = []
     dpo = {v: _run(res, v) for v in VARIANTS}
     dch = _dpo_deltas(res)
     drj = {v: _delta(dpo[v], "mean_rejected_logps") for v in VARIANTS}
-    cos = {v: float(sum(dpo[v]["curves"]["cosine"]) / len(dpo[v]["curves"]["cosine"])) for v in VARIANTS}
-    st, ev, txt = one_seed(dch["one_token"], need=LM_NEED["one_token_rises"], passes=dch["one_token"] > 0)
+    cos = {v: _mean_cos(dpo[v]) for v in VARIANTS}
+    st, ev, txt = seeded(dch["one_token"], 0.0, above=True, rule=RULES["one_token_rises"])
     claims.append(_claim(
         "[small LM] one differing token: under DPO the chosen log-prob rises",
-        f"Δ chosen log-prob over the run (probe mean): {_fmt_variants(dch)}; {txt}", (st, ev)))
-    gap = min(-dch["short_suffix"], dch["short_suffix"] - dch["long_suffix"])
-    st, ev, txt = one_seed(gap, need=LM_NEED["suffix_falls"], passes=gap > 0)
+        f"Δ chosen log-prob over the run (probe mean; seed means): {_fmt_variants(dch)}; one token {txt}", (st, ev)))
+    st, ev, txt = seeded_all([("−Δ(short)", -dch["short_suffix"]),
+                              ("Δ(short) − Δ(long)", dch["short_suffix"] - dch["long_suffix"])],
+                             0.0, above=True, rule=RULES["suffix_falls"])
     claims.append(_claim(
         "[small LM] with a shared suffix DPO lowers the chosen log-prob, more for the long suffix",
-        f"Δ chosen: {_fmt_variants(dch)}; Δ rejected: {_fmt_variants(drj)}; {txt}", (st, ev)))
-    gap = min(cos["short_suffix"], cos["long_suffix"] - cos["short_suffix"], cos["short_suffix"] - cos["one_token"])
-    st, ev, txt = one_seed(gap, need=LM_NEED["cosine_grows"], passes=gap > 0)
+        f"Δ chosen (seed means): {_fmt_variants(dch)}; Δ rejected: {_fmt_variants(drj)}; {txt}", (st, ev)))
+    st, ev, txt = seeded_all([("cos(short)", cos["short_suffix"]),
+                              ("cos(long) − cos(short)", cos["long_suffix"] - cos["short_suffix"]),
+                              ("cos(short) − cos(one token)", cos["short_suffix"] - cos["one_token"])],
+                             0.0, above=True, rule=RULES["cosine_grows"])
     claims.append(_claim(
         "[small LM] gradient cosine is positive with suffixes and grows with suffix length",
-        f"mean cos(g_w, g_l) over the DPO run: {_fmt_variants(cos)}; {txt}", (st, ev)))
-    c1 = dpo["one_token"]["curves"]["cosine"]
-    st, ev, txt = one_seed(max(c1[1:]), need=LM_NEED["one_token_negative"], passes=max(c1[1:]) < 0)
+        f"mean cos(g_w, g_l) over the DPO run (seed means): {_fmt_variants(cos)}; {txt}", (st, ev)))
+    c1 = _per_seed(dpo["one_token"], "cosine")
+    st, ev, txt = seeded(c1[:, 1:].max(axis=1), 0.0, above=False, rule=RULES["one_token_negative"])
     claims.append(_claim(
         "[small LM] one differing token: the gradient cosine turns negative and stays negative",
-        f"cosine {c1[0]:.2f} at step 0, {c1[-1]:.2f} at the end (min {min(c1):.2f}); the responses share the prompt "
-        f"and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may not; {txt}", (st, ev)))
+        f"cosine {c1[:, 0].mean():.2f} at step 0, {c1[:, -1].mean():.2f} at the end (seed means; min {c1.min():.2f}); "
+        f"the responses share the prompt and ' The <subject> was ' (byte tokens), which the paper's 1t pairs may "
+        f"not; largest cosine after step 0 {txt}", (st, ev)))
     return claims
 
 
 def _lm_mitigation_claims(res: dict) -> list[dict]:
     """[small LM] DPO with each mitigation keeps the chosen log-prob rising where plain DPO lets it fall."""
-    from paper_repro._common import not_here, one_seed
+    import numpy as np
+
+    from paper_repro._common import not_here, seeded_all
 
     claims = []
     dch = _dpo_deltas(res)
     for m, label in (("normalized", "the pairwise-normalised update"), ("masked", "token masking")):
-        fell = [v for v in VARIANTS if dch[v] < 0]
+        fell = [v for v in VARIANTS if np.mean(dch[v]) < 0]
         got = {v: _delta(_run(res, v, "dpo", m)) for v in VARIANTS if _run(res, v, "dpo", m)}
         claim = f"[small LM] {label} keeps the chosen log-prob rising where DPO lets it fall"
-        measured = f"DPO + {m}: Δ chosen {_fmt_variants(got)} (DPO alone falls on: {', '.join(fell) or 'none'})"
+        measured = (f"DPO + {m}: Δ chosen (seed means) {_fmt_variants(got)} (DPO alone falls on average on: "
+                    f"{', '.join(fell) or 'none'})")
         if not fell:
-            claims.append(_claim(claim, measured, not_here("DPO's chosen log-prob fell on no variant in this run")))
+            claims.append(_claim(claim, measured, not_here("DPO's mean chosen log-prob fell on no variant")))
             continue
-        worst = min(got.get(v, float("-inf")) for v in fell)
-        st, ev, txt = one_seed(worst, need=LM_NEED["mitigation"], passes=worst > 0)
+        parts = [(v.replace("_", " "), got.get(v, [])) for v in fell]
+        st, ev, txt = seeded_all(parts, 0.0, above=True, rule=RULES["mitigation"])
         claims.append(_claim(claim, f"{measured}; {txt}", (st, ev)))
     return claims
 
 
 def _lm_loss_claims(res: dict) -> list[dict]:
     """[small LM, long suffix] Every distinct margin loss, with and without the normalised update."""
-    from paper_repro._common import one_seed
+    import numpy as np
+
+    from paper_repro._common import seeded_all
 
     claims = []
-    for m, claim, need, paper in (
+    for m, claim, rule, paper in (
             ("none", "[small LM, long suffix] every margin loss can lower the chosen log-prob", "every_loss_falls",
              PAPER),
             ("normalized", "[small LM, long suffix] the normalised update keeps the chosen log-prob rising for "
@@ -297,21 +336,14 @@ def _lm_loss_claims(res: dict) -> list[dict]:
         groups = distinct_losses(runs)
         d = {k: _delta(runs[k]) for k in groups}
         same = "; ".join(f"{' = '.join(LABELS[x] for x in g)} (identical runs)" for g in groups.values() if len(g) > 1)
-        if m == "none":
-            hit = [k for k in d if d[k] < 0]
-            worst = max(d.values())
-            passes = worst < 0
-        else:
-            hit = [k for k in d if d[k] > 0]
-            worst = min(d.values())
-            passes = worst > 0
-        st, ev, txt = one_seed(worst, need=LM_NEED[need], passes=passes)
+        hit = [k for k in d if (np.mean(d[k]) < 0 if m == "none" else np.mean(d[k]) > 0)]
+        st, ev, txt = seeded_all([(LABELS[k], d[k]) for k in d], 0.0, above=m != "none", rule=RULES[rule])
         word = "falls" if m == "none" else "rises"
         claims.append(_claim(
-            claim, "Δ chosen" + (" with the normalised update" if m != "none" else "") + ": "
-            + ", ".join(f"{LABELS[k]} {_delta(r):+.2f}" for k, r in runs.items())
-            + f"; {word} under {len(hit)} of {len(d)} distinct losses" + (f" ({same})" if same else "") + f"; {txt}",
-            (st, ev), paper=paper))
+            claim, "Δ chosen" + (" with the normalised update" if m != "none" else "") + " (seed means): "
+            + ", ".join(f"{LABELS[k]} {float(np.mean(_delta(r))):+.2f}" for k, r in runs.items())
+            + f"; on average {word} under {len(hit)} of {len(d)} distinct losses" + (f" ({same})" if same else "")
+            + f"; {txt}", (st, ev), paper=paper))
     return claims
 
 
@@ -345,7 +377,7 @@ def _toy_claims(res: dict) -> list[dict]:
 
 
 def claims(res: dict) -> list[dict]:
-    """Every claim with its evidence, from the saved results (rules: :data:`RULES`, :data:`LM_NEED`), in order:
+    """Every claim with its evidence, from the saved results (rules: :data:`RULES`), in order:
     the small LM's, the toy's and the 7B TL;DR result (not reproducible here)."""
     from paper_repro._common import not_here
 
@@ -366,14 +398,30 @@ _KEYS = [("cosine", "cos(g_w, g_l)"), ("mean_chosen_logps", "Δ log π(y_w) (pro
          ("mean_rejected_logps", "Δ log π(y_l) (probe mean)")]
 
 
-def _probe_curve(run: dict, key: str) -> list[float]:
-    """A probe curve of a run: the cosine as recorded, log-probs as changes from step 0."""
-    y = run["curves"][key]
-    return y if key == "cosine" else [x - y[0] for x in y]
+def _probe_band(run: dict, key: str):
+    """A probe curve of a run over its seeds: ``(steps, mean, lo, hi)``, the seed mean and the pointwise 95%
+    t-interval (the cosine as recorded, log-probs as changes from step 0; no band with one seed)."""
+    import numpy as np
+
+    from jalign.reporting import t_interval
+
+    y = _per_seed(run, key)
+    if key != "cosine":
+        y = y - y[:, :1]
+    band = np.array([t_interval(y[:, j]) for j in range(y.shape[1])])
+    return np.asarray(run["curves"]["step"]), band[:, 0], band[:, 1], band[:, 2]
+
+
+def _draw_band(ax, run, key, fmt, **kw):
+    steps, mean, lo, hi = _probe_band(run, key)
+    (line,) = ax.plot(steps, mean, fmt, **kw)
+    if np.all(np.isfinite(lo)):
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
 
 
 def _plot_lm_variants(res: dict):
-    """DPO with each mitigation on the three variants: cosine and log-prob changes along training."""
+    """DPO with each mitigation on the three variants: cosine and log-prob changes along training (seed mean,
+    shaded: pointwise 95% t-interval over seeds)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 3, figsize=(13, 10), squeeze=False)
@@ -384,7 +432,7 @@ def _plot_lm_variants(res: dict):
                 r = _run(res, v, "dpo", m)
                 if r is None:
                     continue
-                ax.plot(r["curves"]["step"], _probe_curve(r, key), _STYLES[m], marker="o", ms=3, label=f"DPO, {m}")
+                _draw_band(ax, r, key, _STYLES[m], marker="o", ms=3, label=f"DPO, {m}")
             ax.axhline(0, color="k", lw=0.5)
             ax.set(xlabel="step", ylabel=label, title=v.replace("_", " "))
     axes[0][0].legend(fontsize=7)
@@ -393,7 +441,8 @@ def _plot_lm_variants(res: dict):
 
 
 def _plot_lm_losses(res: dict):
-    """Every margin loss on the long-suffix variant, with and without the normalised update."""
+    """Every margin loss on the long-suffix variant, with and without the normalised update (seed mean ± 95%
+    t-interval)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), squeeze=False)
@@ -405,8 +454,8 @@ def _plot_lm_losses(res: dict):
                 r = _run(res, "long_suffix", k, m)
                 if r is None:
                     continue
-                ax.plot(r["curves"]["step"], _probe_curve(r, key), _STYLES[m], color=colors[k],
-                        label=f"{LABELS[k]}" + (" + normalised" if m == "normalized" else ""))
+                _draw_band(ax, r, key, _STYLES[m], color=colors[k],
+                           label=f"{LABELS[k]}" + (" + normalised" if m == "normalized" else ""))
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="step", ylabel=label, title="long suffix")
     axes[0][0].legend(fontsize=6, ncol=2)

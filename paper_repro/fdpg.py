@@ -417,7 +417,7 @@ def _lm_claims(lm: dict) -> list[dict]:
 
         others = [k for k in PAPER_FOUR if k != "reverse_kl"]
         gap = np.min([H[k] for k in others], axis=0) - H["reverse_kl"]
-        st, ev, txt = seeded_all({"next-lowest H − H(RKL)": gap, "H(p) − H(RKL)": Hp - H["reverse_kl"]}, 0.0,
+        st, ev, txt = seeded_all([("next-lowest H − H(RKL)", gap), ("H(p) − H(RKL)", Hp - H["reverse_kl"])], 0.0,
                                  above=True, rule=LM_NEED["rkl_lowest"])
         claims.append(_claim(
             f"{tag} Reverse KL collapses entropy (lowest entropy, below H(p))",
@@ -432,7 +432,7 @@ def _lm_claims(lm: dict) -> list[dict]:
             if k != "js":  # > 0: k is worse than JS on at least one axis (k does not dominate JS)
                 stats[f"{SHORT[k]} short of JS"] = np.maximum(A["js"] - A[k], H["js"] - H[k])
         what = "E_π[φ]" if tname == "pointwise" else f"−|E_π[φ] − {LM_MOMENT}|"
-        st, ev, txt = seeded_all(stats, 0.0, above=True, rule=LM_NEED["js_balances"])
+        st, ev, txt = seeded_all(list(stats.items()), 0.0, above=True, rule=LM_NEED["js_balances"])
         claims.append(_claim(
             f"{tag} Jensen–Shannon balances alignment and diversity",
             f"alignment = {what}, diversity = entropy per token; {means}: {table}; KL(p‖π) "
@@ -442,7 +442,7 @@ def _lm_claims(lm: dict) -> list[dict]:
         cos = {k: np.asarray(f["grad_cosine"], np.float64) for k, f in fin.items()}
         rv = {k: [v for v in f["rel_var"] if v is not None] for k, f in fin.items()}
         gap = np.min([cos[k] for k in PAPER_FOUR if k != "forward_kl"], axis=0) - cos["forward_kl"]
-        st, ev, txt = seeded_all({"min other cos − cos(FKL)": gap}, 0.0, above=True, rule=LM_NEED["fkl_noisiest"])
+        st, ev, txt = seeded_all([("min other cos − cos(FKL)", gap)], 0.0, above=True, rule=LM_NEED["fkl_noisiest"])
         claims.append(_claim(
             f"{tag} Forward KL's gradient estimator is high-variance",
             f"mean cosine between the two half-batch gradients (1 = noiseless), {means}: "
@@ -452,7 +452,7 @@ def _lm_claims(lm: dict) -> list[dict]:
 
         drop = {f"{SHORT[k]}": np.asarray(f["kl_p_pi_init"], np.float64) - np.asarray(f["kl_p_pi"], np.float64)
                 for k, f in fin.items()}
-        st, ev, txt = seeded_all(drop, 0.0, above=True, rule=LM_NEED["towards_p"])
+        st, ev, txt = seeded_all(list(drop.items()), 0.0, above=True, rule=LM_NEED["towards_p"])
         claims.append(_claim(
             f"{tag} f-DPG moves the LM towards p: KL(p‖π) below KL(p‖a) for every divergence",
             f"KL(p‖a) = {np.mean(fin['js']['kl_p_pi_init']):.2f}; {means} KL(p‖π): "

@@ -19,21 +19,42 @@ the minority, each labelling n random pairs by Bradley–Terry with their group'
    the majority's loss.
 
 Seeds are independent draws of rewards, users and labels, vmapped; everything is jitted (float32, the
-library's default). Claims carry evidence with the pass rules fixed in :data:`RULES`. The small-LM experiment of
-the paper (simulated annotators, reward models per EM group, MaxMin RL by win rate) is not part of this
-reproduction; it makes no claim about it.
+library's default). Claims carry evidence with the pass rules fixed in :data:`RULES`.
+
+4. **Small LM** (the project's construction, source "reconstruction"; the paper's small experiment is GPT-2 with
+   simulated sentiment/conciseness annotators). The reference is the shipped small LM after SFT (config
+   ``sft_small_lm``, via ``paper_repro.rankings._sft_reference``). A *pool* of completions is sampled from it on
+   the built-in prompts (the 12 places of ``sentiment_pairs``); :data:`LM_USERS` simulated annotators — a
+   majority that prefers positive sentiment (true reward: the ``lexicon`` reward × 4, a Bradley–Terry logit
+   scale) and a minority that prefers concise answers (``conciseness`` × 20, max_len 80: 4 logits per 16
+   tokens) — each label random same-prompt pairs of the pool by Bradley–Terry with their group's reward.
+   EM over users (:func:`jalign.envs.fit_bt_mixture`, pool items as arms, 2 groups, best of several restarts)
+   recovers the groups (ARI vs planted, :func:`jalign.envs.adjusted_rand_index`, over independent label draws).
+   On the first draw, one reward model per EM group (the SFT trunk + a scalar head, ``mode="reward"``, trained on
+   the pairs of the users EM assigns to that group) and one pooled reward model on every pair (single-reward
+   RLHF). Then online RLOO from the SFT policy (config ``rloo_small_lm``, no KL term in the loss, KL measured):
+   *single* on ``online.reward = "rm:<pooled>"``, *MaxMin* on ``"combine:maxmin:g0=reward_model,g1=reward_model"``
+   — per sampled batch the group whose reward model's mean reward (relative to its mean on the pool, i.e. under
+   the reference) is lowest is optimised (MaxMin-RLHF's Algorithm 1; :func:`jalign.rewards.maxmin_group`).
+   Each policy is judged by each *true* group reward's win rate against the SFT reference on held-out prompts
+   (ties ½; :func:`jalign.diagnostics.evaluation.win_rate`). Seeds vary the RL data order and sampling; the
+   SFT reference, pool, labels, EM and reward models are shared by all seeds (one draw), so per-seed
+   differences are paired.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from paper_repro._common import draw_figures, finish, output_dir, read_results
 
 NAME = "maxmin"
-DESCRIPTION = "MaxMin-RLHF: single-reward impossibility, EM recovery of user groups, egalitarian policy (bandit)"
+DESCRIPTION = ("MaxMin-RLHF: single-reward impossibility, EM recovery of user groups, egalitarian policy (bandit); "
+               "simulated annotators, reward models per EM group, MaxMin vs single-reward RLOO (small LM)")
 
 PAPER = "Chakraborty et al., MaxMin-RLHF: Alignment with Diverse Human Preferences, ICML 2024 (arXiv 2402.08925)"
 
@@ -53,6 +74,14 @@ RULES = {
     "single-reward RLHF) lies above 0",
     "majority_loss": "the 95% t-interval over seeds of (minority's gain − majority's loss) of MaxMin on EM rewards "
     "vs single-reward RLHF lies above 0",
+    "lm_worst_group": "small LM, held-out prompts: the 95% t-interval over seeds of the per-seed difference of the "
+    "worst group's win rate vs the SFT reference (min over the two true group rewards; MaxMin − single-reward "
+    "RLOO) lies above 0 → holds; below 0 → does not hold; else inconclusive",
+    "lm_majority_loss": "small LM: the 95% t-interval over seeds of (minority's win-rate gain − majority's "
+    "win-rate loss) of MaxMin vs single-reward RLOO lies above 0 → holds; below 0 → does not hold; else "
+    "inconclusive",
+    "lm_em": "small LM annotators: the 95% t-interval over label draws of the adjusted Rand index of EM's groups "
+    "vs the planted ones lies above 0.9 → holds; below → does not hold; else inconclusive",
     "oracle": "every seed: the egalitarian objective min_g E_π[r_g] − β·KL(π‖μ) of MaxMin on the true rewards is ≥ "
     "that of single-reward RLHF, of MaxMin on EM rewards, of each group's own optimum and of μ, up to 1e-5",
 }
@@ -188,7 +217,7 @@ def _maxmin_fn(num_users, num_arms, per_user, scale, share, diversity, beta, res
     return jax.jit(jax.vmap(one))
 
 
-def compute(quick: bool = True) -> dict:
+def compute(quick: bool = True, *, lm: bool = True) -> dict:
     import itertools
 
     import jax
@@ -256,8 +285,21 @@ def compute(quick: bool = True) -> dict:
         "maxmin": mm,
         "wall_s": timings,  # volatile (not compared between runs)
     }
-    res["claims"] = claims(res)
     timings["compute"] = round(time.time() - t0, 1)
+    if lm:
+        c = lm_settings(quick)
+        study = _lm_study(c)
+        res["lm"] = {"config": {**c, "methods": list(LM_METHODS),
+                                "model": "jalign.models.load_small_lm() after SFT (sft_small_lm): the reference, "
+                                "the pool's sampler, the reward models' trunk and the start of every RLOO run",
+                                "trainer": "jalign.train.train: mode reward (reward models), mode online, loss rloo "
+                                "(config rloo_small_lm; single: online.reward = rm:<pooled>, MaxMin: "
+                                "combine:maxmin:g0=reward_model,g1=reward_model)",
+                                "true_rewards": {"majority": f"lexicon × {c['lexicon_scale']}",
+                                                 "minority": f"conciseness (max_len {c['conciseness_max_len']}) × "
+                                                 f"{c['conciseness_scale']}"}}, **study}
+        timings["lm"] = study["seconds"]
+    res["claims"] = claims(res)
     return res
 
 
@@ -340,7 +382,384 @@ def claims(res: dict) -> list[dict]:
         f"{mm['single/egalitarian'].mean():.3f}, MaxMin-EM {mm['maxmin_em/egalitarian'].mean():.3f}",
         status="holds" if ok else "does not hold",
         evidence=evidence("exact", rule=RULES["oracle"], seeds=s, estimate=margin)))
+    if "lm" in res:
+        out += _lm_claims(res)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Part 4: the small LM (simulated annotators, EM, reward models per group, MaxMin vs single-reward RLOO)
+
+LM_METHODS = ("single", "maxmin")
+LM_GROUPS = ("majority", "minority")  # true rewards: lexicon (positive sentiment), conciseness
+# New places in the training prompts' template: the held-out prompts are never trained on or labelled.
+LM_HELDOUT_PLACES = ("the theatre", "the bistro", "the spa", "the market", "the zoo", "the bar", "the hostel",
+                     "the tea room")
+LM_USERS = 20
+
+
+def lm_settings(quick: bool) -> dict:
+    """Settings of the small-LM half (quick: CPU, 16 min in the committed run on 2 cores shared at load ≈ 11; full:
+    more seeds and RL steps)."""
+    return {
+        "seeds": 3 if quick else 5,
+        "sft_steps": 120,
+        "pool_samples_per_prompt": 8,  # × the 12 training prompts = the pool of items users compare
+        "max_new_tokens": 80,
+        "lexicon_scale": 4.0,  # majority's true reward: lexicon score / 0.25 (a Bradley–Terry logit scale)
+        "conciseness_max_len": 80,
+        "conciseness_scale": 20.0,  # minority's: 20·(1 − n/80), 4 logits per 16 tokens
+        "num_users": LM_USERS,
+        "minority_users": 6,  # share 0.3
+        "labels_per_user": 40,
+        "em_draws": 5,  # independent label draws for the ARI claim; the first one trains the reward models
+        "em_restarts": 8,
+        "em_iters": 50,
+        "m_steps": 5,
+        "em_l2": 1e-2,
+        "rm_steps": 40,
+        "rm_batch": 8,
+        "rm_seq_len": 128,
+        "rm_max_prompt_len": 48,
+        "rm_lr": 1e-3,
+        "rl_steps": 12 if quick else 40,
+        "batch_prompts": 4,
+        "num_samples": 4,
+        "lr": 1e-4,
+        "kl_coef": 0.0,  # the trainer's RLOO path reads no reference; the KL is measured
+        "heldout_prompts": [f"Write a short review of {p}.\n" for p in LM_HELDOUT_PLACES],
+        "eval_samples_per_prompt": 8,
+        "eval_seed": 1234,
+        "pool_seed": 4321,
+    }
+
+
+def _lm_prompts() -> list[str]:
+    from jalign.data import builtin
+
+    return sorted({r["prompt"] for r in builtin.load("sentiment_pairs", n=512, seed=1)})
+
+
+def _lm_pool(graphdef, params, model_state, cfg: dict, prompts) -> dict:
+    """``pool_samples_per_prompt`` samples per prompt (prompt-major), their texts and both true rewards (scaled)."""
+    import jax
+    import numpy as np
+
+    from jalign.tokenizers import ByteTokenizer
+    from jalign.train import plugins
+    from jalign.train.online import make_kv_sampler
+    from jalign.train.plugins.rewards import decode_completion
+    from jalign.train.probes.rankings import _left_pad
+
+    k = cfg["pool_samples_per_prompt"]
+    ids, mask = _left_pad([p for p in prompts for _ in range(k)], ByteTokenizer().pad_id)
+    sampler = make_kv_sampler(graphdef, max_new_tokens=cfg["max_new_tokens"])
+    s = jax.device_get(sampler(params, model_state, ids, mask, jax.random.key(cfg["pool_seed"])))
+    p = ids.shape[1]
+    comp, cmask = np.asarray(s["ids"])[:, p:], np.asarray(s["mask"])[:, p:]
+    lex = plugins.get_reward("lexicon")(ids, comp, cmask, scale=cfg["lexicon_scale"])
+    con = plugins.get_reward("conciseness")(ids, comp, cmask, max_len=cfg["conciseness_max_len"],
+                                            scale=cfg["conciseness_scale"])
+    f = lambda x: [float(v) for v in np.asarray(x, np.float64)]
+    return {"prompt_index": [i for i in range(len(prompts)) for _ in range(k)],
+            "texts": [decode_completion(c, m) for c, m in zip(comp, cmask, strict=True)],
+            "lexicon": f(lex), "conciseness": f(con), "length": [int(v) for v in cmask.sum(-1)],
+            "_batch": (ids, comp, cmask)}
+
+
+@functools.cache
+def _lm_em_fn(num_prompts, per_prompt, num_users, minority_users, labels_per_user, restarts, iters, m_steps, l2):
+    """jit(vmap(key → planted groups' labels on random same-prompt pairs of the pool, EM, ARI)) given the pool's
+    true rewards ``[2, K]``."""
+    import jax
+    import jax.numpy as jnp
+
+    from jalign import envs
+
+    k = num_prompts * per_prompt
+    groups = (jnp.arange(num_users) >= num_users - minority_users).astype(jnp.int32)  # 1 = minority
+
+    def one(key, r):
+        kp, ka, kb, kl, kf = jax.random.split(key, 5)
+        uid = jnp.repeat(jnp.arange(num_users), labels_per_user)
+        prompt = jax.random.randint(kp, uid.shape, 0, num_prompts)
+        a = jax.random.randint(ka, uid.shape, 0, per_prompt)
+        b = (a + jax.random.randint(kb, uid.shape, 1, per_prompt)) % per_prompt
+        pairs = jnp.stack([prompt * per_prompt + a, prompt * per_prompt + b], 1)
+        g = groups[uid]
+        labels = jax.random.bernoulli(kl, jax.nn.sigmoid(r[g, pairs[:, 0]] - r[g, pairs[:, 1]])).astype(jnp.int32)
+        fits = jax.vmap(lambda kk: envs.fit_bt_mixture(kk, uid, pairs, labels, 2, num_users=num_users, num_arms=k,
+                                                       num_iters=iters, m_steps=m_steps, l2=l2))(
+            jax.random.split(kf, restarts))
+        best = jnp.argmax(fits.objective[:, -1])
+        fit = jax.tree.map(lambda x: x[best], fits)
+        found = jnp.argmax(fit.responsibilities, axis=1).astype(jnp.int32)
+        return {"ari": envs.adjusted_rand_index(groups, found, num_classes=2), "found": found, "uid": uid,
+                "pairs": pairs, "labels": labels, "objective": fit.objective, "em_rewards": fit.rewards}
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None))), groups
+
+
+def _lm_records(pool: dict, prompts, pairs, labels) -> list[dict]:
+    """Preference records (prompt, chosen, rejected) of labelled pool pairs (label 1: the first item won)."""
+    out = []
+    for (a, b), y in zip(pairs, labels, strict=True):
+        w, l = (a, b) if y else (b, a)
+        out.append({"prompt": prompts[pool["prompt_index"][w]], "chosen": pool["texts"][w],
+                    "rejected": pool["texts"][l]})
+    return out
+
+
+def _lm_reward_model(graphdef, params, model_state, records, cfg: dict, export: Path) -> dict:
+    """A reward model (SFT trunk + scalar head, Bradley–Terry) trained on ``records``, exported to ``export``."""
+    from flax import nnx
+
+    from jalign.tokenizers import ByteTokenizer
+    from jalign.train import load_config, train
+    from jalign.train.batch import pairwise
+    from jalign.train.plugins.data import GrainBatchSource, pipeline_dataset
+
+    t0 = time.time()
+    c = load_config("reward_small_lm", [f"train.steps={cfg['rm_steps']}", "train.progress=False", "eval.every=0",
+                                        f"data.batch_size={cfg['rm_batch']}", f"data.seq_len={cfg['rm_seq_len']}",
+                                        f"optim.lr={cfg['rm_lr']}", f"train.export={export}",
+                                        f"train.log_every={cfg['rm_steps']}"])
+    ds = pipeline_dataset(records, "pairwise", ByteTokenizer(), batch_size=cfg["rm_batch"], seq_len=cfg["rm_seq_len"],
+                          seed=0, process_index=0, process_count=1, max_prompt_len=cfg["rm_max_prompt_len"],
+                          where="maxmin: annotators' pairs")
+    r = train(c, model=nnx.merge(graphdef, params, model_state), source=GrainBatchSource(ds, pairwise))
+    loss = [h["loss"] for h in r.history if "loss" in h]
+    return {"pairs": len(records), "first_loss": loss[0], "last_loss": loss[-1], "seconds": round(time.time() - t0, 1)}
+
+
+def _lm_score(path: Path, batch) -> list[float]:
+    import numpy as np
+
+    from jalign.train import plugins
+
+    ids, comp, cmask = batch
+    return [float(v) for v in np.asarray(plugins.get_reward("reward_model")(ids, comp, cmask, path=str(path)))]
+
+
+def _lm_rl_config(cfg: dict, method: str, seed: int, rms: dict):
+    from jalign.train import load_config
+
+    c = load_config("rloo_small_lm", [f"seed={seed}", f"train.steps={cfg['rl_steps']}", "train.progress=False",
+                                      f"data.batch_size={cfg['batch_prompts']}",
+                                      f"online.num_samples={cfg['num_samples']}",
+                                      f"online.max_new_tokens={cfg['max_new_tokens']}", f"optim.lr={cfg['lr']}",
+                                      "train.log_every=1"])
+    if method == "single":
+        c.online.reward = f"rm:{rms['pooled']}"
+    else:
+        c.online.reward = "combine:maxmin:g0=reward_model,g1=reward_model"
+        c.online.reward_kwargs = {"g0": {"path": str(rms["g0"])}, "g1": {"path": str(rms["g1"])},
+                                  "refs": list(rms["refs"])}
+    return c
+
+
+def _lm_study(cfg: dict) -> dict:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jalign.train import train
+    from paper_repro.rankings import _sft_reference
+    from paper_repro.reward_transforms import _lm_eval
+
+    t0 = time.time()
+    graphdef, params0, model_state, sft = _sft_reference(cfg)
+    prompts = _lm_prompts()
+    pool = _lm_pool(graphdef, params0, model_state, cfg, prompts)
+    batch = pool.pop("_batch")
+    out = {"sft": sft, "train_prompts": prompts, "pool": pool, "wall_s": {"sft": sft["seconds"]}}
+
+    t = time.time()
+    fn, groups = _lm_em_fn(len(prompts), cfg["pool_samples_per_prompt"], cfg["num_users"], cfg["minority_users"],
+                           cfg["labels_per_user"], cfg["em_restarts"], cfg["em_iters"], cfg["m_steps"],
+                           cfg["em_l2"])
+    r = np.stack([pool["lexicon"], pool["conciseness"]]).astype(np.float32)
+    em = jax.device_get(fn(jax.random.split(jax.random.key(7), cfg["em_draws"]), r))
+    out["planted_groups"] = np.asarray(groups).tolist()
+    out["em"] = {"ari": np.asarray(em["ari"], np.float64).tolist(), "found": np.asarray(em["found"]).tolist(),
+                 "objective_first_last": np.asarray(em["objective"])[:, [0, -1]].tolist()}
+    uid, pairs, labels, found = (np.asarray(em[k][0]) for k in ("uid", "pairs", "labels", "found"))
+    out["labels"] = {"user": uid.tolist(), "pairs": pairs.tolist(), "labels": labels.tolist()}
+    out["wall_s"]["em"] = round(time.time() - t, 1)
+
+    t = time.time()
+    rms, rm_info = {}, {}
+    with tempfile.TemporaryDirectory(prefix="maxmin_rm_") as tmp:
+        sets = {"g0": found[uid] == 0, "g1": found[uid] == 1, "pooled": np.ones(len(uid), bool)}
+        for name, sel in sets.items():
+            rms[name] = Path(tmp) / name
+            recs = _lm_records(pool, prompts, pairs[sel], labels[sel])
+            rm_info[name] = _lm_reward_model(graphdef, params0, model_state, recs, cfg, rms[name])
+            rm_info[name]["pool_scores"] = _lm_score(rms[name], batch)
+            print(f"maxmin LM: reward model {name}: {rm_info[name]['seconds']} s", file=sys.stderr)
+        # each group's utility is read relative to its reward model's mean under the reference (the pool)
+        rms["refs"] = [float(np.mean(rm_info[g]["pool_scores"])) for g in ("g0", "g1")]
+        out["reward_models"] = {**rm_info, "maxmin_refs": rms["refs"]}
+        out["wall_s"]["reward_models"] = round(time.time() - t, 1)
+
+        out["reference_samples"] = _lm_eval(graphdef, params0, model_state, params0, cfg, cfg["heldout_prompts"])
+        out["runs"] = []
+        t = time.time()
+        for seed in range(cfg["seeds"]):
+            for method in LM_METHODS:
+                t1 = time.time()
+                res = train(_lm_rl_config(cfg, method, seed, rms), model=nnx.merge(graphdef, params0, model_state))
+                hist = [h for h in res.history if "loss" in h]
+                out["runs"].append({
+                    "method": method, "seed": seed,
+                    "history": [{k: float(v) for k, v in h.items() if k == "step" or k.startswith("reward/")}
+                                for h in hist],
+                    "samples": _lm_eval(res.graphdef, res.state.params, res.state.model_state, params0, cfg,
+                                        cfg["heldout_prompts"]),
+                    "seconds": round(time.time() - t1, 1)})
+                print(f"maxmin LM: {method} seed {seed}: {out['runs'][-1]['seconds']} s", file=sys.stderr)
+        out["wall_s"]["rl"] = round(time.time() - t, 1)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def lm_win_rates(samples: dict, ref: dict, per_prompt: int) -> dict:
+    """Each true group reward's win rate (ties ½) of a policy's held-out samples against the reference's, per
+    prompt all n×m comparisons (:func:`jalign.diagnostics.evaluation.win_rate`); and the MC KL to the reference."""
+    import numpy as np
+
+    from jalign.diagnostics.evaluation import win_rate
+
+    out = {}
+    for grp, key in zip(LM_GROUPS, ("lexicon", "conciseness"), strict=True):
+        w = win_rate(np.reshape(samples[key], (-1, per_prompt)), np.reshape(ref[key], (-1, per_prompt)))
+        out[grp], out[f"{grp}_se"] = w["win_rate"], w["se"]
+    out["kl"] = float(np.mean(np.asarray(samples["logp"], np.float64) - np.asarray(samples["ref_logp"], np.float64)))
+    out["length"] = float(np.mean(samples["length"]))
+    return out
+
+
+def lm_per_seed(lm: dict) -> dict:
+    """{method: {statistic: [per seed, ordered by seed]}} from the saved samples (win rates, KL, length, and the
+    share of RL steps on which MaxMin optimised EM group 1)."""
+    k = lm["config"]["eval_samples_per_prompt"]
+    out = {}
+    for m in LM_METHODS:
+        runs = sorted((r for r in lm["runs"] if r["method"] == m), key=lambda r: r["seed"])
+        stats = [lm_win_rates(r["samples"], lm["reference_samples"], k) for r in runs]
+        out[m] = {key: [s[key] for s in stats] for key in stats[0]}
+        out[m]["worst"] = [min(s["majority"], s["minority"]) for s in stats]
+        if m == "maxmin":
+            out[m]["group1_share"] = [float(sum(h.get("reward/maxmin/group", 0.0) for h in r["history"])
+                                            / max(1, len(r["history"]))) for r in runs]
+    return out
+
+
+def lm_rm_accuracy(lm: dict) -> dict:
+    """Each reward model's pairwise accuracy on the pool against each true reward: over every same-prompt pair
+    of pool items whose true rewards differ, the share ordered as the true reward orders them."""
+    import numpy as np
+
+    pool = lm["pool"]
+    pi = np.asarray(pool["prompt_index"])
+    same = (pi[:, None] == pi[None, :]) & ~np.eye(len(pi), dtype=bool)
+    out = {}
+    for name in ("g0", "g1", "pooled"):
+        s = np.asarray(lm["reward_models"][name]["pool_scores"], np.float64)
+        ds = s[:, None] - s[None, :]
+        for key in ("lexicon", "conciseness"):
+            t = np.asarray(pool[key], np.float64)
+            dt = t[:, None] - t[None, :]
+            sel = same & (dt > 0)
+            out[f"{name}/{key}"] = float(np.mean(ds[sel] > 0)) if sel.any() else float("nan")
+    return out
+
+
+def _lm_claims(res: dict) -> list[dict]:
+    """The small LM's claims, from the saved samples (rules: :data:`RULES` ``lm_*``)."""
+    import numpy as np
+
+    from jalign.reporting import evidence, interval_status, make_claim, t_interval
+
+    lm = res["lm"]
+    cfg = lm["config"]
+    ps = lm_per_seed(lm)
+    single, mm = ps["single"], ps["maxmin"]
+    m = lambda x: float(np.mean(x))
+    acc = lm_rm_accuracy(lm)
+    setting = (f"the shipped small LM after SFT; {cfg['num_users']} simulated annotators ({cfg['minority_users']} "
+               f"prefer concise answers, the rest positive sentiment), {cfg['labels_per_user']} Bradley–Terry labels "
+               f"each on pairs of SFT samples; reward models per EM group and pooled ({cfg['rm_steps']} steps); RLOO "
+               f"(K = {cfg['num_samples']}, {cfg['rl_steps']} steps) on the pooled reward model vs MaxMin "
+               f"(combine:maxmin); {len(cfg['heldout_prompts'])} held-out prompts × {cfg['eval_samples_per_prompt']} "
+               "samples vs the SFT reference's; the project's construction")
+    wr = lambda p: (f"majority (lexicon) {m(p['majority']):.3f}, minority (conciseness) {m(p['minority']):.3f}, "
+                    f"KL {m(p['kl']):.2f} nats, length {m(p['length']):.1f}")
+    common = (f"win rates vs SFT — single: {wr(single)}; MaxMin: {wr(mm)} (EM group 1 optimised on "
+              f"{m(mm['group1_share']):.2f} of steps); reward-model accuracy on the pool (lexicon/conciseness): "
+              + ", ".join(f"{n} {acc[f'{n}/lexicon']:.2f}/{acc[f'{n}/conciseness']:.2f}" for n in ("g0", "g1", "pooled")))
+    out = []
+
+    def seeded(claim, rule_key, x, threshold, measured):
+        mean, lo, hi = t_interval(x)
+        st = interval_status(lo, hi, threshold, above=True)
+        out.append(make_claim(
+            paper=PAPER, source="reconstruction", claim=claim,
+            measured=measured(mean, lo, hi) + f" ({len(x)} {'seeds' if rule_key != 'lm_em' else 'label draws'}, "
+            f"95% t); {st}",
+            status=st, evidence=evidence("seeds", rule=RULES[rule_key], seeds=len(x), estimate=mean,
+                                         interval=(lo, hi))))
+
+    seeded(f"on a small LM, MaxMin RL on reward models of the EM groups raises the worst group's win rate over "
+           f"single-reward RL on one pooled reward model ({setting})", "lm_worst_group",
+           np.asarray(mm["worst"]) - np.asarray(single["worst"]), 0.0,
+           lambda mu, lo, hi: f"worst-group win rate: MaxMin {m(mm['worst']):.3f} vs single {m(single['worst']):.3f}; "
+           f"difference {mu:.3f} [{lo:.3f}, {hi:.3f}]; {common}")
+    gain = np.asarray(mm["minority"]) - np.asarray(single["minority"])
+    loss = np.asarray(single["majority"]) - np.asarray(mm["majority"])
+    seeded("on the same small LM, MaxMin's gain for the minority exceeds the majority's loss (win rates vs the SFT "
+           "reference)", "lm_majority_loss", gain - loss, 0.0,
+           lambda mu, lo, hi: f"minority gain {gain.mean():.3f}, majority loss {loss.mean():.3f}; gain − loss "
+           f"{mu:.3f} [{lo:.3f}, {hi:.3f}]")
+    ari = np.asarray(lm["em"]["ari"])
+    seeded(f"EM over simulated annotators recovers the planted groups on a small LM's samples ({cfg['num_users']} "
+           f"users, {cfg['minority_users']} in the minority, {cfg['labels_per_user']} labels each, pool of "
+           f"{len(lm['pool']['texts'])} SFT samples; the project's construction)", "lm_em", ari, 0.9,
+           lambda mu, lo, hi: f"ARI per draw {', '.join(f'{a:.2f}' for a in ari)}; mean {mu:.3f} [{lo:.3f}, {hi:.3f}]")
+    return out
+
+
+def _plot_lm(res: dict):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lm = res["lm"]
+    cfg = lm["config"]
+    ps = lm_per_seed(lm)
+    labels = {"single": "single reward (pooled RM)", "maxmin": "MaxMin (EM-group RMs)"}
+    keys = ("majority", "minority", "worst")
+    names = ("majority\n(lexicon)", "minority\n(conciseness)", "worst group")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(keys))
+    for j, meth in enumerate(LM_METHODS):
+        means = [float(np.mean(ps[meth][k])) for k in keys]
+        axes[0].bar(x + (j - 0.5) * 0.35, means, 0.35, color=f"C{j}", alpha=0.7, label=labels[meth])
+        for i, k in enumerate(keys):
+            axes[0].plot(np.full(len(ps[meth][k]), x[i] + (j - 0.5) * 0.35), ps[meth][k], "k.", ms=4)
+    axes[0].axhline(0.5, color="k", ls=":", lw=1)
+    axes[0].set_xticks(x, names)
+    axes[0].set_ylabel("win rate vs SFT reference (ties ½)")
+    axes[0].set_title(f"held-out prompts; bars: mean over {cfg['seeds']} seeds, dots: seeds", fontsize=9)
+    axes[0].legend(fontsize=8)
+    for j, meth in enumerate(LM_METHODS):
+        axes[1].plot(ps[meth]["majority"], ps[meth]["minority"], "o", color=f"C{j}", ls="none", label=labels[meth])
+    axes[1].plot([0.5], [0.5], "D", color="k", ls="none", label="SFT reference")
+    axes[1].set_xlabel("majority's win rate")
+    axes[1].set_ylabel("minority's win rate")
+    axes[1].set_title(f"per seed; EM ARI {np.mean(lm['em']['ari']):.2f}", fontsize=9)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("small LM: single-reward RLOO vs MaxMin RLOO, each true group's win rate", fontsize=10)
+    return fig
 
 
 def _plot_gaps(res: dict):
@@ -414,6 +833,12 @@ def _plot_maxmin(res: dict):
 
 
 FIGURES = (("maxmin_gaps", _plot_gaps), ("maxmin_em_ari", _plot_em), ("maxmin_utilities", _plot_maxmin))
+LM_FIGURES = (("maxmin_lm", _plot_lm),)
+
+
+def _figures(res: dict) -> tuple:
+    """The ``(name, draw)`` pairs of ``res``: the bandit's, and the small LM's when ``res`` has that part."""
+    return FIGURES + (LM_FIGURES if "lm" in res else ())
 
 
 def run(out: Path, *, quick: bool = True) -> dict:
@@ -426,4 +851,5 @@ def run(out: Path, *, quick: bool = True) -> dict:
 def plot_from_results(out: Path) -> list[str]:
     """Redraw every figure from ``out/results.json``."""
     out = Path(out)
-    return draw_figures(out, read_results(out), FIGURES)
+    res = read_results(out)
+    return draw_figures(out, res, _figures(res))

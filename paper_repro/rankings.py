@@ -988,10 +988,11 @@ def _figures(res: dict) -> tuple:
     return FIGURES + (LM_FIGURES if "lm" in res else ())
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
+def run(out: Path, *, quick: bool = True, lm: bool = True) -> dict:
+    """Run everything (``lm=False``: the bandit half only), write ``out/results.json`` and the figures (from the
+    JSON); return the results."""
     out = output_dir(out)
-    return finish(out, compute(quick), plot_from_results)
+    return finish(out, compute(quick, lm=lm), plot_from_results)
 
 
 def plot_from_results(out: Path) -> list[str]:

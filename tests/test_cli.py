@@ -84,3 +84,35 @@ def test_report_only_rebuilds_the_report_from_saved_results(tmp_path, capsys):
     # a reproduction without saved results is reported as such, with a non-zero exit
     assert main(["reproduce", "copg-bandit", "--out", str(tmp_path), "--report-only"]) == 1
     assert "no results" in (tmp_path / "report.md").read_text()
+
+
+def test_reproduce_names_a_list_and_skips_lm_halves_only_where_they_exist(tmp_path, monkeypatch, capsys):
+    import types
+
+    import paper_repro
+
+    calls = []
+
+    def make(name, with_lm):
+        def run_lm(out, *, quick=True, lm=True):
+            calls.append((name, quick, lm))
+            (out / "results.json").write_text(json.dumps({"quick": quick, "claims": []}))
+            return {"claims": []}
+
+        def run_plain(out, *, quick=True):
+            calls.append((name, quick, None))
+            (out / "results.json").write_text(json.dumps({"quick": quick, "claims": []}))
+            return {"claims": []}
+
+        return types.SimpleNamespace(run=run_lm if with_lm else run_plain)
+
+    monkeypatch.setattr(paper_repro, "registry", lambda: {"a": make("a", True), "b": make("b", False)})
+    assert main(["reproduce", "a,nope", "--out", str(tmp_path)]) == 2
+    assert "'nope'" in capsys.readouterr().err and not calls  # validated before anything runs
+    assert main(["reproduce", "a, b", "--full", "--no-lm", "--out", str(tmp_path)]) == 0
+    assert calls == [("a", False, False), ("b", False, None)]
+    assert (tmp_path / "report.md").is_file()  # several names: a summary and a report, as for 'all'
+    assert json.loads((tmp_path / "summary.json").read_text())["quick"] is False
+    calls.clear()
+    assert main(["reproduce", "a", "--out", str(tmp_path / "one")]) == 0
+    assert calls == [("a", True, True)] and not (tmp_path / "one" / "report.md").exists()

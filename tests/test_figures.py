@@ -177,9 +177,9 @@ def _check_dpa_logic(figs, res):
 def _check_entanglement(figs, res):
     keys = ("cosine", "mean_chosen_logps", "mean_rejected_logps")
 
-    def probe(r, key):
-        y = np.asarray(r["curves"][key], np.float64)
-        return y if key == "cosine" else y - y[0]
+    def probe(r, key):  # the seed mean of the per-seed curves [S, P] (log-probs as changes from step 0)
+        y = np.asarray(r["curves"][key], np.float64).reshape(-1, len(r["curves"]["step"]))
+        return (y if key == "cosine" else y - y[:, :1]).mean(axis=0)
 
     axes = np.asarray(figs["lm_dpo_variants"].axes).reshape(3, 3)
     variants = ("one_token", "short_suffix", "long_suffix")
@@ -219,12 +219,13 @@ def _check_ches(figs, res):
     for v in st.values():
         _has_bars(axes[-1], [v["mean_mass_flow_during_drop"][f] for f in FLOW], "mass flow")
     a0, a1 = figs["ches_identification_mitigation"].axes[:2]
-    for k, d in res["identification"].items():
+    for k, d in res["identification"].items():  # seed means per percentile
         if isinstance(d, dict) and "subsets" in d:
-            _has_line(a0, [r["chosen_change"] for r in d["subsets"]], [r["percentile"] for r in d["subsets"]], k)
+            _has_line(a0, [np.mean(r["chosen_change"]) for r in d["subsets"]],
+                      [r["percentile"] for r in d["subsets"]], k)
     mit = res["mitigation"]
-    _has_bars(a1, [mit[r]["chosen_change_train"] for r in RUNS3], "mitigation, training pairs")
-    _has_bars(a1, [mit[r]["chosen_change_all"] for r in RUNS3], "mitigation, all pairs")
+    _has_bars(a1, [np.mean(mit[r]["chosen_change_train"]) for r in RUNS3], "mitigation, training pairs")
+    _has_bars(a1, [np.mean(mit[r]["chosen_change_all"]) for r in RUNS3], "mitigation, all pairs")
 
 
 def _check_rankings(figs, res):
@@ -286,6 +287,23 @@ def _check_maxmin(figs, res):
     for grp in ("majority", "minority"):
         _has_bars(figs["maxmin_utilities"].axes[0],
                   [np.mean(mm[f"{p}/{grp}"]) for p in ("reference", "single", "maxmin_em", "maxmin_true")], grp)
+    if "lm" in res:  # the small LM: each true group's win rate vs the SFT reference (ties ½), per seed
+        lm = res["lm"]
+        k = lm["config"]["eval_samples_per_prompt"]
+        ref = lm["reference_samples"]
+
+        def win(pol, key):
+            a = np.reshape(pol[key], (-1, k))[:, :, None]
+            b = np.reshape(ref[key], (-1, k))[:, None, :]
+            return float(np.mean(np.mean((a > b) + 0.5 * (a == b), axis=(1, 2))))
+
+        a0, a1 = figs["maxmin_lm"].axes[:2]
+        for m in lm["config"]["methods"]:
+            runs = sorted((r for r in lm["runs"] if r["method"] == m), key=lambda r: r["seed"])
+            maj = [win(r["samples"], "lexicon") for r in runs]
+            mino = [win(r["samples"], "conciseness") for r in runs]
+            _has_bars(a0, [np.mean(maj), np.mean(mino), np.mean(np.minimum(maj, mino))], f"LM {m} win rates")
+            _has_line(a1, mino, maj, f"LM {m}: per-seed win rates")
 
 
 def _check_preference_games(figs, res):
@@ -432,8 +450,9 @@ def test_results_comparison_detects_changes():
 
 @pytest.mark.parametrize("name,path", [
     ("copg-bandit", ("methods", "copg", "regret_curve", 50)),
-    ("ches", ("mitigation", "filtered", "chosen_change_train")),
+    ("ches", ("mitigation", "filtered", "chosen_change_train", 0)),
     ("entanglement", ("toy", "suffix_curves", "8", "dpo", "chosen_logps", 5)),
+    ("entanglement", ("lm", "runs", 0, "curves", "mean_chosen_logps", 1, 2)),  # one seed's probe point
     ("reward-transforms", ("per_seed", "regret_raw", 0, 3)),
     ("maxmin", ("gaps", "gap_minority", 0, 4, 2)),
     ("infalign", ("frontier", "raw", "bon", 3)),

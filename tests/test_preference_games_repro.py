@@ -72,6 +72,21 @@ def test_key_numbers_recomputed_with_numpy(res):
         if worst is None or abs(m + 1) > abs(worst + 1):
             worst = m
     assert G.claims(res)[-1]["evidence"]["estimate"] == pytest.approx(worst, rel=1e-9)
+    # Thurstone: online IPO at π*_τ; online SLiC: its smallest late TV recomputed from the saved curve, the interval
+    th = fams[G.EXTRA_FAMILY]
+    assert np.asarray(th["online_ipo/tv"])[:, -1].max() <= 1e-10
+    ivs = []
+    for f in (*G.FAMILIES, G.EXTRA_FAMILY):
+        tv = np.asarray(fams[f]["online_slic/tv"])
+        late = tv[:, tv.shape[1] // 2:].min(1)
+        np.testing.assert_allclose(fams[f]["online_slic/min_tv_late"], late, rtol=1e-12)
+        x = np.log10(late)
+        half = stats.t.ppf(0.975, s - 1) * x.std(ddof=1) / np.sqrt(s)
+        ivs.append((x.mean() - half, x.mean(), x.mean() + half))
+    lo, mean, hi = min(ivs)
+    claim = G.claims(res)[10]
+    assert claim["evidence"]["interval"] == pytest.approx([lo, hi], rel=1e-9)
+    assert claim["evidence"]["estimate"] == pytest.approx(mean, rel=1e-9)
 
 
 def _set_last(r, fam, key, value):
@@ -97,7 +112,7 @@ def test_claim_rules_on_synthetic_results(res):
         _set_last(good, f, "online_dpo/grad_norm", 1e-12)
     st = _statuses(good)
     assert st == ["holds", "holds", "does not hold", "does not hold", "holds", "holds", "holds", "holds", "holds",
-                  "holds", "holds", "holds"]
+                  "holds", "holds", "holds", "holds", "holds"]
 
     bad = copy.deepcopy(good)
     for f in G.FAMILIES:
@@ -111,8 +126,18 @@ def test_claim_rules_on_synthetic_results(res):
         bad["families"][f]["speed/online_ipo"] = [list(np.round(100 / np.sqrt(sizes_lr))) for _ in range(s)]
         bad["families"][f]["speed/ipo_md"] = bad["families"][f]["speed/online_ipo"]
         bad["families"][f]["speed/nash_md_const"] = [list(np.round(1000 / sizes_md ** 2)) for _ in range(s)]
+    _set_last(bad, G.EXTRA_FAMILY, "online_ipo/tv", 1e-3)  # online IPO away from π*_τ on Thurstone
+    for f in (*G.FAMILIES, G.EXTRA_FAMILY):
+        _set_last(bad, f, "online_slic/min_tv_late", 1e-13)  # online SLiC passes through π*_τ
     st = _statuses(bad)
-    assert st == ["does not hold", "does not hold", "holds", "holds"] + ["does not hold"] * 8
+    assert st == ["does not hold", "does not hold", "holds", "holds"] + ["does not hold"] * 10
+    # online SLiC's rule reads the worst family: one family at π*_τ (interval below −6) makes it fail,
+    # one family straddling −6 makes it inconclusive
+    one = copy.deepcopy(good)
+    _set_last(one, G.EXTRA_FAMILY, "online_slic/min_tv_late", 1e-9)
+    assert _statuses(one)[10] == "does not hold"
+    one["families"][G.EXTRA_FAMILY]["online_slic/min_tv_late"] = [1e-3, 1e-9, 1e-4, 1e-8, 1e-5]
+    assert _statuses(one)[10] == "inconclusive"
 
     # unmet preconditions (not converged to the closed form / not stationary) make the row inconclusive
     pre = copy.deepcopy(good)

@@ -82,3 +82,30 @@ def test_report_shows_evidence_source_and_counts(tmp_path):
     assert "| t | P | b | paper | m | construction; rule: same masks give the same loss | 🔧 by construction |" in md
     assert "2 claims: 1 holds, 0 does not hold, 0 inconclusive, 1 by construction, 0 not reproducible here." in md
     assert status_counts([{"status": "holds"}, {"status": "holds"}])["holds"] == 2
+
+
+def test_verdicts_at_scale_pairs_claims_by_text_and_lists_changes(tmp_path):
+    import json
+
+    from jalign.reporting import evidence, render_verdicts_at_scale, verdicts_at_scale
+
+    def write(root, name, rows):
+        (root / name).mkdir(parents=True)
+        claims = [{"paper": "P", "claim": c, "measured": m, "status": s,
+                   "evidence": evidence("exact", rule="r", estimate=0.0)} for c, s, m in rows]
+        (root / name / "results.json").write_text(json.dumps({"claims": claims}))
+
+    base, big = tmp_path / "q", tmp_path / "f"
+    write(base, "a", [("fails | at both", "does not hold", "1"), ("flips", "holds", "2"), ("same", "holds", "3"),
+                      ("fails, big run lacks it", "does not hold", "4")])
+    write(big, "a", [("flips", "inconclusive", "2b"), ("same", "holds", "3b"), ("fails | at both", "does not hold", "1b")])
+    rows = verdicts_at_scale(base, big, ["a", "missing"])
+    assert [(r["claim"], r["base_status"], r["larger_status"], r["larger_measured"]) for r in rows] == [
+        ("fails | at both", "does not hold", "does not hold", "1b"), ("flips", "holds", "inconclusive", "2b"),
+        ("fails, big run lacks it", "does not hold", None, None)]
+    assert [r["claim"] for r in verdicts_at_scale(base, big, ["a"], changed=False)] == [
+        "fails | at both", "fails, big run lacks it"]
+    md = render_verdicts_at_scale(rows).splitlines()
+    assert md[2] == "| `a` | fails \\| at both | ❌ does not hold | ❌ does not hold |"
+    assert md[3] == "| `a` | flips | ✅ holds | ❔ inconclusive |"
+    assert md[4] == "| `a` | fails, big run lacks it | ❌ does not hold | not run |"

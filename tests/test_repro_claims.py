@@ -82,13 +82,13 @@ def test_seeded_status_follows_the_interval_and_the_seed_count():
 
 def test_seeded_all_needs_every_statistic():
     up, mid, down = [0.3, 0.35, 0.4], [0.1, 0.2, 0.3], [-0.4, -0.35, -0.3]  # holds, inconclusive, does not hold
-    st, ev, txt = seeded_all({"a": up, "b": [1.0, 1.1, 1.2]}, 0.0, above=True, rule="r")
-    assert st == "holds" and ev["estimate"] == pytest.approx(0.35)  # the deciding one: closest to the threshold
-    st, ev, _ = seeded_all({"a": up, "b": mid}, 0.0, above=True, rule="r")
+    st, ev, txt = seeded_all([("a", up), ("b", [1.0, 1.1, 1.2])], 0.0, above=True, rule="r")
+    assert st == "holds" and ev["estimate"] == pytest.approx(1.1)  # every part holds: the last part's evidence
+    st, ev, _ = seeded_all([("a", up), ("b", mid)], 0.0, above=True, rule="r")
     assert st == "inconclusive" and ev["estimate"] == pytest.approx(0.2)
-    st, ev, txt = seeded_all({"a": up, "b": mid, "c": down}, 0.0, above=True, rule="r")
-    assert st == "does not hold" and ev["estimate"] == pytest.approx(-0.35) and "deciding: c" in txt
-    assert seeded_all({"a": [0.2, 0.21]}, 0.0, above=True, rule="r")[0] == "inconclusive"  # two seeds
+    st, ev, txt = seeded_all([("a", up), ("b", mid), ("c", down)], 0.0, above=True, rule="r")
+    assert st == "does not hold" and ev["estimate"] == pytest.approx(-0.35) and "deciding part: c" in txt
+    assert seeded_all([("a", [0.2, 0.21])], 0.0, above=True, rule="r")[0] == "inconclusive"  # two seeds
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,21 +249,33 @@ def test_fdpg_lm_committed_rows_are_seeded():
 # entanglement
 
 
-def _ent_run(variant, loss, mitigation, chosen):
-    n = len(chosen)
-    return {"variant": variant, "loss": loss, "mitigation": mitigation, "train_loss": [0.5] * n,
-            "curves": {"step": list(range(n)), "cosine": [0.5] * n, "mean_chosen_logps": list(chosen),
-                       "mean_rejected_logps": [-x for x in range(n)]}}
+def _ent_run(variant, loss, mitigation, deltas, cos=(0.5, 0.5, 0.5)):
+    """A run with one probe curve per seed: Δ chosen = ``deltas[s]``, mean cosine = ``cos[s]``."""
+    n = len(deltas)
+    return {"variant": variant, "loss": loss, "mitigation": mitigation, "seeds": list(range(n)),
+            "train_loss": [[0.5, 0.4]] * n,
+            "curves": {"step": [0, 12], "cosine": [[c, c] for c in cos[:n]],
+                       "mean_chosen_logps": [[-10.0, -10.0 + d] for d in deltas],
+                       "mean_rejected_logps": [[-12.0, -20.0]] * n}}
 
 
-def _ent(long_suffix_deltas, normalized_deltas):
-    runs = [_ent_run(v, "dpo", m, [0.0, 1.0]) for v in ("one_token", "short_suffix") for m in ("none", "normalized",
-                                                                                                "masked")]
+UP, DOWN, MIXED = (1.0, 1.2, 1.1), (-3.0, -3.3, -2.9), (-1.0, 1.0, 0.1)
+
+
+def _ent(long_suffix_deltas, normalized_deltas, *, dpo=None, cos=None, masked=UP):
+    """Synthetic entanglement results; ``dpo``/``cos``: per-variant per-seed Δ chosen / mean cosine of plain DPO."""
+    dpo = {"one_token": UP, "short_suffix": (-1.0, -1.1, -0.9), **(dpo or {})}
+    cos = {"one_token": (0.2, 0.25, 0.22), "short_suffix": (0.4, 0.45, 0.42), "long_suffix": (0.6, 0.62, 0.65),
+           **(cos or {})}
+    runs = []
+    for v in ("one_token", "short_suffix"):
+        runs.append(_ent_run(v, "dpo", "none", dpo[v], cos[v]))
+        runs += [_ent_run(v, "dpo", m, masked) for m in ("normalized", "masked")]
     for k, d in long_suffix_deltas.items():
-        runs.append(_ent_run("long_suffix", k, "none", [0.0, d]))
+        runs.append(_ent_run("long_suffix", k, "none", d, cos["long_suffix"]))
     for k, d in normalized_deltas.items():
-        runs.append(_ent_run("long_suffix", k, "normalized", [0.0, d]))
-    runs.append(_ent_run("long_suffix", "dpo", "masked", [0.0, 1.0]))
+        runs.append(_ent_run("long_suffix", k, "normalized", d))
+    runs.append(_ent_run("long_suffix", "dpo", "masked", masked))
     toy = {"lr": 1e-4, "max_relative_error": 1e-4,
            "predictions": {"dpo": {"case": "ideal", "observed_case": "ideal"}},
            "suffix_curves": {"0": {m: {"chosen_logps": [0.0, 0.5]} for m in ("dpo", "normalized", "masked")},
@@ -272,26 +284,54 @@ def _ent(long_suffix_deltas, normalized_deltas):
     return {"lm": {"runs": runs}, "toy": toy}
 
 
-def test_entanglement_counts_distinct_losses_and_decides_no_lm_row_on_one_seed():
-    falls = {"dpo": -2.9, "ipo": -4.6, "simpo": -3.8, "rdpo": -2.9, "dpop": 15.0, "sppo_hard": -4.2}
-    res = _ent(falls, {k: 5.0 + 0.1 * i for i, k in enumerate(falls)})
-    # R-DPO's run is identical to DPO's (same curves): counted once
-    groups = entanglement.distinct_losses({k: r for r in res["lm"]["runs"] if r["variant"] == "long_suffix"
-                                           and r["mitigation"] == "none" for k in [r["loss"]]})
-    assert sorted(groups["dpo"]) == ["dpo", "rdpo"] and len(groups) == 5
+FALLS = {"dpo": DOWN, "ipo": (-4.6, -4.4, -4.8), "simpo": (-3.8, -3.6, -4.0), "rdpo": DOWN,
+         "sppo_hard": (-4.2, -4.0, -4.1)}
+
+
+def test_entanglement_lm_rows_pass_fail_and_stay_open_on_seeded_results():
+    norm = {k: (5.0, 5.2, 4.9) for k in FALLS}
+    c = entanglement.claims(_ent(FALLS, norm))
+    row = _row(c, "[small LM, long suffix] every margin")
+    # R-DPO's runs are identical to DPO's (same curves): counted once
+    assert "falls under 4 of 4 distinct losses" in row["measured"] and "DPO = R-DPO" in row["measured"]
+    assert row["status"] == "holds" and row["evidence"]["seeds"] == 3
+    assert _row(c, "[small LM, long suffix] the normalised")["status"] == "holds"
+    assert _row(c, "[small LM] one differing token: under DPO")["status"] == "holds"
+    assert _row(c, "[small LM] with a shared suffix")["status"] == "holds"  # short −1.0, long −3.1
+    assert _row(c, "[small LM] gradient cosine is positive")["status"] == "holds"
+    assert _row(c, "[small LM] the pairwise-normalised update")["status"] == "holds"
+    assert _row(c, "[small LM] token masking")["status"] == "holds"
+    assert _row(c, "[small LM] one differing token: the gradient cosine")["status"] == "does not hold"  # 0.2 > 0
+    # one loss clearly rises (DPOP): "every loss falls" does not hold; one mixed loss: inconclusive
+    c = entanglement.claims(_ent({**FALLS, "dpop": (15.0, 14.0, 16.0)}, norm))
+    row = _row(c, "[small LM, long suffix] every margin")
+    assert row["status"] == "does not hold" and "deciding part: DPOP" in row["measured"]
+    assert row["evidence"]["estimate"] == pytest.approx(15.0)
+    assert _row(entanglement.claims(_ent({**FALLS, "dpop": MIXED}, norm)),
+                "[small LM, long suffix] every margin")["status"] == "inconclusive"
+    c = entanglement.claims(_ent(FALLS, norm, dpo={"one_token": DOWN, "short_suffix": (0.5, 0.6, 0.55)},
+                                 cos={"long_suffix": (0.1, 0.12, 0.11)}, masked=DOWN))
+    assert _row(c, "[small LM] one differing token: under DPO")["status"] == "does not hold"
+    assert _row(c, "[small LM] with a shared suffix")["status"] == "does not hold"
+    assert _row(c, "[small LM] gradient cosine is positive")["status"] == "does not hold"
+    assert _row(c, "[small LM] token masking")["status"] == "does not hold"
+    c = entanglement.claims(_ent(FALLS, norm, dpo={"one_token": MIXED}, masked=MIXED))
+    assert _row(c, "[small LM] one differing token: under DPO")["status"] == "inconclusive"
+    assert _row(c, "[small LM] token masking")["status"] == "inconclusive"
+
+
+def test_entanglement_single_seed_results_stay_inconclusive():
+    """Results saved with one curve per run (the former single-seed layout) count as one seed."""
+    res = _ent(FALLS, {k: (5.0,) for k in FALLS})
+    for r in res["lm"]["runs"]:
+        r["curves"] = {k: (v[0] if k != "step" else v) for k, v in r["curves"].items()}
     c = entanglement.claims(res)
-    row = _row(c, "[small LM, long suffix] every margin loss")
-    assert "falls under 4 of 5 distinct losses" in row["measured"] and "fails on this seed" in row["measured"]
-    assert row["status"] == "inconclusive" and row["evidence"]["seeds"] == 1
-    assert "rises under 6 of 6 distinct losses" in _row(c, "[small LM, long suffix] the normalised")["measured"]
-    assert all(x["status"] == "inconclusive" for x in c if x["claim"].startswith("[small LM"))
-    falls["dpop"] = -1.0
-    row = _row(entanglement.claims(_ent(falls, {k: 5.0 + 0.1 * i for i, k in enumerate(falls)})), "[small LM, long suffix] every margin")
-    assert "falls under 5 of 5" in row["measured"] and "passes on this seed" in row["measured"]
+    lm = [x for x in c if x["claim"].startswith("[small LM") and x["evidence"]["kind"] == "seeds"]
+    assert lm and all(x["status"] == "inconclusive" and x["evidence"]["seeds"] == 1 for x in lm)
 
 
 def test_entanglement_toy_rules_pass_and_fail():
-    res = _ent({"dpo": -1.0}, {"dpo": 1.0})
+    res = _ent({"dpo": DOWN}, {"dpo": UP})
     c = entanglement.claims(res)
     assert _row(c, "[toy] predicted first-order")["status"] == "holds"
     assert _row(c, "[toy] DPO lowers")["status"] == "holds"
@@ -315,16 +355,21 @@ def _ches_run(drop, rho=0.8, orth=0.8, par=0.6):
                                       "negative_words": 0.0, "chosen_continued": 0.0, "elsewhere": 0.4 * drop}}
 
 
-def _ches(drops, **kw):
+def _ches(drops, spearman=None, mit=None, **kw):
+    """Synthetic ches results; ``spearman``: per-score per-seed Spearman (identification); ``mit``: per-run per-seed Δ log π(y+)."""
     pair = lambda runs: {"runs": runs, "mean_start_prob": 0.9, "mean_final_prob": 0.3, "mean_theorem5_spearman":
                          0.8, "mean_largest_drop": 0.5,
                          "mean_mass_flow_during_drop": {k: float(np.mean([r["mass_flow_during_drop"][k] for r in runs]))
                                                         for k in ches.FLOW}}
     st = {k: pair([_ches_run(d, **kw) for d in ds]) for k, ds in drops.items()}
-    ident = {k: {"spearman": -1.0 if k == "ches" else 0.0} for k in ches.SCORES}
-    mit = {r: {"train_pairs": 10, "chosen_change_all": -1.0, "rejected_change_all": -2.0, "chosen_change_train": -1.0}
-           for r in ches.RUNS3}
-    return {"single_token": st, "identification": ident, "mitigation": {**mit, "epochs": 1}}
+    rho = {"ches": [-1.0, -0.98, -1.0], "ches_ln": [0.1, 0.2, 0.3], "neg_edit_distance": [0.0, -0.3, 0.3],
+           "last_hidden_ip": [0.5, 0.1, 0.3], **(spearman or {})}
+    ident = {"seeds": [0, 1, 2], **{k: {"spearman": rho[k]} for k in ches.SCORES}}
+    mit = {"dpo": [-1.0, -1.2, -0.9], "dpo+sft": [2.0, 2.5, 1.8], "filtered": [-0.2, -0.1, -0.3],
+           "random subset": [-0.8, -0.9, -1.0], **(mit or {})}
+    runs = {r: {"train_pairs": 10, "chosen_change_all": mit[r], "rejected_change_all": [-2.0] * 3,
+                "chosen_change_train": mit[r]} for r in ches.RUNS3}
+    return {"single_token": st, "identification": ident, "mitigation": {**runs, "seeds": [0, 1, 2], "epochs": 1}}
 
 
 def test_ches_drops_are_judged_per_pair_with_their_own_seeds():
@@ -345,8 +390,25 @@ def test_ches_theorem5_rules_pool_the_runs():
     c = ches.claims(_ches(three, rho=-0.3, orth=0.5, par=0.7))
     assert _row(c, "Theorem 5")["status"] == "does not hold"
     assert _row(c, "The component of W+")["status"] == "does not hold"
-    assert all(x["status"] == "inconclusive" for x in c if x["claim"].startswith(("Ranking pairs", "DPO lowers",
-                                                                                   "Training only")))
+
+
+def test_ches_identification_and_mitigation_rules_pass_fail_and_stay_open():
+    three = {"No>Never": [0.5] * 3, "Yes>No": [0.5] * 3, "Sure>Yes": [0.5] * 3}
+    c = ches.claims(_ches(three))
+    assert _row(c, "Ranking pairs by CHES")["status"] == "holds"  # CHES −0.993 [−1.022, −0.965]; others above −0.9
+    assert _row(c, "DPO lowers the preferred")["status"] == "holds"
+    assert _row(c, "Training only on the lowest")["status"] == "holds"  # −0.2 − (−0.8) > 0 on every seed
+    # −edit distance orders the drop perfectly too: the "do not" half fails
+    c = ches.claims(_ches(three, spearman={"neg_edit_distance": [-1.0, -1.0, -1.0]}))
+    assert _row(c, "Ranking pairs by CHES")["status"] == "does not hold"
+    c = ches.claims(_ches(three, spearman={"ches": [-1.0, 0.2, -0.9]}))
+    assert _row(c, "Ranking pairs by CHES")["status"] == "inconclusive"
+    c = ches.claims(_ches(three, mit={"dpo": [1.0, 1.2, 0.9], "filtered": [-2.0, -2.1, -1.9]}))
+    assert _row(c, "DPO lowers the preferred")["status"] == "does not hold"
+    assert _row(c, "Training only on the lowest")["status"] == "does not hold"
+    c = ches.claims(_ches(three, mit={"dpo+sft": [2.0, -2.5, 0.8], "filtered": [-0.2, -1.5, 0.3]}))
+    assert _row(c, "DPO lowers the preferred")["status"] == "inconclusive"
+    assert _row(c, "Training only on the lowest")["status"] == "inconclusive"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,3 +466,45 @@ def test_readme_timings_come_from_the_committed_results():
         if (d / "results.json").is_file():
             has = "seconds" in json.loads((d / "results.json").read_text())
             assert (d.name in quoted) == has or (not has and f"{d.name}'s committed run predates" in block), d.name
+
+
+_TRIPLE = r"([+−-]?\d+(?:\.\d+)?) \[([+−-]?\d+(?:\.\d+)?), ([+−-]?\d+(?:\.\d+)?)\]"
+
+
+def _triples(text):
+    import re
+
+    f = lambda x: float(x.replace("−", "-"))
+    return [tuple(f(x) for x in m) for m in re.findall(_TRIPLE, text)]
+
+
+@pytest.mark.parametrize("name", ["entanglement", "ches"])
+def test_readme_row_intervals_come_from_the_committed_claims(name):
+    """Every "estimate [lo, hi]" the README's reproduction row quotes is one of the committed claims' seeded
+    intervals (as printed in their measured text, or its negation: −Δ [a, b] quoted as Δ [−b, −a])."""
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith(f"| `{name}` |"))
+    quoted = _triples(row)
+    assert quoted, f"README row of {name} quotes no interval"
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+
+
+@pytest.mark.parametrize("name,start,end", [
+    ("entanglement", "### The reproduction: `jalign reproduce entanglement`", "## Ranking accuracy"),
+    ("ches", "Seeds: in (1) a seed is a prompt", "## Benchmarks"),
+])
+def test_diagnostics_doc_intervals_come_from_the_committed_claims(name, start, end):
+    """The intervals docs/diagnostics.md quotes for a reproduction's quick run are its committed claims'."""
+    text = (ROOT / "docs" / "diagnostics.md").read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end, text.index(start))]
+    quoted = _triples(section)
+    assert quoted, f"docs/diagnostics.md quotes no interval for {name}"
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)

@@ -148,7 +148,7 @@ def test_bad_inputs_raise_value_errors():
         rewards.combine(r, "transformed_sum", ref_rewards_list=[jnp.zeros(2), 0.0])
     with pytest.raises(ValueError, match="must broadcast to the rewards' shape"):
         rewards.combine(r, "transformed_sum", ref_rewards_list=[jnp.zeros((2, 3)), 0.0])
-    with pytest.raises(ValueError, match="only used by mode='transformed_sum'"):
+    with pytest.raises(ValueError, match="only used by modes 'transformed_sum' and 'maxmin'"):
         rewards.combine(r, "sum", ref_rewards_list=[0.0, 0.0])
     with pytest.raises(ValueError, match=r"weights=\[1.0, -0.5\]"):
         rewards.combine(r, "sum", weights=[1.0, -0.5])
@@ -216,3 +216,118 @@ def test_ensemble_bad_members():
         rewards.ensemble([np.zeros(3), np.zeros(4)])
     with pytest.raises(ValueError, match="no members"):
         rewards.ensemble([])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CTRL: calibrate and ctrl_transform
+
+
+def _np_calibrate(r, ref):
+    """C_i = (#{ρ_ij < r_i} + ½·#{ρ_ij = r_i}) / m, a loop."""
+    out = []
+    for ri, row in zip(r, ref, strict=True):
+        s = 0.0
+        for x in row:
+            s += 1.0 if x < ri else 0.5 if x == ri else 0.0
+        out.append(s / len(row))
+    return np.array(out)
+
+
+def test_calibrate_matches_a_numpy_loop_with_ties(rng):
+    ref = rng.integers(0, 5, size=(7, 9)).astype(np.float32)  # integer rewards: many ties
+    r = np.concatenate([ref[:3, 0], rng.integers(-1, 7, size=4)]).astype(np.float32)  # some equal a sample
+    got = rewards.calibrate(r, ref)
+    assert got.shape == (7,) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, _np_calibrate(r, ref), rtol=0, atol=1e-7)
+    # hand-worked: against {0, 1, 1, 3}: 0 ties one (1/8), 1 beats one and ties two (2/4), 4 beats all
+    np.testing.assert_allclose(rewards.calibrate(jnp.array([0.0, 1.0, 4.0, -1.0]), jnp.array([0.0, 1.0, 1.0, 3.0])),
+                               [0.125, 0.5, 1.0, 0.0], atol=0)
+    # one shared [m] reference set equals it repeated per row
+    np.testing.assert_array_equal(rewards.calibrate(r, ref[0]), rewards.calibrate(r, np.tile(ref[0], (7, 1))))
+    # the mean of C over the reference samples themselves is exactly ½ (E_μ̂[C] = ½)
+    np.testing.assert_allclose(rewards.calibrate(ref[0], np.tile(ref[0], (9, 1))).mean(), 0.5, atol=1e-7)
+
+
+def test_calibrate_is_invariant_to_a_strictly_increasing_transform(rng):
+    ref = rng.normal(size=(5, 8))
+    r = np.concatenate([ref[:2, 3], rng.normal(size=3)])  # two ties with a sample
+    c = rewards.calibrate(r, ref)
+    for f in (lambda x: np.exp(2 * x), lambda x: x ** 3 + x, lambda x: 1 / (1 + np.exp(-x))):
+        np.testing.assert_array_equal(rewards.calibrate(f(r), f(ref)), c)
+    assert not np.allclose(c, rewards.calibrate(r ** 2, ref ** 2))  # a non-monotone map changes it
+
+
+def test_calibrate_agrees_with_the_exact_calibrated_reward_of_the_empirical_reference(rng):
+    from jalign.envs import calibrated_rewards
+
+    arm_rewards = np.array([0.0, 1.0, 1.0, 2.5, -1.0, 2.5], np.float32)  # K = 6 arms with tied rewards
+    draws = rng.integers(0, 6, size=40)  # m = 40 reference samples (arms)
+    mu_hat = np.bincount(draws, minlength=6) / 40
+    want = calibrated_rewards(jnp.asarray(mu_hat, jnp.float32), jnp.asarray(arm_rewards))
+    got = rewards.calibrate(arm_rewards, np.tile(arm_rewards[draws], (6, 1)))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_ctrl_transform_values_and_errors():
+    c = jnp.array([0.0, 0.25, 1.0])
+    np.testing.assert_allclose(rewards.ctrl_transform(c, "identity"), c)
+    np.testing.assert_allclose(rewards.ctrl_transform(c, "exp", 4.0), np.exp(4 * np.array([0.0, 0.25, 1.0])),
+                               rtol=1e-6)
+    np.testing.assert_allclose(rewards.ctrl_transform(c, "neg_exp", 3.0), -np.exp(-3 * np.array([0.0, 0.25, 1.0])),
+                               rtol=1e-6)
+    # jit with a traced t equals the eager value; the transforms are strictly increasing in c
+    f = jax.jit(lambda x, t: rewards.ctrl_transform(x, "exp", t))
+    np.testing.assert_allclose(f(c, 4.0), rewards.ctrl_transform(c, "exp", 4.0), rtol=1e-6)
+    for kind in rewards.CTRL_TRANSFORMS:
+        assert bool(jnp.all(jnp.diff(rewards.ctrl_transform(jnp.linspace(0, 1, 11), kind, 2.0)) > 0))
+    with pytest.raises(ValueError, match=r"kind='square' must be one of"):
+        rewards.ctrl_transform(c, "square")
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match=r"argument t=.* must be a finite scalar > 0"):
+            rewards.ctrl_transform(c, "exp", bad)
+
+
+def test_calibrate_errors():
+    with pytest.raises(ValueError, match=r"rewards_N of shape \(2, 2\) must be 1-D"):
+        rewards.calibrate(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"ref_rewards_NxM of shape \(3, 4\) must be \[N, m\] with N=2"):
+        rewards.calibrate(np.zeros(2), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"ref_rewards_NxM of shape \(2, 0\)"):
+        rewards.calibrate(np.zeros(2), np.zeros((2, 0)))
+    with pytest.raises(ValueError, match=r"argument ref_rewards_NxM must be finite"):
+        rewards.calibrate(np.zeros(2), np.array([[0.0, np.nan], [1.0, 2.0]]))
+
+
+def _np_maxmin(rs, refs, w):
+    """numpy transcription of MaxMin-RLHF's step: u_i = w_i·(r_i − ref_i), g* = first argmin_i of mean(u_i)."""
+    u = np.stack([wi * (np.asarray(r, np.float64) - np.broadcast_to(ref, np.shape(r)))
+                  for r, ref, wi in zip(rs, refs, w, strict=True)])
+    means = u.reshape(len(rs), -1).mean(1)
+    g = int(np.flatnonzero(means == means.min())[0])
+    return u[g], g
+
+
+def test_maxmin_mode_picks_the_worst_off_group_of_the_batch_like_numpy(rng):
+    for trial in range(20):
+        m, shape = 1 + trial % 4, ((6,), (3, 5))[trial % 2]
+        rs = [rng.normal(size=shape) + rng.normal() for _ in range(m)]
+        refs = [rng.normal(size=shape[:1] + (1,) * (len(shape) - 1)) for _ in range(m)]
+        w = rng.uniform(0.5, 2.0, size=m)
+        want, g = _np_maxmin(rs, refs, w)
+        assert int(rewards.maxmin_group(rs, ref_rewards_list=refs, weights=w)) == g
+        got = rewards.combine(rs, "maxmin", ref_rewards_list=refs, weights=w)
+        assert got.shape == shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        want0, g0 = _np_maxmin(rs, [0.0] * m, np.ones(m))  # defaults: no references, unit weights
+        assert int(rewards.maxmin_group(rs)) == g0
+        np.testing.assert_allclose(rewards.combine(rs, "maxmin"), want0, rtol=1e-6)
+    # the batch mean decides, not each output: group 1 is worse on average but better on output 0
+    a, b = jnp.array([0.0, 3.0, 3.0]), jnp.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(rewards.combine([a, b], "maxmin"), b)
+    np.testing.assert_allclose(rewards.combine([a, b], "min"), [0.0, 0.0, 0.0])  # per output: a different thing
+    assert int(rewards.maxmin_group([a, a])) == 0  # ties: the first group
+    assert int(jax.jit(rewards.maxmin_group)([a, b])) == 1  # jit-able
+    with pytest.raises(ValueError, match="must hold 2 references"):
+        rewards.combine([a, b], "maxmin", ref_rewards_list=[0.0])
+    with pytest.raises(ValueError, match="one shape"):
+        rewards.maxmin_group([a, jnp.zeros(2)])

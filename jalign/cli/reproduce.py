@@ -13,11 +13,13 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="regenerate a paper's figures and check its claims")
-    p.add_argument("name", help="reproduction name, or 'all'")
+    p.add_argument("name", help="reproduction name, a comma-separated list of names, or 'all'")
     p.add_argument("--out", default="figures", help="output directory (default: figures/)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="quick", action="store_true", default=True, help="CPU defaults (default)")
     g.add_argument("--full", dest="quick", action="store_false", help="paper-sized settings (GPU/TPU)")
+    p.add_argument("--no-lm", dest="lm", action="store_false",
+                   help="skip the small-LM half of the reproductions that have one (their exact/bandit part only)")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild DIR/report.{md,html} from the saved DIR/NAME/results.json; run nothing")
     p.set_defaults(func=run)
@@ -32,17 +34,29 @@ def _check_writable(out: Path) -> None:
         raise SystemExit(f"jalign reproduce: --out {str(out)!r} is not writable: {e}") from None
 
 
+def _part_kwargs(module, lm: bool) -> dict:
+    """``{"lm": False}`` for a reproduction whose ``run`` has a small-LM half to skip; ``{}`` otherwise."""
+    import inspect
+
+    if lm or "lm" not in inspect.signature(module.run).parameters:
+        return {}
+    return {"lm": False}
+
+
 def run(args) -> int:
     import paper_repro
 
     reg = paper_repro.registry()
     if args.name == "all":
         todo = sorted(reg)
-    elif args.name in reg:
-        todo = [args.name]
     else:
-        print(f"unknown reproduction {args.name!r}; valid: {', '.join(sorted(reg))} or 'all'", file=sys.stderr)
-        return 2
+        todo = [n.strip() for n in args.name.split(",") if n.strip()]
+        bad = [n for n in todo if n not in reg]
+        if bad or not todo:
+            print(f"unknown reproduction {', '.join(map(repr, bad)) or repr(args.name)}; valid: "
+                  f"{', '.join(sorted(reg))}, a comma-separated list of them, or 'all'", file=sys.stderr)
+            return 2
+    several = args.name == "all" or len(todo) > 1
     out = Path(args.out)
     _check_writable(out)
     if getattr(args, "report_only", False):
@@ -53,6 +67,8 @@ def run(args) -> int:
             print(f"wrote {path}")
         return int(any(r["status"] != "ok" for r in summary["reproductions"].values()))
     summary = {"quick": args.quick, "reproductions": {}}
+    if not getattr(args, "lm", True):
+        summary["settings_label"] = f"{'quick' if args.quick else 'full'}, small-LM halves skipped (--no-lm)"
     status = 0
     from tqdm.auto import tqdm
 
@@ -64,7 +80,7 @@ def run(args) -> int:
         # Write into a temporary sibling directory, then move into place: no half-written results.
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
         try:
-            result = reg[name].run(tmp, quick=args.quick)
+            result = reg[name].run(tmp, quick=args.quick, **_part_kwargs(reg[name], getattr(args, "lm", True)))
         except Exception as e:  # noqa: BLE001 - report and continue with the other reproductions
             shutil.rmtree(tmp, ignore_errors=True)
             print(f"!! {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -80,7 +96,7 @@ def run(args) -> int:
             "seconds": round(time.time() - t0, 1),
             "claims": (result or {}).get("claims", []),
         }
-    if args.name == "all":
+    if several:
         from jalign.reporting import write_report
 
         tmp = out / ".summary.json.tmp"

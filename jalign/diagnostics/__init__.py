@@ -93,6 +93,13 @@ __all__ += ["dpo_loss_at_flip", "idealized_ranking_accuracy", "ranking_accuracy"
             "topk_entropy", "topk_mass"]
 
 from jalign.diagnostics import evaluation  # noqa: E402
-from jalign.diagnostics.evaluation import distinct_n, mc_kl, per_prompt_mean_se, win_rate  # noqa: E402
+from jalign.diagnostics.evaluation import (  # noqa: E402
+    best_of_groups,
+    distinct_n,
+    mc_kl,
+    per_prompt_mean_se,
+    value_at_kl,
+    win_rate,
+)
 
-__all__ += ["distinct_n", "evaluation", "mc_kl", "per_prompt_mean_se", "win_rate"]
+__all__ += ["best_of_groups", "distinct_n", "evaluation", "mc_kl", "per_prompt_mean_se", "value_at_kl", "win_rate"]

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["distinct_n", "mc_kl", "per_prompt_mean_se", "win_rate"]
+__all__ = ["best_of_groups", "distinct_n", "mc_kl", "per_prompt_mean_se", "value_at_kl", "win_rate"]
 
 
 
@@ -79,3 +79,35 @@ def distinct_n(sequences, n: int) -> float:
         raise ValueError(f"distinct_n: n={n} must be >= 1")
     grams = [tuple(s[i:i + n]) for s in sequences for i in range(len(s) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def best_of_groups(scores_PxM, n: int) -> np.ndarray:
+    """Best-of-n scores from samples: per prompt, the M samples split into M/n consecutive groups of n, and
+    the best score of each group kept — ``[P, M/n]``, i.e. M/n independent draws of best-of-n decoding
+    (judged by the same scores)."""
+    s = np.asarray(scores_PxM, np.float64)
+    if s.ndim != 2 or n < 1 or s.shape[1] % n or s.shape[1] == 0:
+        raise ValueError(f"best_of_groups: scores of shape {s.shape} must be [P, M] with M a positive multiple of "
+                         f"n={n}")
+    return s.reshape(s.shape[0], s.shape[1] // n, n).max(-1)
+
+
+def value_at_kl(kls, values, kl: float) -> float:
+    """A metric at KL = ``kl`` along a training trajectory: ``kls[j]``, ``values[j]`` measured at successive
+    checkpoints j; linear interpolation on the first segment whose KL range contains ``kl`` (the trajectory is
+    read in training order, so a KL that is reached, left and reached again uses the first passage). NaN if no
+    segment reaches ``kl``."""
+    k = np.asarray(kls, np.float64)
+    v = np.asarray(values, np.float64)
+    if k.ndim != 1 or k.shape != v.shape or k.size == 0:
+        raise ValueError(f"value_at_kl: kls and values must be 1-D of one length, got {k.shape} and {v.shape}")
+    if k.size == 1 or kl == k[0]:
+        return float(v[0]) if kl == k[0] else math.nan
+    for j in range(k.size - 1):
+        lo, hi = sorted((k[j], k[j + 1]))
+        if lo <= kl <= hi:
+            if hi == lo:
+                return float(v[j])
+            a = (kl - k[j]) / (k[j + 1] - k[j])
+            return float(v[j] + a * (v[j + 1] - v[j]))
+    return math.nan

@@ -6,7 +6,7 @@ Public API (stable): :class:`PairwiseLogps`, :func:`get`, :func:`bind`, :func:`n
 The on-line RLHF mathematics (PPO/GRPO clipped objectives, group advantages, GAE, the reward-model loss) is in
 :mod:`jalign.losses.rl`, re-exported here: :func:`policy_clip`, :func:`group_advantages`, :func:`gae`,
 :func:`reward_model_loss`, :func:`leave_one_out_advantages`,
-:func:`reinforce_pp_advantages`, :func:`masked_whiten`.
+:func:`reinforce_pp_advantages`, :func:`masked_whiten`, :func:`nash_md_pg`.
 
 >>> from jalign import losses
 >>> "dpo" in losses.names()
@@ -28,6 +28,7 @@ from jalign.losses.rl import (
     group_advantages,
     leave_one_out_advantages,
     masked_whiten,
+    nash_md_pg,
     policy_clip,
     reinforce_pp_advantages,
     reward_model_loss,
@@ -62,6 +63,7 @@ __all__ = [
     "leave_one_out_advantages",
     "masked_whiten",
     "names",
+    "nash_md_pg",
     "off_policy_pg",
     "policy_clip",
     "preference_metrics",

@@ -12,6 +12,7 @@ them; every deviation is stated in the function's docstring.
 * :func:`gae`: generalised advantage estimation with a value head (PPO), right-padded completions.
 * :func:`reward_model_loss`: the Bradley–Terry reward-model loss with an optional margin and TRL's
   reward-centering term.
+* :func:`nash_md_pg`: the Nash-MD policy-gradient surrogate −(P(y ≻ y') − ½ − β·sg(log π/μ))·log π(y).
 
 The KL estimators (k1, k2, k3) are :func:`jalign.divergences.kl_estimate`.
 
@@ -592,5 +593,61 @@ def reinforce_pp_advantages(rewards, mask, *, token_kl=None, kl_coef=0.0, group_
     return masked_whiten(returns, mask, eps=eps)
 
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Nash-MD policy gradient
+
+
+def nash_md_pg(logps, ref_logps, preference, *, beta):
+    """The Nash-MD policy-gradient surrogate per completion y ~ π (Munos et al., 2024, Nash-MD-PG).
+
+        ℓ = −(p − ½ − β·sg(log π(y) − log μ(y)))·log π(y),
+
+    with log π(y), log μ(y) the summed response log-probs of the policy and the reference, p = P(y ≻ y') the
+    preference of y over an opponent y' drawn from the geometric mixture π^{1−β_mix}·μ^{β_mix} (a probability
+    or a 0/½/1 label) and sg the stop-gradient. For y ~ π its expected gradient is
+
+        E_y[∇ℓ] = −∇_θ [ E_{y~π} P(y ≻ y') − β·KL(π‖μ) ],
+
+    the gradient of the regularised game's payoff against the (fixed) mixture: REINFORCE with the score
+    function E[(log π/μ)·∇log π] = ∇KL(π‖μ) and ½ as a control variate (E[∇log π] = 0). TRL's
+    ``NashMDTrainer`` uses the same score term (p − ½)·log π but weights each token's log-prob by its own
+    log-ratio in the KL term (Σ_t sg(log π_t/μ_t)·log π_t); here the KL term is the sequence-level score
+    function, whose expectation is exactly β·∇KL(π‖μ). The value of ℓ is a surrogate; only its gradient
+    has a meaning.
+
+    Args:
+      logps: log π(y), ``[B]`` (differentiable).
+      ref_logps: log μ(y), ``[B]`` (gradient stopped).
+      preference: p = P(y ≻ y') ∈ [0, 1], ``[B]`` (gradient stopped).
+      beta: the KL weight β ≥ 0 (Munos et al.'s τ).
+
+    Returns:
+      Per-completion losses ``[B]``.
+
+    References:
+      Munos et al., Nash Learning from Human Feedback, ICML 2024 (arXiv 2312.00886), Sec. 7 (Nash-MD-PG).
+      Calandriello et al., Human Alignment of Large Language Models through Online Preference Optimisation,
+      ICML 2024 (arXiv 2403.08635).
+
+    >>> import jax.numpy as jnp
+    >>> float(nash_md_pg(jnp.array([-2.0]), jnp.array([-2.0]), jnp.array([1.0]), beta=0.1)[0])  # −½·(−2)
+    1.0
+    """
+    fn = "nash_md_pg"
+    _check_scalar(fn, "beta", beta, lambda v: v >= 0, ">= 0")
+    shape = tuple(np.shape(logps))
+    for name, x in (("ref_logps", ref_logps), ("preference", preference)):
+        _check_shape(fn, name, x, [shape], f"{shape} (as 'logps')")
+    p = _concrete(preference)
+    if p is not None and not (np.all(p >= 0) and np.all(p <= 1)):
+        raise ValueError(f"{fn}: argument 'preference' must lie in [0, 1], got {p}")
+    lp = as_float(logps)
+    sg = jax.lax.stop_gradient
+    adv = sg(as_float(preference)) - 0.5 - _num(beta) * sg(lp - as_float(ref_logps))
+    return -adv * lp
+
+
 __all__ = ["AGGREGATIONS", "IMPORTANCE_LEVELS", "SCALES", "gae", "group_advantages", "leave_one_out_advantages",
-           "masked_whiten", "policy_clip", "reinforce_pp_advantages", "reward_model_loss"]
+           "masked_whiten", "nash_md_pg", "policy_clip", "reinforce_pp_advantages", "reward_model_loss"]

@@ -47,10 +47,17 @@ def mitigation_weights(mitigation: str, a, b, stats=None) -> tuple[jax.Array, ja
     return -s / nw, s / nl
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "hkey"))
-def _weights(loss, hkey, pb):
+def _weights_fn(loss, hkey, pb):
     a, b = ent.loss_weights(loss, pb, **dict(hkey))
     return a, b, jnp.mean(ent.margin_loss(loss, dict(hkey))(pb))
+
+
+_weights = jax.jit(_weights_fn, static_argnames=("loss", "hkey"))
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "hkey"))
+def _seed_weights(loss, hkey, pb):
+    return jax.vmap(lambda p: _weights_fn(loss, hkey, p))(pb)
 
 
 class PairwiseWeightedTrainer:
@@ -91,9 +98,20 @@ class PairwiseWeightedTrainer:
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
+        def pair_stats(params, batch):
+            c, r = split_pairs(batch)
+            return ent.pairwise_gradient_stats(lm.logp, params, c, r)
+
         self.logps = jax.jit(logps)
         self.step = jax.jit(step)
         self.masks = jax.jit(contrastive_response_masks)
+        # The same functions over a leading seed axis (parameters, optimiser states and batches stacked;
+        # the reference parameters shared): one compiled call per update serves every seed.
+        self.seed_logps = jax.jit(jax.vmap(logps))
+        self.seed_ref_logps = jax.jit(jax.vmap(logps, in_axes=(None, 0)))
+        self.seed_step = jax.jit(jax.vmap(step))
+        self.seed_masks = jax.jit(jax.vmap(contrastive_response_masks))
+        self.seed_stats = jax.jit(jax.vmap(pair_stats))
 
     def stats(self, params, batch, batch_size=None) -> ent.PairGradStats:
         c, r = split_pairs(batch)
@@ -141,6 +159,38 @@ class PairwiseWeightedTrainer:
         return params, opt_state, info
 
 
+    def update_seeds(self, params, opt_state, batch, *, loss: str, hparams: dict | None = None,
+                     mitigation: str = "none", ref_params=None):
+        """:meth:`update` for ``S`` independent runs at once: ``params``, ``opt_state`` and every ``batch``
+        field carry a leading seed axis ``[S, ...]`` (:func:`jalign.train.step.stack_trees`); ``ref_params``
+        (unstacked) is the reference shared by every seed. Every piece is the vmapped (over seeds) version of
+        :meth:`update`'s, so run ``s`` equals :meth:`update` on ``params[s]`` and ``batch[s]`` up to float
+        rounding. Returns ``(params, opt_state, info)`` with ``info["loss"]``, ``info["grad_norm"]`` lists of
+        ``S`` floats."""
+        hparams = dict(hparams or {})
+        if mitigation not in MITIGATIONS:
+            raise ValueError(f"mitigation must be one of {MITIGATIONS}, got {mitigation!r}")
+        batch = {k: jnp.asarray(batch[k]) for k in PAIRWISE_FIELDS}
+        if mitigation == "masked":
+            batch = {**batch, **self.seed_masks(batch)}
+        ref = None
+        if ref_params is not None:
+            rw, rl, _, _ = self.seed_ref_logps(ref_params, batch)
+            ref = (rw, rl)
+        w, l, nw, nl = self.seed_logps(params, batch)
+        rw, rl = (None, None) if ref is None else ref
+        pb = losses.PairwiseLogps(w, l, rw, rl, nw, nl)
+        stats = self.seed_stats(params, batch) if mitigation == "normalized" else None
+        a, b, value = _seed_weights(loss, tuple(sorted(hparams.items())), pb)
+        wc, wr = mitigation_weights(mitigation, a, b, stats)
+        params, opt_state, gnorm = self.seed_step(params, opt_state, batch, wc, wr)
+        info = {"loss": np.asarray(value, np.float64).tolist(), "grad_norm": np.asarray(gnorm, np.float64).tolist()}
+        if not (np.all(np.isfinite(info["loss"])) and np.all(np.isfinite(info["grad_norm"]))):
+            raise FloatingPointError(f"non-finite loss or gradient ({info}); loss {loss!r}, mitigation "
+                                     f"{mitigation!r}")
+        return params, opt_state, info
+
+
 def train_pairwise(trainer: PairwiseWeightedTrainer, params, source, *, loss: str, steps: int,
                    hparams: dict | None = None, mitigation: str = "none", ref_params=None,
                    probes=()) -> dict:
@@ -169,3 +219,60 @@ def train_pairwise(trainer: PairwiseWeightedTrainer, params, source, *, loss: st
         history.append({"step": step, **info})
         probe(step)
     return {"history": history, "probes": records, "params": params}
+
+
+def train_pairwise_seeds(trainer: PairwiseWeightedTrainer, params, sources, *, loss: str, steps: int,
+                         hparams: dict | None = None, mitigation: str = "none", ref_params=None,
+                         probe=None) -> dict:
+    """:func:`train_pairwise` for ``S = len(sources)`` seeds at once, batched
+    (:meth:`PairwiseWeightedTrainer.update_seeds`): every seed starts from ``params`` and draws its batches
+    from its own source (seed ``s`` sees ``sources[s]``); the reference is ``ref_params`` (default the initial
+    ``params``) for every seed. ``probe`` is an :class:`~jalign.train.probes.entanglement_probe`, evaluated for
+    every seed (its gradient statistics vmapped over seeds, :meth:`probe_seeds`) at step 0, every
+    ``probe.every`` updates and at the end.
+
+    Returns ``{"history": [{"step", "loss": [S], "grad_norm": [S]}...], "probes": [[record per probe step]
+    per seed], "params": final params [S, ...]}``.
+    """
+    from jalign.train.step import replicate_tree
+
+    n = len(sources)
+    ref_params = params if ref_params is None else ref_params
+    params = replicate_tree(params, n)
+    opt_state = jax.vmap(trainer.tx.init)(params)
+    history, records = [], [[] for _ in range(n)]
+
+    def run_probe(step):
+        if probe is not None and due(probe, step, start=0, final=steps):
+            for s, rec in enumerate(probe_seeds(trainer, probe, params, ref_params)):
+                records[s].append({"step": step, "probe": probe.name, **rec})
+
+    run_probe(0)
+    for step in range(1, steps + 1):
+        batches = [next(src) for src in sources]
+        batch = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in PAIRWISE_FIELDS}
+        params, opt_state, info = trainer.update_seeds(params, opt_state, batch, loss=loss, hparams=hparams,
+                                                       mitigation=mitigation, ref_params=ref_params)
+        history.append({"step": step, **info})
+        run_probe(step)
+    return {"history": history, "probes": records, "params": params}
+
+
+def probe_seeds(trainer: PairwiseWeightedTrainer, probe, params, ref_params) -> list[dict]:
+    """The records of an :class:`~jalign.train.probes.entanglement_probe` for every seed of stacked
+    ``params`` ``[S, ...]``: the per-pair gradient statistics of its probe set in chunks of
+    ``probe.batch_size`` pairs, vmapped over seeds (the compilation of
+    :attr:`PairwiseWeightedTrainer.seed_stats`), then :meth:`entanglement_probe.report` per seed (the
+    reference log-probs from ``ref_params``, shared)."""
+    from jalign.train.step import tree_index
+
+    n = jax.tree.leaves(params)[0].shape[0]
+    b = {k: probe.batch[k] for k in PAIRWISE_FIELDS}
+    total = b["chosen_ids"].shape[0]
+    k = total if probe.batch_size is None else probe.batch_size
+    parts = []
+    for i in range(0, total, k):
+        chunk = {f: np.broadcast_to(v[i:i + k], (n, *v[i:i + k].shape)) for f, v in b.items()}
+        parts.append(trainer.seed_stats(params, chunk))
+    stats = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
+    return [probe.report(tree_index(stats, s), ref_params=ref_params) for s in range(n)]

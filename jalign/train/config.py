@@ -23,6 +23,8 @@ import ml_collections
 from jalign import losses
 from jalign.errors import UserError
 from jalign.train.objectives import MITIGATIONS, check_mitigation
+from jalign.train.pairwise import PAIR_ALGORITHMS, PairOptions
+from jalign.train.pairwise import check_options as check_pair_options
 from jalign.train.rl import PGOptions, check_options
 
 MODES = ("sft", "preference", "online", "reward")
@@ -125,6 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.vf_coef = 0.1  # loss = policy loss + vf_coef * value loss
     c.online.cliprange_value = 0.2  # value clipping around the sampling-time values
     c.online.whiten_advantages = True  # ppo: GAE advantages whitened over the completion tokens of the batch
+    # Online pairwise (jalign.train.pairwise; docs/rl.md): online.algorithm="pairwise" trains loss.name (a pairwise
+    # loss: ipo, dpo, hinge, slic, ...) on two labelled completions per prompt; "nash_md" = Nash-MD-PG, β = kl_coef
+    c.online.mixture_beta = 0.0  # weight of the reference in the token-level geometric mixture (IPO-MD, Nash-MD)
+    c.online.preference = "bradley_terry"  # bradley_terry: label ~ σ((r1 - r2)/t) | judge: r1 > r2, ties by a coin
+    c.online.preference_temperature = 1.0  # t of the Bradley-Terry preference model
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 0  # held-out next-token loss every N steps (0: off); needs a source with eval_batches()
@@ -311,6 +318,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config eval.every={c.eval.every} in mode='reward' needs held-out pairs: set "
                               "eval.data_kwargs (data.kwargs for the held-out source, e.g. eval.data_kwargs.path="
                               "heldout.jsonl or eval.data_kwargs.data_seed=1), or eval.every=0")
+        return
+    if c.online.algorithm not in PAIR_ALGORITHMS and c.online.mixture_beta != 0:
+        raise ConfigError(f"config online.mixture_beta={c.online.mixture_beta!r} is only used with online.algorithm "
+                          f"in {PAIR_ALGORITHMS} (mode='online'); set it to 0")
+    if c.mode == "online" and c.online.algorithm in PAIR_ALGORITHMS:  # online pairwise: jalign.train.pairwise
+        try:
+            check_pair_options(PairOptions.from_config(c.online), loss_name=c.loss.name,
+                               loss_hparams=dict(c.loss.hparams), reference=c.loss.reference,
+                               mitigation=c.loss.mitigation)
+        except UserError as e:
+            raise ConfigError(str(e)) from None
         return
     if c.mode == "online" and c.online.algorithm:  # the clipped policy gradient: loss.name is not used
         need(c.loss.mitigation == "none", "loss.mitigation", f"'none' with online.algorithm={c.online.algorithm!r}")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from jalign import losses
 from jalign.errors import UserError
 from jalign.tokenizers import ByteTokenizer
-from jalign.train import distributed, online, plugins, rl
+from jalign.train import distributed, online, pairwise, plugins, rl
 from jalign.train import sharding as shd
 from jalign.train.checkpoint import Checkpointer
 from jalign.train.export import check_export_target, export_model
@@ -101,11 +101,20 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
         raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch-parallel devices "
                         f"mesh.data*mesh.fsdp={ways} ({pc} process(es)); change data.batch_size or the mesh")
     # The loss is resolved and validated once ("logic:<name>" → compiled logic loss); objectives use it as is.
-    pg = rl.PGOptions.from_config(cfg.online) if cfg.mode == "online" and cfg.online.algorithm else None
+    pair = (pairwise.PairOptions.from_config(cfg.online)
+            if cfg.mode == "online" and cfg.online.algorithm in pairwise.PAIR_ALGORITHMS else None)
+    if pair is not None:
+        if pc > 1:
+            raise UserError(f"online.algorithm={pair.algorithm!r} runs in a single process (got {pc})")
+        pairwise.check_options(pair, loss_name=cfg.loss.name if loss is None else loss,
+                               loss_hparams=dict(cfg.loss.hparams), reference=cfg.loss.reference,
+                               mitigation=cfg.loss.mitigation)
+    pg = (rl.PGOptions.from_config(cfg.online)
+          if cfg.mode == "online" and cfg.online.algorithm and pair is None else None)
     if pg is not None:
         rl.check_options(pg, batch_size=cfg.data.batch_size, reference=cfg.loss.reference,
                          accum_steps=cfg.optim.accum_steps)
-    bound = None if cfg.mode in ("sft", "reward") or pg is not None else losses.bind(
+    bound = None if cfg.mode in ("sft", "reward") or pg is not None or pair is not None else losses.bind(
         cfg.loss.name if loss is None else loss, **dict(cfg.loss.hparams))
     spec = None if bound is None else bound.spec
 
@@ -138,6 +147,9 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     if pg is not None:
         objective = rl.PGBatch()
         frozen = pg.needs_reference
+    elif pair is not None:
+        objective = pairwise.make_objective(pair, cfg.loss.name if loss is None else loss, dict(cfg.loss.hparams))
+        frozen = True
     else:
         objective = make_objective(cfg.mode, bound, hparams, mitigation=cfg.loss.mitigation,
                                    reference=cfg.loss.reference)
@@ -159,7 +171,8 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
     sampler = reward = None
     if cfg.mode == "online":
         make = online.make_kv_sampler if is_causal_lm(rl.policy_of(model)) else online.make_sampler
-        sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature)
+        sampler = make(graphdef, max_new_tokens=cfg.online.max_new_tokens, temperature=cfg.online.temperature,
+                       mixture_beta=float(cfg.online.mixture_beta))
         reward = reward_fn or plugins.check_reward(cfg.online.reward, dict(cfg.online.reward_kwargs))
 
     ckpt = None
@@ -199,7 +212,13 @@ def _train(cfg, *, model, source, reward_fn, loss, probes) -> TrainResult:
             t0 = time.perf_counter()
             local = next(source)
             host_metrics = {}
-            if sampler is not None and pg is not None:
+            if sampler is not None and pair is not None:
+                key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0x5A)
+                local, host_metrics = pairwise.sample_round(
+                    pair, sampler, reward, state.params, state.ref_params, state.model_state,
+                    np.asarray(local["prompt_ids"]), np.asarray(local["prompt_attention_mask"]), key,
+                    reward_kwargs=dict(cfg.online.reward_kwargs))
+            elif sampler is not None and pg is not None:
                 local, host_metrics = _pg_batch(cfg, sampler, reward, state, local, mesh)
             elif sampler is not None:  # reward/<component> of a combined reward
                 local, host_metrics = _online_batch(cfg, spec, sampler, reward, state, local, mesh)

@@ -95,7 +95,7 @@ def check_options(o: PGOptions, *, batch_size: int, reference: str, accum_steps:
         if not ok:
             raise UserError(f"config {key}={value!r} must be {what}")
 
-    need(o.algorithm in ALGORITHMS, "online.algorithm", o.algorithm, f"one of {ALGORITHMS} (or '' for loss.name)")
+    need(o.algorithm in ALGORITHMS, "online.algorithm", o.algorithm, f"one of {ALGORITHMS} (or '' for loss.name; 'pairwise', 'nash_md': docs/rl.md)")
     need(o.aggregation in losses.rl.AGGREGATIONS, "online.aggregation", o.aggregation,
          f"one of {losses.rl.AGGREGATIONS}")
     need(o.importance_level in losses.rl.IMPORTANCE_LEVELS, "online.importance_level", o.importance_level,

@@ -91,6 +91,24 @@ def split_model(model: nnx.Module):
     return nnx.split(model, nnx.Param, ...)
 
 
+def stack_trees(trees):
+    """Stack pytrees of identical structure on a new leading axis (the seed axis of a batched run):
+    leaf ``[...]`` of each of the ``S`` trees → leaf ``[S, ...]``. ``jax.vmap`` of a step over the result runs
+    ``S`` independent copies in one compiled call."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def replicate_tree(tree, n: int):
+    """``n`` copies of ``tree`` stacked on a new leading axis (:func:`stack_trees` of ``[tree] * n``)."""
+    return stack_trees([tree] * n)
+
+
+def tree_index(tree, i: int):
+    """Slice ``i`` of every leaf on the leading axis: copy ``i`` of a stacked tree (the inverse of
+    :func:`stack_trees`)."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
 def init_state(model: nnx.Module, tx: optax.GradientTransformation, *, seed: int = 0,
                reference: bool = True):
     """``(graphdef, state)``: the initial :class:`TrainState` (with a frozen reference copy if asked)."""

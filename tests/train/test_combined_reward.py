@@ -96,7 +96,7 @@ def test_conciseness_reward_closed_form():
     ("combine:sum:x=combine", {}, r"unknown reward 'combine'"),
     ("combine:sum:lexicon,count_token", {"weights": [1.0]}, r"online.reward_kwargs.weights=\[1.0\] must be a list of 2"),
     ("combine:sum:lexicon,count_token", {"weights": [1.0, -1.0]}, r"finite numbers >= 0"),
-    ("combine:sum:lexicon,count_token", {"refs": [0.0, 0.0]}, r"refs=.*only used by mode 'transformed_sum'"),
+    ("combine:sum:lexicon,count_token", {"refs": [0.0, 0.0]}, r"refs=.*only used by modes 'transformed_sum' and 'maxmin'"),
     ("combine:transformed_sum:lexicon,count_token", {}, r"online.reward_kwargs.refs=None.*needs a list of 2"),
     ("combine:transformed_sum:lexicon,count_token", {"refs": [0.0, "quantile:2"]},
      r"refs\[1\]='quantile:2' \(component 'count_token'\).*\[0, 1\]"),
@@ -188,3 +188,21 @@ def test_rm_prefix_is_the_reward_model_reward(tmp_path):
         plugins.get_reward("rm:")
     with pytest.raises(UserError, match="unknown"):
         plugins.check_reward(f"rm:{a}", {"pth": 1})
+
+
+def test_maxmin_combined_reward_optimises_the_worst_off_component_of_the_batch():
+    prompts, ids, mask = _batch()
+    a, b = _np_count(ids, mask, 97), _np_count(ids, mask, 98)
+    fn = plugins.get_reward("combine:maxmin:a=count_token,b=count_token")
+    kw = {"a": {"token": 97}, "b": {"token": 98}}
+    for refs in (None, [0.0, 0.0], [0.3, 0.0], [0.0, -0.5]):
+        ua, ub = a - (refs or [0, 0])[0], b - (refs or [0, 0])[1]
+        g = 0 if ua.mean() <= ub.mean() else 1  # numpy: the lower batch mean (ties: the first)
+        out = fn(prompts, ids, mask, **kw, **({"refs": refs} if refs else {}))
+        np.testing.assert_allclose(out["reward"], (ua, ub)[g], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(out["maxmin/group"], np.full(len(a), g))
+        np.testing.assert_allclose(out["a"], a, rtol=1e-6)
+        np.testing.assert_allclose(out["b"], b, rtol=1e-6)
+    # both branches are exercised: without references b is worse off (means 0.44 vs 0.26), with a's reference 0.3
+    # a is
+    assert b.mean() < a.mean() and (a - 0.3).mean() < b.mean()

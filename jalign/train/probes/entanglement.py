@@ -79,13 +79,13 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
             self._lm = ExampleLogp(graphdef, state.model_state)
         return self._lm
 
-    def _reference(self, state):
+    def _reference(self, ref_params):
         if "ref_chosen_logps" in self.batch:
             return (jnp.asarray(self.batch["ref_chosen_logps"], jnp.float32),
                     jnp.asarray(self.batch["ref_rejected_logps"], jnp.float32))
-        if state.ref_params is not None:
+        if ref_params is not None:
             if self._ref is None:  # the reference is frozen: compute once
-                w, l = _pair_logps(self._lm, state.ref_params, self.batch)
+                w, l = _pair_logps(self._lm, ref_params, self.batch)
                 self._ref = (w.astype(jnp.float32), l.astype(jnp.float32))
             return self._ref
         if self.spec.needs_reference:
@@ -100,7 +100,15 @@ class entanglement_probe:  # noqa: N801 - used like a function, as jalign.train.
         parts = [ent.pairwise_gradient_stats(lm.logp, state.params, _rows(self.chosen, i, k), _rows(self.rejected, i, k))
                  for i in range(0, n, k)]
         stats = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-        ref_w, ref_l = self._reference(state)
+        return self.report(stats, ref_params=state.ref_params)
+
+    def report(self, stats: ent.PairGradStats, *, ref_params=None, model: ExampleLogp | None = None) -> dict:
+        """The record of one call from the probe set's per-pair gradient statistics ``stats`` (computed
+        elsewhere, e.g. vmapped over seeds by :func:`jalign.studies.entanglement.probe_seeds`); reference
+        log-probs from the batch fields, else from ``ref_params`` (with ``model``, or the probe's own)."""
+        if model is not None and self._lm is None:
+            self._lm = model
+        ref_w, ref_l = self._reference(ref_params)
         pb = losses.PairwiseLogps(stats.chosen_logps, stats.rejected_logps, ref_w, ref_l,
                                   response_lengths(self.chosen["mask"]), response_lengths(self.rejected["mask"]))
         a, b = ent.loss_weights(self.loss, pb, **self.hparams)

@@ -11,7 +11,8 @@ plug-in, a reward model included: ``jalign.train.plugins.get_reward("rm:PATH")``
   (:func:`jalign.diagnostics.evaluation.mc_kl`; biased when ``temperature != 1``, since the samples then do
   not come from π).
 
-It follows :mod:`jalign.train.probes.runner`: it reads the state and never changes it.
+It follows :mod:`jalign.train.probes.runner`: it reads the state and never changes it. The baseline and its
+sampling key are fixed, so its completions are drawn and scored at the first call only and reused after.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class winrate_probe:  # noqa: N801 - used like a function, as jalign.train.probe
         self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), int(seed)
         self.eos_id, self.pad_id = eos_id, pad_id
         self._sampler = self._graphdef = None
+        self._base_rewards = None  # the baseline and its key are fixed: its samples are drawn and scored once
 
     def _sample(self, graphdef, params, model_state, seed):
         if self._sampler is None or self._graphdef is not graphdef:
@@ -105,8 +107,9 @@ class winrate_probe:  # noqa: N801 - used like a function, as jalign.train.probe
             self.baseline = jax.tree.map(jnp.copy, (state.params, state.model_state))
         b_params, b_state = self.baseline
         pol = self._sample(graphdef, state.params, state.model_state, self.seed)
-        base = self._sample(graphdef, b_params, b_state, self.seed + 1)
-        r_pol, r_base = self._rewards(pol), self._rewards(base)
+        if self._base_rewards is None:
+            self._base_rewards = self._rewards(self._sample(graphdef, b_params, b_state, self.seed + 1))
+        r_pol, r_base = self._rewards(pol), self._base_rewards
         wr = win_rate(r_pol, r_base)
         args = (pol["ids"], pol["attention_mask"], pol["mask"])
         lp = np.asarray(host_value(sampled_logps(graphdef, state.params, state.model_state, *args)), np.float64)

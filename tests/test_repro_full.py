@@ -1,0 +1,69 @@
+"""The committed larger runs under ``figures/full/``: well-formed claims at the full settings, their report, and
+the quick-vs-full verdict table that docs/reproductions.md and the README quote (read from the results files)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from jalign.reporting import (MIN_SEEDS, check_claim, claim_rows, render_verdicts_at_scale, status_counts,
+                              summary_from_results, verdicts_at_scale)
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = ROOT / "figures" / "full"
+NAMES = sorted(d.name for d in FULL.iterdir() if (d / "results.json").is_file())
+
+
+def _res(name):
+    return json.loads((FULL / name / "results.json").read_text())
+
+
+def test_there_are_full_runs():
+    assert {"copg-bandit", "preference-games", "rankings"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_run_is_at_full_settings_with_well_formed_claims(name):
+    res = _res(name)
+    assert res.get("quick", (res.get("config") or {}).get("quick")) is False
+    assert "seconds" in res  # the wall time the docs quote
+    for i, c in enumerate(res["claims"]):
+        check_claim(c, f"full {name} claim {i}")
+        ev = c["evidence"]
+        if ev["kind"] == "seeds" and c["status"] in ("holds", "does not hold"):
+            assert ev["seeds"] >= MIN_SEEDS and ev["interval"] is not None
+
+
+def test_full_report_is_built_from_the_full_results():
+    summary = summary_from_results(FULL, NAMES)
+    counts = status_counts(claim_rows(summary))
+    text = (FULL / "report.md").read_text(encoding="utf-8")
+    assert f"{sum(counts.values())} claims: " in text
+    for status, n in counts.items():
+        assert f"{n} {status}" in text, (status, n)
+    assert "Settings: full (paper-sized)." in text
+
+
+def _table():
+    names = sorted(d.name for d in (ROOT / "figures").iterdir() if (d / "results.json").is_file())
+    return verdicts_at_scale(ROOT / "figures", FULL, names)
+
+
+def test_docs_and_readme_quote_the_quick_vs_full_verdicts():
+    rows = _table()
+    assert rows and all(r["base_status"] != r["larger_status"] or r["base_status"] == "does not hold" for r in rows)
+    table = render_verdicts_at_scale(rows)
+    for doc in ("docs/reproductions.md", "README.md"):
+        assert table in (ROOT / doc).read_text(encoding="utf-8"), f"{doc}: the verdict table differs from figures/"
+
+
+def test_docs_quote_the_full_runs_wall_times():
+    text = (ROOT / "docs" / "reproductions.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- full-timings -->(.*?)<!-- /full-timings -->", text, re.S).group(1)
+    quoted = dict(re.findall(r"`([a-z][a-z-]+)` (\d+) s", block))
+    assert sorted(quoted) == NAMES
+    for name, secs in quoted.items():
+        s = _res(name)["seconds"]
+        s = s["total"] if isinstance(s, dict) else s
+        assert abs(int(secs) - s) <= 0.5, (name, secs, s)
