@@ -175,3 +175,4 @@ def not_here(rule: str) -> tuple[str, dict]:
     from jalign.reporting import evidence
 
     return "not reproducible here", evidence("none", rule=rule, seeds=0)
+

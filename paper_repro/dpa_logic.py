@@ -3,8 +3,9 @@
 Symbolic forms of the known losses, the 4^(2^n) count, the entailment lattice of the 256 reference-free
 structures as a Hasse diagram with the known losses on it, and toy training of lattice losses (CPO, cCPO,
 unCPO, cfUNL, ORPO, CE+unlikelihood) on exactly solvable categorical policies, and short training runs of
-lattice losses on the shipped small LM (``jalign.models.load_small_lm``) on fixed built-in preference pairs,
-relating constrainedness (lattice rank) to the winner / loser log-probs. All math lives in :mod:`jalign.logic`;
+lattice losses on the shipped small LM (``jalign.models.load_small_lm``) on fixed built-in preference pairs
+(3 draws of 8 pairs, 5 with ``--full``, batched; see :data:`LM_SEEDS`), relating constrainedness (lattice rank)
+to the winner / loser log-probs. All math lives in :mod:`jalign.logic`;
 this module wires it, writes ``results.json`` and draws the figures from that JSON.
 """
 
@@ -27,15 +28,21 @@ LATTICE_LOSSES = ["cpo", "orpo", "uncpo", "ccpo", "cfunl", "ce", "unl", "ceunl"]
 TOY_LOSSES = ["cpo", "ccpo", "uncpo", "cfunl", "orpo", "ceunl"]
 TOY_STEPS = 1000
 # Small-LM runs: lattice losses from most to least constrained (rank 2 … 6), one compiled training loop for all.
+# Seeds: full-batch Adam on fixed pairs from the fixed pretrained model is deterministic, so a seed draws WHICH
+# pairs are trained on: seed s takes the first batch of the 512 sentiment_pairs (the data set's own fixed
+# generator seed) shuffled with seed s, i.e. 8 pairs drawn at random without replacement. The claims are thus
+# about training on 8 pairs of this distribution, not on one particular set of 8. All seeds of a loss train in
+# one program (jalign.logic.toy.train_structures with ``data``: vmap over the seed axis of the pairs).
 LM_LOSSES = ["ceunl", "cfunl", "cpo", "orpo", "ccpo", "uncpo"]
 LM_STEPS = {True: 20, False: 100}  # quick / full
+LM_SEEDS = {True: [0, 1, 2], False: [0, 1, 2, 3, 4]}  # quick / full: the pair draws
 LM = {
     "model": "small_lm",  # a jalign.train.plugins model name (tests use "tiny")
     "model_kwargs": {},
     "dataset": "sentiment_pairs",
-    "pairs": 8,  # the fixed training pairs (full batch every step, as on the toys)
-    "seq_len": 128,
-    "max_prompt_len": 40,  # with seq_len 128 no prompt or response of these pairs is truncated
+    "pairs": 8,  # the training pairs of one seed (full batch every step, as on the toys)
+    "seq_len": 132,
+    "max_prompt_len": 42,  # with these lengths no prompt or response of the 512 pairs is truncated
     "learning_rate": 1e-4,
     "grad_clip": 1.0,
     "beta": 1.0,
@@ -190,8 +197,11 @@ def _train(quick: bool):
     return out
 
 
-def _lm_logps_fn(cfg):
-    """The small LM's summed response log-probs of ``cfg['pairs']`` fixed pairs: ``(params0, params -> PairwiseLogps)``."""
+def _lm_logps_fn(cfg, seeds):
+    """The LM and its pairs: ``(params0, logps_fn, data, tokens)``. ``data`` stacks each seed's ``cfg['pairs']``
+    pairs (chosen rows then rejected rows of ``ids``/``mask``/``attention_mask``) on a leading seed axis;
+    ``logps_fn(params, data_s)`` is the summed response log-probs of one seed's pairs (a PairwiseLogps);
+    ``tokens[s]`` the response token counts of seed s's pairs."""
     import jax.numpy as jnp
 
     from jalign.losses import PairwiseLogps
@@ -199,21 +209,25 @@ def _lm_logps_fn(cfg):
     from jalign.train.step import make_logps_fn, split_model
 
     model = plugins.make_model(cfg["model"], seed=0, **cfg["model_kwargs"])
-    src = plugins.make_data("builtin_pairwise", batch_size=cfg["pairs"], seq_len=cfg["seq_len"], seed=0,
-                             dataset=cfg["dataset"], n=cfg["pairs"], max_prompt_len=cfg["max_prompt_len"])
-    batch = next(src)
     k = cfg["pairs"]
-    cat = {f: jnp.concatenate([jnp.asarray(batch[f"chosen_{f}"]), jnp.asarray(batch[f"rejected_{f}"])])
-           for f in ("ids", "mask", "attention_mask")}
+    cats, tokens = [], []
+    for seed in seeds:
+        src = plugins.make_data("builtin_pairwise", batch_size=k, seq_len=cfg["seq_len"], seed=seed,
+                                dataset=cfg["dataset"], max_prompt_len=cfg["max_prompt_len"])
+        batch = next(src)
+        cats.append({f: np.concatenate([np.asarray(batch[f"chosen_{f}"]), np.asarray(batch[f"rejected_{f}"])])
+                     for f in ("ids", "mask", "attention_mask")})
+        tokens.append({side: np.asarray(batch[f"{side}_mask"])[:, 1:].sum(-1).tolist()
+                       for side in ("chosen", "rejected")})
+    data = {f: jnp.asarray(np.stack([c[f] for c in cats])) for f in cats[0]}
     graphdef, params, rest = split_model(model)
 
-    def logps_fn(p):
-        lp, n = make_logps_fn(graphdef, p, rest)(cat["ids"], cat["mask"], cat["attention_mask"])
+    def logps_fn(p, d):
+        lp, n = make_logps_fn(graphdef, p, rest)(d["ids"], d["mask"], d["attention_mask"])
         return PairwiseLogps(chosen_logps=lp[:k], rejected_logps=lp[k:], chosen_lengths=n[:k],
                              rejected_lengths=n[k:])
 
-    tokens = {s: np.asarray(batch[f"{s}_mask"])[:, 1:].sum(-1).tolist() for s in ("chosen", "rejected")}
-    return params, logps_fn, tokens
+    return params, logps_fn, data, tokens
 
 
 def _lm(quick: bool):
@@ -221,28 +235,33 @@ def _lm(quick: bool):
     from jalign.logic.toy import train_structures
 
     cfg = dict(LM)
-    steps = LM_STEPS[quick]
-    params, logps_fn, tokens = _lm_logps_fn(cfg)
+    steps, seeds = LM_STEPS[quick], LM_SEEDS[quick]
+    params, logps_fn, data, tokens = _lm_logps_fn(cfg, seeds)
     structures = [logic.decompile(n).over(("M_w", "M_l")) for n in LM_LOSSES]
     h = train_structures(structures, logps_fn, params, steps=steps, learning_rate=cfg["learning_rate"],
-                         beta=cfg["beta"], length_normalize=cfg["length_normalize"], grad_clip=cfg["grad_clip"])
+                         beta=cfg["beta"], length_normalize=cfg["length_normalize"], grad_clip=cfg["grad_clip"],
+                         data=data)
     res = {}
     for i, (name, s) in enumerate(zip(LM_LOSSES, structures, strict=True)):
-        cw, cl, loss = h["chosen_logps"][i], h["rejected_logps"][i], h["loss"][i]
+        cw, cl, loss = h["chosen_logps"][i], h["rejected_logps"][i], h["loss"][i]  # [seeds, steps + 1]
         res[name] = {
             "rank": logic.rank(s),
             "labels": logic.label_string(s.labels),
+            # per seed (row r = seed r)
             "chosen": np.round(cw, 4).tolist(),
             "rejected": np.round(cl, 4).tolist(),
             "loss": np.round(loss, 6).tolist(),
-            "chosen_change": float(cw[-1] - cw[0]),
-            "rejected_change": float(cl[-1] - cl[0]),
-            "margin_change": float((cw[-1] - cl[-1]) - (cw[0] - cl[0])),
-            "chosen_min": float(cw.min()),
-            "chosen_argmin": int(cw.argmin()),
+            "chosen_change": [float(v) for v in cw[:, -1] - cw[:, 0]],
+            "rejected_change": [float(v) for v in cl[:, -1] - cl[:, 0]],
+            "margin_change": [float(v) for v in (cw[:, -1] - cl[:, -1]) - (cw[:, 0] - cl[:, 0])],
+            "chosen_min": [float(v) for v in cw.min(1)],
+            "chosen_argmin": [int(v) for v in cw.argmin(1)],
         }
-    return {"config": cfg | {"steps": steps, "optimizer": "adam", "response_tokens": tokens,
-                             "f": "logistic"}, "losses": res}
+    return {"config": cfg | {"steps": steps, "seeds": seeds, "optimizer": "adam", "response_tokens": tokens,
+                             "f": "logistic",
+                             "seeding": "seed s trains on the first batch of the 512 pairs shuffled with seed s "
+                             "(8 pairs drawn without replacement); the model and the steps are deterministic"},
+            "losses": res}
 
 
 # The pass rules, fixed in code before the run. Rows about cCPO, cfUNL, CE, UNL, CE+UNL (the landscape losses
@@ -388,51 +407,73 @@ def _toy_claims(toy: dict) -> list[dict]:
     return claims
 
 
+def _lm_seed_stats(lm: dict) -> dict:
+    """Per-seed statistics of the small-LM runs (arrays over seeds; every comparison is paired within a seed,
+    since all losses of a seed train on the same pairs from the same model)."""
+    L = lm["losses"]
+    steps = lm["config"]["steps"]
+    fin = {k: np.asarray(v["chosen"], np.float64)[:, -1] for k, v in L.items()}
+    dw = {k: np.asarray(v["chosen_change"], np.float64) for k, v in L.items()}
+    ranks = {k: v["rank"] for k, v in L.items()}
+    most, least = min(ranks, key=ranks.get), max(ranks, key=ranks.get)
+    out = {"final": fin, "change": dw, "ranks": ranks, "most": most, "least": least, "n": len(dw[most])}
+    if all(k in L for k in ("cpo", "ccpo", "uncpo", "cfunl")):
+        out["ccpo_best"] = fin["ccpo"] - np.max([fin[k] for k in ("cpo", "uncpo", "cfunl")], axis=0)
+        out["cpo_below"] = fin["ccpo"] - fin["cpo"]
+        out["dips"] = {k: np.asarray(_dips({"f": fin[k].tolist(), "m": L[k]["chosen_min"], "a": L[k]["chosen_argmin"]},
+                                           steps, "f", "m", "a")) for k in ("uncpo", "cfunl")}
+    out["top"] = dw[most] - np.max([v for k, v in dw.items() if k != most], axis=0)
+    out["bottom"] = np.min([v for k, v in dw.items() if k != least], axis=0) - dw[least]
+    names = list(L)
+    out["spearman"] = np.asarray([spearman([ranks[k] for k in names], [dw[k][r] for k in names])
+                                  for r in range(out["n"])])
+    return out
+
+
 def _lm_claims(lm: dict) -> list[dict]:
-    """The toy's claims on the small LM (one training run: inconclusive), constrainedness against the winner's
-    log-prob, and the LLM-scale result (not reproducible here)."""
-    from paper_repro._common import not_here, one_seed
+    """The toy's claims on the small LM and constrainedness against the winner's log-prob, over seeds (seed =
+    which 8 pairs are trained on), and the LLM-scale result (not reproducible here)."""
+    from paper_repro._common import not_here, seeded, seeded_all
 
     claims = []
     L = lm["losses"]
     steps = lm["config"]["steps"]
     tag = f"[small LM, {lm['config']['pairs']} fixed pairs, {steps} Adam steps]"
-    four = {k: L[k]["chosen"][-1] for k in ("cpo", "ccpo", "uncpo", "cfunl") if k in L}
-    if len(four) == 4:
-        gap = four["ccpo"] - max(four[k] for k in ("cpo", "uncpo", "cfunl"))
-        st, ev, txt = one_seed(gap, need=LM_NEED["ccpo_best"], passes=gap > 0)
+    st_ = _lm_seed_stats(lm)
+    n, fin, dw, ranks = st_["n"], st_["final"], st_["change"], st_["ranks"]
+    over = f"means over {n} seeds (seed = a draw of the 8 pairs)"
+    if "ccpo_best" in st_:
+        four = ("cpo", "ccpo", "uncpo", "cfunl")
+        st, ev, txt = seeded(st_["ccpo_best"], 0.0, above=True, rule=LM_NEED["ccpo_best"])
         claims.append(_claim(
             f"{tag} cCPO keeps the winner's log-prob highest among CPO, cCPO, unCPO, cfUNL (as on the toy)",
-            ", ".join(f"{k} {v:.1f}" for k, v in four.items()) + f" (final summed log π(y_w)); {txt}", (st, ev),
-            "reconstruction"))
-        gap = four["ccpo"] - four["cpo"]
-        st, ev, txt = one_seed(gap, need=LM_NEED["cpo_below"], passes=gap > 0)
+            ", ".join(f"{k} {fin[k].mean():.1f}" for k in four) + f" (final summed log π(y_w), {over}); cCPO minus "
+            f"the best other {txt}", (st, ev), "reconstruction"))
+        st, ev, txt = seeded(st_["cpo_below"], 0.0, above=True, rule=LM_NEED["cpo_below"])
         claims.append(_claim(
             f"{tag} CPO ends with a lower winner log-prob than cCPO",
-            f"CPO {four['cpo']:.1f} vs cCPO {four['ccpo']:.1f}; {txt}", (st, ev), "reconstruction"))
-        dips = {k: (L[k]["chosen_min"], L[k]["chosen"][-1], L[k]["chosen_argmin"]) for k in ("uncpo", "cfunl")}
-        dip = min((fin - mn if 0 < am < steps else 0.0) for mn, fin, am in dips.values())
-        st, ev, txt = one_seed(dip, need=LM_NEED["dip"], passes=dip > DIP)
+            f"CPO {fin['cpo'].mean():.1f} vs cCPO {fin['ccpo'].mean():.1f} ({over}); cCPO − CPO {txt}", (st, ev),
+            "reconstruction"))
+        dips = st_["dips"]
+        st, ev, txt = seeded_all([(f"{k} dip", v) for k, v in dips.items()], DIP, above=True, rule=LM_NEED["dip"])
         claims.append(_claim(
             f"{tag} unCPO and cfUNL winner log-probs dip then settle higher (as on the toy)",
-            "; ".join(f"{k}: min {mn:.1f} at step {am}, final {fin:.1f}" for k, (mn, fin, am) in dips.items())
-            + f"; {txt}", (st, ev), "reconstruction"))
-    ranks = {k: v["rank"] for k, v in L.items()}
-    dw = {k: v["chosen_change"] for k, v in L.items()}
-    most, least = min(ranks, key=ranks.get), max(ranks, key=ranks.get)
-    table = ", ".join(f"{k} (rank {ranks[k]}) {dw[k]:+.1f}" for k in sorted(L, key=ranks.get))
-    gap = min(dw[most] - max(v for k, v in dw.items() if k != most),
-              min(v for k, v in dw.items() if k != least) - dw[least])
-    st, ev, txt = one_seed(gap, need=LM_NEED["extremes"], passes=gap > 0)
+            "; ".join(f"{k}: minimum inside the run on {int(np.sum(np.asarray(L[k]['chosen_argmin']) % steps > 0))}"
+                      f" of {n} seeds" for k in dips) + f"; {txt}", (st, ev), "reconstruction"))
+    most, least = st_["most"], st_["least"]
+    table = ", ".join(f"{k} (rank {ranks[k]}) {dw[k].mean():+.1f}" for k in sorted(L, key=ranks.get))
+    st, ev, txt = seeded_all([(f"Δ[{most}] − max others", st_["top"]), (f"min others − Δ[{least}]", st_["bottom"])],
+                             0.0, above=True, rule=LM_NEED["extremes"])
     claims.append(_claim(
         f"{tag} constrainedness vs the winner: the most constrained loss trained raises log π(y_w) most and the "
         "least constrained lowers it most",
-        f"Δ log π(y_w) by lattice rank (low = constrained): {table}; {txt}", (st, ev), "reconstruction"))
-    rho_w = spearman([ranks[k] for k in L], [dw[k] for k in L])
-    st, ev, txt = one_seed(rho_w, need=LM_NEED["spearman"], passes=rho_w <= -0.8)
+        f"Δ log π(y_w) by lattice rank (low = constrained), {over}: {table}; {txt}", (st, ev), "reconstruction"))
+    rho = st_["spearman"]
+    st, ev, txt = seeded(rho, -0.8, above=False, rule=LM_NEED["spearman"])
     claims.append(_claim(
         f"{tag} the winner's log-prob change is ordered by constrainedness (Spearman(rank, Δ log π(y_w)) ≤ −0.8)",
-        f"Spearman(rank, Δ log π(y_w)) = {rho_w:.2f} over {len(L)} losses; {txt}", (st, ev), "reconstruction"))
+        f"Spearman(rank, Δ log π(y_w)) over {len(L)} losses, per seed {', '.join(f'{v:.2f}' for v in rho)}: {txt}",
+        (st, ev), "reconstruction"))
     claims.append(_claim(
         "LLM scale (Qwen-0.5B, UltraFeedback): new losses vs CPO, no significant advantage",
         "no 0.5B model, UltraFeedback or win-rate judge here; only the 0.86M-parameter small LM's log-prob "
@@ -519,33 +560,52 @@ def _plot_toy_curves(res: dict):
     return fig
 
 
+def _seed_band(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``rows`` (``[seeds, n]``): mean over seeds and 95% t-interval (nan bounds with one seed)."""
+    from jalign.reporting import t_interval
+
+    a = np.asarray(rows, np.float64)
+    m, lo, hi = (np.asarray(v) for v in zip(*[t_interval(a[:, j]) for j in range(a.shape[1])], strict=True))
+    return m, lo, hi
+
+
 def _plot_lm_curves(res: dict):
-    """The small LM: winner and loser log-probs along training, and their changes against lattice rank."""
+    """The small LM: winner and loser log-probs along training, and their changes against lattice rank (means
+    over seeds, i.e. draws of the pairs, with 95% t-intervals)."""
     import matplotlib.pyplot as plt
 
     colors = plt.cm.tab10.colors
     lm = res["lm"]
     L = lm["losses"]
+    n = len(lm["config"]["seeds"])
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     order = sorted(L, key=lambda k: L[k]["rank"])
     for c, (key, title) in enumerate((("chosen", "winner log π(y_w)"), ("rejected", "loser log π(y_l)"))):
         ax = axes[c]
         for k, name in enumerate(order):
-            ax.plot(L[name][key], label=f"{name} (rank {L[name]['rank']})", color=colors[k % 10])
-        ax.set_title(f"small LM: {title}, mean over {lm['config']['pairs']} pairs")
+            m, lo, hi = _seed_band(L[name][key])
+            t = np.arange(len(m))
+            ax.plot(t, m, label=f"{name} (rank {L[name]['rank']})", color=colors[k % 10])
+            ax.fill_between(t, lo, hi, color=colors[k % 10], alpha=0.12)
+        ax.set_title(f"small LM: {title}, mean over {lm['config']['pairs']} pairs\n(mean, 95% t-band over {n} "
+                     "draws of the pairs)")
         ax.set_xlabel("Adam step")
         ax.set_ylabel("summed response log-prob")
         ax.legend(fontsize=8)
     ax = axes[2]
     for k, name in enumerate(order):
         d = L[name]
-        ax.scatter(d["rank"], d["chosen_change"], color=colors[k % 10], marker="o", s=50, edgecolor="k")
-        ax.scatter(d["rank"], d["rejected_change"], color=colors[k % 10], marker="v", s=50, edgecolor="k")
-        ax.annotate(name, (d["rank"], d["chosen_change"]), xytext=(5, 3), textcoords="offset points", fontsize=8)
+        for key, marker in (("chosen_change", "o"), ("rejected_change", "v")):
+            m, lo, hi = _seed_band(np.asarray(d[key])[:, None])
+            ax.errorbar([d["rank"]], m, yerr=np.nan_to_num([m - lo, hi - m]), fmt="none", ecolor=colors[k % 10],
+                        capsize=3, lw=1)
+            ax.scatter([d["rank"]], m, color=colors[k % 10], marker=marker, s=50, edgecolor="k")
+        ax.annotate(name, (d["rank"], float(np.mean(d["chosen_change"]))), xytext=(5, 3), textcoords="offset points",
+                    fontsize=8)
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("lattice rank (higher = less constrained)")
     ax.set_ylabel("change over training (● winner, ▼ loser)")
-    ax.set_title("small LM: constrainedness vs log-prob change")
+    ax.set_title(f"small LM: constrainedness vs log-prob change (mean, 95% t over {n} seeds)")
     fig.tight_layout()
     return fig
 

@@ -15,7 +15,8 @@ distributional p ∝ a·e^{λφ} with λ fitted by IS moment matching on samples
 starts at a and is trained with on-policy f-DPG for every divergence (running IS estimate of log Z), one
 off-policy (DPG offline) run; alignment E_π[φ], diversity (entropy per token, distinct-n), KL(π‖a), KL(p‖π)
 and the gradient estimator's relative variance are recorded along training
-(:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`).
+(:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`), on 3 seeds (5 with ``--full``) of the sampling keys, batched
+(:meth:`~jalign.studies.fdpg_lm.FDPGLMTrainer.run_seeds`); the LM claims use 95% t-intervals over the seeds.
 """
 
 from __future__ import annotations
@@ -263,10 +264,13 @@ def _run_experiment(quick: bool) -> dict:
     return res
 
 
+# Seeds: seed s draws the training samples with jax.random.key(s) (the same key for every divergence, so the
+# divergences are compared on common random numbers); all seeds of a divergence train in one batched program
+# (FDPGLMTrainer.run_seeds). The base model a, its samples (key 1234: λ fit, KL(p‖π)) are shared by the seeds.
 LM_QUICK = {"new_tokens": 16, "base_samples": 512, "batch": 32, "lr": 1e-4, "steps": 30, "eval_every": 5,
-            "divergences": PAPER_FOUR, "off_policy": ["forward_kl"]}
+            "divergences": PAPER_FOUR, "off_policy": ["forward_kl"], "seeds": [7, 8, 9]}
 LM_FULL = {"new_tokens": 20, "base_samples": 4096, "batch": 64, "lr": 5e-5, "steps": 300, "eval_every": 25,
-           "divergences": DIVERGENCES, "off_policy": ["forward_kl", "js"]}
+           "divergences": DIVERGENCES, "off_policy": ["forward_kl", "js"], "seeds": [7, 8, 9, 10, 11]}
 LM_WORD, LM_EPS_LOG, LM_MOMENT = "is", -10.0, 0.5
 
 
@@ -292,7 +296,9 @@ def _run_lm(quick: bool) -> dict:
                   "sample_space": f"{T} bytes after BOS, temperature 1, no EOS stop", "optimizer": "adam",
                   "proposal": "on-policy (plus off-policy runs listed)", "log_z": "running IS estimate",
                   "baseline": "self-normalised IS estimate of E_π[-f']",
-                  "pointwise_log_eps": LM_EPS_LOG, "moment": LM_MOMENT},
+                  "pointwise_log_eps": LM_EPS_LOG, "moment": LM_MOMENT,
+                  "seeding": "seed s samples training batches with jax.random.key(s), shared by the divergences; "
+                  "all seeds of a run are batched (vmap over a leading seed axis)"},
         "base": {"rate": rate, "n_hits": int(phi.sum()), "entropy_per_token": float(-la.mean() / T),
                  **LM.diversity(np.asarray(a_tokens)[:n_pool])},
         "lambda_fit": {"lambda": lam, "iterations": int(n_iter), "moment_error": float(err),
@@ -300,29 +306,43 @@ def _run_lm(quick: bool) -> dict:
         "targets": {},
     }
     targets = {"pointwise": -LM_EPS_LOG, "distributional": lam}
+    keys = [jax.random.key(seed) for seed in cfg["seeds"]]
     for tname, lam_t in targets.items():
         runs, ref = {}, None
         todo = [(d, "on_policy") for d in cfg["divergences"]] + [(d, "off_policy") for d in cfg["off_policy"]]
         for d, prop in todo:
-            _, h = trainer.run(base, divergence=d, lam=lam_t, steps=cfg["steps"], key=jax.random.key(7),
-                               proposal=prop)
-            ref = h.pop("ref")
-            sig, noise = float(np.sum(h["grad_signal"])), float(np.sum(h["grad_noise"]))
-            final = {k: h[k][-1] for k in ("expected_phi", "entropy_per_token", "kl_pi_a", "kl_pi_p", "distinct_4b",
-                                            "distinct_1w", "distinct_2w")}
-            final.update(kl_p_pi=h["kl_p_pi_final"], kl_p_pi_init=h["kl_p_pi_init"],
-                         grad_cosine=float(np.mean(h["grad_cosine"])),
-                         rel_var=noise / sig if sig > 0 else None,
-                         log_z_error=h["log_z"][-1] - ref["log_z"])
-            runs[d if prop == "on_policy" else f"{d} (off-policy)"] = {"final": final, "history": h}
+            _, hs = trainer.run_seeds(base, divergence=d, lam=lam_t, steps=cfg["steps"], keys=keys, proposal=prop)
+            ref = hs[0]["ref"]
+            runs[d if prop == "on_policy" else f"{d} (off-policy)"] = _lm_run_record(hs, ref)
         res["targets"][tname] = {"lambda": lam_t, "ref": {**ref, "entropy_per_token": ref["entropy"] / T},
                                  "runs": runs}
     return res
 
 
+LM_FINAL = ("expected_phi", "entropy_per_token", "kl_pi_a", "kl_pi_p", "distinct_4b", "distinct_1w", "distinct_2w")
+LM_HISTORY = ("expected_phi", "entropy", "entropy_per_token", "kl_pi_a", "kl_pi_p", "log_z", "distinct_4b",
+              "distinct_1w", "distinct_2w", "grad_cosine", "rel_var", "replacements")
+
+
+def _lm_run_record(hists: list[dict], ref: dict) -> dict:
+    """One divergence's runs over seeds: ``final`` and ``history`` hold per-seed lists (row s = seed s; the
+    history's rows list one value per chunk, at ``history["step"]``)."""
+    final: dict[str, list] = {k: [h[k][-1] for h in hists] for k in LM_FINAL}
+    final["kl_p_pi"] = [h["kl_p_pi_final"] for h in hists]
+    final["kl_p_pi_init"] = [h["kl_p_pi_init"] for h in hists]
+    final["grad_cosine"] = [float(np.mean(h["grad_cosine"])) for h in hists]
+    sig = [float(np.sum(h["grad_signal"])) for h in hists]
+    noise = [float(np.sum(h["grad_noise"])) for h in hists]
+    final["rel_var"] = [n / g if g > 0 else None for n, g in zip(noise, sig, strict=True)]
+    final["log_z_error"] = [h["log_z"][-1] - ref["log_z"] for h in hists]
+    history = {"step": hists[0]["step"], **{k: [h[k] for h in hists] for k in LM_HISTORY}}
+    return {"final": final, "history": history}
+
+
 # The pass rules, fixed in code before the run. The toy (bimodal target, Gaussian family) is the project's
 # construction, so its rows are source "reconstruction"; the small-LM rows test the paper's statements on a
-# scaled-down stand-in of its word-constraint targets (one training run per divergence at quick size).
+# scaled-down stand-in of its word-constraint targets (one training run per divergence and seed, seeds batched;
+# every statistic is paired within a seed: the divergences share the seed's sampling key).
 COVER_LOG_RATIO = 10.0  # a policy "covers" p when max_x ln p(x)/π(x) ≤ this (else it has collapsed)
 TOY_MARGIN = 0.01  # an exact ordering must hold by more than this (nats for H, units of b for E_π[b])
 RULES = {
@@ -363,9 +383,11 @@ def _spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _lm_alignment(tname: str, f: dict) -> float:
-    """Alignment on the LM: E_π[φ] (pointwise); −|E_π[φ] − μ̄| (distributional: closeness to the moment)."""
-    return f["expected_phi"] if tname == "pointwise" else -abs(f["expected_phi"] - LM_MOMENT)
+def _lm_alignment(tname: str, f: dict) -> np.ndarray:
+    """Alignment on the LM, per seed: E_π[φ] (pointwise); −|E_π[φ] − μ̄| (distributional: closeness to the
+    moment)."""
+    e = np.asarray(f["expected_phi"], np.float64)
+    return e if tname == "pointwise" else -np.abs(e - LM_MOMENT)
 
 
 def _claim(claim: str, measured: str, status_ev, source: str = "paper", paper: str = PAPER) -> dict:
@@ -376,58 +398,66 @@ def _claim(claim: str, measured: str, status_ev, source: str = "paper", paper: s
 
 
 def _lm_claims(lm: dict) -> list[dict]:
-    """[small LM] One training run per divergence and target: every row is "inconclusive" (one seed); the
-    measured text gives the one-seed verdict."""
-    from paper_repro._common import one_seed
+    """[small LM] One training run per divergence, target and seed (seeds batched); every row is a seeded claim
+    decided by the 95% t-intervals over seeds of paired per-seed statistics (:data:`LM_NEED`)."""
+    from paper_repro._common import seeded_all
 
     claims = []
     steps = lm["setup"]["steps"]
     for tname, t in lm["targets"].items():
         fin = {k: t["runs"][k]["final"] for k in PAPER_FOUR}
-        H = {k: f["entropy_per_token"] for k, f in fin.items()}
+        H = {k: np.asarray(f["entropy_per_token"], np.float64) for k, f in fin.items()}
         A = {k: _lm_alignment(tname, f) for k, f in fin.items()}
-        E = {k: f["expected_phi"] for k, f in fin.items()}
+        E = {k: np.asarray(f["expected_phi"], np.float64) for k, f in fin.items()}
+        n = len(H["js"])
         Hp = t["ref"]["entropy_per_token"]
         tag = f"[LM, {tname}: p ∝ a·" + ("max(b, ε)" if tname == "pointwise" else f"e^(λφ), E_p[φ] = {LM_MOMENT}") + "]"
-        table = ", ".join(f"{SHORT[k]} E_π[φ]={E[k]:.2f} H={H[k]:.3f}" for k in PAPER_FOUR)
+        table = ", ".join(f"{SHORT[k]} E_π[φ]={E[k].mean():.2f} H={H[k].mean():.3f}" for k in PAPER_FOUR)
+        means = f"after {steps} steps, means over {n} seeds"
 
-        gap = min(H[k] for k in PAPER_FOUR if k != "reverse_kl") - H["reverse_kl"]
-        ok = gap > 0 and H["reverse_kl"] < Hp
-        st, ev, txt = one_seed(gap, need=LM_NEED["rkl_lowest"], passes=ok)
+        others = [k for k in PAPER_FOUR if k != "reverse_kl"]
+        gap = np.min([H[k] for k in others], axis=0) - H["reverse_kl"]
+        st, ev, txt = seeded_all([("next-lowest H − H(RKL)", gap), ("H(p) − H(RKL)", Hp - H["reverse_kl"])], 0.0,
+                                 above=True, rule=LM_NEED["rkl_lowest"])
         claims.append(_claim(
             f"{tag} Reverse KL collapses entropy (lowest entropy, below H(p))",
-            f"after {steps} steps, entropy per token (nats, on-policy estimate): {table}; H(p) ≈ {Hp:.3f}, H(a) = "
-            f"{lm['base']['entropy_per_token']:.3f}; next-lowest minus RKL {gap:+.3f} nats/token; {txt}", (st, ev)))
+            f"{means}, entropy per token (nats, on-policy estimate): {table}; H(p) ≈ {Hp:.3f}, H(a) = "
+            f"{lm['base']['entropy_per_token']:.3f}; per seed {txt}", (st, ev)))
 
-        between = (min(H["reverse_kl"], H["forward_kl"]) < H["js"] < max(H["reverse_kl"], H["forward_kl"])
-                   and min(A["reverse_kl"], A["forward_kl"]) < A["js"] < max(A["reverse_kl"], A["forward_kl"]))
-        dominated = any(A[k] >= A["js"] and H[k] >= H["js"] and k != "js" for k in PAPER_FOUR)
+        lo_h, hi_h = np.minimum(H["reverse_kl"], H["forward_kl"]), np.maximum(H["reverse_kl"], H["forward_kl"])
+        lo_a, hi_a = np.minimum(A["reverse_kl"], A["forward_kl"]), np.maximum(A["reverse_kl"], A["forward_kl"])
+        stats = {"JS inside the RKL–FKL range in H": np.minimum(H["js"] - lo_h, hi_h - H["js"]),
+                 "in alignment": np.minimum(A["js"] - lo_a, hi_a - A["js"])}
+        for k in PAPER_FOUR:
+            if k != "js":  # > 0: k is worse than JS on at least one axis (k does not dominate JS)
+                stats[f"{SHORT[k]} short of JS"] = np.maximum(A["js"] - A[k], H["js"] - H[k])
         what = "E_π[φ]" if tname == "pointwise" else f"−|E_π[φ] − {LM_MOMENT}|"
-        st, ev, txt = one_seed(A["js"], need=LM_NEED["js_balances"], passes=between and not dominated)
+        st, ev, txt = seeded_all(list(stats.items()), 0.0, above=True, rule=LM_NEED["js_balances"])
         claims.append(_claim(
             f"{tag} Jensen–Shannon balances alignment and diversity",
-            f"alignment = {what}, diversity = entropy per token: {table}; JS strictly between RKL and FKL on both "
-            f"axes: {between}; JS Pareto-optimal among the four: {not dominated}; KL(p‖π) "
-            + ", ".join(f"{SHORT[k]} {fin[k]['kl_p_pi']:.2f}" for k in PAPER_FOUR) + f"; {txt}", (st, ev)))
+            f"alignment = {what}, diversity = entropy per token; {means}: {table}; KL(p‖π) "
+            + ", ".join(f"{SHORT[k]} {np.mean(fin[k]['kl_p_pi']):.2f}" for k in PAPER_FOUR) + f"; per seed {txt}",
+            (st, ev)))
 
-        cos = {k: f["grad_cosine"] for k, f in fin.items()}
-        rv = {k: f["rel_var"] for k, f in fin.items()}
-        gap = min(cos[k] for k in PAPER_FOUR if k != "forward_kl") - cos["forward_kl"]
-        st, ev, txt = one_seed(gap, need=LM_NEED["fkl_noisiest"], passes=gap > 0)
+        cos = {k: np.asarray(f["grad_cosine"], np.float64) for k, f in fin.items()}
+        rv = {k: [v for v in f["rel_var"] if v is not None] for k, f in fin.items()}
+        gap = np.min([cos[k] for k in PAPER_FOUR if k != "forward_kl"], axis=0) - cos["forward_kl"]
+        st, ev, txt = seeded_all([("min other cos − cos(FKL)", gap)], 0.0, above=True, rule=LM_NEED["fkl_noisiest"])
         claims.append(_claim(
             f"{tag} Forward KL's gradient estimator is high-variance",
-            "mean cosine between the two half-batch gradients (1 = noiseless): "
-            + ", ".join(f"{SHORT[k]} {cos[k]:.3f}" for k in PAPER_FOUR) + "; per-sample tr Cov/‖∇D‖²: "
-            + ", ".join(f"{SHORT[k]} " + (f"{rv[k]:.0f}" if rv[k] is not None else "no signal") for k in PAPER_FOUR)
-            + f"; {txt}", (st, ev)))
+            f"mean cosine between the two half-batch gradients (1 = noiseless), {means}: "
+            + ", ".join(f"{SHORT[k]} {cos[k].mean():.3f}" for k in PAPER_FOUR) + "; per-sample tr Cov/‖∇D‖²: "
+            + ", ".join(f"{SHORT[k]} " + (f"{np.mean(rv[k]):.0f}" if rv[k] else "no signal") for k in PAPER_FOUR)
+            + f"; per seed {txt}", (st, ev)))
 
-        drop = {k: f["kl_p_pi_init"] - f["kl_p_pi"] for k, f in fin.items()}
-        st, ev, txt = one_seed(min(drop.values()), need=LM_NEED["towards_p"], passes=min(drop.values()) > 0)
+        drop = {f"{SHORT[k]}": np.asarray(f["kl_p_pi_init"], np.float64) - np.asarray(f["kl_p_pi"], np.float64)
+                for k, f in fin.items()}
+        st, ev, txt = seeded_all(list(drop.items()), 0.0, above=True, rule=LM_NEED["towards_p"])
         claims.append(_claim(
             f"{tag} f-DPG moves the LM towards p: KL(p‖π) below KL(p‖a) for every divergence",
-            f"KL(p‖a) = {fin['js']['kl_p_pi_init']:.2f}; after {steps} steps KL(p‖π): "
-            + ", ".join(f"{SHORT[k]} {fin[k]['kl_p_pi']:.2f}" for k in PAPER_FOUR) + f" (IS on samples of a); {txt}",
-            (st, ev)))
+            f"KL(p‖a) = {np.mean(fin['js']['kl_p_pi_init']):.2f}; {means} KL(p‖π): "
+            + ", ".join(f"{SHORT[k]} {np.mean(fin[k]['kl_p_pi']):.2f}" for k in PAPER_FOUR)
+            + f" (IS on samples of a); KL(p‖a) − KL(p‖π) per seed {txt}", (st, ev)))
     return claims
 
 
@@ -642,45 +672,64 @@ def _plot_training(res: dict):
     return fig
 
 
+def _seed_band(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``rows`` (``[seeds, n]``): the mean over seeds and its 95% t-interval ``(mean, lo, hi)``
+    (:func:`jalign.reporting.t_interval`; nan bounds with one seed)."""
+    from jalign.reporting import t_interval
+
+    a = np.asarray([[np.nan if v is None else v for v in r] for r in rows], np.float64)
+    m, lo, hi = (np.asarray(v) for v in zip(*[t_interval(a[:, j]) for j in range(a.shape[1])], strict=True))
+    return m, lo, hi
+
+
 def _plot_lm(res: dict):
-    """The small LM, per target: alignment against diversity along training, lexical diversity, KL(p‖π)."""
+    """The small LM, per target: alignment against diversity along training, lexical diversity, KL(p‖π); means
+    over seeds with their 95% t-intervals."""
     import matplotlib.pyplot as plt
 
     lm, colors = res["lm"], _colors(res)
     tnames = list(lm["targets"])
     fig, axes = plt.subplots(len(tnames), 3, figsize=(16, 4.2 * len(tnames)), squeeze=False)
     base = lm["base"]
+    n = len(lm["setup"]["seeds"])
     for row, tname in zip(axes, tnames, strict=True):
         t = lm["targets"][tname]
         ax = row[0]
         for k, r in t["runs"].items():
             h, name = r["history"], k.split(" ")[0]
             ls = "--" if "off-policy" in k else "-"
-            ax.plot([base["entropy_per_token"]] + h["entropy_per_token"], [base["rate"]] + h["expected_phi"],
-                    color=colors.get(name), ls=ls, marker=".", label=k)
-            ax.scatter(h["entropy_per_token"][-1], h["expected_phi"][-1], color=colors.get(name), s=40)
+            hm, e = _seed_band(h["entropy_per_token"])[0], _seed_band(h["expected_phi"])[0]
+            ax.plot([base["entropy_per_token"], *hm], [base["rate"], *e], color=colors.get(name), ls=ls, marker=".",
+                    label=k)
+            ax.scatter(r["final"]["entropy_per_token"], r["final"]["expected_phi"], color=colors.get(name), s=14,
+                       alpha=0.6)
         ax.scatter(t["ref"]["entropy_per_token"], t["ref"]["expected_phi"], marker="*", s=160, color="k",
                    label="target p")
         ax.scatter(base["entropy_per_token"], base["rate"], marker="s", s=50, color="grey", label="base a")
         ax.set(xlabel="entropy per token [nats]", ylabel="E_π[φ] (contains the word)",
-               title=f"{tname}: alignment vs diversity along training")
+               title=f"{tname}: alignment vs diversity\n(mean over {n} seeds; dots: each seed's end)")
         ax.legend(fontsize=7)
         ax = row[1]
         for k, r in t["runs"].items():
             h, name = r["history"], k.split(" ")[0]
-            ax.plot(h["step"], h["distinct_1w"], color=colors.get(name), ls="--" if "off-policy" in k else "-",
-                    label=k)
+            m, lo, hi = _seed_band(h["distinct_1w"])
+            ax.plot(h["step"], m, color=colors.get(name), ls="--" if "off-policy" in k else "-", label=k)
+            ax.fill_between(h["step"], lo, hi, color=colors.get(name), alpha=0.12)
         ax.axhline(base["distinct_1w"], color="grey", ls=":", lw=1, label="base a")
-        ax.set(xlabel="f-DPG step", ylabel="distinct-1 (words)", title=f"{tname}: lexical diversity")
+        ax.set(xlabel="f-DPG step", ylabel="distinct-1 (words)",
+               title=f"{tname}: lexical diversity\n(mean, 95% t-band over seeds)")
         ax = row[2]
         names = list(t["runs"])
         i = np.arange(len(names))
-        fin = [t["runs"][k]["final"] for k in names]
-        ax.bar(i - 0.2, [f["kl_p_pi_init"] for f in fin], 0.4, color="grey", alpha=0.5, label="KL(p‖a) (start)")
-        ax.bar(i + 0.2, [f["kl_p_pi"] for f in fin], 0.4, color=[colors.get(k.split(" ")[0]) for k in names],
-               label="KL(p‖π) (end)")
+        init = [_seed_band(np.asarray(t["runs"][k]["final"]["kl_p_pi_init"])[:, None]) for k in names]
+        end = [_seed_band(np.asarray(t["runs"][k]["final"]["kl_p_pi"])[:, None]) for k in names]
+        ax.bar(i - 0.2, [b[0][0] for b in init], 0.4, color="grey", alpha=0.5, label="KL(p‖a) (start)")
+        m = np.array([b[0][0] for b in end])
+        err = np.array([[b[0][0] - b[1][0] for b in end], [b[2][0] - b[0][0] for b in end]])
+        ax.bar(i + 0.2, m, 0.4, color=[colors.get(k.split(" ")[0]) for k in names], label="KL(p‖π) (end)")
+        ax.errorbar(i + 0.2, m, yerr=np.nan_to_num(err), fmt="none", ecolor="k", capsize=3, lw=1)
         ax.set_xticks(i, names, rotation=25, fontsize=7)
-        ax.set(ylabel="nats (IS on samples of a)", title=f"{tname}: KL(p‖π) after training")
+        ax.set(ylabel="nats (IS on samples of a)", title=f"{tname}: KL(p‖π) after training\n(mean, 95% t over seeds)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

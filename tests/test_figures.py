@@ -140,12 +140,17 @@ def _check_fdpg(figs, res):
         _has_line(a0, h["history"]["expected_b"], h["history"]["step"], f"off-policy {k}")
     axes = np.asarray(figs["fdpg_lm"].axes).reshape(-1, 3)
     for row, t in zip(axes, res["lm"]["targets"].values(), strict=True):
-        fin = [r["final"] for r in t["runs"].values()]
-        _has_bars(row[2], [f["kl_p_pi_init"] for f in fin], "KL(p‖a)")
-        _has_bars(row[2], [f["kl_p_pi"] for f in fin], "KL(p‖π)")
+        fin = [r["final"] for r in t["runs"].values()]  # per-seed lists: the bars are means over seeds
+        _has_bars(row[2], [np.mean(f["kl_p_pi_init"]) for f in fin], "KL(p‖a)")
+        _has_bars(row[2], [np.mean(f["kl_p_pi"]) for f in fin], "KL(p‖π)")
         for k, r in t["runs"].items():
-            _has_line(row[1], r["history"]["distinct_1w"], r["history"]["step"], f"distinct-1 {k}")
-            _has_line(row[0], [res["lm"]["base"]["rate"]] + r["history"]["expected_phi"], what=f"E[φ] {k}")
+            h = r["history"]  # rows = seeds: the curves are the means over seeds
+            _has_line(row[1], np.mean(h["distinct_1w"], axis=0), h["step"], f"distinct-1 {k}")
+            _has_line(row[0], [res["lm"]["base"]["rate"], *np.mean(h["expected_phi"], axis=0)],
+                      [res["lm"]["base"]["entropy_per_token"], *np.mean(h["entropy_per_token"], axis=0)],
+                      f"E[φ] {k}")
+            _has_points(row[0], np.stack([r["final"]["entropy_per_token"], r["final"]["expected_phi"]], 1),
+                        f"each seed's end {k}")
 
 
 def _check_dpa_logic(figs, res):
@@ -161,10 +166,12 @@ def _check_dpa_logic(figs, res):
                 t = np.arange(len(L[f"{key}_mean"])) * d["record_every"]
                 _has_line(row[c], L[f"{key}_mean"], t, f"toy {key} {name}")
     a = figs["lm_curves"].axes
-    for name, L in res["lm"]["losses"].items():
-        _has_line(a[0], L["chosen"], np.arange(len(L["chosen"])), f"LM chosen {name}")
-        _has_line(a[1], L["rejected"], np.arange(len(L["rejected"])), f"LM rejected {name}")
-        _has_points(a[2], [[L["rank"], L["chosen_change"]], [L["rank"], L["rejected_change"]]], f"LM change {name}")
+    for name, L in res["lm"]["losses"].items():  # rows = seeds (draws of the pairs): means over seeds
+        cw, cl = np.mean(L["chosen"], axis=0), np.mean(L["rejected"], axis=0)
+        _has_line(a[0], cw, np.arange(len(cw)), f"LM chosen {name}")
+        _has_line(a[1], cl, np.arange(len(cl)), f"LM rejected {name}")
+        _has_points(a[2], [[L["rank"], np.mean(L["chosen_change"])], [L["rank"], np.mean(L["rejected_change"])]],
+                    f"LM change {name}")
 
 
 def _check_entanglement(figs, res):

@@ -178,6 +178,7 @@ def train_structures(
     beta: float = 1.0,
     length_normalize: bool = False,
     grad_clip: float = 0.0,
+    data: Any = None,
 ) -> dict[str, np.ndarray]:
     """Train one copy of ``params`` per preference structure with ONE compiled training loop.
 
@@ -197,10 +198,15 @@ def train_structures(
       f, beta: as in :func:`jalign.logic.compile`.
       length_normalize: weight variables by exp(log π/|y|) (see :mod:`jalign.logic.loss`).
       grad_clip: global-norm clipping threshold before Adam (0 disables).
+      data: seeds, batched. When given (a pytree whose leaves share a leading axis of length R, e.g. R draws of
+        the training pairs), ``logps_fn`` is called as ``logps_fn(params, data_r)`` and every structure is
+        trained once per r, all r in one program (``jax.vmap`` of the training loop over that axis; run r equals
+        the unbatched run with ``logps_fn(·, data_r)`` up to float round-off).
 
     Returns:
       ``{"loss", "chosen_logps", "rejected_logps"}``, each ``[S, steps + 1]`` (row s = structure s, column 0
-      the initial state; log-probs are ``logps_fn``'s means over the pairs, not normalised).
+      the initial state; log-probs are ``logps_fn``'s means over the pairs, not normalised); with ``data``
+      each is ``[S, R, steps + 1]``.
 
     Raises:
       FloatingPointError: a non-finite loss or log-prob (naming the structure and the step).
@@ -249,30 +255,38 @@ def train_structures(
             cols.append(x)
         return jnp.stack(cols, -1)
 
-    def objective(p, c, x):
-        b = logps_fn(p)
+    def objective(p, c, x, d):
+        b = logps_fn(p) if d is None else logps_fn(p, d)
         return jnp.mean(_apply_f(f, rho_from_masks(logw(b), c, x), float(beta))), b
 
-    @jax.jit
-    def run(p0, c, x):
+    def run(p0, c, x, d):
         def step(carry, _):
             p, st = carry
-            (loss, b), g = jax.value_and_grad(objective, has_aux=True)(p, c, x)
+            (loss, b), g = jax.value_and_grad(objective, has_aux=True)(p, c, x, d)
             upd, st = opt.update(g, st, p)
             return (optax.apply_updates(p, upd), st), (loss, b.chosen_logps.mean(), b.rejected_logps.mean())
 
         (p, _), (loss, cw, cl) = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
-        last, b = objective(p, c, x)
+        last, b = objective(p, c, x, d)
         cat = lambda h, v: jnp.concatenate([h, v[None]])  # noqa: E731
         return cat(loss, last), cat(cw, b.chosen_logps.mean()), cat(cl, b.rejected_logps.mean())
 
-    rows = [run(params, chk[i], crs[i]) for i in range(len(structures))]
+    if data is None:
+        run_j = jax.jit(run)
+    else:
+        sizes = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in jax.tree.leaves(data)}
+        if len(sizes) != 1 or min(sizes) < 1:
+            raise ValueError(f"data: every leaf needs the same leading (seed) axis, got lengths {sorted(sizes)}")
+        run_j = jax.jit(jax.vmap(run, in_axes=(None, None, None, 0)))
+    rows = [run_j(params, chk[i], crs[i], data) for i in range(len(structures))]
     out = {k: np.stack([np.asarray(r[j]) for r in rows]) for j, k in enumerate(("loss", "chosen_logps",
                                                                                 "rejected_logps"))}
     for name, arr in out.items():
         bad = ~np.isfinite(arr)
         if bad.any():
-            s, t = (int(i) for i in np.argwhere(bad)[0])
+            idx = [int(i) for i in np.argwhere(bad)[0]]
+            s, t = idx[0], idx[-1]
+            where = "" if data is None else f", seed index {idx[1]}"
             raise FloatingPointError(f"training produced a non-finite {name} for structure {structures[s]} "
-                                     f"(index {s}) at step {t}")
+                                     f"(index {s}{where}) at step {t}")
     return out

@@ -214,6 +214,7 @@ class FDPGLMTrainer:
         self._policy_logps = jax.jit(space.log_probs)
         self.base_logps = self._policy_logps(base_params, self.base_tokens)
         self._chunk = jax.jit(self._chunk_fn)
+        self._chunk_seeds = jax.jit(self._chunk_seeds_fn)
 
     def feature(self, tokens):
         return word_indicator(tokens, self.word)
@@ -282,12 +283,70 @@ class FDPGLMTrainer:
         step = lambda c, k: self._step(c, k, div_idx, lam, off, log_z_ref)  # noqa: E731
         return jax.lax.scan(step, carry, jax.random.split(key, self.eval_every))
 
+    def _chunk_seeds_fn(self, carry, keys, div_idx, lam, off, log_z_ref):
+        """:meth:`_chunk_fn` for S seeds at once: every leaf of ``carry`` but the step counter has a leading seed
+        axis, ``keys`` is ``[S]``. One ``lax.scan`` over steps whose body is the per-seed step under ``jax.vmap``;
+        the step counter stays unbatched, so the off-policy replacement check remains a real ``lax.cond``."""
+        params, opt_state, logz, prop, i = carry
+
+        def one(c, k, i):
+            return self._step((*c, i), k, div_idx, lam, off, log_z_ref)
+
+        def step(c, k_S):
+            inner, i = c
+            (p, o, z, q, _), out = jax.vmap(one, in_axes=(0, 0, None))(inner, k_S, i)
+            return ((p, o, z, q), i + 1), out
+
+        ks = jax.vmap(lambda k: jax.random.split(k, self.eval_every))(keys)  # [S, E]: the keys run() would use
+        (inner, i), outs = jax.lax.scan(step, ((params, opt_state, logz, prop), i), jnp.swapaxes(ks, 0, 1))
+        return (*inner, i), jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), outs)  # outputs [S, E, ...]
+
     def kl_p_pi(self, params, lam, log_z_ref) -> float:
         """KL(p‖π_params) estimated on the fixed samples of a (:func:`kl_p_pi_from_base`)."""
         lp = self._policy_logps(params, self.base_tokens)
         return float(kl_p_pi_from_base(lp, self.base_logps, self.base_phi, lam, log_z_ref))
 
     # -- a run ---------------------------------------------------------------------------------------------
+    def _setup(self, where: str, divergence, lam, steps, proposal):
+        """Validate a run's arguments; ``(name, div_idx, lam, off, ref, log_z_ref)``."""
+        name = _div.get(divergence)
+        if name not in self.divs:
+            raise ValueError(f"FDPGLMTrainer.{where}: divergence {divergence!r} not in {self.names}")
+        if proposal not in ("on_policy", "off_policy"):
+            raise ValueError(f"FDPGLMTrainer.{where}: proposal={proposal!r} must be 'on_policy' or 'off_policy'")
+        if not np.isfinite(float(lam)):
+            raise ValueError(f"FDPGLMTrainer.{where}: lam={lam!r} must be finite")
+        if int(steps) < 1 or int(steps) % self.eval_every:
+            raise ValueError(f"FDPGLMTrainer.{where}: steps={steps!r} must be a positive multiple of "
+                             f"{self.eval_every}")
+        lam = jnp.float32(lam)
+        ref = {k: float(v) for k, v in base_estimates(self.base_logps, self.base_phi, lam).items()}
+        return (name, jnp.int32(self.divs.index(name)), lam, jnp.asarray(proposal == "off_policy"), ref,
+                jnp.float32(ref["log_z"]))
+
+    def _init_carry(self, params):
+        return params, self.opt.init(params), logz_init(1), _proposals.proposal_init(params), jnp.asarray(0)
+
+    def _record(self, hist: dict, o: dict, params, replacements, s: int, name) -> None:
+        """Append one chunk's metrics (``o``: the chunk's step outputs, numpy, leading axis = steps) to ``hist``;
+        raise ``FloatingPointError`` on a non-finite loss or parameters."""
+        T = self.space.new_tokens
+        finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))
+        if not (np.isfinite(o["loss"]).all() and finite):
+            raise FloatingPointError(f"f-DPG LM ({name!r}): non-finite loss or parameters by step {s}; stopping")
+        hist["step"].append(s)
+        for k in ("expected_phi", "entropy", "kl_pi_a", "kl_pi_p"):
+            hist.setdefault(k, []).append(float(o[k].mean()))
+        hist.setdefault("entropy_per_token", []).append(float(o["entropy"].mean()) / T)
+        hist.setdefault("log_z", []).append(float(o["log_z"][-1]))
+        for k, v in diversity(o["tokens"].reshape(-1, T)).items():
+            hist.setdefault(k, []).append(v)
+        hist.setdefault("grad_cosine", []).append(float(o["grad_cosine"].mean()))
+        hist.setdefault("grad_signal", []).append(float(o["grad_signal"].sum()))
+        hist.setdefault("grad_noise", []).append(float(o["grad_noise"].sum()))
+        hist.setdefault("rel_var", []).append(float(o["grad_noise"].sum() / o["grad_signal"].sum()))
+        hist.setdefault("replacements", []).append(int(replacements))
+
     def run(self, params, *, divergence, lam: float, steps: int, key, proposal: str = "on_policy") -> tuple:
         """Train from ``params`` for ``steps`` (a multiple of ``eval_every``).
 
@@ -300,47 +359,60 @@ class FDPGLMTrainer:
           sample, ratio of chunk sums), ``replacements``; plus ``ref`` (target estimates from a's samples) and
           ``kl_p_pi_init`` / ``kl_p_pi_final`` (KL(p‖π) of the initial and final policy on a's samples).
         """
-        name = _div.get(divergence)
-        if name not in self.divs:
-            raise ValueError(f"FDPGLMTrainer.run: divergence {divergence!r} not in {self.names}")
-        if proposal not in ("on_policy", "off_policy"):
-            raise ValueError(f"FDPGLMTrainer.run: proposal={proposal!r} must be 'on_policy' or 'off_policy'")
-        if not np.isfinite(float(lam)):
-            raise ValueError(f"FDPGLMTrainer.run: lam={lam!r} must be finite")
-        if int(steps) < 1 or int(steps) % self.eval_every:
-            raise ValueError(f"FDPGLMTrainer.run: steps={steps!r} must be a positive multiple of {self.eval_every}")
-        idx = jnp.int32(self.divs.index(name))
-        lam = jnp.float32(lam)
-        off = jnp.asarray(proposal == "off_policy")
-        ref = {k: float(v) for k, v in base_estimates(self.base_logps, self.base_phi, lam).items()}
-        log_z_ref = jnp.float32(ref["log_z"])
-        T = self.space.new_tokens
+        name, idx, lam, off, ref, log_z_ref = self._setup("run", divergence, lam, steps, proposal)
         hist: dict[str, list] = {"step": []}
-        carry = (params, self.opt.init(params), logz_init(1), _proposals.proposal_init(params), jnp.asarray(0))
+        carry = self._init_carry(params)
         for c in range(int(steps) // self.eval_every):
             key, sub = jax.random.split(key)
             carry, outs = self._chunk(carry, sub, idx, lam, off, log_z_ref)
-            s = (c + 1) * self.eval_every
             o = {k: np.asarray(v) for k, v in outs.items()}
-            finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(carry[0]))
-            if not (np.isfinite(o["loss"]).all() and finite):
-                raise FloatingPointError(f"f-DPG LM ({name!r}): non-finite loss or parameters by step {s}; stopping")
-            hist["step"].append(s)
-            for k in ("expected_phi", "entropy", "kl_pi_a", "kl_pi_p"):
-                hist.setdefault(k, []).append(float(o[k].mean()))
-            hist.setdefault("entropy_per_token", []).append(float(o["entropy"].mean()) / T)
-            hist.setdefault("log_z", []).append(float(o["log_z"][-1]))
-            for k, v in diversity(o["tokens"].reshape(-1, T)).items():
-                hist.setdefault(k, []).append(v)
-            hist.setdefault("grad_cosine", []).append(float(o["grad_cosine"].mean()))
-            hist.setdefault("grad_signal", []).append(float(o["grad_signal"].sum()))
-            hist.setdefault("grad_noise", []).append(float(o["grad_noise"].sum()))
-            hist.setdefault("rel_var", []).append(float(o["grad_noise"].sum() / o["grad_signal"].sum()))
-            hist.setdefault("replacements", []).append(int(carry[3].replacements))
+            self._record(hist, o, carry[0], carry[3].replacements, (c + 1) * self.eval_every, name)
         hist["ref"] = ref
         hist["kl_p_pi_init"] = self.kl_p_pi(params, lam, log_z_ref)
         hist["kl_p_pi_final"] = self.kl_p_pi(carry[0], lam, log_z_ref)
         return carry[0], hist
+
+    def run_seeds(self, params, *, divergence, lam: float, steps: int, keys, proposal: str = "on_policy") -> tuple:
+        """:meth:`run` for several seeds at once, batched: one compiled chunk vmaps the step over seeds.
+
+        Seed s is exactly ``run(params, key=keys[s], ...)`` (same sampling keys, same updates), computed for all
+        seeds in one program: the carry (parameters, Adam state, log Z estimate, proposal) is stacked on a
+        leading seed axis and the step is ``jax.vmap``-ed over it (:meth:`_chunk_seeds_fn`). Results equal the
+        per-seed runs up to float round-off (batched matrix products may sum in another order).
+
+        Args:
+          params: the initial parameters (shared by every seed).
+          keys: ``S`` PRNG keys (a sequence of keys or a key array ``[S]``), one per seed.
+          divergence, lam, steps, proposal: as in :meth:`run`.
+
+        Returns:
+          ``(params_S, histories)``: the final parameters stacked on a leading seed axis and one history per
+          seed, each as :meth:`run` returns it.
+        """
+        name, idx, lam, off, ref, log_z_ref = self._setup("run_seeds", divergence, lam, steps, proposal)
+        keys = jnp.stack(list(keys)) if not isinstance(keys, jax.Array) else keys
+        S = int(keys.shape[0])
+        if keys.ndim != 1 or S < 1:
+            raise ValueError(f"FDPGLMTrainer.run_seeds: keys must be a non-empty sequence of PRNG keys, got shape "
+                             f"{tuple(keys.shape)}")
+        inner = jax.vmap(lambda _: self._init_carry(params)[:4])(jnp.arange(S))
+        carry = (*inner, jnp.asarray(0))
+        hists: list[dict[str, list]] = [{"step": []} for _ in range(S)]
+        for c in range(int(steps) // self.eval_every):
+            split = jax.vmap(jax.random.split)(keys)
+            keys, subs = split[:, 0], split[:, 1]
+            carry, outs = self._chunk_seeds(carry, subs, idx, lam, off, log_z_ref)
+            outs = {k: np.asarray(v) for k, v in outs.items()}
+            for s in range(S):
+                p_s = jax.tree.map(lambda v, s=s: v[s], carry[0])
+                self._record(hists[s], {k: v[s] for k, v in outs.items()}, p_s, carry[3].replacements[s],
+                             (c + 1) * self.eval_every, f"{name}, seed {s}")
+        init = self.kl_p_pi(params, lam, log_z_ref)
+        for s, h in enumerate(hists):
+            h["ref"] = dict(ref)
+            h["kl_p_pi_init"] = init
+            h["kl_p_pi_final"] = self.kl_p_pi(jax.tree.map(lambda v, s=s: v[s], carry[0]), lam, log_z_ref)
+        return carry[0], hists
 
 
 __all__ = ["FDPGLMTrainer", "LMSpace", "base_estimates", "diversity", "kl_p_pi_from_base", "split_lm",

@@ -232,3 +232,51 @@ def test_trainer_errors_and_nan(tiny, trainer):
     bad = jax.tree.map(lambda x: x * jnp.nan, params)
     with pytest.raises(FloatingPointError, match="non-finite"):
         trainer.run(bad, divergence="js", lam=1.0, steps=2, key=jax.random.key(0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Seeds batched in one program (FDPGLMTrainer.run_seeds): seed s is run(key=keys[s]).
+
+
+@pytest.mark.parametrize(("divergence", "proposal"), [("js", "on_policy"), ("forward_kl", "off_policy")])
+def test_run_seeds_equals_the_per_seed_runs(tiny, trainer, divergence, proposal):
+    """The key invariance of the batched seeds: the vmapped step over a seed axis is the per-seed step.
+
+    Same samples (tokens enter every recorded metric exactly: E_π[φ], distinct-n), same updates up to float
+    round-off (batched products may sum in another order; Adam turns round-off in near-zero gradient entries
+    into steps of up to the learning rate, 3e-2 here, so the parameters are compared as a whole: the difference
+    against the size of the update, and the policies' log-probs on a's samples)."""
+    _, params = tiny
+    keys = [jax.random.key(s) for s in (3, 11, 42)]
+    kw = dict(divergence=divergence, lam=3.0, steps=2, proposal=proposal)
+    new_S, hists = trainer.run_seeds(params, keys=keys, **kw)
+    assert len(hists) == 3
+    for s, key in enumerate(keys):
+        new, h = trainer.run(params, key=key, **kw)
+        flat = [np.concatenate([np.ravel(x) for x in xs]) for xs in (
+            jax.tree.leaves(params), jax.tree.leaves(new), [np.asarray(v)[s] for v in jax.tree.leaves(new_S)])]
+        step, diff = np.linalg.norm(flat[1] - flat[0]), np.linalg.norm(flat[2] - flat[1])
+        assert step > 0.1 and diff < 5e-3 * step, (step, diff)  # the batched update is the per-seed update
+        lp_S = trainer._policy_logps(jax.tree.map(lambda v, s=s: v[s], new_S), trainer.base_tokens)
+        np.testing.assert_allclose(lp_S, trainer._policy_logps(new, trainer.base_tokens), rtol=1e-3, atol=1e-3)
+        assert hists[s]["step"] == h["step"] == [2]
+        assert hists[s]["replacements"] == h["replacements"]
+        for k in ("expected_phi", "distinct_4b", "distinct_1w"):  # functions of the sampled tokens only
+            assert hists[s][k] == h[k], k
+        for k in ("entropy_per_token", "kl_pi_a", "kl_pi_p", "log_z", "grad_cosine", "kl_p_pi_init"):
+            np.testing.assert_allclose(hists[s][k], h[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(hists[s]["kl_p_pi_final"], h["kl_p_pi_final"], rtol=1e-3)
+    # the seeds are different runs (different samples), not copies of one
+    assert len({h["expected_phi"][0] for h in hists}) == 3
+    assert len({round(h["kl_p_pi_final"], 6) for h in hists}) == 3
+    if proposal == "off_policy":
+        assert hists[0]["replacements"][-1] >= 1
+
+
+def test_run_seeds_errors(tiny, trainer):
+    _, params = tiny
+    with pytest.raises(ValueError, match="keys"):
+        trainer.run_seeds(params, divergence="js", lam=1.0, steps=2, keys=jax.random.split(jax.random.key(0),
+                                                                                            (2, 2)))
+    with pytest.raises(ValueError, match="multiple"):
+        trainer.run_seeds(params, divergence="js", lam=1.0, steps=3, keys=[jax.random.key(0)])
