@@ -484,7 +484,7 @@ def _lm_claims(lm: dict) -> list[dict]:
 def claims(res: dict) -> list[dict]:
     """Every claim with its evidence, from the saved results (rules: :data:`RULES`, :data:`LM_NEED`), in order:
     symbolic, toy, small LM."""
-    return _symbolic_claims(res) + _toy_claims(res["toy"]) + _lm_claims(res["lm"])
+    return _symbolic_claims(res) + _toy_claims(res["toy"]) + (_lm_claims(res["lm"]) if "lm" in res else [])
 
 
 def _plot_lattice(res: dict):
@@ -615,11 +615,13 @@ FIGURES = (("lattice", _plot_lattice), ("toy_curves", _plot_toy_curves), ("lm_cu
 
 def plot(out: Path) -> list[str]:
     """Draw the figures from ``out/results.json``; return the names of the files written."""
-    return draw_figures(Path(out), read_results(out), FIGURES)
+    res = read_results(out)
+    return draw_figures(Path(out), res, FIGURES if "lm" in res else FIGURES[:-1])
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
+def run(out: Path, *, quick: bool = True, lm: bool = True) -> dict:
+    """Run everything (``lm=False``: without the small-LM part), write ``out/results.json`` and the figures (from
+    the JSON); return the results."""
     out = output_dir(out)
     from jalign import logic
 
@@ -628,7 +630,7 @@ def run(out: Path, *, quick: bool = True) -> dict:
     forms_err = _closed_form_errors(rng)
     land = _landscape(rng)
     toy = _train(quick)
-    lm = _lm(quick)
+    lm = _lm(quick) if lm else None
     res = {
         "paper": PAPER,
         "quick": quick,
@@ -637,8 +639,9 @@ def run(out: Path, *, quick: bool = True) -> dict:
         "closed_form_max_abs_error": forms_err,
         "lattice": land,
         "toy": toy,
-        "lm": lm,
     }
+    if lm is not None:
+        res["lm"] = lm
     res["claims"] = claims(res)
     return finish(out, res, plot_from_results, t0=t0, ensure_ascii=False)
 
