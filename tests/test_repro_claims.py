@@ -508,3 +508,40 @@ def test_diagnostics_doc_intervals_come_from_the_committed_claims(name, start, e
     for q in quoted:
         tol = [max(0.006, 0.002 * abs(x)) for x in q]
         assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+
+
+@pytest.mark.parametrize("name,doc,start,end", [
+    ("fdpg", "fdpg.md", "LM claims (`results.json[\"claims\"]`)", "Quick runtime of"),
+    ("dpa-logic", "logic.md", "## Reproduction (`jalign reproduce dpa-logic`)", "## What is left"),
+])
+def test_doc_intervals_come_from_the_committed_claims(name, doc, start, end):
+    """The intervals docs/fdpg.md and docs/logic.md quote for the quick run are the committed claims'."""
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end, text.index(start))]
+    quoted = _triples(section)
+    assert quoted, f"docs/{doc} quotes no interval for {name}"
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+
+
+def test_fdpg_doc_lm_table_is_the_committed_per_seed_mean_and_sd():
+    """docs/fdpg.md's table of the small-LM runs: mean ± sd (ddof 1) over the saved per-seed finals."""
+    lm = _committed("fdpg")["lm"]["targets"]
+    names = {"forward KL": "forward_kl", "reverse KL": "reverse_kl", "JS": "js", "TV": "tv",
+             "forward KL off-policy": "forward_kl (off-policy)"}
+    cols = ("expected_phi", "entropy_per_token", "distinct_1w", "kl_pi_a", "kl_p_pi", "grad_cosine")
+    rows = [line for line in (ROOT / "docs" / "fdpg.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith(("| pointwise |", "| distributional |"))]
+    assert len(rows) == 10
+    for line in rows:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        final = lm[cells[0]]["runs"][names[cells[1]]]["final"]
+        for col, cell in zip(cols, cells[2:], strict=True):
+            x = np.asarray(final[col], np.float64)
+            digits = len(cell.split(" ± ")[0].split(".")[1])
+            assert float(cell.split(" ± ")[0]) == pytest.approx(x.mean(), abs=0.51 * 10 ** -digits), (cells[:2], col)
+            if " ± " in cell:
+                assert float(cell.split(" ± ")[1]) == pytest.approx(x.std(ddof=1), abs=0.51 * 10 ** -digits)
