@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from jalign.reporting import (MIN_SEEDS, check_claim, claim_rows, render_verdicts_at_scale, status_counts,
-                              summary_from_results, verdicts_at_scale)
+from jalign.reporting import (
+    MIN_SEEDS,
+    check_claim,
+    claim_rows,
+    render_verdicts_at_scale,
+    status_counts,
+    summary_from_results,
+    verdicts_at_scale,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "figures" / "full"
