@@ -292,8 +292,9 @@ def write_report(summary: dict[str, Any], out: Path) -> list[Path]:
 def verdicts_at_scale(base: Path, larger: Path, names: list[str], *, statuses=("does not hold",),
                       changed: bool = True) -> list[dict[str, Any]]:
     """The claims of the runs under ``base`` whose status is in ``statuses`` (and, with ``changed``, every claim
-    whose status differs in the larger run), each next to the same claim (same reproduction, same claim text)
-    in the larger run under ``larger`` (e.g. ``figures`` and ``figures/full``).
+    whose status differs in the larger run), each next to the same claim (same reproduction, same claim text up
+    to its numbers, which may state the run's size) in the larger run under ``larger`` (e.g. ``figures`` and
+    ``figures/full``).
 
     Returns one dict per such claim: ``name``, ``claim``, ``base_status``, ``base_measured``, and
     ``larger_status`` / ``larger_measured`` (``None`` when the larger run does not have the claim, e.g. a part
@@ -305,11 +306,16 @@ def verdicts_at_scale(base: Path, larger: Path, names: list[str], *, statuses=("
         path = Path(root) / name / "results.json"
         return json.loads(path.read_text()).get("claims", []) if path.is_file() else []
 
+    import re
+
+    def key(text: str) -> str:  # the claim without its numbers (a size in the text, e.g. "20 Adam steps")
+        return re.sub(r"\d+(\.\d+)?", "#", text)
+
     rows = []
     for name in names:
-        larger_by_text = {c["claim"]: c for c in load(larger, name)}
+        larger_by_text = {key(c["claim"]): c for c in load(larger, name)}
         for c in load(base, name):
-            other = larger_by_text.get(c["claim"])
+            other = larger_by_text.get(key(c["claim"]))
             if c["status"] not in statuses and not (changed and other and other["status"] != c["status"]):
                 continue
             rows.append({"name": name, "claim": c["claim"], "base_status": c["status"], "base_measured": c["measured"],

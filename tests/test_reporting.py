@@ -97,14 +97,16 @@ def test_verdicts_at_scale_pairs_claims_by_text_and_lists_changes(tmp_path):
 
     base, big = tmp_path / "q", tmp_path / "f"
     write(base, "a", [("fails | at both", "does not hold", "1"), ("flips", "holds", "2"), ("same", "holds", "3"),
-                      ("fails, big run lacks it", "does not hold", "4")])
-    write(big, "a", [("flips", "inconclusive", "2b"), ("same", "holds", "3b"), ("fails | at both", "does not hold", "1b")])
+                      ("fails, big run lacks it", "does not hold", "4"),
+                      ("[20 steps] sized", "does not hold", "5")])
+    write(big, "a", [("flips", "inconclusive", "2b"), ("same", "holds", "3b"), ("fails | at both", "does not hold", "1b"),
+                     ("[100 steps] sized", "holds", "5b")])
     rows = verdicts_at_scale(base, big, ["a", "missing"])
     assert [(r["claim"], r["base_status"], r["larger_status"], r["larger_measured"]) for r in rows] == [
         ("fails | at both", "does not hold", "does not hold", "1b"), ("flips", "holds", "inconclusive", "2b"),
-        ("fails, big run lacks it", "does not hold", None, None)]
+        ("fails, big run lacks it", "does not hold", None, None), ("[20 steps] sized", "does not hold", "holds", "5b")]
     assert [r["claim"] for r in verdicts_at_scale(base, big, ["a"], changed=False)] == [
-        "fails | at both", "fails, big run lacks it"]
+        "fails | at both", "fails, big run lacks it", "[20 steps] sized"]
     md = render_verdicts_at_scale(rows).splitlines()
     assert md[2] == "| `a` | fails \\| at both | ❌ does not hold | ❌ does not hold |"
     assert md[3] == "| `a` | flips | ✅ holds | ❔ inconclusive |"

@@ -454,6 +454,8 @@ def test_readme_timings_come_from_the_committed_results():
     block = re.search(r"<!-- timings -->(.*?)<!-- /timings -->", text, re.S).group(1)
     quoted = dict(re.findall(r"([a-z][a-z-]+) (\d+) s", block))
     assert quoted, "no timings found in the README"
+    total = re.search(r"<!-- /timings --> \((\d+) min in all\)", text)
+    assert total and int(total.group(1)) == round(sum(int(v) for v in quoted.values()) / 60), "README: the total"
     for name, secs in quoted.items():
         res = json.loads((root / "figures" / name / "results.json").read_text())
         s = res["seconds"]
