@@ -28,10 +28,7 @@ Student-t interval (:func:`summarize`, :func:`jalign.reporting.t_interval`); the
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -181,32 +178,11 @@ def plot_from_results(res: dict, out: Path) -> list[Path]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="runs/online_pairwise_small_lm")
-    ap.add_argument("--out", default="experiments/results/online_pairwise_small_lm.json")
-    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
-    ap.add_argument("--overwrite", action="store_true", help="delete an existing --workdir first")
-    for k, v in SETTINGS.items():
-        typ = str if k == "methods" else type(v[0]) if isinstance(v, tuple) else type(v)
-        ap.add_argument(f"--{k.replace('_', '-')}", type=typ, nargs="+" if isinstance(v, tuple) else None, default=v)
-    a = ap.parse_args(argv)
-    out = Path(a.out)
-    if not a.plot_only:
-        wd = Path(a.workdir)
-        if wd.exists():
-            if not a.overwrite:
-                raise SystemExit(f"--workdir {wd}: exists; pass --overwrite to delete it, or choose another")
-            shutil.rmtree(wd)
-        s = {k: tuple(getattr(a, k)) if isinstance(v, tuple) else getattr(a, k) for k, v in SETTINGS.items()}
-        bad = [m for m in s["methods"] if m not in METHODS]
-        if bad:
-            raise SystemExit(f"--methods {bad}: unknown; valid: {list(METHODS)}")
-        res = run(wd, s)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    res = json.loads(out.read_text(encoding="utf-8"))
-    for p in plot_from_results(res, out):
-        print("wrote", p)
+    from experiments._driver import main as drive
+
+    drive(argv, doc=__doc__, name="online_pairwise_small_lm", settings=SETTINGS, run=run, plot_from_results=plot_from_results,
+          check=lambda s: (f"--methods {bad}: unknown; valid: {list(METHODS)}"
+                           if (bad := [m for m in s["methods"] if m not in METHODS]) else None))
 
 
 if __name__ == "__main__":

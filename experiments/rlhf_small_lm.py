@@ -32,10 +32,8 @@ The figure (same stem, ``.png``/``.pdf``) is drawn from the saved JSON alone (:f
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -187,29 +185,9 @@ def plot_from_results(res: dict, out: Path) -> list[Path]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="runs/rlhf_small_lm")
-    ap.add_argument("--out", default="experiments/results/rlhf_small_lm.json")
-    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
-    ap.add_argument("--overwrite", action="store_true", help="delete an existing --workdir first")
-    for k, v in SETTINGS.items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v) if not isinstance(v, tuple) else int,
-                        nargs="+" if isinstance(v, tuple) else None, default=v)
-    a = ap.parse_args(argv)
-    out = Path(a.out)
-    if not a.plot_only:
-        wd = Path(a.workdir)
-        if wd.exists():
-            if not a.overwrite:
-                raise SystemExit(f"--workdir {wd}: exists; pass --overwrite to delete it, or choose another")
-            shutil.rmtree(wd)
-        s = {k: tuple(getattr(a, k)) if isinstance(v, tuple) else getattr(a, k) for k, v in SETTINGS.items()}
-        res = run(wd, s)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    res = json.loads(out.read_text(encoding="utf-8"))
-    for p in plot_from_results(res, out):
-        print("wrote", p)
+    from experiments._driver import main as drive
+
+    drive(argv, doc=__doc__, name="rlhf_small_lm", settings=SETTINGS, run=run, plot_from_results=plot_from_results)
 
 
 if __name__ == "__main__":
