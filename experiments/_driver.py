@@ -49,3 +49,14 @@ def main(argv, *, doc: str, name: str, settings: dict, run, plot_from_results, c
     res = json.loads(out.read_text(encoding="utf-8"))
     for p in plot_from_results(res, out):
         print("wrote", p)
+
+
+def save_figure(fig, out: Path) -> list[Path]:
+    """Save ``fig`` next to ``out`` as PNG and PDF (dpi 120), close it, and return the two paths."""
+    import matplotlib.pyplot as plt
+
+    paths = [Path(out).with_suffix(".png"), Path(out).with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return paths

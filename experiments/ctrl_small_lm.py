@@ -205,11 +205,9 @@ def plot_from_results(res: dict, out: Path) -> list[Path]:
     fig.suptitle("squares: matched-KL mean over seeds ± 2 SE (linear interpolation along each run; drawn ±0.25 apart)",
                  fontsize=8)
     fig.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return paths
+    from experiments._driver import save_figure
+
+    return save_figure(fig, out)
 
 
 def main(argv=None):

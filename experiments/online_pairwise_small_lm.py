@@ -170,11 +170,9 @@ def plot_from_results(res: dict, out: Path) -> list[Path]:
     bx.set_ylabel("mean lexicon reward of the sampled pairs")
     bx.legend(fontsize=7)
     fig.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return paths
+    from experiments._driver import save_figure
+
+    return save_figure(fig, out)
 
 
 def main(argv=None):

@@ -177,11 +177,9 @@ def plot_from_results(res: dict, out: Path) -> list[Path]:
     bx.set_ylabel("batch reward-model reward")
     bx.set_title("training reward (3 seeds each)", fontsize=9)
     fig.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return paths
+    from experiments._driver import save_figure
+
+    return save_figure(fig, out)
 
 
 def main(argv=None):

@@ -480,53 +480,40 @@ def _triples(text):
     return [tuple(f(x) for x in m) for m in re.findall(_TRIPLE, text)]
 
 
+def _assert_quoted_intervals_are_committed(name, quoted):
+    """Every quoted (estimate, lo, hi) is one of the committed claims' intervals (as printed in their measured
+    text, or its negation: −Δ [a, b] quoted as Δ [−b, −a]), to the printed digits."""
+    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
+    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
+    for q in quoted:
+        tol = [max(0.006, 0.002 * abs(x)) for x in q]
+        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+
+
 @pytest.mark.parametrize("name", ["entanglement", "ches"])
 def test_readme_row_intervals_come_from_the_committed_claims(name):
     """Every "estimate [lo, hi]" the README's reproduction row quotes is one of the committed claims' seeded
-    intervals (as printed in their measured text, or its negation: −Δ [a, b] quoted as Δ [−b, −a])."""
+    intervals."""
     row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
                if line.startswith(f"| `{name}` |"))
     quoted = _triples(row)
     assert quoted, f"README row of {name} quotes no interval"
-    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
-    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
-    for q in quoted:
-        tol = [max(0.006, 0.002 * abs(x)) for x in q]
-        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
-
-
-@pytest.mark.parametrize("name,start,end", [
-    ("entanglement", "### The reproduction: `jalign reproduce entanglement`", "## Ranking accuracy"),
-    ("ches", "Seeds: in (1) a seed is a prompt", "## Benchmarks"),
-])
-def test_diagnostics_doc_intervals_come_from_the_committed_claims(name, start, end):
-    """The intervals docs/diagnostics.md quotes for a reproduction's quick run are its committed claims'."""
-    text = (ROOT / "docs" / "diagnostics.md").read_text(encoding="utf-8")
-    section = text[text.index(start):text.index(end, text.index(start))]
-    quoted = _triples(section)
-    assert quoted, f"docs/diagnostics.md quotes no interval for {name}"
-    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
-    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
-    for q in quoted:
-        tol = [max(0.006, 0.002 * abs(x)) for x in q]
-        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+    _assert_quoted_intervals_are_committed(name, quoted)
 
 
 @pytest.mark.parametrize("name,doc,start,end", [
+    ("entanglement", "diagnostics.md", "### The reproduction: `jalign reproduce entanglement`", "## Ranking accuracy"),
+    ("ches", "diagnostics.md", "Seeds: in (1) a seed is a prompt", "## Benchmarks"),
     ("fdpg", "fdpg.md", "LM claims (`results.json[\"claims\"]`)", "Quick runtime of"),
     ("dpa-logic", "logic.md", "## Reproduction (`jalign reproduce dpa-logic`)", "## What is left"),
 ])
 def test_doc_intervals_come_from_the_committed_claims(name, doc, start, end):
-    """The intervals docs/fdpg.md and docs/logic.md quote for the quick run are the committed claims'."""
+    """The intervals a docs page quotes for a reproduction's quick run are its committed claims'."""
     text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
     section = text[text.index(start):text.index(end, text.index(start))]
     quoted = _triples(section)
     assert quoted, f"docs/{doc} quotes no interval for {name}"
-    saved = [t for c in _committed(name)["claims"] for t in _triples(c["measured"])]
-    saved += [(-m, -hi, -lo) for m, lo, hi in saved]
-    for q in quoted:
-        tol = [max(0.006, 0.002 * abs(x)) for x in q]
-        assert any(all(abs(a - b) <= t for a, b, t in zip(q, s, tol, strict=True)) for s in saved), (name, q)
+    _assert_quoted_intervals_are_committed(name, quoted)
 
 
 def test_fdpg_doc_lm_table_is_the_committed_per_seed_mean_and_sd():
