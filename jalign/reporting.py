@@ -256,6 +256,9 @@ def render_html(summary: dict[str, Any], out: Path) -> str:
     )
 
 
+MEDIUM_LABEL = "medium (between the CPU defaults and the paper-sized settings; see the reproduction's docs)"
+
+
 def summary_from_results(out: Path, names: list[str]) -> dict[str, Any]:
     """A run summary rebuilt from saved ``out/NAME/results.json`` files (no reproduction is run); a name
     without results is reported as failed with the reason."""
@@ -274,6 +277,8 @@ def summary_from_results(out: Path, names: list[str]) -> dict[str, Any]:
             continue
         quick = res.get("quick", (res.get("config") or {}).get("quick", True))
         summary["quick"] = summary["quick"] and bool(quick)
+        if res.get("size") == "medium":
+            summary["settings_label"] = MEDIUM_LABEL
         summary["reproductions"][name] = {"status": "ok", "claims": res.get("claims", [])}
     return summary
 
@@ -289,46 +294,55 @@ def write_report(summary: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-def verdicts_at_scale(base: Path, larger: Path, names: list[str], *, statuses=("does not hold",),
+def verdicts_at_scale(base: Path, larger, names: list[str], *, statuses=("does not hold",),
                       changed: bool = True) -> list[dict[str, Any]]:
     """The claims of the runs under ``base`` whose status is in ``statuses`` (and, with ``changed``, every claim
     whose status differs in the larger run), each next to the same claim (same reproduction, same claim text up
     to its numbers, which may state the run's size) in the larger run under ``larger`` (e.g. ``figures`` and
     ``figures/full``).
 
+    ``larger`` is a directory or a sequence of them (e.g. ``[figures/full, figures/medium]``): a reproduction's
+    larger run is the one in the first directory that has its ``results.json``.
+
     Returns one dict per such claim: ``name``, ``claim``, ``base_status``, ``base_measured``, and
-    ``larger_status`` / ``larger_measured`` (``None`` when the larger run does not have the claim, e.g. a part
-    that was not run at the larger size). Reads only the saved ``results.json`` files.
+    ``larger_status`` / ``larger_measured`` / ``larger_size`` (the larger run's directory name, e.g. ``"full"``;
+    all ``None`` when the larger run does not have the claim, e.g. a part that was not run at a larger size).
+    Reads only the saved ``results.json`` files.
     """
     import json
+    import re
+
+    roots = [Path(larger)] if isinstance(larger, (str, Path)) else [Path(r) for r in larger]
 
     def load(root: Path, name: str) -> list[dict[str, Any]]:
         path = Path(root) / name / "results.json"
         return json.loads(path.read_text()).get("claims", []) if path.is_file() else []
-
-    import re
 
     def key(text: str) -> str:  # the claim without its numbers (a size in the text, e.g. "20 Adam steps")
         return re.sub(r"\d+(\.\d+)?", "#", text)
 
     rows = []
     for name in names:
-        larger_by_text = {key(c["claim"]): c for c in load(larger, name)}
+        root = next((r for r in roots if (r / name / "results.json").is_file()), None)
+        larger_by_text = {key(c["claim"]): c for c in load(root, name)} if root else {}
         for c in load(base, name):
             other = larger_by_text.get(key(c["claim"]))
             if c["status"] not in statuses and not (changed and other and other["status"] != c["status"]):
                 continue
             rows.append({"name": name, "claim": c["claim"], "base_status": c["status"], "base_measured": c["measured"],
                          "larger_status": other["status"] if other else None,
-                         "larger_measured": other["measured"] if other else None})
+                         "larger_measured": other["measured"] if other else None,
+                         "larger_size": root.name if other else None})
     return rows
 
 
 def render_verdicts_at_scale(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of :func:`verdicts_at_scale`'s rows: reproduction, claim, the two statuses ("not run" where
-    the larger run lacks the claim)."""
+    the larger run lacks the claim; the larger run's size in parentheses where it is not ``full``)."""
     lines = ["| reproduction | claim | quick | larger run |", "|---|---|---|---|"]
     for r in rows:
         larger = _ICON[r["larger_status"]] if r["larger_status"] else "not run"
+        if r["larger_status"] and r.get("larger_size") not in (None, "full"):
+            larger += f" ({r['larger_size']})"
         lines.append(f"| `{r['name']}` | {_md_cell(r['claim'])} | {_ICON[r['base_status']]} | {larger} |")
     return "\n".join(lines)

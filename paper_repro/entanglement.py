@@ -25,8 +25,12 @@ are 95% t-intervals over the seeds of per-seed statistics (rules in :data:`RULES
 Quick mode (CPU): responses truncated to 88 bytes (the long suffix keeps about 60 shared bytes), 4 pairs per
 batch, 12 steps, 3 seeds, a probe of 8 other pairs at steps 0, 6 and 12; DPO with both mitigations on every
 variant, the other five losses (with and without the normalised update) on the long-suffix variant. Full mode:
-untruncated sequences (256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps, 5 seeds. The math
-lives in jalign; this module wires runs, saves JSON and draws the figures from it.
+untruncated sequences (256 tokens), every loss × variant × mitigation, 16 pairs, 100 steps, 5 seeds. Medium mode
+(``jalign reproduce entanglement --medium``, about an hour on 2 CPU cores): the DPO runs behind the small-LM
+claims that do not hold at quick size — every variant × mitigation — with quick's truncation, 8 pairs per batch,
+36 steps (three times quick's), 5 seeds and a probe of 16 pairs every 12 steps; the other losses are not run, so
+the two "every margin loss" claims are left out. The math lives in jalign; this module wires runs, saves JSON
+and draws the figures from it.
 """
 
 from __future__ import annotations
@@ -53,7 +57,11 @@ HPARAMS = {"dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "g
            "rdpo": {"beta": 0.1, "alpha": 0.2}, "dpop": {"beta": 0.1, "lambda_": 50.0}, "sppo_hard": {"beta": 0.1}}
 
 
-def _settings(quick: bool) -> dict:
+def _settings(quick: bool, medium: bool = False) -> dict:
+    if medium:
+        return {"seq_len": 128, "max_prompt_len": 40, "batch_size": 8, "steps": 36, "probe_every": 12,
+                "probe_pairs": 16, "lr": 1e-4, "optimizer": "adam", "seeds": 5,
+                "runs": [(v, "dpo", m) for v in VARIANTS for m in MITIGATIONS]}
     if quick:
         # The probe works in chunks of batch_size pairs: its per-example gradients and reference forward
         # reuse the training step's compilations (the normalised update computes the same statistics).
@@ -333,6 +341,8 @@ def _lm_loss_claims(res: dict) -> list[dict]:
             ("normalized", "[small LM, long suffix] the normalised update keeps the chosen log-prob rising for "
              "every loss", "normalized_every_loss", "card (mitigation, derivation)")):
         runs = {k: _run(res, "long_suffix", k, m) for k in LOSSES if _run(res, "long_suffix", k, m)}
+        if len(runs) < 2:  # medium mode runs DPO only: no claim about every loss
+            continue
         groups = distinct_losses(runs)
         d = {k: _delta(runs[k]) for k in groups}
         same = "; ".join(f"{' = '.join(LABELS[x] for x in g)} (identical runs)" for g in groups.values() if len(g) > 1)
@@ -496,12 +506,16 @@ FIGURES = (("lm_dpo_variants", _plot_lm_variants), ("lm_losses_long_suffix", _pl
            ("toy", _plot_toy))
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run both parts, write ``out/results.json`` and the figures, return the results (with claims)."""
+def run(out: Path, *, quick: bool = True, medium: bool = False) -> dict:
+    """Run both parts, write ``out/results.json`` and the figures, return the results (with claims).
+    ``medium`` (overrides ``quick``): the DPO runs at a budget between quick and full (module docstring)."""
     out = output_dir(out)
     t0 = time.time()
-    cfg = _settings(quick)
+    quick = quick and not medium
+    cfg = _settings(quick, medium)
     res = {"quick": quick, "settings": {k: v for k, v in cfg.items() if k != "runs"}, "hparams": HPARAMS}
+    if medium:
+        res["size"] = "medium"
     res["toy"] = _toy_study(quick)
     res["lm"] = _lm_study(cfg)
     res["claims"] = claims(res)

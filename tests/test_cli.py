@@ -116,3 +116,110 @@ def test_reproduce_names_a_list_and_skips_lm_halves_only_where_they_exist(tmp_pa
     calls.clear()
     assert main(["reproduce", "a", "--out", str(tmp_path / "one")]) == 0
     assert calls == [("a", True, True)] and not (tmp_path / "one" / "report.md").exists()
+
+
+_FAKE_PART = '''
+import json, os
+
+NAME = {name!r}
+
+
+def run(out, *, quick=True{lm_arg}):
+    if {fail!r}:
+        raise RuntimeError("planted failure")
+    res = {{"quick": quick, "lm": {lm_value}, "pid": os.getpid(),
+            "claims": [{{"paper": "P", "claim": NAME, "measured": "1", "status": "holds",
+                         "evidence": {{"kind": "exact", "seeds": 0, "estimate": 1.0, "interval": None,
+                                       "rule": "r"}}}}]}}
+    (out / "results.json").write_text(json.dumps(res))
+    return res
+'''
+
+
+def test_reproduce_jobs_runs_parts_in_worker_processes_with_the_sequential_results(tmp_path, monkeypatch, capfd):
+    """--jobs 2: each reproduction runs in its own spawned process (the module imported by name there), with
+    the arguments of a sequential run; a failing part is reported and leaves its earlier results in place; the
+    summary keeps the order of the names; a bad --jobs stops before any work."""
+    import importlib
+    import os
+
+    import paper_repro
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    specs = {"a": (True, False), "b": (False, False), "c": (False, True)}  # name: (has an lm half, fails)
+    for name, (has_lm, fail) in specs.items():
+        (pkg / f"fake_repro_{name}.py").write_text(_FAKE_PART.format(
+            name=name, fail=fail, lm_arg=", lm=True" if has_lm else "", lm_value="lm" if has_lm else "None"))
+    monkeypatch.syspath_prepend(str(pkg))
+    reg = {n: importlib.import_module(f"fake_repro_{n}") for n in specs}
+    monkeypatch.setattr(paper_repro, "registry", lambda: reg)
+
+    out = tmp_path / "out"
+    (out / "c").mkdir(parents=True)
+    (out / "c" / "results.json").write_text('{"earlier": true}')
+    assert main(["reproduce", "a,b,c", "--jobs", "0", "--out", str(out)]) == 2
+    assert "--jobs 0" in capfd.readouterr().err and not (out / "a").exists()
+
+    assert main(["reproduce", "a,b,c", "--jobs", "2", "--no-lm", "--out", str(out)]) == 1  # c fails
+    assert "!! c failed: RuntimeError: planted failure" in capfd.readouterr().err
+    res = {n: json.loads((out / n / "results.json").read_text()) for n in ("a", "b")}
+    assert (res["a"]["quick"], res["a"]["lm"]) == (True, False) and res["b"]["lm"] is None
+    assert {res["a"]["pid"], res["b"]["pid"]}.isdisjoint({os.getpid()})  # worker processes
+    assert json.loads((out / "c" / "results.json").read_text()) == {"earlier": True}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary directories left
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["reproductions"]) == ["a", "b", "c"] and summary["jobs"] == 2
+    assert [summary["reproductions"][n]["status"] for n in "abc"] == ["ok", "ok", "failed"]
+    assert summary["reproductions"]["a"]["claims"][0]["claim"] == "a"
+    assert "| a | P | a | paper | 1 |" in (out / "report.md").read_text()
+
+    # the same command without --jobs gives the same summary (wall times aside)
+    seq = tmp_path / "seq"
+    assert main(["reproduce", "a,b,c", "--no-lm", "--out", str(seq)]) == 1
+    again = json.loads((seq / "summary.json").read_text())
+    strip = lambda s: {n: {k: v for k, v in r.items() if k != "seconds"} for n, r in s["reproductions"].items()}
+    assert strip(again) == strip(summary)
+    assert json.loads((seq / "a" / "results.json").read_text())["pid"] == os.getpid()
+
+
+def test_reproduce_jobs_schedules_the_longest_previous_run_first(tmp_path):
+    from jalign.cli.reproduce import _previous_seconds
+
+    for name, seconds in (("x", 12.5), ("y", {"paper_run": 1.0, "total": 40.0}), ("z", "n/a")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"seconds": seconds}))
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "results.json").write_text("not json")
+    assert [_previous_seconds(tmp_path, n) for n in ("x", "y", "z", "w", "missing")] == [12.5, 40.0, 0.0, 0.0, 0.0]
+
+
+def test_reproduce_medium_runs_only_reproductions_with_medium_settings(tmp_path, monkeypatch, capsys):
+    import types
+
+    import paper_repro
+
+    calls = []
+
+    def with_medium(out, *, quick=True, medium=False):
+        calls.append(("m", quick, medium))
+        (out / "results.json").write_text(json.dumps({"quick": quick and not medium, "size": "medium",
+                                                      "claims": []}))
+        return {"claims": []}
+
+    def plain(out, *, quick=True):
+        calls.append(("p", quick, None))
+        return {"claims": []}
+
+    monkeypatch.setattr(paper_repro, "registry", lambda: {"m": types.SimpleNamespace(run=with_medium),
+                                                          "p": types.SimpleNamespace(run=plain)})
+    assert main(["reproduce", "m,p", "--medium", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no medium settings for 'p'; reproductions with them: m" in err and not calls
+    assert main(["reproduce", "m,m", "--medium", "--out", str(tmp_path)]) == 0
+    assert calls == [("m", True, True)] * 2
+    assert "Settings: medium (between the CPU defaults" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["quick"] is False
+    # the report rebuilt from the saved results says medium too
+    assert main(["reproduce", "m", "--report-only", "--out", str(tmp_path)]) == 0
+    assert "Settings: medium (between the CPU defaults" in (tmp_path / "report.md").read_text()

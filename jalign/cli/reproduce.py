@@ -18,10 +18,16 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="quick", action="store_true", default=True, help="CPU defaults (default)")
     g.add_argument("--full", dest="quick", action="store_false", help="paper-sized settings (GPU/TPU)")
+    g.add_argument("--medium", action="store_true",
+                   help="settings between quick and full (about an hour on 2 CPU cores), for the reproductions "
+                   "that define them")
     p.add_argument("--no-lm", dest="lm", action="store_false",
                    help="skip the small-LM half of the reproductions that have one (their exact/bandit part only)")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild DIR/report.{md,html} from the saved DIR/NAME/results.json; run nothing")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N reproductions at once, each in its own process (default 1: one after the "
+                   "other in this process); the results are the same")
     p.set_defaults(func=run)
 
 
@@ -34,13 +40,21 @@ def _check_writable(out: Path) -> None:
         raise SystemExit(f"jalign reproduce: --out {str(out)!r} is not writable: {e}") from None
 
 
-def _part_kwargs(module, lm: bool) -> dict:
-    """``{"lm": False}`` for a reproduction whose ``run`` has a small-LM half to skip; ``{}`` otherwise."""
+def _accepts(module, param: str) -> bool:
     import inspect
 
-    if lm or "lm" not in inspect.signature(module.run).parameters:
-        return {}
-    return {"lm": False}
+    return param in inspect.signature(module.run).parameters
+
+
+def _part_kwargs(module, lm: bool, medium: bool = False) -> dict:
+    """The keyword arguments of a reproduction's ``run`` beyond ``quick``: ``lm=False`` for one whose small-LM
+    half is skipped (where it has one), ``medium=True`` for its medium settings."""
+    kwargs = {}
+    if not lm and _accepts(module, "lm"):
+        kwargs["lm"] = False
+    if medium:
+        kwargs["medium"] = True
+    return kwargs
 
 
 def run(args) -> int:
@@ -56,6 +70,18 @@ def run(args) -> int:
             print(f"unknown reproduction {', '.join(map(repr, bad)) or repr(args.name)}; valid: "
                   f"{', '.join(sorted(reg))}, a comma-separated list of them, or 'all'", file=sys.stderr)
             return 2
+    jobs = getattr(args, "jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        print(f"jalign reproduce: --jobs {jobs!r} must be an integer >= 1", file=sys.stderr)
+        return 2
+    medium = getattr(args, "medium", False)
+    if medium and not getattr(args, "report_only", False):
+        without = [n for n in todo if not _accepts(reg[n], "medium")]
+        if without:
+            have = sorted(n for n in reg if _accepts(reg[n], "medium"))
+            print(f"jalign reproduce: --medium: no medium settings for {', '.join(map(repr, without))}; "
+                  f"reproductions with them: {', '.join(have) or 'none'}", file=sys.stderr)
+            return 2
     several = args.name == "all" or len(todo) > 1
     out = Path(args.out)
     _check_writable(out)
@@ -66,36 +92,28 @@ def run(args) -> int:
         for path in write_report(summary, out):
             print(f"wrote {path}")
         return int(any(r["status"] != "ok" for r in summary["reproductions"].values()))
-    summary = {"quick": args.quick, "reproductions": {}}
-    if not getattr(args, "lm", True):
-        summary["settings_label"] = f"{'quick' if args.quick else 'full'}, small-LM halves skipped (--no-lm)"
-    status = 0
-    from tqdm.auto import tqdm
+    t0 = time.time()
+    summary = {"quick": args.quick and not medium, "reproductions": {}}
+    size = "medium" if medium else "quick" if args.quick else "full"
+    if medium:
+        from jalign.reporting import MEDIUM_LABEL
 
-    bar = tqdm(todo, desc="reproduce", unit="repro", disable=len(todo) < 2, file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
-        t0 = time.time()
-        print(f"== reproduce {name} -> {out / name}", flush=True)
-        # Write into a temporary sibling directory, then move into place: no half-written results.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
-        try:
-            result = reg[name].run(tmp, quick=args.quick, **_part_kwargs(reg[name], getattr(args, "lm", True)))
-        except Exception as e:  # noqa: BLE001 - report and continue with the other reproductions
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(f"!! {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
-            summary["reproductions"][name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            status = 1
-            continue
-        final = out / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        summary["reproductions"][name] = {
-            "status": "ok",
-            "seconds": round(time.time() - t0, 1),
-            "claims": (result or {}).get("claims", []),
-        }
+        summary["settings_label"] = MEDIUM_LABEL
+    if not getattr(args, "lm", True):
+        summary["settings_label"] = f"{size}, small-LM halves skipped (--no-lm)"
+    lm = getattr(args, "lm", True)
+    if jobs > 1 and len(todo) > 1:
+        summary["reproductions"] = _run_parallel(reg, todo, out, args.quick, lm, jobs, medium)
+    else:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(todo, desc="reproduce", unit="repro", disable=len(todo) < 2, file=sys.stderr)
+        for name in bar:
+            bar.set_postfix_str(name)
+            summary["reproductions"][name] = _run_part(name, reg[name], out, args.quick, lm, medium)
+    status = int(any(r["status"] != "ok" for r in summary["reproductions"].values()))
+    summary["jobs"] = jobs
+    summary["seconds"] = round(time.time() - t0, 1)  # wall time of the whole command
     if several:
         from jalign.reporting import write_report
 
@@ -105,3 +123,80 @@ def run(args) -> int:
         for path in write_report(summary, out):
             print(f"wrote {path}")
     return status
+
+
+def _run_part(name: str, module, out: Path, quick: bool, lm: bool, medium: bool = False) -> dict:
+    """Run one reproduction into ``out/name`` and return its summary entry.
+
+    It writes into a temporary sibling directory that replaces ``out/name`` only once the run is complete: a
+    failed run leaves no half-written results and the previous ones in place.
+    """
+    t0 = time.time()
+    print(f"== reproduce {name} -> {out / name}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
+    try:
+        result = module.run(tmp, quick=quick, **_part_kwargs(module, lm, medium))
+    except Exception as e:  # noqa: BLE001 - report and continue with the other reproductions
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"!! {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    final = out / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return {"status": "ok", "seconds": round(time.time() - t0, 1), "claims": (result or {}).get("claims", [])}
+
+
+def _run_part_in_worker(name: str, module_name: str, out: Path, quick: bool, lm: bool, medium: bool) -> dict:
+    """:func:`_run_part` in a worker process, which imports the reproduction's module by name."""
+    import importlib
+
+    return _run_part(name, importlib.import_module(module_name), out, quick, lm, medium)
+
+
+def _previous_seconds(out: Path, name: str) -> float:
+    """The wall time of the previous run saved in ``out/name/results.json`` (0 when there is none)."""
+    try:
+        seconds = json.loads((out / name / "results.json").read_text()).get("seconds", 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    if isinstance(seconds, dict):
+        seconds = seconds.get("total", 0.0)
+    return float(seconds) if isinstance(seconds, (int, float)) else 0.0
+
+
+def _run_parallel(reg: dict, todo: list[str], out: Path, quick: bool, lm: bool, jobs: int,
+                  medium: bool = False) -> dict:
+    """Run the reproductions ``todo`` in up to ``jobs`` worker processes (started with ``spawn``: JAX does not
+    survive ``fork``), the longest first by the previous run's wall time in ``out`` (a good schedule for few
+    workers). Each reproduction runs in a fresh process exactly as it would alone; the entries come back in
+    the order of ``todo``. The workers' progress bars are off; one bar counts finished reproductions."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    order = sorted(todo, key=lambda n: -_previous_seconds(out, n))
+    entries = {}
+    saved = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # read by tqdm when the workers import it
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_part_in_worker, n, reg[n].__name__, out, quick, lm, medium): n for n in order}
+            with tqdm(total=len(todo), desc="reproduce", unit="repro", file=sys.stderr) as bar:
+                for fut in as_completed(futures):
+                    name = futures[fut]
+                    try:
+                        entries[name] = fut.result()
+                    except Exception as e:  # noqa: BLE001 - a worker that died (e.g. out of memory)
+                        print(f"!! {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                        entries[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+                    bar.set_postfix_str(name)
+                    bar.update()
+    finally:
+        if saved is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved
+    return {name: entries[name] for name in todo}
