@@ -17,6 +17,9 @@ off-policy (DPG offline) run; alignment E_π[φ], diversity (entropy per token, 
 and the gradient estimator's relative variance are recorded along training
 (:class:`jalign.studies.fdpg_lm.FDPGLMTrainer`), on 3 seeds (5 with ``--full``) of the sampling keys, batched
 (:meth:`~jalign.studies.fdpg_lm.FDPGLMTrainer.run_seeds`); the LM claims use 95% t-intervals over the seeds.
+
+Medium mode (``jalign reproduce fdpg --medium``, for the LM claims that are not decided at quick size): the toy
+at quick size, the LM part with quick's settings but 90 steps (three times quick's) and 5 seeds (``LM_MEDIUM``).
 """
 
 from __future__ import annotations
@@ -271,16 +274,17 @@ LM_QUICK = {"new_tokens": 16, "base_samples": 512, "batch": 32, "lr": 1e-4, "ste
             "divergences": PAPER_FOUR, "off_policy": ["forward_kl"], "seeds": [7, 8, 9]}
 LM_FULL = {"new_tokens": 20, "base_samples": 4096, "batch": 64, "lr": 5e-5, "steps": 300, "eval_every": 25,
            "divergences": DIVERGENCES, "off_policy": ["forward_kl", "js"], "seeds": [7, 8, 9, 10, 11]}
+LM_MEDIUM = {**LM_QUICK, "steps": 90, "seeds": [7, 8, 9, 10, 11]}
 LM_WORD, LM_EPS_LOG, LM_MOMENT = "is", -10.0, 0.5
 
 
-def _run_lm(quick: bool) -> dict:
+def _run_lm(quick: bool, medium: bool = False) -> dict:
     """Part (2): f-DPG of the small LM towards a word-constraint target, every divergence, both targets."""
     from jalign.models import load_small_lm
     from jalign.studies import fdpg_lm as LM
     from jalign.tokenizers import ByteTokenizer
 
-    cfg = LM_QUICK if quick else LM_FULL
+    cfg = LM_MEDIUM if medium else LM_QUICK if quick else LM_FULL
     T, n_pool = cfg["new_tokens"], cfg["batch"] * cfg["eval_every"]
     graphdef, base = LM.split_lm(load_small_lm())
     space = LM.LMSpace(graphdef, T, ByteTokenizer.bos_id)
@@ -741,14 +745,17 @@ def _figures(res: dict) -> list:
     return figures + ([("fdpg_lm", _plot_lm)] if "lm" in res else [])
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run the toy and the small-LM reproduction, write ``out/results.json`` and the figures, return the results."""
+def run(out: Path, *, quick: bool = True, medium: bool = False) -> dict:
+    """Run the toy and the small-LM reproduction, write ``out/results.json`` and the figures, return the results.
+    ``medium`` (overrides ``quick``): the toy at quick size, the LM part with ``LM_MEDIUM``."""
     out = output_dir(out)
     t0 = time.time()
-    res = _run_experiment(quick)
-    res["lm"] = _run_lm(quick)
+    res = _run_experiment(quick or medium)
+    res["lm"] = _run_lm(quick and not medium, medium)
     res["claims"] = claims(res)
-    res["quick"] = quick
+    res["quick"] = quick and not medium
+    if medium:
+        res["size"] = "medium"
     return finish(out, res, plot_from_results, t0=t0)
 
 

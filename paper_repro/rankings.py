@@ -230,12 +230,15 @@ def _bandit(quick: bool) -> dict:
     return res
 
 
-def compute(quick: bool = True, *, lm: bool = True) -> dict:
-    """Both parts (``lm=False``: the bandit only) and the claims; wall times in ``res["wall_time"]``."""
+def compute(quick: bool = True, *, lm: bool = True, medium: bool = False) -> dict:
+    """Both parts (``lm=False``: the bandit only) and the claims; wall times in ``res["wall_time"]``.
+    ``medium``: the bandit at quick size, the small LM with ``lm_settings(medium=True)``."""
     t0 = time.time()
-    res = _bandit(quick)
+    res = _bandit(quick or medium)
+    if medium:
+        res["quick"], res["size"] = False, "medium"
     if lm:
-        cfg = lm_settings(quick)
+        cfg = lm_settings(quick, medium)
         out = _lm_study(cfg)
         res["lm"] = {"config": {**cfg, "margin_edges": [e if math.isfinite(e) else "inf" for e in LM_MARGIN_EDGES],
                                 "data": "sentiment_pairs (built-in); training pairs: data seed 100 + seed, labels "
@@ -379,8 +382,11 @@ def _bandit_claims(res: dict) -> list[dict]:
 # Part 2: the small LM
 
 
-def lm_settings(quick: bool) -> dict:
-    """Settings of the small-LM half (quick: CPU, ≈ 4 min on 2 cores; full: more seeds, pairs and steps)."""
+def lm_settings(quick: bool, medium: bool = False) -> dict:
+    """Settings of the small-LM half (quick: CPU, ≈ 4 min on 2 cores; full: more seeds, pairs and steps; medium:
+    quick's with 5 seeds and 144 steps, three times quick's, probed every 12 steps)."""
+    if medium:
+        return {**lm_settings(True), "seeds": 5, "steps": 144}
     return {
         "betas": [0.03, 0.1, 0.3],
         "seeds": 3 if quick else 5,
@@ -988,11 +994,11 @@ def _figures(res: dict) -> tuple:
     return FIGURES + (LM_FIGURES if "lm" in res else ())
 
 
-def run(out: Path, *, quick: bool = True, lm: bool = True) -> dict:
-    """Run everything (``lm=False``: the bandit half only), write ``out/results.json`` and the figures (from the
-    JSON); return the results."""
+def run(out: Path, *, quick: bool = True, lm: bool = True, medium: bool = False) -> dict:
+    """Run everything (``lm=False``: the bandit half only; ``medium``: see :func:`compute`), write
+    ``out/results.json`` and the figures (from the JSON); return the results."""
     out = output_dir(out)
-    return finish(out, compute(quick, lm=lm), plot_from_results)
+    return finish(out, compute(quick and not medium, lm=lm, medium=medium), plot_from_results)
 
 
 def plot_from_results(out: Path) -> list[str]:

@@ -1,0 +1,98 @@
+"""Wall time of ``jalign reproduce all --quick``, end to end, and whether the run repeats the committed ``figures/``.
+
+``python -m bench.reproduce_all [--jobs N] [--out DIR]`` runs the command once in a child process (into a
+temporary directory unless ``--out``; the committed ``figures/`` are never touched) and writes
+``bench/results/reproduce_all.json`` (``reproduce_all_jobsN.json`` with ``--jobs N > 1``): the whole command's
+wall time, each reproduction's own time (``seconds`` in its ``summary.json`` entry), the 1/5/15-minute load
+average before and after (a quiet machine is one whose load stays near the run's own ~1–2), the CPU, and, per
+reproduction, how many claims came out with the committed status and with the committed ``measured`` text
+(equal text = the same numbers to the printed digits).
+
+``python -m bench.reproduce_all --from DIR --wall-s S`` summarises a run made by hand
+(``jalign reproduce all --quick --out DIR`` timed as S seconds) in the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compare_claims(fresh: list[dict], committed: list[dict]) -> dict[str, int]:
+    """Claims matched in order by their text: how many there are, how many have the committed status, how many
+    the committed ``measured`` text too."""
+    by_text = {c["claim"]: c for c in committed}
+    same_status = sum(1 for c in fresh if c["claim"] in by_text and by_text[c["claim"]]["status"] == c["status"])
+    same_measured = sum(1 for c in fresh if c["claim"] in by_text and by_text[c["claim"]]["measured"] == c["measured"])
+    return {"claims": len(fresh), "same_status": same_status, "same_measured": same_measured,
+            "committed_claims": len(committed)}
+
+
+def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT / "figures",
+              load_before: list[float] | None = None) -> dict[str, Any]:
+    """The result payload of a finished ``jalign reproduce all`` run in ``run_dir``."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    rows = []
+    for name, entry in summary["reproductions"].items():
+        row: dict[str, Any] = {"reproduction": name, "status": entry["status"], "seconds": entry.get("seconds")}
+        path = Path(committed) / name / "results.json"
+        if entry["status"] == "ok" and path.is_file():
+            row |= compare_claims(entry.get("claims", []), json.loads(path.read_text()).get("claims", []))
+        rows.append(row)
+    parts = sum(r["seconds"] or 0.0 for r in rows)
+    rows.append({"reproduction": "all (the command's wall time)", "status": "", "seconds": round(wall_s, 1),
+                 "claims": sum(r.get("claims", 0) for r in rows),
+                 "same_status": sum(r.get("same_status", 0) for r in rows),
+                 "same_measured": sum(r.get("same_measured", 0) for r in rows),
+                 "committed_claims": sum(r.get("committed_claims", 0) for r in rows)})
+    return {
+        "description": f"`jalign reproduce all --quick{f' --jobs {jobs}' if jobs > 1 else ''}` end to end "
+        "(python -m bench.reproduce_all): each reproduction's wall time as its summary entry records it, the whole "
+        "command's wall time, and, against the committed figures/, how many claims have the same status and the "
+        "same measured text (same numbers to the printed digits).",
+        "settings": {"jobs": jobs, "quick": bool(summary.get("quick", True))},
+        "rows": rows,
+        "wall_s": round(wall_s, 1),
+        "sum_of_parts_s": round(parts, 1),
+        "load_average_before": load_before,
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument("--from", dest="from_dir", help="summarise this finished run instead of running")
+    p.add_argument("--wall-s", type=float, help="with --from: the run's measured wall time")
+    p.add_argument("--result", help="result file (default bench/results/reproduce_all[_jobsN].json)")
+    args = p.parse_args(argv)
+    name = "reproduce_all" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
+    if args.from_dir:
+        if args.wall_s is None:
+            p.error("--from needs --wall-s")
+        payload = summarise(Path(args.from_dir), args.wall_s, jobs=args.jobs)
+    else:
+        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="reproduce-all-"))
+        before = list(os.getloadavg())
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "jalign.cli", "reproduce", "all", "--quick", "--out", str(out),
+               "--jobs", str(args.jobs)]
+        subprocess.run(cmd, check=False, cwd=ROOT)
+        payload = summarise(out, time.perf_counter() - t0, jobs=args.jobs, load_before=before)
+    print(write_result(name, payload, args.result))
+
+
+if __name__ == "__main__":
+    main()
