@@ -40,15 +40,22 @@ def compare_claims(fresh: list[dict], committed: list[dict]) -> dict[str, int]:
 
 
 def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT / "figures",
-              load_before: list[float] | None = None) -> dict[str, Any]:
+              load_before: list[float] | None = None, load_after: list[float] | None = None) -> dict[str, Any]:
     """The result payload of a finished ``jalign reproduce all`` run in ``run_dir``."""
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    rows = []
+    rows, differences = [], []
     for name, entry in summary["reproductions"].items():
         row: dict[str, Any] = {"reproduction": name, "status": entry["status"], "seconds": entry.get("seconds")}
         path = Path(committed) / name / "results.json"
         if entry["status"] == "ok" and path.is_file():
-            row |= compare_claims(entry.get("claims", []), json.loads(path.read_text()).get("claims", []))
+            old = json.loads(path.read_text()).get("claims", [])
+            row |= compare_claims(entry.get("claims", []), old)
+            by_text = {c["claim"]: c for c in old}
+            differences += [{"reproduction": name, "claim": c["claim"], "status": c["status"],
+                             "committed_status": by_text[c["claim"]]["status"], "measured": c["measured"],
+                             "committed_measured": by_text[c["claim"]]["measured"]}
+                            for c in entry.get("claims", [])
+                            if c["claim"] in by_text and by_text[c["claim"]]["measured"] != c["measured"]]
         rows.append(row)
     parts = sum(r["seconds"] or 0.0 for r in rows)
     rows.append({"reproduction": "all (the command's wall time)", "status": "", "seconds": round(wall_s, 1),
@@ -63,10 +70,11 @@ def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT
         "same measured text (same numbers to the printed digits).",
         "settings": {"jobs": jobs, "quick": bool(summary.get("quick", True))},
         "rows": rows,
+        "differences": differences,  # the claims whose measured text differs from the committed one
         "wall_s": round(wall_s, 1),
         "sum_of_parts_s": round(parts, 1),
         "load_average_before": load_before,
-        "load_average": list(os.getloadavg()),
+        "load_average": load_after if load_after is not None else list(os.getloadavg()),
     }
 
 
@@ -76,13 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="run directory (default: a temporary one)")
     p.add_argument("--from", dest="from_dir", help="summarise this finished run instead of running")
     p.add_argument("--wall-s", type=float, help="with --from: the run's measured wall time")
+    p.add_argument("--load", nargs=3, type=float, metavar=("L1", "L5", "L15"),
+                   help="with --from: the load average read at the end of the run (default: now)")
+    p.add_argument("--load-before", nargs=3, type=float, metavar=("L1", "L5", "L15"),
+                   help="with --from: the load average read just before the run")
     p.add_argument("--result", help="result file (default bench/results/reproduce_all[_jobsN].json)")
     args = p.parse_args(argv)
     name = "reproduce_all" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
     if args.from_dir:
         if args.wall_s is None:
             p.error("--from needs --wall-s")
-        payload = summarise(Path(args.from_dir), args.wall_s, jobs=args.jobs)
+        payload = summarise(Path(args.from_dir), args.wall_s, jobs=args.jobs, load_before=args.load_before,
+                            load_after=args.load)
     else:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="reproduce-all-"))
         before = list(os.getloadavg())

@@ -38,3 +38,42 @@ def test_summarise_adds_up_the_parts_and_keeps_failures(tmp_path: Path):
     total = rows["all (the command's wall time)"]
     assert (total["seconds"], total["claims"], total["same_status"]) == (21.0, 1, 1)
     assert res["sum_of_parts_s"] == 20.0 and res["wall_s"] == 21.0 and len(res["load_average"]) == 3
+
+
+def test_readme_quotes_the_committed_end_to_end_run():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
+    total = res["rows"][-1]
+    assert total["reproduction"].startswith("all") and res["settings"] == {"jobs": 1, "quick": True}
+    text = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    quoted = re.search(r"<!-- e2e -->(.*?)<!-- /e2e -->", text).group(1)
+    assert quoted == (f"{res['wall_s'] / 60:.1f} min end to end; all {total['claims']} claims came out with the "
+                      f"committed status, {total['same_measured']} with the committed numbers to the printed digits")
+    assert total["claims"] == total["same_status"] == total["committed_claims"]
+    with_lm = {"ches", "dpa-logic", "entanglement", "fdpg", "maxmin", "rankings", "reward-transforms"}
+    lm_s = sum(r["seconds"] for r in res["rows"] if r["reproduction"] in with_lm)
+    assert re.search(r"<!-- e2e-lm -->(.*?)<!-- /e2e-lm -->", text).group(1) == f"{lm_s / 60:.1f} min"
+    assert len([r for r in res["rows"] if r["reproduction"] in with_lm]) == len(with_lm)
+
+
+def test_docs_quote_the_fresh_runs_differences_from_the_committed_figures():
+    """docs/reproductions.md ("Determinism and drift") names the claims whose numbers a fresh run did not repeat
+    and quotes one of them; both numbers come from the bench result."""
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
+    diffs = res["differences"]
+    total = res["rows"][-1]
+    assert len(diffs) == total["claims"] - total["same_measured"] == 5
+    assert sorted({d["reproduction"] for d in diffs}) == ["infalign", "rankings"]
+    assert all(d["status"] == d["committed_status"] for d in diffs)
+    text = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())
+    assert (f"gave all {total['claims']} claims their committed status and {total['same_measured']} of them the "
+            "committed `measured` text") in text
+    held = next(d for d in diffs if "held-out" in d["claim"])
+    fresh, committed = "0.104 [0.082, 0.127]", "0.099 [0.069, 0.129]"
+    assert "β = 0.3: idealised 0.992, DPO 0.888" in held["measured"] and f"gap {fresh}" in held["measured"]
+    assert f"gap {committed}" in held["committed_measured"]
+    assert f"at β = 0.3, {fresh} against the committed {committed}" in text
+    assert sorted(d["reproduction"] for d in diffs if "[small LM]" in d["claim"]) == ["rankings"] * 3

@@ -1,5 +1,6 @@
-"""The committed larger runs under ``figures/full/``: well-formed claims at the full settings, their report, and
-the quick-vs-full verdict table that docs/reproductions.md and the README quote (read from the results files)."""
+"""The committed larger runs under ``figures/full/`` and ``figures/medium/``: well-formed claims at those settings,
+their reports, and the quick-vs-larger verdict table that docs/reproductions.md and the README quote (read from
+the results files)."""
 
 import json
 import re
@@ -19,7 +20,9 @@ from jalign.reporting import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "figures" / "full"
+MEDIUM = ROOT / "figures" / "medium"
 NAMES = sorted(d.name for d in FULL.iterdir() if (d / "results.json").is_file())
+MEDIUM_NAMES = sorted(d.name for d in MEDIUM.iterdir() if (d / "results.json").is_file())
 
 
 def _res(name):
@@ -54,7 +57,7 @@ def test_full_report_is_built_from_the_full_results():
 
 def _table():
     names = sorted(d.name for d in (ROOT / "figures").iterdir() if (d / "results.json").is_file())
-    return verdicts_at_scale(ROOT / "figures", FULL, names)
+    return verdicts_at_scale(ROOT / "figures", [FULL, MEDIUM], names)
 
 
 def test_docs_and_readme_quote_the_quick_vs_full_verdicts():
@@ -74,3 +77,41 @@ def test_docs_quote_the_full_runs_wall_times():
         s = _res(name)["seconds"]
         s = s["total"] if isinstance(s, dict) else s
         assert abs(int(secs) - s) <= 0.5, (name, secs, s)
+
+
+def test_there_are_medium_runs_of_the_small_lm_parts_and_no_overlap_with_full():
+    assert {"entanglement", "fdpg", "rankings"} <= set(MEDIUM_NAMES)
+    assert not set(MEDIUM_NAMES) & set(NAMES)  # one larger run per reproduction in the verdict table
+
+
+@pytest.mark.parametrize("name", MEDIUM_NAMES)
+def test_medium_run_is_at_the_modules_medium_settings_with_well_formed_claims(name):
+    import paper_repro
+
+    res = json.loads((MEDIUM / name / "results.json").read_text())
+    assert res["size"] == "medium" and res["quick"] is False and "seconds" in res
+    module = paper_repro.registry()[name]
+    if name == "entanglement":
+        cfg = module._settings(False, medium=True)
+        assert res["settings"] == {k: v for k, v in cfg.items() if k != "runs"}
+        assert sorted((r["variant"], r["loss"], r["mitigation"]) for r in res["lm"]["runs"]) == sorted(cfg["runs"])
+        assert all(len(r["seeds"]) == cfg["seeds"] == 5 for r in res["lm"]["runs"])
+    elif name == "fdpg":
+        assert {k: v for k, v in res["lm"]["setup"].items() if k in module.LM_MEDIUM} == module.LM_MEDIUM
+    elif name == "rankings":
+        cfg = module.lm_settings(False, medium=True)
+        assert {k: res["lm"]["config"][k] for k in cfg} == cfg and cfg["seeds"] == 5
+    for i, c in enumerate(res["claims"]):
+        check_claim(c, f"medium {name} claim {i}")
+    lm_seeded = [c for c in res["claims"] if "LM" in c["claim"] and c["evidence"]["kind"] == "seeds"]
+    assert lm_seeded and all(c["evidence"]["seeds"] >= 5 for c in lm_seeded), name
+
+
+def test_medium_report_is_built_from_the_medium_results():
+    summary = summary_from_results(MEDIUM, MEDIUM_NAMES)
+    counts = status_counts(claim_rows(summary))
+    text = (MEDIUM / "report.md").read_text(encoding="utf-8")
+    assert f"{sum(counts.values())} claims: " in text
+    for status, n in counts.items():
+        assert f"{n} {status}" in text, (status, n)
+    assert "Settings: medium (between the CPU defaults" in text
