@@ -29,13 +29,30 @@ from bench.harness import write_result
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def evidence_ok(c: dict) -> bool:
+    """A well-formed claim (:func:`jalign.reporting.check_claim`) whose evidence, if seeded, has ≥ 3 seeds and,
+    whatever its status, an interval — or neither estimate nor interval where the run gave nothing to estimate
+    (e.g. no pair misranked by a wide margin), which only an "inconclusive" row may say."""
+    from jalign.reporting import MIN_SEEDS, check_claim
+
+    try:
+        check_claim(c)
+    except ValueError:
+        return False
+    ev = c["evidence"]
+    if ev["kind"] != "seeds":
+        return True
+    empty = ev["estimate"] is None and ev["interval"] is None and c["status"] == "inconclusive"
+    return int(ev["seeds"]) >= MIN_SEEDS and (ev["interval"] is not None or empty)
+
+
 def compare_claims(fresh: list[dict], committed: list[dict]) -> dict[str, int]:
-    """Claims matched in order by their text: how many there are, how many have the committed status, how many
-    the committed ``measured`` text too."""
+    """Claims matched by their text: how many there are, how many carry their evidence (:func:`evidence_ok`), how
+    many have the committed status, how many the committed ``measured`` text too."""
     by_text = {c["claim"]: c for c in committed}
     same_status = sum(1 for c in fresh if c["claim"] in by_text and by_text[c["claim"]]["status"] == c["status"])
     same_measured = sum(1 for c in fresh if c["claim"] in by_text and by_text[c["claim"]]["measured"] == c["measured"])
-    return {"claims": len(fresh), "same_status": same_status, "same_measured": same_measured,
+    return {"claims": len(fresh), "with_evidence": sum(map(evidence_ok, fresh)), "same_status": same_status, "same_measured": same_measured,
             "committed_claims": len(committed)}
 
 
@@ -60,6 +77,7 @@ def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT
     parts = sum(r["seconds"] or 0.0 for r in rows)
     rows.append({"reproduction": "all (the command's wall time)", "status": "", "seconds": round(wall_s, 1),
                  "claims": sum(r.get("claims", 0) for r in rows),
+                 "with_evidence": sum(r.get("with_evidence", 0) for r in rows),
                  "same_status": sum(r.get("same_status", 0) for r in rows),
                  "same_measured": sum(r.get("same_measured", 0) for r in rows),
                  "committed_claims": sum(r.get("committed_claims", 0) for r in rows)})

@@ -4,11 +4,23 @@ committed figures (synthetic runs here; the committed result is checked against 
 import json
 from pathlib import Path
 
-from bench.reproduce_all import compare_claims, summarise
+from bench.reproduce_all import compare_claims, evidence_ok, summarise
+from jalign.reporting import evidence
 
 
-def _claim(text, status, measured):
-    return {"paper": "P", "claim": text, "status": status, "measured": measured}
+def _claim(text, status, measured, ev=None):
+    return {"paper": "P", "claim": text, "status": status, "measured": measured,
+            "evidence": ev or evidence("exact", rule="r", estimate=0.0)}
+
+
+def test_evidence_ok_needs_three_seeds_and_an_interval_unless_nothing_was_estimated():
+    seeds = lambda n, est, iv: evidence("seeds", rule="r", seeds=n, estimate=est, interval=iv)
+    assert evidence_ok(_claim("a", "holds", "m", seeds(3, 1.0, (0.5, 1.5))))
+    assert not evidence_ok(_claim("a", "inconclusive", "m", seeds(2, 1.0, (0.5, 1.5))))  # too few seeds
+    assert not evidence_ok(_claim("a", "inconclusive", "m", seeds(3, 1.0, None)))  # an estimate without interval
+    assert evidence_ok(_claim("a", "inconclusive", "no wide pairs", seeds(3, None, None)))  # nothing to estimate
+    assert not evidence_ok(_claim("a", "holds", "m", seeds(3, None, None)))
+    assert not evidence_ok({"claim": "bare", "status": "holds"})
 
 
 def test_compare_claims_counts_same_status_and_same_numbers_by_claim_text():
@@ -16,7 +28,7 @@ def test_compare_claims_counts_same_status_and_same_numbers_by_claim_text():
                  _claim("c", "does not hold", "x")]
     fresh = [_claim("b", "inconclusive", "0.6 [0.2, 1.0]"), _claim("a", "holds", "1.00"),
              _claim("new", "holds", "2"), _claim("c", "holds", "x")]
-    assert compare_claims(fresh, committed) == {"claims": 4, "same_status": 2, "same_measured": 2,
+    assert compare_claims(fresh, committed) == {"claims": 4, "with_evidence": 4, "same_status": 2, "same_measured": 2,
                                                 "committed_claims": 3}
 
 
@@ -31,8 +43,8 @@ def test_summarise_adds_up_the_parts_and_keeps_failures(tmp_path: Path):
         "z": {"status": "ok", "seconds": 7.5, "claims": [_claim("q", "holds", "1")]}}}))
     res = summarise(run, 21.04, jobs=1, committed=committed)
     rows = {r["reproduction"]: r for r in res["rows"]}
-    assert rows["x"] == {"reproduction": "x", "status": "ok", "seconds": 12.5, "claims": 1, "same_status": 1,
-                         "same_measured": 1, "committed_claims": 1}
+    assert rows["x"] == {"reproduction": "x", "status": "ok", "seconds": 12.5, "claims": 1, "with_evidence": 1,
+                         "same_status": 1, "same_measured": 1, "committed_claims": 1}
     assert rows["y"] == {"reproduction": "y", "status": "failed", "seconds": None}
     assert rows["z"] == {"reproduction": "z", "status": "ok", "seconds": 7.5}  # nothing committed to compare
     total = rows["all (the command's wall time)"]
@@ -49,9 +61,10 @@ def test_readme_quotes_the_committed_end_to_end_run():
     assert total["reproduction"].startswith("all") and res["settings"] == {"jobs": 1, "quick": True}
     text = " ".join((root / "README.md").read_text(encoding="utf-8").split())
     quoted = re.search(r"<!-- e2e -->(.*?)<!-- /e2e -->", text).group(1)
-    assert quoted == (f"{res['wall_s'] / 60:.1f} min end to end; all {total['claims']} claims came out with the "
-                      f"committed status, {total['same_measured']} with the committed numbers to the printed digits")
-    assert total["claims"] == total["same_status"] == total["committed_claims"]
+    assert quoted == (f"{res['wall_s'] / 60:.1f} min end to end; all {total['claims']} claims came out with their "
+                      f"evidence and the committed status, {total['same_measured']} with the committed numbers to "
+                      "the printed digits")
+    assert total["claims"] == total["with_evidence"] == total["same_status"] == total["committed_claims"]
     with_lm = {"ches", "dpa-logic", "entanglement", "fdpg", "maxmin", "rankings", "reward-transforms"}
     lm_s = sum(r["seconds"] for r in res["rows"] if r["reproduction"] in with_lm)
     assert re.search(r"<!-- e2e-lm -->(.*?)<!-- /e2e-lm -->", text).group(1) == f"{lm_s / 60:.1f} min"
