@@ -40,6 +40,10 @@ library's default). Claims carry evidence with the pass rules fixed in :data:`RU
    (ties ½; :func:`jalign.diagnostics.evaluation.win_rate`). Seeds vary the RL data order and sampling; the
    SFT reference, pool, labels, EM and reward models are shared by all seeds (one draw), so per-seed
    differences are paired.
+
+Medium mode (``jalign reproduce maxmin --medium``): parts 1–3 at quick size, the small LM with 5 seeds and three
+times quick's reward-model (120) and RL (36) steps — the test of whether better-trained reward models change the
+small-LM verdicts.
 """
 
 from __future__ import annotations
@@ -217,7 +221,7 @@ def _maxmin_fn(num_users, num_arms, per_user, scale, share, diversity, beta, res
     return jax.jit(jax.vmap(one))
 
 
-def compute(quick: bool = True, *, lm: bool = True) -> dict:
+def compute(quick: bool = True, *, lm: bool = True, medium: bool = False) -> dict:
     import itertools
 
     import jax
@@ -286,8 +290,10 @@ def compute(quick: bool = True, *, lm: bool = True) -> dict:
         "wall_s": timings,  # volatile (not compared between runs)
     }
     timings["compute"] = round(time.time() - t0, 1)
+    if medium:
+        res["quick"], res["size"] = False, "medium"
     if lm:
-        c = lm_settings(quick)
+        c = lm_settings(quick, medium)
         study = _lm_study(c)
         res["lm"] = {"config": {**c, "methods": list(LM_METHODS),
                                 "model": "jalign.models.load_small_lm() after SFT (sft_small_lm): the reference, "
@@ -398,9 +404,11 @@ LM_HELDOUT_PLACES = ("the theatre", "the bistro", "the spa", "the market", "the 
 LM_USERS = 20
 
 
-def lm_settings(quick: bool) -> dict:
+def lm_settings(quick: bool, medium: bool = False) -> dict:
     """Settings of the small-LM half (quick: CPU, 16 min in the committed run on 2 cores shared at load ≈ 11; full:
-    more seeds and RL steps)."""
+    more seeds and RL steps; medium: quick's with 5 seeds and three times the reward-model and RL steps)."""
+    if medium:
+        return {**lm_settings(True), "seeds": 5, "rm_steps": 120, "rl_steps": 36}
     return {
         "seeds": 3 if quick else 5,
         "sft_steps": 120,
@@ -841,11 +849,12 @@ def _figures(res: dict) -> tuple:
     return FIGURES + (LM_FIGURES if "lm" in res else ())
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results."""
+def run(out: Path, *, quick: bool = True, medium: bool = False) -> dict:
+    """Run everything, write ``out/results.json`` and the figures (from the JSON); return the results.
+    ``medium``: the bandit half at quick size, the small LM with ``lm_settings(medium=True)``."""
     t0 = time.time()
     out = output_dir(out)
-    return finish(out, compute(quick), plot_from_results, t0=t0)
+    return finish(out, compute(quick or medium, medium=medium), plot_from_results, t0=t0)
 
 
 def plot_from_results(out: Path) -> list[str]:
