@@ -33,6 +33,9 @@ quick size, 10 full); in (2) and (3) a seed is a draw of the preference pairs (`
 data seed ``s``, 3 quick, 5 full), scored, subset and trained in its own order. All seeds of a run train together:
 the trainer's step vmapped over a leading seed axis (states and batches stacked), one compilation per objective.
 
+Medium mode (``jalign reproduce ches --medium``): quick's settings with 5 prompts per persona pair, 60 DPO steps
+(three times quick's) and 5 draws of the preference pairs.
+
 No math lives here: scores, probe, steps and losses come from :mod:`jalign`.
 """
 
@@ -82,8 +85,11 @@ FLOW_LABELS = {"chosen": "y+", "rejected": "y−", "positive_words": "other posi
 RUNS3 = ("dpo", "dpo+sft", "filtered", "random subset")
 
 
-def settings(quick: bool) -> dict:
-    """Every knob of the reproduction (stored in results.json)."""
+def settings(quick: bool, medium: bool = False) -> dict:
+    """Every knob of the reproduction (stored in results.json). ``medium``: quick's with 5 prompts per persona
+    pair, three times the DPO steps (60) and 5 draws of the preference pairs."""
+    if medium:
+        return {**settings(True), "seeds": 5, "dpo_steps": 60, "set_seeds": 5}
     return {
         "seq_len": 136,  # BOS + prompt (<= 101 bytes) + response + EOS, for both data sets
         "beta": 0.1,
@@ -691,13 +697,16 @@ FIGURES = (("ches_single_token", _plot_single_token),
            ("ches_identification_mitigation", _plot_identification_mitigation))
 
 
-def run(out: Path, *, quick: bool = True) -> dict:
-    """Run the three experiments, write ``out/results.json`` and the figures, return the results."""
+def run(out: Path, *, quick: bool = True, medium: bool = False) -> dict:
+    """Run the three experiments, write ``out/results.json`` and the figures, return the results (``medium``:
+    :func:`settings` with ``medium=True``)."""
     out = output_dir(out)
     t0 = time.time()
-    cfg = settings(quick)
+    cfg = settings(quick, medium)
     eng = _Engine(cfg)
-    res: dict = {"settings": cfg, "quick": quick, "candidates": [c.strip() for c in CANDIDATES]}
+    res: dict = {"settings": cfg, "quick": quick and not medium, "candidates": [c.strip() for c in CANDIDATES]}
+    if medium:
+        res["size"] = "medium"
     res["single_token"] = _single_token(eng, cfg)
     print(f"ches: single-token experiment done after {time.time() - t0:.0f} s", flush=True)
     res["identification"], res["mitigation"] = _sets(eng, cfg)

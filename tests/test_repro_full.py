@@ -115,3 +115,13 @@ def test_medium_report_is_built_from_the_medium_results():
     for status, n in counts.items():
         assert f"{n} {status}" in text, (status, n)
     assert "Settings: medium (between the CPU defaults" in text
+
+
+def test_docs_quote_the_medium_runs_wall_times():
+    text = (ROOT / "docs" / "reproductions.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- medium-timings -->(.*?)<!-- /medium-timings -->", text, re.S).group(1)
+    quoted = dict(re.findall(r"`([a-z][a-z-]+)` (\d+) s", block))
+    assert sorted(quoted) == MEDIUM_NAMES
+    for name, secs in quoted.items():
+        s = json.loads((MEDIUM / name / "results.json").read_text())["seconds"]
+        assert abs(int(secs) - s) <= 0.5, (name, secs, s)
