@@ -301,8 +301,9 @@ def verdicts_at_scale(base: Path, larger, names: list[str], *, statuses=("does n
     to its numbers, which may state the run's size) in the larger run under ``larger`` (e.g. ``figures`` and
     ``figures/full``).
 
-    ``larger`` is a directory or a sequence of them (e.g. ``[figures/full, figures/medium]``): a reproduction's
-    larger run is the one in the first directory that has its ``results.json``.
+    ``larger`` is a directory or a sequence of them (e.g. ``[figures/full, figures/medium]``): a claim's larger
+    run is the one in the first directory whose run of the reproduction has the claim (so a bandit half run at
+    ``--full --no-lm`` and a small-LM half run at ``--medium`` each answer for their own claims).
 
     Returns one dict per such claim: ``name``, ``claim``, ``base_status``, ``base_measured``, and
     ``larger_status`` / ``larger_measured`` / ``larger_size`` (the larger run's directory name, e.g. ``"full"``;
@@ -323,10 +324,10 @@ def verdicts_at_scale(base: Path, larger, names: list[str], *, statuses=("does n
 
     rows = []
     for name in names:
-        root = next((r for r in roots if (r / name / "results.json").is_file()), None)
-        larger_by_text = {key(c["claim"]): c for c in load(root, name)} if root else {}
+        larger_by_text = [(root, {key(c["claim"]): c for c in load(root, name)}) for root in roots]
         for c in load(base, name):
-            other = larger_by_text.get(key(c["claim"]))
+            root, other = next(((r, by[key(c["claim"])]) for r, by in larger_by_text if key(c["claim"]) in by),
+                               (None, None))
             if c["status"] not in statuses and not (changed and other and other["status"] != c["status"]):
                 continue
             rows.append({"name": name, "claim": c["claim"], "base_status": c["status"], "base_measured": c["measured"],

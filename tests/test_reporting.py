@@ -111,13 +111,13 @@ def test_verdicts_at_scale_pairs_claims_by_text_and_lists_changes(tmp_path):
     assert md[2] == "| `a` | fails \\| at both | ❌ does not hold | ❌ does not hold |"
     assert md[3] == "| `a` | flips | ✅ holds | ❔ inconclusive |"
     assert md[4] == "| `a` | fails, big run lacks it | ❌ does not hold | not run |"
-    # several larger roots: a reproduction's larger run is the first root that has it; its size is shown
+    # several larger roots: a claim's larger run is the first root whose run has the claim; its size is shown
     medium = tmp_path / "medium"
-    write(medium, "a", [("fails | at both", "holds", "1m")])
+    write(medium, "a", [("fails | at both", "holds", "1m"), ("fails, big run lacks it", "holds", "4m")])
     write(medium, "b", [("only in medium", "inconclusive", "6m")])
     write(base, "b", [("only in medium", "does not hold", "6")])
     rows = verdicts_at_scale(base, [big, medium], ["a", "b"])
     assert [(r["name"], r["larger_status"], r["larger_size"]) for r in rows] == [
-        ("a", "does not hold", "full"), ("a", "inconclusive", "full"), ("a", None, None), ("a", "holds", "full"),
-        ("b", "inconclusive", "medium")]
+        ("a", "does not hold", "full"), ("a", "inconclusive", "full"), ("a", "holds", "medium"),
+        ("a", "holds", "full"), ("b", "inconclusive", "medium")]
     assert render_verdicts_at_scale(rows).splitlines()[-1] == "| `b` | only in medium | ❌ does not hold | ❔ inconclusive (medium) |"
