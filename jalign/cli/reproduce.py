@@ -168,15 +168,18 @@ def _previous_seconds(out: Path, name: str) -> float:
 def _run_parallel(reg: dict, todo: list[str], out: Path, quick: bool, lm: bool, jobs: int,
                   medium: bool = False) -> dict:
     """Run the reproductions ``todo`` in up to ``jobs`` worker processes (started with ``spawn``: JAX does not
-    survive ``fork``), the longest first by the previous run's wall time in ``out`` (a good schedule for few
-    workers). Each reproduction runs in a fresh process exactly as it would alone; the entries come back in
+    survive ``fork``), the longest first by the previous run's wall time in ``out`` or, where ``out`` has none,
+    in the committed ``figures/`` of a source checkout (a good schedule for few workers). Each reproduction runs in a fresh process exactly as it would alone; the entries come back in
     the order of ``todo``. The workers' progress bars are off; one bar counts finished reproductions."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
-    order = sorted(todo, key=lambda n: -_previous_seconds(out, n))
+    import paper_repro
+
+    committed = Path(paper_repro.__file__).resolve().parents[1] / "figures"  # a source checkout's committed runs
+    order = sorted(todo, key=lambda n: -(_previous_seconds(out, n) or _previous_seconds(committed, n)))
     entries = {}
     saved = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # read by tqdm when the workers import it
