@@ -101,12 +101,16 @@ def test_medium_run_is_at_the_modules_medium_settings_with_well_formed_claims(na
         assert all(len(r["seeds"]) == cfg["seeds"] == 5 for r in res["lm"]["runs"])
     elif name == "fdpg":
         assert {k: v for k, v in res["lm"]["setup"].items() if k in module.LM_MEDIUM} == module.LM_MEDIUM
-    elif name == "rankings":
+    elif name in ("rankings", "maxmin"):
         cfg = module.lm_settings(False, medium=True)
         assert {k: res["lm"]["config"][k] for k in cfg} == cfg and cfg["seeds"] == 5
+    elif name == "ches":
+        cfg = module.settings(False, medium=True)
+        assert res["settings"] == cfg and cfg["seeds"] == cfg["set_seeds"] == 5
     for i, c in enumerate(res["claims"]):
         check_claim(c, f"medium {name} claim {i}")
-    lm_seeded = [c for c in res["claims"] if "LM" in c["claim"] and c["evidence"]["kind"] == "seeds"]
+    lm_seeded = [c for c in res["claims"]  # every CHES claim is on the small LM
+                 if (name == "ches" or "LM" in c["claim"]) and c["evidence"]["kind"] == "seeds"]
     assert lm_seeded and all(c["evidence"]["seeds"] >= 5 for c in lm_seeded), name
 
 
