@@ -56,9 +56,26 @@ def compare_claims(fresh: list[dict], committed: list[dict]) -> dict[str, int]:
             "committed_claims": len(committed)}
 
 
+def _stable(obj: Any) -> Any:
+    """``obj`` without its wall-time entries (keys naming seconds, wall or time), which differ between runs."""
+    if isinstance(obj, dict):
+        return {k: _stable(v) for k, v in obj.items() if not any(w in k for w in ("second", "wall", "time"))}
+    if isinstance(obj, list):
+        return [_stable(v) for v in obj]
+    return obj
+
+
+def same_results(run_a: Path, run_b: Path, name: str) -> bool:
+    """Whether two runs saved the same ``NAME/results.json`` apart from wall times (every array and claim)."""
+    load = lambda d: _stable(json.loads((Path(d) / name / "results.json").read_text()))
+    return load(run_a) == load(run_b)
+
+
 def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT / "figures",
-              load_before: list[float] | None = None, load_after: list[float] | None = None) -> dict[str, Any]:
-    """The result payload of a finished ``jalign reproduce all`` run in ``run_dir``."""
+              load_before: list[float] | None = None, load_after: list[float] | None = None,
+              compare_with: Path | None = None) -> dict[str, Any]:
+    """The result payload of a finished ``jalign reproduce all`` run in ``run_dir`` (``compare_with``: another
+    run's directory, e.g. a sequential one, whose results each reproduction's are compared with)."""
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     rows, differences = [], []
     for name, entry in summary["reproductions"].items():
@@ -67,6 +84,8 @@ def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT
         if entry["status"] == "ok" and path.is_file():
             old = json.loads(path.read_text()).get("claims", [])
             row |= compare_claims(entry.get("claims", []), old)
+            if compare_with is not None:
+                row["same_results_as_other_run"] = same_results(run_dir, compare_with, name)
             by_text = {c["claim"]: c for c in old}
             differences += [{"reproduction": name, "claim": c["claim"], "status": c["status"],
                              "committed_status": by_text[c["claim"]]["status"], "measured": c["measured"],
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --from: the load average read at the end of the run (default: now)")
     p.add_argument("--load-before", nargs=3, type=float, metavar=("L1", "L5", "L15"),
                    help="with --from: the load average read just before the run")
+    p.add_argument("--compare-with", help="another run's directory: record whether each reproduction saved the "
+                   "same results (wall times aside)")
     p.add_argument("--result", help="result file (default bench/results/reproduce_all[_jobsN].json)")
     args = p.parse_args(argv)
     name = "reproduce_all" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
@@ -113,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.wall_s is None:
             p.error("--from needs --wall-s")
         payload = summarise(Path(args.from_dir), args.wall_s, jobs=args.jobs, load_before=args.load_before,
-                            load_after=args.load)
+                            load_after=args.load, compare_with=args.compare_with)
     else:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="reproduce-all-"))
         before = list(os.getloadavg())
@@ -121,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "jalign.cli", "reproduce", "all", "--quick", "--out", str(out),
                "--jobs", str(args.jobs)]
         subprocess.run(cmd, check=False, cwd=ROOT)
-        payload = summarise(out, time.perf_counter() - t0, jobs=args.jobs, load_before=before)
+        payload = summarise(out, time.perf_counter() - t0, jobs=args.jobs, load_before=before,
+                            compare_with=args.compare_with)
     print(write_result(name, payload, args.result))
 
 

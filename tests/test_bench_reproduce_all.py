@@ -4,7 +4,7 @@ committed figures (synthetic runs here; the committed result is checked against 
 import json
 from pathlib import Path
 
-from bench.reproduce_all import compare_claims, evidence_ok, summarise
+from bench.reproduce_all import compare_claims, evidence_ok, same_results, summarise
 from jalign.reporting import evidence
 
 
@@ -90,3 +90,49 @@ def test_docs_quote_the_fresh_runs_differences_from_the_committed_figures():
     assert f"gap {committed}" in held["committed_measured"]
     assert f"at β = 0.3, {fresh} against the committed {committed}" in text
     assert sorted(d["reproduction"] for d in diffs if "[small LM]" in d["claim"]) == ["rankings"] * 3
+
+
+def test_docs_quote_the_parallel_run_against_the_sequential_one():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    seq = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
+    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2.json").read_text())
+    assert par["settings"] == {"jobs": 2, "quick": True}
+    total = par["rows"][-1]
+    assert total["claims"] == total["with_evidence"] == total["same_status"] == total["committed_claims"]
+    ts, tp = seq["wall_s"] / 60, par["wall_s"] / 60
+    doc = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())
+    assert re.search(r"<!-- e2e-times -->(.*?)<!-- /e2e-times -->", doc).group(1) == (
+        f"{ts:.1f} min one reproduction after the other, {tp:.1f} min with `--jobs 2` (×{ts / tp:.2f})")
+    assert re.search(r"<!-- e2e-jobs2-claims -->(.*?)<!-- /e2e-jobs2-claims -->", doc).group(1) == (
+        f"all {total['claims']} claims came out with their evidence and the committed status, "
+        f"{total['same_measured']} with the committed numbers")
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    assert re.search(r"<!-- e2e-jobs2 -->(.*?)<!-- /e2e-jobs2 -->", readme).group(1) == f"{tp:.1f} min"
+    # the parallel run schedules the longest first and still runs every reproduction once
+    assert sorted(r["reproduction"] for r in par["rows"][:-1]) == sorted(r["reproduction"] for r in seq["rows"][:-1])
+
+
+def test_same_results_ignores_wall_times_only(tmp_path: Path):
+    def write(run, res):
+        (tmp_path / run / "x").mkdir(parents=True)
+        (tmp_path / run / "x" / "results.json").write_text(json.dumps(res))
+
+    base = {"seconds": 1.0, "lm": {"wall_s": {"sft": 2.0}, "curve": [1.0, 2.0]}, "claims": [_claim("a", "holds", "1")]}
+    write("a", base)
+    write("b", {**base, "seconds": 9.0, "lm": {"wall_s": {"sft": 7.0}, "curve": [1.0, 2.0]}})
+    write("c", {**base, "lm": {"wall_s": {"sft": 2.0}, "curve": [1.0, 2.0000001]}})
+    assert same_results(tmp_path / "a", tmp_path / "b", "x")
+    assert not same_results(tmp_path / "a", tmp_path / "c", "x")
+
+
+def test_the_parallel_run_saved_the_sequential_runs_results():
+    root = Path(__file__).resolve().parents[1]
+    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2.json").read_text())
+    seq = {r["reproduction"]: r["seconds"] for r in json.loads(
+        (root / "bench" / "results" / "reproduce_all.json").read_text())["rows"][:-1]}
+    assert all(r["same_results_as_other_run"] is True for r in par["rows"][:-1])
+    ratios = [r["seconds"] / seq[r["reproduction"]] for r in par["rows"][:-1]]
+    doc = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())
+    assert f"each reproduction took {min(ratios):.1f}–{max(ratios):.1f}× its sequential time" in doc
