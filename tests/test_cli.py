@@ -212,12 +212,14 @@ def test_reproduce_medium_runs_only_reproductions_with_medium_settings(tmp_path,
         return {"claims": []}
 
     monkeypatch.setattr(paper_repro, "registry", lambda: {"m": types.SimpleNamespace(run=with_medium),
+                                                          "m2": types.SimpleNamespace(run=with_medium),
                                                           "p": types.SimpleNamespace(run=plain)})
     assert main(["reproduce", "m,p", "--medium", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no medium settings for 'p'; reproductions with them: m" in err and not calls
-    assert main(["reproduce", "m,m", "--medium", "--out", str(tmp_path)]) == 0
-    assert calls == [("m", True, True)] * 2
+    assert "no medium settings for 'p'; reproductions with them: m, m2" in err and not calls
+    assert main(["reproduce", "m, m", "--medium", "--out", str(tmp_path)]) == 0  # a repeated name runs once
+    assert calls == [("m", True, True)] and not (tmp_path / "report.md").exists()  # one reproduction: no report
+    assert main(["reproduce", "m,m2", "--medium", "--out", str(tmp_path)]) == 0
     assert "Settings: medium (between the CPU defaults" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "summary.json").read_text())["quick"] is False
     # the report rebuilt from the saved results says medium too

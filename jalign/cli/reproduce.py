@@ -64,7 +64,7 @@ def run(args) -> int:
     if args.name == "all":
         todo = sorted(reg)
     else:
-        todo = [n.strip() for n in args.name.split(",") if n.strip()]
+        todo = list(dict.fromkeys(n.strip() for n in args.name.split(",") if n.strip()))  # once each, in order
         bad = [n for n in todo if n not in reg]
         if bad or not todo:
             print(f"unknown reproduction {', '.join(map(repr, bad)) or repr(args.name)}; valid: "
@@ -169,8 +169,9 @@ def _run_parallel(reg: dict, todo: list[str], out: Path, quick: bool, lm: bool, 
                   medium: bool = False) -> dict:
     """Run the reproductions ``todo`` in up to ``jobs`` worker processes (started with ``spawn``: JAX does not
     survive ``fork``), the longest first by the previous run's wall time in ``out`` or, where ``out`` has none,
-    in the committed ``figures/`` of a source checkout (a good schedule for few workers). Each reproduction runs in a fresh process exactly as it would alone; the entries come back in
-    the order of ``todo``. The workers' progress bars are off; one bar counts finished reproductions."""
+    in the committed ``figures/`` of a source checkout (a good schedule for few workers). Each reproduction runs
+    in a fresh process exactly as it would alone; the entries come back in the order of ``todo``. The workers'
+    progress bars are off; one bar counts finished reproductions."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
