@@ -45,14 +45,18 @@ def test_full_run_is_at_full_settings_with_well_formed_claims(name):
             assert ev["seeds"] >= MIN_SEEDS and ev["interval"] is not None
 
 
-def test_full_report_is_built_from_the_full_results():
-    summary = summary_from_results(FULL, NAMES)
+@pytest.mark.parametrize("root,names,settings", [
+    (FULL, NAMES, "Settings: full (paper-sized)."),
+    (MEDIUM, MEDIUM_NAMES, "Settings: medium (between the CPU defaults"),
+], ids=["full", "medium"])
+def test_larger_run_report_is_built_from_its_results(root, names, settings):
+    summary = summary_from_results(root, names)
     counts = status_counts(claim_rows(summary))
-    text = (FULL / "report.md").read_text(encoding="utf-8")
+    text = (root / "report.md").read_text(encoding="utf-8")
     assert f"{sum(counts.values())} claims: " in text
     for status, n in counts.items():
         assert f"{n} {status}" in text, (status, n)
-    assert "Settings: full (paper-sized)." in text
+    assert settings in text
 
 
 def _table():
@@ -114,14 +118,6 @@ def test_medium_run_is_at_the_modules_medium_settings_with_well_formed_claims(na
     assert lm_seeded and all(c["evidence"]["seeds"] >= 5 for c in lm_seeded), name
 
 
-def test_medium_report_is_built_from_the_medium_results():
-    summary = summary_from_results(MEDIUM, MEDIUM_NAMES)
-    counts = status_counts(claim_rows(summary))
-    text = (MEDIUM / "report.md").read_text(encoding="utf-8")
-    assert f"{sum(counts.values())} claims: " in text
-    for status, n in counts.items():
-        assert f"{n} {status}" in text, (status, n)
-    assert "Settings: medium (between the CPU defaults" in text
 
 
 def test_docs_quote_the_medium_runs_wall_times():
