@@ -1,8 +1,9 @@
 """Wall time of ``jalign reproduce all --quick``, end to end, and whether the run repeats the committed ``figures/``.
 
-``python -m bench.reproduce_all [--jobs N] [--out DIR]`` runs the command once in a child process (into a
-temporary directory unless ``--out``; the committed ``figures/`` are never touched) and writes
-``bench/results/reproduce_all.json`` (``reproduce_all_jobsN.json`` with ``--jobs N > 1``): the whole command's
+``python -m bench.reproduce_all [--jobs N|auto] [--cache DIR|none] [--out DIR]`` runs the command once in a child
+process (into a temporary directory unless ``--out``; the committed ``figures/`` are never touched) and writes
+``bench/results/reproduce_all_default.json`` for the command's defaults (``--jobs auto --cache`` a temporary
+directory), else ``reproduce_all[_jobsN][_nocache].json``: the whole command's
 wall time, each reproduction's own time (``seconds`` in its ``summary.json`` entry), the 1/5/15-minute load
 average before and after (a quiet machine is one whose load stays near the run's own ~1–2), the CPU, and, per
 reproduction, how many claims came out with the committed status and with the committed ``measured`` text
@@ -57,9 +58,11 @@ def compare_claims(fresh: list[dict], committed: list[dict]) -> dict[str, int]:
 
 
 def _stable(obj: Any) -> Any:
-    """``obj`` without its wall-time entries (keys naming seconds, wall or time), which differ between runs."""
+    """``obj`` without its wall-time entries (keys naming seconds, wall or time) and ``reused`` flags (whether a
+    shared value came from an earlier reproduction of the command), which differ between runs."""
     if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if not any(w in k for w in ("second", "wall", "time"))}
+        return {k: _stable(v) for k, v in obj.items()
+                if k != "reused" and not any(w in k for w in ("second", "wall", "time"))}
     if isinstance(obj, list):
         return [_stable(v) for v in obj]
     return obj
@@ -71,11 +74,19 @@ def same_results(run_a: Path, run_b: Path, name: str) -> bool:
     return load(run_a) == load(run_b)
 
 
-def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT / "figures",
-              load_before: list[float] | None = None, load_after: list[float] | None = None,
-              compare_with: Path | None = None) -> dict[str, Any]:
-    """The result payload of a finished ``jalign reproduce all`` run in ``run_dir`` (``compare_with``: another
-    run's directory, e.g. a sequential one, whose results each reproduction's are compared with)."""
+def command(jobs: int | str, cache: str | None) -> str:
+    """The command line measured: ``jalign reproduce all --quick`` with the options that differ from its
+    defaults (``--jobs auto``, a temporary shared cache)."""
+    opts = "" if jobs == "auto" else f" --jobs {jobs}"
+    return f"jalign reproduce all --quick{opts}{'' if cache is None else f' --cache {cache}'}"
+
+
+def summarise(run_dir: Path, wall_s: float, *, jobs: int | str, cache: str | None = None,
+              committed: Path = ROOT / "figures", load_before: list[float] | None = None,
+              load_after: list[float] | None = None, compare_with: Path | None = None) -> dict[str, Any]:
+    """The result payload of a finished ``jalign reproduce all`` run in ``run_dir`` (``jobs``, ``cache``: the
+    options it ran with; ``compare_with``: another run's directory, e.g. a sequential one, whose results each
+    reproduction's are compared with)."""
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     rows, differences = [], []
     for name, entry in summary["reproductions"].items():
@@ -101,11 +112,13 @@ def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT
                  "same_measured": sum(r.get("same_measured", 0) for r in rows),
                  "committed_claims": sum(r.get("committed_claims", 0) for r in rows)})
     return {
-        "description": f"`jalign reproduce all --quick{f' --jobs {jobs}' if jobs > 1 else ''}` end to end "
+        "description": f"`{command(jobs, cache)}` end to end "
         "(python -m bench.reproduce_all): each reproduction's wall time as its summary entry records it, the whole "
         "command's wall time, and, against the committed figures/, how many claims have the same status and the "
         "same measured text (same numbers to the printed digits).",
-        "settings": {"jobs": jobs, "quick": bool(summary.get("quick", True))},
+        "settings": {"jobs": summary.get("jobs", jobs), "jobs_option": jobs,
+                     "cache": "temporary (the default)" if cache is None else cache,
+                     "quick": bool(summary.get("quick", True))},
         "rows": rows,
         "differences": differences,  # the claims whose measured text differs from the committed one
         "wall_s": round(wall_s, 1),
@@ -115,9 +128,18 @@ def summarise(run_dir: Path, wall_s: float, *, jobs: int, committed: Path = ROOT
     }
 
 
+def result_name(jobs: int | str, cache: str | None) -> str:
+    """``reproduce_all_default`` for the command's defaults; else ``reproduce_all[_jobsN][_nocache]``."""
+    if jobs == "auto" and cache is None:
+        return "reproduce_all_default"
+    name = "reproduce_all" + (f"_jobs{jobs}" if jobs != 1 else "")
+    return name + ("_nocache" if cache is not None and cache.lower() == "none" else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--jobs", default="1", help="the command's --jobs (an integer or auto, its default)")
+    p.add_argument("--cache", help="the command's --cache (default: its own default, a temporary directory)")
     p.add_argument("--out", help="run directory (default: a temporary one)")
     p.add_argument("--from", dest="from_dir", help="summarise this finished run instead of running")
     p.add_argument("--wall-s", type=float, help="with --from: the run's measured wall time")
@@ -129,20 +151,21 @@ def main(argv: list[str] | None = None) -> None:
                    "same results (wall times aside)")
     p.add_argument("--result", help="result file (default bench/results/reproduce_all[_jobsN].json)")
     args = p.parse_args(argv)
-    name = "reproduce_all" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
+    jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
+    name = result_name(jobs, args.cache)
     if args.from_dir:
         if args.wall_s is None:
             p.error("--from needs --wall-s")
-        payload = summarise(Path(args.from_dir), args.wall_s, jobs=args.jobs, load_before=args.load_before,
-                            load_after=args.load, compare_with=args.compare_with)
+        payload = summarise(Path(args.from_dir), args.wall_s, jobs=jobs, cache=args.cache,
+                            load_before=args.load_before, load_after=args.load, compare_with=args.compare_with)
     else:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="reproduce-all-"))
         before = list(os.getloadavg())
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "jalign.cli", "reproduce", "all", "--quick", "--out", str(out),
-               "--jobs", str(args.jobs)]
+               "--jobs", str(jobs), *([] if args.cache is None else ["--cache", args.cache])]
         subprocess.run(cmd, check=False, cwd=ROOT)
-        payload = summarise(out, time.perf_counter() - t0, jobs=args.jobs, load_before=before,
+        payload = summarise(out, time.perf_counter() - t0, jobs=jobs, cache=args.cache, load_before=before,
                             compare_with=args.compare_with)
     print(write_result(name, payload, args.result))
 

@@ -176,3 +176,44 @@ def not_here(rule: str) -> tuple[str, dict]:
 
     return "not reproducible here", evidence("none", rule=rule, seeds=0)
 
+
+
+CACHE_ENV = "JALIGN_REPRO_CACHE"
+
+
+def shared(key: dict, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """``compute()``, or the value an earlier reproduction of the same ``jalign reproduce`` command computed for
+    the same ``key`` (a JSON-serialisable description of everything the value depends on); returns
+    ``(value, reused)``.
+
+    The values live in the directory named by the environment variable ``JALIGN_REPRO_CACHE`` (set by
+    ``jalign reproduce``: a temporary directory of the command, shared by its worker processes, or ``--cache
+    DIR``); without it every call computes. A value is pickled after :func:`jax.device_get` (so it must be a
+    pytree of arrays and picklable leaves) and written atomically; a reused value's arrays are put back on the
+    default device. Computing is deterministic here, so a reused value is bit for bit the one ``compute`` would
+    return (the SFT reference that rankings, reward-transforms and maxmin start from is the use).
+    """
+    import hashlib
+    import os
+    import pickle
+
+    import jax
+
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        return compute(), False
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    path = Path(root) / "values" / f"{digest}.pkl"
+    if path.is_file():
+        try:
+            value = pickle.loads(path.read_bytes())
+        except Exception:  # noqa: BLE001 - an unreadable entry is recomputed (and rewritten)
+            value = None
+        else:
+            return jax.tree.map(lambda x: jax.device_put(x) if hasattr(x, "dtype") else x, value), True
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(jax.device_get(value)))
+    tmp.replace(path)
+    return value, False

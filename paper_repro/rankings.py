@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from jalign.reporting import evidence, interval_status, make_claim, t_interval
-from paper_repro._common import draw_figures, finish, output_dir, read_results
+from paper_repro._common import draw_figures, finish, output_dir, read_results, shared
 
 NAME = "rankings"
 DESCRIPTION = ("Ranking accuracy vs the idealised ranking accuracy of DPO's optimum, exactly on a contextual bandit "
@@ -506,16 +506,26 @@ def _pair_stats(pairs: dict, chosen, rejected, beta: float, edges=LM_MARGIN_EDGE
 def _sft_reference(cfg: dict):
     """The reference of the DPO runs: the shipped small LM after SFT on the chosen reviews of the built-in
     sentiment pairs (the trainer with the shipped config ``sft_small_lm``; the pretrained model alone writes no
-    reviews, so its samples would carry no lexicon reward). Returns (graphdef, params, model_state, summary)."""
+    reviews, so its samples would carry no lexicon reward). Returns (graphdef, params, model_state, summary);
+    within one `jalign reproduce` command it is trained once and shared (:func:`paper_repro._common.shared`;
+    ``summary["reused"]`` is true where an earlier reproduction trained it; ``summary["seconds"]`` is the
+    training's time)."""
     from jalign.train import load_config, train
 
-    t0 = time.time()
     c = load_config("sft_small_lm", [f"train.steps={cfg['sft_steps']}", "train.progress=False"])
-    r = train(c)
-    loss = [h["loss"] for h in r.history]
-    return r.graphdef, r.state.params, r.state.model_state, {
-        "config": "sft_small_lm", "steps": cfg["sft_steps"], "first_loss": loss[0], "last_loss": loss[-1],
-        "seconds": round(time.time() - t0, 1)}
+
+    def compute():
+        t0 = time.time()
+        r = train(c)
+        loss = [h["loss"] for h in r.history]
+        return r.graphdef, r.state.params, r.state.model_state, {
+            "config": "sft_small_lm", "steps": cfg["sft_steps"], "first_loss": loss[0], "last_loss": loss[-1],
+            "seconds": round(time.time() - t0, 1)}
+
+    # one SFT per `jalign reproduce` command: rankings, reward-transforms and maxmin start from it
+    (graphdef, params, model_state, summary), reused = shared(
+        {"value": "sft_reference", "config": c.to_json_best_effort(sort_keys=True)}, compute)
+    return graphdef, params, model_state, {**summary, "reused": reused}
 
 
 def _lm_study(cfg: dict) -> dict:

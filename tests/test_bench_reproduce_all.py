@@ -50,15 +50,27 @@ def test_summarise_adds_up_the_parts_and_keeps_failures(tmp_path: Path):
     total = rows["all (the command's wall time)"]
     assert (total["seconds"], total["claims"], total["same_status"]) == (21.0, 1, 1)
     assert res["sum_of_parts_s"] == 20.0 and res["wall_s"] == 21.0 and len(res["load_average"]) == 3
+    assert res["settings"] == {"jobs": 1, "jobs_option": 1, "cache": "temporary (the default)", "quick": True}
+    assert res["description"].startswith("`jalign reproduce all --quick --jobs 1` end to end")
+
+
+def test_result_names_and_command_lines_follow_the_options():
+    from bench.reproduce_all import command, result_name
+
+    assert [result_name(*a) for a in (("auto", None), (1, None), (2, "none"), (1, "none"), ("auto", "none"))] == [
+        "reproduce_all_default", "reproduce_all", "reproduce_all_jobs2_nocache", "reproduce_all_nocache",
+        "reproduce_all_jobsauto_nocache"]
+    assert command("auto", None) == "jalign reproduce all --quick"
+    assert command(2, "none") == "jalign reproduce all --quick --jobs 2 --cache none"
 
 
 def test_readme_quotes_the_committed_end_to_end_run():
     import re
 
     root = Path(__file__).resolve().parents[1]
-    res = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
+    res = json.loads((root / "bench" / "results" / "reproduce_all_nocache.json").read_text())
     total = res["rows"][-1]
-    assert total["reproduction"].startswith("all") and res["settings"] == {"jobs": 1, "quick": True}
+    assert total["reproduction"].startswith("all") and res["settings"]["jobs"] == 1 and res["settings"]["cache"] == "none"
     text = " ".join((root / "README.md").read_text(encoding="utf-8").split())
     quoted = re.search(r"<!-- e2e -->(.*?)<!-- /e2e -->", text).group(1)
     assert quoted == (f"{res['wall_s'] / 60:.1f} min end to end; all {total['claims']} claims came out with their "
@@ -75,7 +87,7 @@ def test_docs_quote_the_fresh_runs_differences_from_the_committed_figures():
     """docs/reproductions.md ("Determinism and drift") names the claims whose numbers a fresh run did not repeat
     and quotes one of them; both numbers come from the bench result."""
     root = Path(__file__).resolve().parents[1]
-    res = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
+    res = json.loads((root / "bench" / "results" / "reproduce_all_nocache.json").read_text())
     diffs = res["differences"]
     total = res["rows"][-1]
     assert len(diffs) == total["claims"] - total["same_measured"] == 5
@@ -96,9 +108,9 @@ def test_docs_quote_the_parallel_run_against_the_sequential_one():
     import re
 
     root = Path(__file__).resolve().parents[1]
-    seq = json.loads((root / "bench" / "results" / "reproduce_all.json").read_text())
-    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2.json").read_text())
-    assert par["settings"] == {"jobs": 2, "quick": True}
+    seq = json.loads((root / "bench" / "results" / "reproduce_all_nocache.json").read_text())
+    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2_nocache.json").read_text())
+    assert par["settings"]["jobs"] == 2 and par["settings"]["cache"] == "none"
     total = par["rows"][-1]
     assert total["claims"] == total["with_evidence"] == total["same_status"] == total["committed_claims"]
     ts, tp = seq["wall_s"] / 60, par["wall_s"] / 60
@@ -129,9 +141,9 @@ def test_same_results_ignores_wall_times_only(tmp_path: Path):
 
 def test_the_parallel_run_saved_the_sequential_runs_results():
     root = Path(__file__).resolve().parents[1]
-    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2.json").read_text())
+    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2_nocache.json").read_text())
     seq = {r["reproduction"]: r["seconds"] for r in json.loads(
-        (root / "bench" / "results" / "reproduce_all.json").read_text())["rows"][:-1]}
+        (root / "bench" / "results" / "reproduce_all_nocache.json").read_text())["rows"][:-1]}
     assert all(r["same_results_as_other_run"] is True for r in par["rows"][:-1])
     ratios = [r["seconds"] / seq[r["reproduction"]] for r in par["rows"][:-1]]
     doc = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())

@@ -109,7 +109,7 @@ def test_reproduce_names_a_list_and_skips_lm_halves_only_where_they_exist(tmp_pa
     monkeypatch.setattr(paper_repro, "registry", lambda: {"a": make("a", True), "b": make("b", False)})
     assert main(["reproduce", "a,nope", "--out", str(tmp_path)]) == 2
     assert "'nope'" in capsys.readouterr().err and not calls  # validated before anything runs
-    assert main(["reproduce", "a, b", "--full", "--no-lm", "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "a, b", "--full", "--no-lm", "--jobs", "1", "--out", str(tmp_path)]) == 0
     assert calls == [("a", False, False), ("b", False, None)]
     assert (tmp_path / "report.md").is_file()  # several names: a summary and a report, as for 'all'
     assert json.loads((tmp_path / "summary.json").read_text())["quick"] is False
@@ -174,9 +174,9 @@ def test_reproduce_jobs_runs_parts_in_worker_processes_with_the_sequential_resul
     assert summary["reproductions"]["a"]["claims"][0]["claim"] == "a"
     assert "| a | P | a | paper | 1 |" in (out / "report.md").read_text()
 
-    # the same command without --jobs gives the same summary (wall times aside)
+    # the same command with --jobs 1 gives the same summary (wall times aside)
     seq = tmp_path / "seq"
-    assert main(["reproduce", "a,b,c", "--no-lm", "--out", str(seq)]) == 1
+    assert main(["reproduce", "a,b,c", "--no-lm", "--jobs", "1", "--out", str(seq)]) == 1
     again = json.loads((seq / "summary.json").read_text())
     strip = lambda s: {n: {k: v for k, v in r.items() if k != "seconds"} for n, r in s["reproductions"].items()}
     assert strip(again) == strip(summary)
@@ -219,7 +219,7 @@ def test_reproduce_medium_runs_only_reproductions_with_medium_settings(tmp_path,
     assert "no medium settings for 'p'; reproductions with them: m, m2" in err and not calls
     assert main(["reproduce", "m, m", "--medium", "--out", str(tmp_path)]) == 0  # a repeated name runs once
     assert calls == [("m", True, True)] and not (tmp_path / "report.md").exists()  # one reproduction: no report
-    assert main(["reproduce", "m,m2", "--medium", "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "m,m2", "--medium", "--jobs", "1", "--out", str(tmp_path)]) == 0
     assert "Settings: medium (between the CPU defaults" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "summary.json").read_text())["quick"] is False
     # the report rebuilt from the saved results says medium too

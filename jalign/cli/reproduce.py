@@ -25,10 +25,115 @@ def register(sub) -> None:
                    help="skip the small-LM half of the reproductions that have one (their exact/bandit part only)")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild DIR/report.{md,html} from the saved DIR/NAME/results.json; run nothing")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run up to N reproductions at once, each in its own process (default 1: one after the "
-                   "other in this process); the results are the same")
+    p.add_argument("--jobs", type=_jobs_arg, default="auto", metavar="N|auto",
+                   help="run up to N reproductions at once, each in its own process; 1: one after the other in "
+                   "this process; the results are the same (default auto: the usable CPU cores, at most 4, on "
+                   "CPU; 1 where JAX has a GPU/TPU plugin)")
+    p.add_argument("--cache", default=None, metavar="DIR|none",
+                   help="where the command keeps what its reproductions share: compiled XLA programs and the "
+                   "SFT reference (default: a temporary directory, removed at the end; DIR keeps them for later "
+                   "runs; none: share nothing)")
     p.set_defaults(func=run)
+
+
+MAX_AUTO_JOBS = 4
+
+
+def _jobs_arg(text: str):
+    """``--jobs``: ``auto`` or an integer (checked in :func:`run`, which reports a bad one)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _accelerator_plugin() -> bool:
+    """Whether JAX may use a GPU or TPU here: a CUDA/ROCm plugin or libtpu is installed and ``JAX_PLATFORMS``
+    does not pin the CPU (found without starting a backend, which would take an accelerator's memory)."""
+    import importlib.util
+
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    names = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+    return any(importlib.util.find_spec(n) is not None for n in names)
+
+
+def auto_jobs(count: int) -> int:
+    """``--jobs auto``: on CPU the usable cores (the process's CPU affinity), at most :data:`MAX_AUTO_JOBS` and
+    ``count``; 1 where JAX has a GPU/TPU (processes would compete for one accelerator's memory)."""
+    if _accelerator_plugin():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_JOBS, count))
+
+
+class _SharedCache:
+    """The command's shared directory (``--cache``): the JAX persistent compilation cache under ``DIR/xla``
+    (a program compiled by one reproduction is loaded, not compiled again, by the next one or by another
+    worker) and :func:`paper_repro._common.shared` values under ``DIR/values``. Set through the environment,
+    which the spawned workers inherit and JAX reads at import, and in this process's JAX config; restored on
+    exit, and a temporary directory is removed."""
+
+    MIN_COMPILE_SECONDS = 0.5  # programs compiling faster than this are not worth a file
+
+    def __init__(self, spec: str | None):
+        self.spec = spec
+        self.dir: Path | None = None
+        self._temporary = False
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        from paper_repro._common import CACHE_ENV
+
+        if self.spec is not None and self.spec.strip().lower() == "none":
+            return self
+        if self.spec is None:
+            self.dir, self._temporary = Path(tempfile.mkdtemp(prefix="jalign-reproduce-cache-")), True
+        else:
+            self.dir = Path(self.spec)
+            try:
+                (self.dir / "xla").mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".write-test-"):
+                    pass
+            except OSError as e:
+                raise SystemExit(f"jalign reproduce: --cache {self.spec!r} is not writable: {e}") from None
+        env = {CACHE_ENV: str(self.dir), "JAX_COMPILATION_CACHE_DIR": str(self.dir / "xla"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(self.MIN_COMPILE_SECONDS)}
+        for k, v in env.items():
+            self._saved[k] = os.environ.get(k)
+            os.environ[k] = v
+        self._configure(str(self.dir / "xla"), self.MIN_COMPILE_SECONDS)
+        return self
+
+    @staticmethod
+    def _configure(path: str | None, min_seconds: float) -> None:
+        """Point this process's JAX at ``path`` (None: no persistent cache) from now on."""
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()  # the cache object is made once per process; make it read the setting
+
+    def __exit__(self, *exc):
+        if self.dir is None:
+            return False
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._configure(self._saved.get("JAX_COMPILATION_CACHE_DIR"),
+                        float(self._saved.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS") or 1.0))
+        if self._temporary:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
 
 
 def _check_writable(out: Path) -> None:
@@ -71,8 +176,10 @@ def run(args) -> int:
                   f"{', '.join(sorted(reg))}, a comma-separated list of them, or 'all'", file=sys.stderr)
             return 2
     jobs = getattr(args, "jobs", 1)
+    if jobs == "auto":
+        jobs = auto_jobs(len(todo))
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        print(f"jalign reproduce: --jobs {jobs!r} must be an integer >= 1", file=sys.stderr)
+        print(f"jalign reproduce: --jobs {jobs!r} must be an integer >= 1 or 'auto'", file=sys.stderr)
         return 2
     medium = getattr(args, "medium", False)
     if medium and not getattr(args, "report_only", False):
@@ -102,15 +209,16 @@ def run(args) -> int:
     if not getattr(args, "lm", True):
         summary["settings_label"] = f"{size}, small-LM halves skipped (--no-lm)"
     lm = getattr(args, "lm", True)
-    if jobs > 1 and len(todo) > 1:
-        summary["reproductions"] = _run_parallel(reg, todo, out, args.quick, lm, jobs, medium)
-    else:
-        from tqdm.auto import tqdm
+    with _SharedCache(getattr(args, "cache", None)):
+        if jobs > 1 and len(todo) > 1:
+            summary["reproductions"] = _run_parallel(reg, todo, out, args.quick, lm, jobs, medium)
+        else:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(todo, desc="reproduce", unit="repro", disable=len(todo) < 2, file=sys.stderr)
-        for name in bar:
-            bar.set_postfix_str(name)
-            summary["reproductions"][name] = _run_part(name, reg[name], out, args.quick, lm, medium)
+            bar = tqdm(todo, desc="reproduce", unit="repro", disable=len(todo) < 2, file=sys.stderr)
+            for name in bar:
+                bar.set_postfix_str(name)
+                summary["reproductions"][name] = _run_part(name, reg[name], out, args.quick, lm, medium)
     status = int(any(r["status"] != "ok" for r in summary["reproductions"].values()))
     summary["jobs"] = jobs
     summary["seconds"] = round(time.time() - t0, 1)  # wall time of the whole command
