@@ -148,3 +148,29 @@ def test_the_parallel_run_saved_the_sequential_runs_results():
     ratios = [r["seconds"] / seq[r["reproduction"]] for r in par["rows"][:-1]]
     doc = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())
     assert f"each reproduction took {min(ratios):.1f}–{max(ratios):.1f}× its sequential time" in doc
+
+
+def test_docs_quote_the_default_command_against_the_run_that_shares_nothing():
+    """`jalign reproduce all --quick` with its defaults (--jobs auto, the shared cache): the wall time quoted in
+    README and docs, its claims against the committed figures, and the SFT reference trained once."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / "bench" / "results" / "reproduce_all_default.json").read_text())
+    seq = json.loads((root / "bench" / "results" / "reproduce_all_nocache.json").read_text())
+    par = json.loads((root / "bench" / "results" / "reproduce_all_jobs2_nocache.json").read_text())
+    assert res["settings"]["jobs_option"] == "auto" and res["settings"]["cache"] == "temporary (the default)"
+    total = res["rows"][-1]
+    assert total["claims"] == total["with_evidence"] == total["same_status"] == total["committed_claims"]
+    td, ts, tp = res["wall_s"] / 60, seq["wall_s"] / 60, par["wall_s"] / 60
+    quoted = (f"{td:.1f} min with the defaults (`--jobs auto` = {res['settings']['jobs']} here, the shared cache; "
+              f"×{ts / td:.2f} against one after the other without sharing, ×{tp / td:.2f} against `--jobs 2 "
+              f"--cache none`); all {total['claims']} claims with their evidence and the committed status, "
+              f"{total['same_measured']} with the committed numbers")
+    for path in ("README.md", "docs/reproductions.md"):
+        text = " ".join((root / path).read_text(encoding="utf-8").split())
+        assert re.search(r"<!-- e2e-default -->(.*?)<!-- /e2e-default -->", text).group(1) == quoted, path
+    rt = {r["reproduction"]: r["seconds"] for r in res["rows"]}["reward-transforms"]
+    rs = {r["reproduction"]: r["seconds"] for r in seq["rows"]}["reward-transforms"]
+    doc = " ".join((root / "docs" / "reproductions.md").read_text(encoding="utf-8").split())
+    assert f"took {rt:.0f} s against {rs:.0f} s in the sequential run" in doc
